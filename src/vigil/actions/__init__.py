@@ -1,0 +1,1 @@
+"""Remediation actions: statuses and their graph, the store (history + audit), routes."""

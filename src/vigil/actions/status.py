@@ -1,0 +1,37 @@
+"""Action statuses and the allowed transitions between them. Status values live here only."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where an action is in its life."""
+
+    PENDING = "pending"
+    """Recorded and waiting to be dispatched (or, between attempts, to be retried)."""
+    RUNNING = "running"
+    """A worker holds it and is asking the remediator to act."""
+    COMPLETED = "completed"
+    """The remediator reported success. Terminal."""
+    FAILED = "failed"
+    """The last attempt failed, or the error was permanent. Terminal."""
+    CANCELLED = "cancelled"
+    """An operator cancelled it while open. Terminal."""
+
+
+OPEN = frozenset({Status.PENDING, Status.RUNNING})
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.PENDING, Status.CANCELLED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: Status, new: Status) -> bool:
+    """Whether ``current`` → ``new`` is in the allowed graph."""
+    return new in ALLOWED[current]

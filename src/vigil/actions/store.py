@@ -1,0 +1,279 @@
+"""Actions in the database. Every status change goes through :func:`transition`.
+
+Data-access functions are keyword-only with the connection first; they run inside the
+caller's transaction so a decision, its action, the first history row and the audit row
+commit together (DESIGN.md invariants 1 and 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
+from vigil.db.tables import action_history, actions
+from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound
+from vigil.guard.decide import PairState
+from vigil.observability.audit import Actor, append_audit
+
+_OPEN_VALUES = tuple(s.value for s in OPEN)
+_TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
+
+
+def policy_key(policy_name: str) -> str:
+    """The dedup key of actions created by a policy."""
+    return f"policy:{policy_name}"
+
+
+def manual_key(action: str) -> str:
+    """The dedup key of manual actions (one open per action and target)."""
+    return f"manual:{action}"
+
+
+async def create_action(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    actor: Actor,
+    dedup_key: str,
+    policy_name: str | None,
+    target: str,
+    action: str,
+    params: dict[str, Any],
+    severity: str | None = None,
+    details: str | None = None,
+    trigger_value: float | None = None,
+    reason: str,
+) -> dict[str, Any]:
+    """Record a new ``pending`` action with its first history row and an audit row.
+
+    Raises :class:`ActionAlreadyOpen` when the database already holds an open action with the
+    same dedup key and target; the caller's transaction stays usable.
+    """
+    values = {
+        "policy_name": policy_name,
+        "dedup_key": dedup_key,
+        "target": target,
+        "action": action,
+        "params": params,
+        "severity": severity,
+        "status": Status.PENDING.value,
+        "attempts": 0,
+        "details": details,
+        "trigger_value": trigger_value,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        async with conn.begin_nested():
+            row = (await conn.execute(actions.insert().values(**values).returning(actions))).one()
+    except IntegrityError as exc:
+        raise ActionAlreadyOpen(
+            f"an action for {dedup_key.split(':', 1)[1]!r} on {target!r} is already open"
+        ) from exc
+    record = dict(row._mapping)
+    await conn.execute(
+        action_history.insert().values(
+            action_id=record["id"],
+            from_status=None,
+            to_status=Status.PENDING.value,
+            at=now,
+            reason=reason,
+            attempt=0,
+            actor=actor.name,
+        )
+    )
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind="action.created",
+        subject=f"action:{record['id']}",
+        after=action_out(record),
+    )
+    return record
+
+
+async def transition(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    to: Status,
+    now: datetime,
+    actor: Actor,
+    reason: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Move an action to ``to`` if the graph allows it, recording history and audit.
+
+    The update is a compare-and-set on the status read, so two writers cannot both move the
+    same action out of the same status. Raises :class:`NotFound` or :class:`IllegalTransition`.
+    """
+    query = select(actions).where(actions.c.id == action_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound(f"action {action_id} not found")
+    before = dict(row._mapping)
+    current = Status(before["status"])
+    if not can_transition(current, to):
+        raise IllegalTransition(
+            f"action {action_id} is {current.value}; it cannot become {to.value}"
+        )
+    changes: dict[str, Any] = {"status": to.value, "updated_at": now, **fields}
+    if to in TERMINAL and "completed_at" not in fields:
+        changes["completed_at"] = now
+    updated = (
+        await conn.execute(
+            actions.update()
+            .where(actions.c.id == action_id, actions.c.status == current.value)
+            .values(**changes)
+            .returning(actions)
+        )
+    ).one_or_none()
+    if updated is None:
+        raise IllegalTransition(f"action {action_id} changed status concurrently; try again")
+    after = dict(updated._mapping)
+    await conn.execute(
+        action_history.insert().values(
+            action_id=action_id,
+            from_status=current.value,
+            to_status=to.value,
+            at=now,
+            reason=reason,
+            attempt=after["attempts"],
+            actor=actor.name,
+        )
+    )
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind=f"action.{to.value}",
+        subject=f"action:{action_id}",
+        before={"status": current.value},
+        after={"status": to.value, "reason": reason},
+    )
+    return after
+
+
+async def get_action(conn: AsyncConnection, *, action_id: int) -> dict[str, Any]:
+    """One action; :class:`NotFound` if there is none with that id."""
+    row = (await conn.execute(select(actions).where(actions.c.id == action_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"action {action_id} not found")
+    return dict(row._mapping)
+
+
+async def list_actions(
+    conn: AsyncConnection,
+    *,
+    page: int,
+    limit: int,
+    status: str | None = None,
+    target: str | None = None,
+    policy: str | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of actions, newest first, and how many match in all."""
+    conditions = []
+    if status is not None:
+        conditions.append(actions.c.status == status)
+    if target is not None:
+        conditions.append(actions.c.target == target)
+    if policy is not None:
+        conditions.append(actions.c.policy_name == policy)
+    if start_time is not None:
+        conditions.append(actions.c.created_at >= start_time)
+    if end_time is not None:
+        conditions.append(actions.c.created_at <= end_time)
+    where = and_(True, *conditions)
+    total = (
+        await conn.execute(select(func.count()).select_from(actions).where(where))
+    ).scalar_one()
+    query: Select[Any] = (
+        select(actions)
+        .where(where)
+        .order_by(actions.c.id.desc())
+        .limit(limit)
+        .offset((page - 1) * limit)
+    )
+    rows = await conn.execute(query)
+    return [dict(r._mapping) for r in rows], int(total)
+
+
+async def history(conn: AsyncConnection, *, action_id: int) -> list[dict[str, Any]]:
+    """Every status transition of an action, oldest first."""
+    await get_action(conn, action_id=action_id)
+    rows = await conn.execute(
+        select(action_history)
+        .where(action_history.c.action_id == action_id)
+        .order_by(action_history.c.id)
+    )
+    return [
+        {
+            "from": r.from_status,
+            "to": r.to_status,
+            "at": r.at,
+            "reason": r.reason,
+            "attempt": r.attempt,
+            "actor": r.actor,
+        }
+        for r in rows
+    ]
+
+
+async def pair_states(
+    conn: AsyncConnection, *, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], PairState]:
+    """Open action and last end time for each (dedup key, target) pair."""
+    wanted = list(dict.fromkeys(pairs))
+    if not wanted:
+        return {}
+    key = tuple_(actions.c.dedup_key, actions.c.target)
+    open_rows = await conn.execute(
+        select(actions.c.dedup_key, actions.c.target, actions.c.id).where(
+            key.in_(wanted), actions.c.status.in_(_OPEN_VALUES)
+        )
+    )
+    opened = {(r.dedup_key, r.target): int(r.id) for r in open_rows}
+    ended_rows = await conn.execute(
+        select(actions.c.dedup_key, actions.c.target, func.max(actions.c.completed_at))
+        .where(key.in_(wanted), actions.c.status.in_(_TERMINAL_VALUES))
+        .group_by(actions.c.dedup_key, actions.c.target)
+    )
+    ended = {(dedup_key, target): last for dedup_key, target, last in ended_rows}
+    return {
+        pair: PairState(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
+        for pair in wanted
+    }
+
+
+def action_out(record: dict[str, Any]) -> dict[str, Any]:
+    """An action as the API shows it."""
+    return {
+        "id": record["id"],
+        "policy_name": record["policy_name"],
+        "target": record["target"],
+        "action": record["action"],
+        "params": record["params"],
+        "status": record["status"],
+        "attempts": record["attempts"],
+        "severity": record["severity"],
+        "details": record["details"],
+        "result": record["result"],
+        "error_message": record["error_message"],
+        "created_at": record["created_at"],
+        "started_at": record["started_at"],
+        "completed_at": record["completed_at"],
+        "updated_at": record["updated_at"],
+        "next_attempt_at": record["next_attempt_at"],
+        "verification": record["verification"],
+    }

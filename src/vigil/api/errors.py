@@ -1,0 +1,68 @@
+"""Error responses: every Vigil error and every validation error becomes a clear 4xx/503."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+
+from vigil.db.engine import is_unavailable
+from vigil.errors import VigilError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    detail: Any
+
+
+_DESCRIPTIONS = {
+    404: "No such resource",
+    409: "Conflicts with the current state",
+    413: "Body or batch above the configured limit",
+    422: "Invalid request; `detail` names the field",
+    503: "The database (or Redis) is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error codes a route can answer with."""
+    return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def clean_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors without the echoed input (which may hold NaN or secrets)."""
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": clean_errors(exc.errors())}, status_code=422)
+
+
+async def _vigil_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VigilError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+    log.error("database error on %s %s: %r", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(VigilError, _vigil_error)
+    app.add_exception_handler(DBAPIError, _database_error)

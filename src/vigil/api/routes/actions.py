@@ -1,0 +1,199 @@
+"""Action routes: list, detail, by status, history, cancel, manual actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from vigil.actions import store
+from vigil.actions.status import Status
+from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
+from vigil.api.errors import error_responses
+from vigil.policy.models import ACTION_NAME_PATTERN
+from vigil.text import JsonObject, Name, SafeStr
+
+router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
+
+ActionId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The action's id")]
+
+
+class ActionOut(BaseModel):
+    id: int
+    policy_name: str | None
+    target: str
+    action: str
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    severity: str | None
+    details: str | None
+    result: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    verification: dict[str, Any] | None
+
+
+class ActionList(BaseModel):
+    count: int
+    total: int
+    page: int
+    page_size: int
+    actions: list[ActionOut]
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str | None = Field(alias="from", serialization_alias="from")
+    to: str
+    at: datetime
+    reason: str | None
+    attempt: int
+    actor: str
+
+
+class ManualActionIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    target: Name
+    action: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
+    ]
+    params: JsonObject = Field(default_factory=dict)
+    details: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+
+
+class ManualActionOut(BaseModel):
+    ok: bool
+    action_id: int
+    message: str
+    status: str
+    action: ActionOut
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    reason: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+
+
+async def _page(
+    container: ContainerDep,
+    *,
+    page: int,
+    limit: int,
+    **filters: Any,
+) -> dict[str, Any]:
+    async with container.database.read() as conn:
+        rows, total = await store.list_actions(conn, page=page, limit=limit, **filters)
+    return {
+        "count": len(rows),
+        "total": total,
+        "page": page,
+        "page_size": limit,
+        "actions": [store.action_out(r) for r in rows],
+    }
+
+
+Page = Annotated[int, Query(ge=1, le=1_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("", response_model=ActionList, responses=error_responses(422, 503))
+async def list_actions(
+    container: ContainerDep,
+    page: Page = 1,
+    limit: Limit = 50,
+    status: Status | None = None,
+    target: Annotated[str | None, Query(max_length=255)] = None,
+    policy: Annotated[str | None, Query(max_length=255)] = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> dict[str, Any]:
+    """Actions, newest first, filtered and paginated."""
+    return await _page(
+        container,
+        page=page,
+        limit=limit,
+        status=status.value if status else None,
+        target=target,
+        policy=policy,
+        start_time=start_time,
+        end_time=end_time,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ManualActionOut,
+    responses=error_responses(409, 422, 503),
+)
+async def create_manual_action(
+    body: ManualActionIn, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    """A manual remediation. 409 while one for the same action and target is open."""
+    record = await container.actions.create_manual(
+        target=body.target,
+        action=body.action,
+        params=body.params,
+        details=body.details,
+        actor=actor,
+    )
+    return {
+        "ok": True,
+        "action_id": record["id"],
+        "message": f"Action {body.action} on {body.target} recorded",
+        "status": record["status"],
+        "action": store.action_out(record),
+    }
+
+
+@router.get("/status/{status}", response_model=ActionList, responses=error_responses(422, 503))
+async def actions_by_status(
+    status: Status, container: ContainerDep, page: Page = 1, limit: Limit = 50
+) -> dict[str, Any]:
+    """Actions in one status, newest first."""
+    return await _page(container, page=page, limit=limit, status=status.value)
+
+
+@router.get("/{action_id}", response_model=ActionOut, responses=error_responses(404, 503))
+async def get_action(action_id: ActionId, container: ContainerDep) -> dict[str, Any]:
+    async with container.database.read() as conn:
+        return store.action_out(await store.get_action(conn, action_id=action_id))
+
+
+@router.get(
+    "/{action_id}/history",
+    response_model=list[HistoryEntry],
+    responses=error_responses(404, 503),
+)
+async def action_history(action_id: ActionId, container: ContainerDep) -> list[dict[str, Any]]:
+    """Every status transition, oldest first."""
+    async with container.database.read() as conn:
+        return await store.history(conn, action_id=action_id)
+
+
+@router.put(
+    "/{action_id}/cancel",
+    response_model=ActionOut,
+    responses=error_responses(404, 409, 422, 503),
+)
+async def cancel_action(
+    action_id: ActionId,
+    container: ContainerDep,
+    actor: ActorDep,
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Cancel an open (pending or running) action; 409 if it has already ended."""
+    record = await container.actions.cancel(
+        action_id, reason=body.reason if body else None, actor=actor
+    )
+    return store.action_out(record)

@@ -1,0 +1,153 @@
+"""Ingest routes. Bodies are parsed here (orjson + pydantic) so the batch limit is checked
+before thousands of metrics are validated, and NaN/Infinity never get in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.responses import Response
+
+from vigil.api.deps import ActorDep, ContainerDep, json_response
+from vigil.api.errors import clean_errors, error_responses
+from vigil.errors import PayloadTooLarge
+from vigil.ingest.schemas import BatchOut, IngestOut, MetricIn, limit_errors, to_sample
+
+router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
+
+_METRICS = TypeAdapter(list[MetricIn])
+_ERRORS: dict[int | str, dict[str, Any]] = error_responses(413, 422, 503)
+
+
+def _body_schema(name: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    }
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"JSON decode error: {exc.msg}", "type": "json_invalid"}]
+        ) from exc
+
+
+def _invalid(exc: ValidationError, prefix: tuple[Any, ...]) -> RequestValidationError:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return RequestValidationError(
+        [{**e, "loc": (*prefix, *e["loc"])} for e in clean_errors(errors)]
+    )
+
+
+async def _ingest_one(
+    request: Request, container: ContainerDep, actor: ActorDep, source: str
+) -> Response:
+    data = await _json(request)
+    try:
+        metric = MetricIn.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc, ("body",)) from exc
+    problems = limit_errors(metric, container.limits, ("body",))
+    if problems:
+        raise RequestValidationError(problems)
+    sample = to_sample(metric, container.clock.now())
+    result = await container.ingest.ingest([sample], source=source, actor=actor)
+    evaluated = result.evaluated[0]
+    return json_response(
+        {
+            "ok": True,
+            "metric_id": result.metric_ids[0],
+            "status": "stored",
+            "policies_evaluated": evaluated,
+            "violations": result.violations_out(),
+            "actions": result.actions_out(),
+            "message": "Metric ingested successfully"
+            if evaluated
+            else "Metric ingested successfully; it has no target, so no policy was evaluated",
+        },
+        status_code=201,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=IngestOut,
+    responses=_ERRORS,
+    openapi_extra=_body_schema("MetricIn"),
+)
+async def ingest(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+    """Store one metric or event, evaluate the policies, and record any resulting actions."""
+    return await _ingest_one(request, container, actor, "api")
+
+
+@router.post(
+    "/agent/metrics",
+    status_code=201,
+    response_model=IngestOut,
+    responses=_ERRORS,
+    openapi_extra=_body_schema("MetricIn"),
+)
+async def ingest_agent(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+    """The same as ``POST /api/v1/ingest``, for agents."""
+    return await _ingest_one(request, container, actor, "agent")
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=BatchOut,
+    responses=_ERRORS,
+    openapi_extra=_body_schema("BatchIn"),
+)
+async def ingest_batch(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+    """Store a batch of metrics (all or none), evaluate and record, in one transaction."""
+    data = await _json(request)
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["body", "metrics"],
+                    "msg": 'expected {"metrics": [...]}',
+                    "type": "list_type",
+                }
+            ]
+        )
+    items = data["metrics"]
+    limit = container.settings.max_batch_size
+    if len(items) > limit:
+        raise PayloadTooLarge(f"batch of {len(items)} metrics is above the limit of {limit}")
+    try:
+        metrics = _METRICS.validate_python(items)
+    except ValidationError as exc:
+        raise _invalid(exc, ("body", "metrics")) from exc
+    problems = [
+        p
+        for i, m in enumerate(metrics)
+        for p in limit_errors(m, container.limits, ("body", "metrics", i))
+    ]
+    if problems:
+        raise RequestValidationError(problems)
+    now = container.clock.now()
+    samples = [to_sample(m, now) for m in metrics]
+    if not samples:
+        return json_response({"ok": True, "stored": 0, "violations": [], "actions": []}, 201)
+    result = await container.ingest.ingest(samples, source="batch", actor=actor)
+    return json_response(
+        {
+            "ok": True,
+            "stored": len(result.metric_ids),
+            "violations": result.violations_out(),
+            "actions": result.actions_out(),
+        },
+        status_code=201,
+    )

@@ -1,0 +1,184 @@
+"""Policy routes: CRUD, enable/disable, by severity, reload, dry-run evaluation, runner status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
+from vigil.api.errors import error_responses
+from vigil.policy import store
+from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
+from vigil.text import Name
+
+router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
+
+NameParam = Annotated[str, Path(max_length=255, description="The policy's name")]
+
+
+class PolicyOut(PolicySpec):
+    source: str = Field(description="`api` or `file`: where the policy was created")
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyList(BaseModel):
+    ok: bool
+    policies: dict[str, PolicyOut]
+    total: int
+    enabled_count: int
+
+
+class OkMessage(BaseModel):
+    ok: bool
+    message: str
+
+
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    metrics: dict[Name, Annotated[float, Field(strict=True, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=1000
+    )
+    target: Name
+
+
+class EvaluatedViolation(BaseModel):
+    policy_name: str
+    severity: str
+    description: str
+    target: str
+    action: str
+    triggered_at: datetime
+
+
+class WouldTrigger(BaseModel):
+    action_id: int | None
+    policy_name: str
+    target: str
+    action: str
+    status: str
+
+
+class EvaluateOut(BaseModel):
+    ok: bool
+    violations: list[EvaluatedViolation]
+    actions_triggered: list[WouldTrigger]
+    timestamp: datetime
+
+
+class RunnerStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    enabled: bool
+    running: bool
+    interval_seconds: float
+    last_run_at: datetime | None
+    last_duration_ms: float | None
+    leader: bool
+
+
+class RunnerStatusOut(BaseModel):
+    ok: bool
+    runner: RunnerStatus
+
+
+async def _listing(container: ContainerDep, severity: str | None) -> dict[str, Any]:
+    async with container.database.read() as conn:
+        rows = await store.list_policies(conn, severity=severity)
+    out = {row.name: store.policy_out(row) for row in rows}
+    return {
+        "ok": True,
+        "policies": out,
+        "total": len(out),
+        "enabled_count": sum(1 for p in out.values() if p["enabled"]),
+    }
+
+
+@router.get("", response_model=PolicyList, responses=error_responses(503))
+async def list_policies(container: ContainerDep) -> dict[str, Any]:
+    """Every stored policy, by name."""
+    return await _listing(container, None)
+
+
+@router.post(
+    "", status_code=201, response_model=PolicyOut, responses=error_responses(409, 422, 503)
+)
+async def create_policy(
+    spec: PolicySpec, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    """Create a policy; 409 if the name is taken, 422 naming the field if it is invalid."""
+    return await container.policies.create(spec, actor=actor)
+
+
+@router.get("/runner/status", response_model=RunnerStatusOut)
+async def runner_status(container: ContainerDep) -> dict[str, Any]:
+    """The background runner: whether it runs, when it last ran and how long it took."""
+    return {"ok": True, "runner": container.runner.status()}
+
+
+@router.get("/severity/{severity}", response_model=PolicyList, responses=error_responses(422, 503))
+async def by_severity(severity: Severity, container: ContainerDep) -> dict[str, Any]:
+    """Policies of one severity (`info`, `warning`, `critical`)."""
+    return await _listing(container, severity)
+
+
+@router.post("/reload", response_model=OkMessage, responses=error_responses(422, 503))
+async def reload_policies(container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
+    """Re-read the policy file into the store (upsert by name; nothing is deleted)."""
+    source, report = await container.policies.reload(actor=actor)
+    return {
+        "ok": True,
+        "message": f"Reloaded {report.total} policies from {source} "
+        f"({report.created} created, {report.updated} updated, {report.unchanged} unchanged)",
+    }
+
+
+@router.post("/evaluate", response_model=EvaluateOut, responses=error_responses(422, 503))
+async def evaluate(body: EvaluateIn, container: ContainerDep) -> dict[str, Any]:
+    """Dry run: which policies these values would violate and what would happen. Stores nothing."""
+    now, violations, triggered = await container.policies.evaluate(body.metrics, body.target)
+    return {"ok": True, "violations": violations, "actions_triggered": triggered, "timestamp": now}
+
+
+@router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
+async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]:
+    async with container.database.read() as conn:
+        return store.policy_out(await store.get_policy(conn, name=name))
+
+
+@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 422, 503))
+async def update_policy(
+    name: NameParam, changes: PolicyUpdate, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    """Partial update of any field but `name`; the result must be a valid policy."""
+    return await container.policies.update(
+        name, changes.model_dump(mode="json", exclude_unset=True), actor=actor
+    )
+
+
+@router.delete("/{name}", response_model=OkMessage, responses=error_responses(404, 503))
+async def delete_policy(
+    name: NameParam, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    await container.policies.delete(name, actor=actor)
+    return {"ok": True, "message": f"Policy '{name}' deleted"}
+
+
+@router.put("/{name}/enable", response_model=OkMessage, responses=error_responses(404, 503))
+async def enable_policy(
+    name: NameParam, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    await container.policies.set_enabled(name, True, actor=actor)
+    return {"ok": True, "message": f"Policy '{name}' enabled"}
+
+
+@router.put("/{name}/disable", response_model=OkMessage, responses=error_responses(404, 503))
+async def disable_policy(
+    name: NameParam, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    await container.policies.set_enabled(name, False, actor=actor)
+    return {"ok": True, "message": f"Policy '{name}' disabled"}

@@ -1,0 +1,118 @@
+"""The ``vigil`` command: parse flags → Settings → container → run. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from vigil.errors import PolicyInvalid, Unavailable
+from vigil.settings import Settings, describe_settings_error
+
+app = typer.Typer(help="Vigil: a self-healing control plane.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+policies_app = typer.Typer(help="Policy files.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(policies_app, name="policies")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and .env), or exit 2 naming each invalid setting."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        typer.echo(describe_settings_error(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [VIGIL_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [VIGIL_PORT]")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not run the in-process worker")
+    ] = False,
+    no_runner: Annotated[
+        bool, typer.Option("--no-runner", help="Do not run the background policy runner")
+    ] = False,
+) -> None:
+    """Run the API (with the background runner) on the configured database."""
+    import uvicorn
+
+    from vigil.api.app import create_app
+
+    settings = load_settings(host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    del no_worker  # the worker arrives with the remediation pipeline; nothing to skip yet
+    api = create_app(settings, run_runner=not no_runner)
+    config = uvicorn.Config(
+        api,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to DATABASE_URL."""
+    settings = load_settings()
+
+    async def run() -> str:
+        from vigil.db.engine import Database, null_pool_engine
+        from vigil.db.migrate import current_revision, startup_lock, upgrade
+
+        database = Database(null_pool_engine(settings))
+        try:
+            async with startup_lock(database):
+                await upgrade(database)
+            return await current_revision(database) or "?"
+        finally:
+            await database.dispose()
+
+    try:
+        revision = asyncio.run(run())
+    except Unavailable as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:
+        typer.echo(f"error: database unavailable: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"database is at revision {revision}")
+
+
+@policies_app.command("validate")
+def policies_validate(
+    file: Annotated[Path, typer.Argument(help="A policy file (YAML, top-level `policies:`)")],
+) -> None:
+    """Check a policy file without loading it; exit 1 naming each problem."""
+    from vigil.policy.loader import read_policy_file
+
+    try:
+        _, specs = read_policy_file(file)
+    except PolicyInvalid as exc:
+        typer.echo(f"invalid: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{file}: {len(specs)} valid policies")
+    for spec in specs:
+        state = "enabled" if spec.enabled else "disabled"
+        auto = "auto" if spec.auto_remediate else "manual"
+        typer.echo(f"  {spec.name}: {spec.severity}, {state}, {auto}, action {spec.action}")
+
+
+def main() -> None:
+    """Entry point of the ``vigil`` console script."""
+    app(prog_name="vigil")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,148 @@
+"""Engine and transactions: one code path for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite runs in WAL mode with a busy timeout, and every read-then-write transaction starts
+with ``BEGIN IMMEDIATE`` so two processes cannot both read and then overwrite each other
+(WAL plus busy_timeout alone lose updates there). Read-only transactions start deferred.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from vigil.errors import Unavailable
+from vigil.settings import Settings
+
+_WRITE = "vigil_write"
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson writes datetimes as RFC 3339 and refuses NaN, which PostgreSQL's JSONB refuses too.
+    return orjson.dumps(value).decode()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Build the async engine for ``settings.database_url``."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    return create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
+    in_memory = url.database in (None, "", ":memory:")
+    kwargs: dict[str, Any] = {}
+    if in_memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        kwargs["pool_size"] = settings.db_pool_size
+        kwargs["max_overflow"] = settings.db_pool_size
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": settings.db_busy_timeout_seconds},
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        **kwargs,
+    )
+    busy_ms = int(settings.db_busy_timeout_seconds * 1000)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so BEGIN can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def null_pool_engine(settings: Settings) -> AsyncEngine:
+    """An engine without a pool, for one-shot commands (migrations, CLI)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    return create_async_engine(
+        url, poolclass=NullPool, json_serializer=_json_dumps, json_deserializer=orjson.loads
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the database cannot be reached (not a bad statement)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, InterfaceError | OSError | ConnectionError):
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        return any(
+            word in text
+            for word in ("connect", "locked", "busy", "closed", "unable to open", "terminat")
+        )
+    return False
+
+
+class Database:
+    """Owns the engine and hands out transactions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A read-then-write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
+        async with self._translate(), self.engine.connect() as conn:
+            await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        async with self._translate(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _translate(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (DBAPIError, OSError, ConnectionError) as exc:
+            if is_unavailable(exc):
+                raise Unavailable("database unavailable") from exc
+            raise
+
+    async def ping(self) -> None:
+        """Raise :class:`Unavailable` unless the database answers."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

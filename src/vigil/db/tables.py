@@ -1,0 +1,147 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from vigil.db.types import BigId, Json, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+OPEN_STATUSES = ("pending", "running")
+"""Statuses of an action that is still open; the partial unique index below keys on them."""
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("tags", Json, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_metrics_target_name_ts", "target", "name", "ts"),
+    Index("ix_metrics_ts", "ts"),
+)
+
+metric_latest = Table(
+    "metric_latest",
+    metadata,
+    Column("target", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("severity", String(16), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("file_spec", Json, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+policy_revision = Table(
+    "policy_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigId, nullable=False),
+)
+"""A single row whose counter grows with every policy change, so every process notices."""
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("policy_name", String(255), nullable=True),
+    Column("dedup_key", String(300), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("action", String(255), nullable=False),
+    Column("params", Json, nullable=False),
+    Column("severity", String(16), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("details", Text, nullable=True),
+    Column("result", Json, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("trigger_value", Float, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("completed_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("verification", Json, nullable=True),
+    # Invariant 2: at most one open action per (policy, target) -- dedup_key is
+    # "policy:<name>" -- and per (action, target) for manual ones ("manual:<action>").
+    Index(
+        "uq_actions_open_dedup_key_target",
+        "dedup_key",
+        "target",
+        unique=True,
+        sqlite_where=text("status IN ('pending', 'running')"),
+        postgresql_where=text("status IN ('pending', 'running')"),
+    ),
+    Index("ix_actions_dedup_key_target_completed_at", "dedup_key", "target", "completed_at"),
+    Index("ix_actions_status", "status"),
+    Index("ix_actions_created_at", "created_at"),
+)
+
+action_history = Table(
+    "action_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "action_id",
+        BigId,
+        ForeignKey("actions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("from_status", String(32), nullable=True),
+    Column("to_status", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Index("ix_action_history_action_id", "action_id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(512), nullable=False),
+    Column("before", Json, nullable=True),
+    Column("after", Json, nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Index("ix_audit_at", "at"),
+)

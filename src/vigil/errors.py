@@ -1,0 +1,66 @@
+"""Vigil's exceptions, one tree rooted at :class:`VigilError`.
+
+    VigilError
+    ├── InvalidInput            a client sent something Vigil refuses (HTTP 422)
+    │   └── PolicyInvalid       a policy document does not validate
+    ├── NotFound                an id or name that does not exist (HTTP 404)
+    ├── Conflict                the request clashes with current state (HTTP 409)
+    │   ├── DuplicatePolicy
+    │   ├── ActionAlreadyOpen
+    │   └── IllegalTransition   a status change outside the allowed graph
+    ├── PayloadTooLarge         body or batch above the configured limit (HTTP 413)
+    └── Unavailable             a dependency (database, Redis) does not answer (HTTP 503)
+
+Foreign exceptions (SQLAlchemy, drivers) are translated at the boundary that catches them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VigilError(Exception):
+    """Root of every error Vigil raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail if detail is not None else message
+
+
+class InvalidInput(VigilError):
+    status_code = 422
+
+
+class PolicyInvalid(InvalidInput):
+    """A policy (from the API or a file) does not validate; ``detail`` lists the fields."""
+
+
+class NotFound(VigilError):
+    status_code = 404
+
+
+class Conflict(VigilError):
+    status_code = 409
+
+
+class DuplicatePolicy(Conflict):
+    pass
+
+
+class ActionAlreadyOpen(Conflict):
+    pass
+
+
+class IllegalTransition(Conflict):
+    pass
+
+
+class PayloadTooLarge(VigilError):
+    status_code = 413
+
+
+class Unavailable(VigilError):
+    status_code = 503

@@ -1,0 +1,1 @@
+"""Guards: pure checks that decide whether a violation may become an action."""

@@ -1,0 +1,38 @@
+"""Decide whether a violation becomes an action, from state read by the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vigil.guard.reasons import Suppressed
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """What the store knows about one (policy, target) pair."""
+
+    open_action_id: int | None = None
+    last_ended_at: datetime | None = None
+
+
+def decide(
+    *,
+    auto_remediate: bool,
+    enabled: bool,
+    cooldown_seconds: float,
+    state: PairState,
+    now: datetime,
+) -> Suppressed | None:
+    """None when an action may be created, else the reason it may not."""
+    if not enabled:
+        return Suppressed.DISABLED
+    if not auto_remediate:
+        return Suppressed.NOT_AUTO_REMEDIATED
+    if state.open_action_id is not None:
+        return Suppressed.ALREADY_OPEN
+    if state.last_ended_at is not None and now - state.last_ended_at < timedelta(
+        seconds=cooldown_seconds
+    ):
+        return Suppressed.COOLDOWN
+    return None

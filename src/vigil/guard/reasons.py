@@ -1,0 +1,22 @@
+"""The closed list of suppression reasons, used verbatim in responses, decisions and metrics."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Suppressed(StrEnum):
+    """Why a violation did not become an action."""
+
+    ALREADY_OPEN = "action already open"
+    """An action for the same (policy, target) is still pending or running."""
+    COOLDOWN = "cooldown"
+    """The previous action for the pair ended less than ``cooldown_seconds`` ago."""
+    CIRCUIT_OPEN = "circuit open"
+    MAX_CONCURRENT_TARGETS = "max concurrent targets"
+    SILENCED = "silenced"
+    PAUSED = "paused"
+    SHADOW = "shadow"
+    NOT_AUTO_REMEDIATED = "not auto-remediated"
+    """The policy records violations but does not act on them."""
+    DISABLED = "disabled"

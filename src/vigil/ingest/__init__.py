@@ -1,0 +1,1 @@
+"""Ingest: wire schemas, the group-commit pipeline, metric storage, routes."""

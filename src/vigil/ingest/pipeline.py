@@ -1,0 +1,228 @@
+"""The ingest pipeline: store samples, evaluate policies, record decisions — in one transaction.
+
+Concurrent requests are grouped: a single writer task takes every request waiting in its
+queue and handles them in one transaction (group commit), so a burst of small requests costs
+one commit instead of one each. Each request still gets its own answer; if a group fails,
+its requests are retried one by one so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.actions.recorder import Decision, record_violations
+from vigil.clock import Clock
+from vigil.db.engine import Database
+from vigil.errors import Unavailable
+from vigil.ingest.schemas import Sample
+from vigil.ingest.store import insert_samples, latest_values, upsert_latest
+from vigil.observability.audit import Actor
+from vigil.observability.metrics import VigilMetrics
+from vigil.policy.evaluator import PolicyIndex, Violation, evaluate_sample
+from vigil.policy.store import PolicyCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to one request's samples."""
+
+    metric_ids: list[int]
+    evaluated: list[bool]
+    decisions: list[Decision] = field(default_factory=list)
+
+    def violations_out(self) -> list[dict[str, Any]]:
+        out = []
+        for d in self.decisions:
+            item: dict[str, Any] = {
+                "policy_name": d.violation.policy.name,
+                "severity": d.violation.policy.severity,
+                "action": d.violation.policy.action,
+                "target": d.violation.target,
+            }
+            if d.suppressed is not None:
+                item["suppressed"] = d.suppressed.value
+            out.append(item)
+        return out
+
+    def actions_out(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "action_id": d.action["id"],
+                "action": d.action["action"],
+                "target": d.action["target"],
+                "status": d.action["status"],
+            }
+            for d in self.decisions
+            if d.action is not None
+        ]
+
+
+@dataclass(slots=True)
+class _Request:
+    samples: Sequence[Sample]
+    source: str
+    actor: Actor
+    future: asyncio.Future[IngestResult]
+
+
+class IngestPipeline:
+    """Stores and evaluates samples; one writer task per process does the writing."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        policies: PolicyCache,
+        metrics: VigilMetrics,
+        clock: Clock,
+        group_size: int,
+    ) -> None:
+        self._db = database
+        self._policies = policies
+        self._metrics = metrics
+        self._clock = clock
+        self._group_size = group_size
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run(), name="vigil-ingest-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the writer."""
+        if self._writer is None:
+            return
+        while not self._queue.empty():
+            await self._handle_group(self._take_group(await self._queue.get()))
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+
+    async def ingest(self, samples: Sequence[Sample], *, source: str, actor: Actor) -> IngestResult:
+        """Store ``samples``, evaluate them and record the decisions; the result once committed."""
+        if self._writer is None:
+            raise Unavailable("ingest is not running")
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(samples, source, actor, future))
+        return await future
+
+    def _take_group(self, first: _Request) -> list[_Request]:
+        group = [first]
+        size = len(first.samples)
+        while size < self._group_size and not self._queue.empty():
+            request = self._queue.get_nowait()
+            group.append(request)
+            size += len(request.samples)
+        return group
+
+    async def _run(self) -> None:
+        while True:
+            group = self._take_group(await self._queue.get())
+            await self._handle_group(group)
+
+    async def _handle_group(self, group: list[_Request]) -> None:
+        try:
+            results = await self._commit(group)
+        except Exception as exc:
+            if len(group) > 1 and not isinstance(exc, Unavailable):
+                log.warning("ingest group of %d failed, retrying one by one: %r", len(group), exc)
+                for request in group:
+                    await self._handle_group([request])
+                return
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        for request, result in zip(group, results, strict=True):
+            if not request.future.done():
+                request.future.set_result(result)
+        for request in group:
+            self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
+
+    async def _commit(self, group: list[_Request]) -> list[IngestResult]:
+        now = self._clock.now()
+        samples = [s for request in group for s in request.samples]
+        async with self._db.write() as conn:
+            index = await self._policies.index(conn)
+            context_targets = {
+                s.target
+                for s in samples
+                if s.target is not None and index.needs_other_metrics(s.name, s.target)
+            }
+            known = await latest_values(conn, targets=context_targets) if context_targets else {}
+            ids = await insert_samples(conn, samples=samples, now=now)
+            await upsert_latest(conn, samples=samples)
+            results: list[IngestResult] = []
+            position = 0
+            for request in group:
+                count = len(request.samples)
+                result = IngestResult(ids[position : position + count], [])
+                violations = self._evaluate(index, request.samples, known, result)
+                position += count
+                if violations:
+                    result.decisions = await record_violations(
+                        conn,
+                        violations=violations,
+                        now=now,
+                        actor=Actor("system", request.actor.request_id),
+                    )
+                results.append(result)
+        self._count(results)
+        return results
+
+    def _evaluate(
+        self,
+        index: PolicyIndex,
+        samples: Sequence[Sample],
+        known: dict[str, dict[str, tuple[float, Any]]],
+        result: IngestResult,
+    ) -> list[Violation]:
+        violations: list[Violation] = []
+        evaluations = 0
+        for sample in samples:
+            if sample.target is None:
+                result.evaluated.append(False)
+                continue
+            result.evaluated.append(True)
+            candidates = index.candidates(sample.name, sample.target)
+            if not candidates:
+                continue
+            evaluations += len(candidates)
+            target_values = known.get(sample.target)
+            if target_values is None:
+                values = {sample.name: sample.value}
+            else:
+                # The target's latest values, this sample included (and kept for later ones).
+                seen = target_values.get(sample.name)
+                if seen is None or sample.ts >= seen[1]:
+                    target_values[sample.name] = (sample.value, sample.ts)
+                values = {name: v for name, (v, _) in target_values.items()}
+                values[sample.name] = sample.value
+            violations.extend(evaluate_sample(candidates, sample.target, sample.value, values))
+        if evaluations:
+            self._metrics.policy_evaluations_total.inc(evaluations)
+        return violations
+
+    def _count(self, results: list[IngestResult]) -> None:
+        m = self._metrics
+        for result in results:
+            for d in result.decisions:
+                policy = d.violation.policy
+                m.policy_violations_total.labels(
+                    policy_name=policy.name, severity=policy.severity
+                ).inc()
+                if d.action is not None:
+                    m.decisions_total.labels(outcome="acted", reason="").inc()
+                    m.actions_total.labels(action=d.action["action"], status="pending").inc()
+                else:
+                    reason = d.suppressed.value if d.suppressed else ""
+                    m.decisions_total.labels(outcome="suppressed", reason=reason).inc()

@@ -1,0 +1,1 @@
+"""Prometheus metrics and logging. Registries are injected, never global."""

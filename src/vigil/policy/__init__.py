@@ -1,0 +1,1 @@
+"""Policies: models, conditions, matcher, the pure evaluator, the store, the runner, routes."""

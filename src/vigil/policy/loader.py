@@ -1,0 +1,60 @@
+"""Reading policy files (YAML, a top-level ``policies:`` list)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vigil.errors import PolicyInvalid
+from vigil.policy.models import PolicyFile, PolicySpec
+
+
+def example_policies_text() -> str:
+    """The example policy file packaged with Vigil."""
+    return resources.files("vigil.policy").joinpath("examples/policies.yaml").read_text("utf-8")
+
+
+def error_location(loc: tuple[int | str, ...]) -> str:
+    """``('policies', 3, 'condition', 'threshold')`` → ``policies[3].condition.threshold``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def parse_policies(text: str, *, source: str) -> list[PolicySpec]:
+    """Validate a policy file's text; :class:`PolicyInvalid` names every bad field."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyInvalid(f"{source}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {"policies": []}
+    if not isinstance(data, dict) or "policies" not in data:
+        raise PolicyInvalid(f"{source}: expected a mapping with a top-level 'policies:' list")
+    try:
+        return PolicyFile.model_validate(data).policies
+    except ValidationError as exc:
+        problems = [{"loc": error_location(tuple(e["loc"])), "msg": e["msg"]} for e in exc.errors()]
+        lines = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems)
+        raise PolicyInvalid(f"{source}: {lines}", detail=problems) from exc
+
+
+def read_policy_file(path: Path | None) -> tuple[str, list[PolicySpec]]:
+    """(source name, policies) of ``path``, or of the packaged examples when it is None."""
+    if path is None:
+        return "packaged example policies", parse_policies(
+            example_policies_text(), source="example policies"
+        )
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise PolicyInvalid(f"cannot read policy file {path}: {exc.strerror}") from exc
+    return str(path), parse_policies(text, source=str(path))

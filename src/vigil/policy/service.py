@@ -1,0 +1,166 @@
+"""Policy use cases: each runs in one transaction and records an audit row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vigil.actions.store import pair_states, policy_key
+from vigil.clock import Clock
+from vigil.db.engine import Database
+from vigil.errors import PolicyInvalid
+from vigil.guard.decide import PairState, decide
+from vigil.observability.audit import Actor
+from vigil.observability.metrics import VigilMetrics
+from vigil.policy import store
+from vigil.policy.evaluator import evaluate_values
+from vigil.policy.loader import read_policy_file
+from vigil.policy.models import PolicySpec
+
+
+def validate_policy(
+    document: Mapping[str, Any], *, loc_prefix: tuple[str, ...] = ("body",)
+) -> PolicySpec:
+    """A policy from a JSON document; :class:`PolicyInvalid` naming each bad field."""
+    try:
+        return PolicySpec.model_validate(document)
+    except ValidationError as exc:
+        raise PolicyInvalid(
+            "invalid policy",
+            detail=[
+                {"loc": [*loc_prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_input=False, include_context=False)
+            ],
+        ) from exc
+
+
+class PolicyService:
+    """Creates, changes and reloads policies; evaluates them in dry runs."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        clock: Clock,
+        metrics: VigilMetrics,
+        policies_file: Path | None,
+    ) -> None:
+        self._db = database
+        self._clock = clock
+        self._metrics = metrics
+        self.policies_file = policies_file
+
+    async def create(self, spec: PolicySpec, *, actor: Actor) -> dict[str, Any]:
+        async with self._db.write() as conn:
+            row = await store.create_policy(conn, spec=spec, now=self._clock.now(), actor=actor)
+        self._metrics.policy_loaded(spec.name, spec.severity)
+        return store.policy_out(row)
+
+    async def update(
+        self, name: str, changes: Mapping[str, Any], *, actor: Actor
+    ) -> dict[str, Any]:
+        """Apply a partial update; the merged document must validate as a whole."""
+        if "name" in changes and changes["name"] is not None and changes["name"] != name:
+            raise PolicyInvalid(
+                "a policy cannot be renamed",
+                detail=[
+                    {
+                        "loc": ["body", "name"],
+                        "msg": "a policy's name cannot be changed",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        async with self._db.write() as conn:
+            row = await store.get_policy(conn, name=name, for_update=True)
+            merged = {**row.spec, "enabled": bool(row.enabled), **changes, "name": name}
+            spec = validate_policy(merged)
+            updated = await store.replace_policy(
+                conn, name=name, spec=spec, now=self._clock.now(), actor=actor
+            )
+        self._metrics.policy_loaded(spec.name, spec.severity)
+        return store.policy_out(updated)
+
+    async def set_enabled(self, name: str, enabled: bool, *, actor: Actor) -> None:
+        async with self._db.write() as conn:
+            row = await store.get_policy(conn, name=name, for_update=True)
+            spec = store.spec_of(row).model_copy(update={"enabled": enabled})
+            await store.replace_policy(
+                conn,
+                name=name,
+                spec=spec,
+                now=self._clock.now(),
+                actor=actor,
+                kind="policy.enabled" if enabled else "policy.disabled",
+            )
+
+    async def delete(self, name: str, *, actor: Actor) -> None:
+        async with self._db.write() as conn:
+            await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
+
+    async def reload(self, *, actor: Actor) -> tuple[str, store.LoadReport]:
+        """Upsert the policy file into the store; nothing changes if the file is invalid."""
+        source, specs = read_policy_file(self.policies_file)
+        async with self._db.write() as conn:
+            report = await store.upsert_from_file(
+                conn, specs=specs, now=self._clock.now(), actor=actor
+            )
+        for spec in specs:
+            self._metrics.policy_loaded(spec.name, spec.severity)
+        return source, report
+
+    async def register_metrics(self) -> None:
+        """Create every stored policy's violation series (at zero)."""
+        async with self._db.read() as conn:
+            for row in await store.list_policies(conn):
+                self._metrics.policy_loaded(row.name, row.severity)
+
+    async def evaluate(
+        self, values: Mapping[str, float], target: str
+    ) -> tuple[datetime, list[dict[str, Any]], list[dict[str, Any]]]:
+        """A dry run: which policies the given values violate and what the guards would do.
+
+        Reads only; nothing is stored. The values given are all the evaluation sees.
+        """
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            specs = [store.spec_of(row) for row in await store.list_policies(conn)]
+            found = evaluate_values(specs, target, values)
+            states = await pair_states(
+                conn, pairs=[(policy_key(v.policy.name), target) for v in found]
+            )
+        violations = []
+        triggered = []
+        for v in found:
+            p = v.policy
+            violations.append(
+                {
+                    "policy_name": p.name,
+                    "severity": p.severity,
+                    "description": p.description,
+                    "target": target,
+                    "action": p.action,
+                    "triggered_at": now,
+                }
+            )
+            reason = decide(
+                auto_remediate=p.auto_remediate,
+                enabled=p.enabled,
+                cooldown_seconds=p.cooldown_seconds,
+                state=states.get((policy_key(p.name), target), PairState()),
+                now=now,
+            )
+            triggered.append(
+                {
+                    "action_id": None,
+                    "policy_name": p.name,
+                    "target": target,
+                    "action": p.action,
+                    "status": "would_trigger" if reason is None else f"suppressed: {reason.value}",
+                }
+            )
+        return now, violations, triggered

@@ -1,0 +1,233 @@
+"""Policies in the database, and the per-process cache that follows their revision."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.db.tables import policies, policy_revision
+from vigil.errors import DuplicatePolicy, NotFound
+from vigil.observability.audit import Actor, append_audit
+from vigil.policy.evaluator import PolicyIndex
+from vigil.policy.models import PolicySpec
+
+
+def policy_out(row: Any) -> dict[str, Any]:
+    """A stored policy as the API shows it: its document plus bookkeeping fields."""
+    document = dict(row.spec)
+    document["enabled"] = bool(row.enabled)
+    document["source"] = row.source
+    document["created_at"] = row.created_at
+    document["updated_at"] = row.updated_at
+    return document
+
+
+async def _bump_revision(conn: AsyncConnection) -> None:
+    await conn.execute(
+        policy_revision.update()
+        .where(policy_revision.c.id == 1)
+        .values(revision=policy_revision.c.revision + 1)
+    )
+
+
+async def revision(conn: AsyncConnection) -> int:
+    """The policy revision: it grows with every change to any policy."""
+    return int(
+        (
+            await conn.execute(select(policy_revision.c.revision).where(policy_revision.c.id == 1))
+        ).scalar_one()
+    )
+
+
+async def list_policies(conn: AsyncConnection, *, severity: str | None = None) -> list[Any]:
+    """Stored policy rows, by name."""
+    query = select(policies).order_by(policies.c.name)
+    if severity is not None:
+        query = query.where(policies.c.severity == severity)
+    return list(await conn.execute(query))
+
+
+async def get_policy(conn: AsyncConnection, *, name: str, for_update: bool = False) -> Any:
+    """One stored policy row; :class:`NotFound` if there is none of that name."""
+    query = select(policies).where(policies.c.name == name)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound(f"policy {name!r} not found")
+    return row
+
+
+def spec_of(row: Any) -> PolicySpec:
+    """The validated policy of a stored row."""
+    return PolicySpec.model_validate({**row.spec, "enabled": bool(row.enabled)})
+
+
+async def create_policy(
+    conn: AsyncConnection, *, spec: PolicySpec, now: datetime, actor: Actor, source: str = "api"
+) -> Any:
+    """Store a new policy; :class:`DuplicatePolicy` if the name is taken."""
+    document = spec.document()
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(
+                    policies.insert()
+                    .values(
+                        name=spec.name,
+                        severity=spec.severity,
+                        enabled=spec.enabled,
+                        spec=document,
+                        source=source,
+                        file_spec=document if source == "file" else None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(policies)
+                )
+            ).one()
+    except IntegrityError as exc:
+        raise DuplicatePolicy(f"a policy named {spec.name!r} already exists") from exc
+    await _bump_revision(conn)
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind="policy.created",
+        subject=f"policy:{spec.name}",
+        after=document,
+    )
+    return row
+
+
+async def replace_policy(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    spec: PolicySpec,
+    now: datetime,
+    actor: Actor,
+    kind: str = "policy.updated",
+    file_spec: dict[str, Any] | None = None,
+) -> Any:
+    """Overwrite a stored policy's document (its name stays)."""
+    current = await get_policy(conn, name=name, for_update=True)
+    document = spec.document()
+    values: dict[str, Any] = {
+        "severity": spec.severity,
+        "enabled": spec.enabled,
+        "spec": document,
+        "updated_at": now,
+    }
+    if file_spec is not None:
+        values["file_spec"] = file_spec
+    row = (
+        await conn.execute(
+            policies.update().where(policies.c.name == name).values(**values).returning(policies)
+        )
+    ).one()
+    await _bump_revision(conn)
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind=kind,
+        subject=f"policy:{name}",
+        before=current.spec,
+        after=document,
+    )
+    return row
+
+
+async def delete_policy(conn: AsyncConnection, *, name: str, now: datetime, actor: Actor) -> None:
+    """Delete a policy; :class:`NotFound` if there is none of that name."""
+    current = await get_policy(conn, name=name, for_update=True)
+    await conn.execute(policies.delete().where(policies.c.name == name))
+    await _bump_revision(conn)
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind="policy.deleted",
+        subject=f"policy:{name}",
+        before=current.spec,
+    )
+
+
+async def count_policies(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(policies))).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What loading a policy file changed."""
+
+    created: int
+    updated: int
+    unchanged: int
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+async def upsert_from_file(
+    conn: AsyncConnection, *, specs: list[PolicySpec], now: datetime, actor: Actor
+) -> LoadReport:
+    """Upsert the policies of a file by name; policies not in the file are kept.
+
+    A policy whose file text has not changed since it was last loaded is left alone, so
+    changes made through the API (disabling it, say) survive restarts until the file itself
+    changes that policy.
+    """
+    created = updated = unchanged = 0
+    for spec in specs:
+        document = spec.document()
+        row = (
+            await conn.execute(select(policies).where(policies.c.name == spec.name))
+        ).one_or_none()
+        if row is None:
+            await create_policy(conn, spec=spec, now=now, actor=actor, source="file")
+            created += 1
+        elif row.file_spec == document:
+            unchanged += 1
+        else:
+            await replace_policy(
+                conn,
+                name=spec.name,
+                spec=spec,
+                now=now,
+                actor=actor,
+                kind="policy.reloaded",
+                file_spec=document,
+            )
+            updated += 1
+    return LoadReport(created, updated, unchanged)
+
+
+class PolicyCache:
+    """This process's view of the enabled policies, refreshed when the revision moves.
+
+    Checking the revision costs one primary-key read per ingest group, and every process
+    (API replica, runner) sees a change made by any other in its next transaction.
+    """
+
+    def __init__(self) -> None:
+        self._revision = -1
+        self._index = PolicyIndex(())
+        self._lock = asyncio.Lock()
+
+    async def index(self, conn: AsyncConnection) -> PolicyIndex:
+        """The policy index as of ``conn``'s transaction."""
+        current = await revision(conn)
+        if current != self._revision:
+            rows = await list_policies(conn)
+            self._index = PolicyIndex(spec_of(row) for row in rows)
+            self._revision = current
+        return self._index

@@ -1,0 +1,1 @@
+"""Task queues: the transport between recorded actions and workers."""

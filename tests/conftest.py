@@ -1,0 +1,132 @@
+"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL, settings, an app."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from tests import services
+from vigil.api.app import create_app
+from vigil.clock import FakeClock
+from vigil.container import Container, build_container
+from vigil.db.engine import Database, null_pool_engine
+from vigil.db.migrate import upgrade
+from vigil.settings import Settings
+
+EMPTY_POLICIES = "policies: []\n"
+
+
+def _migrate(url: str) -> None:
+    async def run() -> None:
+        database = Database(null_pool_engine(Settings(database_url=url)))
+        try:
+            await upgrade(database)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "vigil.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL database, used as the template of each test's database."""
+    services.need_postgres()
+    name = services.create_database()
+    _migrate(services.database_url(name))
+    yield name
+    services.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind (the test runs once per kind)."""
+    if request.param == "sqlite":
+        path = tmp_path / "vigil.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = services.create_database(template)
+    yield services.database_url(name)
+    services.drop_database(name)
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database; parametrize with indirect=True over sqlite/postgresql."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    services.need_postgres()
+    name = services.create_database()
+    yield services.database_url(name)
+    services.drop_database(name)
+
+
+@pytest.fixture
+def policies_file(tmp_path: Path) -> Path:
+    """An empty policy file: tests that want policies create them (or write this file)."""
+    path = tmp_path / "policies.yaml"
+    path.write_text(EMPTY_POLICIES)
+    return path
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change settings for its app."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    database_url: str, policies_file: Path, settings_overrides: dict[str, Any]
+) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "policies_file": policies_file,
+        "runner_interval_seconds": 0.2,
+        "db_pool_size": 4,
+        **settings_overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def container(settings: Settings, clock: FakeClock) -> Container:
+    return build_container(settings, clock=clock)
+
+
+@pytest.fixture
+async def app(settings: Settings, container: Container) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, container, run_runner=False)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+        yield c

@@ -1,0 +1,71 @@
+"""Reaching the real Redis and PostgreSQL of the machine, or skipping (failing in CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("VIGIL_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE = os.environ.get("VIGIL_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need(service: str, host: str, port: int) -> None:
+    """Skip the test unless ``service`` answers; with VIGIL_REQUIRE_SERVICES=1, fail instead."""
+    if _answers(host, port):
+        return
+    message = f"{service} is not answering on {host}:{port}"
+    if REQUIRE:
+        pytest.fail(f"{message} (VIGIL_REQUIRE_SERVICES is set)")
+    pytest.skip(f"{message}; start it to run this test")
+
+
+def need_postgres() -> None:
+    need("PostgreSQL", "127.0.0.1", 5432)
+
+
+def need_redis() -> None:
+    need("Redis", "127.0.0.1", 6379)
+
+
+def _admin_dsn() -> str:
+    return PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_database(template: str | None = None) -> str:
+    """Create a fresh PostgreSQL database (optionally from a template); its name."""
+    name = f"vigil_test_{uuid.uuid4().hex[:12]}"
+    clause = f" TEMPLATE {template}" if template else ""
+    asyncio.run(_admin(f"CREATE DATABASE {name}{clause}"))
+    return name
+
+
+def drop_database(name: str) -> None:
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def database_url(name: str) -> str:
+    base = _admin_dsn().rsplit("/", 1)[0]
+    return f"{base}/{name}"
