@@ -85,6 +85,7 @@ def build_container(
             max_tags=settings.max_tags,
             max_tag_key_length=settings.max_tag_key_length,
             max_tag_value_length=settings.max_tag_value_length,
+            max_target_length=settings.max_target_length,
         ),
         policies=PolicyService(
             database=database, clock=clock, metrics=metrics, policies_file=settings.policies_file

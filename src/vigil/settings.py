@@ -64,7 +64,6 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=64, ge=0)
     max_tag_key_length: int = Field(default=128, ge=1)
     max_tag_value_length: int = Field(default=1024, ge=1)
-    max_target_length: int = Field(default=255, ge=1, le=255)
     ingest_group_size: int = Field(default=2000, ge=1)
 
     metrics_retention_seconds: Duration = 86400.0
@@ -117,7 +116,9 @@ _UNPREFIXED = {
 
 
 def setting_env_name(field: str) -> str:
-    """The environment variable that sets ``field``."""
+    """The environment variable that sets ``field`` (a field name or its alias)."""
+    if field in _UNPREFIXED.values():
+        return field
     return _UNPREFIXED.get(field, f"VIGIL_{field.upper()}")
 
 

@@ -9,6 +9,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.api.errors import install_error_handlers
@@ -37,10 +41,13 @@ def create_app(
         version=vigil.__version__,
         summary="A self-healing control plane",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.container = components
     install_error_handlers(app)
+    # Not FastAPI's max_body_size: its 413 is plain text, and replaces any answer (even a
+    # JSON one) to a request whose Content-Length is over the limit. Added before CORS so
+    # that a 413 still carries the CORS headers a browser needs to read it.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -54,6 +61,52 @@ def create_app(
     app.include_router(actions.router)
     _document_raw_bodies(app)
     return app
+
+
+class BodySizeLimit:
+    """Refuse request bodies above ``max_bytes`` with a JSON 413 (``{"detail": ...}``).
+
+    A Content-Length above the limit is refused before any of the body is read. A body
+    without one (chunked) is counted as it arrives and refused once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            response = JSONResponse({"detail": self._detail(declared)}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException, so FastAPI's own body parsing lets it through
+                    # (it turns other errors into a 400) and its handler answers JSON.
+                    raise HTTPException(413, detail=self._detail(received))
+            return message
+
+        await self.app(scope, receive_limited, send)
+
+    def _detail(self, size: int) -> str:
+        return f"request body of {size} bytes is above the limit of {self.max_bytes} bytes"
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = Headers(scope=scope).get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
 
 
 def _document_raw_bodies(app: FastAPI) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
 from starlette.responses import Response
 
 from vigil.container import Container
@@ -31,6 +33,20 @@ def get_actor(request: Request) -> Actor:
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A timestamp in UTC (naive ones are taken to be UTC); a 422 if it has no UTC form."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range once converted to UTC") from exc
+
+
+UtcTimestamp = Annotated[datetime, AfterValidator(_as_utc)]
+"""A timestamp parameter, converted to UTC (so the database never sees an unusable one)."""
 
 
 class _StrictJsonRequest(Request):

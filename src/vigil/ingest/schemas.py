@@ -6,11 +6,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.text import Name, SafeStr
 
 TargetStr = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=255)]
+
+TARGET_TAGS = ("target", "host", "service")
+"""The tags a metric's target defaults to, in this order, when it has no ``target`` field."""
+
+
+def _utc(value: datetime) -> datetime:
+    """A timestamp in UTC; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+05:00 or 9999-12-31T23:59-05:00: no such UTC datetime.
+        raise ValueError("timestamp is out of range once converted to UTC") from None
+
+
+UtcTimestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
 class MetricIn(BaseModel):
@@ -21,8 +38,22 @@ class MetricIn(BaseModel):
     name: Name
     value: Annotated[float, Field(strict=True, allow_inf_nan=False)]
     tags: dict[SafeStr, SafeStr] = Field(default_factory=dict)
-    timestamp: datetime | None = None
+    timestamp: UtcTimestamp | None = None
     target: TargetStr | None = None
+
+    def target_and_source(self) -> tuple[str | None, tuple[str, ...]]:
+        """The metric's target and the field it came from (``target`` or a tag).
+
+        The ``target`` field if not empty, else the first non-empty tag of
+        :data:`TARGET_TAGS`; ``(None, ())`` when there is none.
+        """
+        if self.target:
+            return self.target, ("target",)
+        for tag in TARGET_TAGS:
+            value = self.tags.get(tag)
+            if value:
+                return value, ("tags", tag)
+        return None, ()
 
 
 class BatchIn(BaseModel):
@@ -72,6 +103,7 @@ class Limits:
     max_tags: int
     max_tag_key_length: int
     max_tag_value_length: int
+    max_target_length: int = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +145,21 @@ def limit_errors(metric: MetricIn, limits: Limits, loc: tuple[Any, ...]) -> list
                     "type": "string_too_long",
                 }
             )
+    target, source = metric.target_and_source()
+    if target is not None and len(target) > limits.max_target_length:
+        # A target taken from a tag may be longer than a target column can hold.
+        errors.append(
+            {
+                "loc": [*loc, *source],
+                "msg": f"the target must be at most {limits.max_target_length} characters",
+                "type": "string_too_long",
+            }
+        )
     return errors
 
 
 def to_sample(metric: MetricIn, now: datetime) -> Sample:
     """The stored form: timestamp defaulted to now (UTC), target from the tags if not given."""
-    ts = metric.timestamp
-    if ts is None:
-        ts = now
-    elif ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    else:
-        ts = ts.astimezone(UTC)
-    target = metric.target or (
-        metric.tags.get("target") or metric.tags.get("host") or metric.tags.get("service")
-    )
-    return Sample(metric.name, metric.value, target or None, metric.tags, ts)
+    ts = metric.timestamp if metric.timestamp is not None else now
+    target, _ = metric.target_and_source()
+    return Sample(metric.name, metric.value, target, metric.tags, ts)

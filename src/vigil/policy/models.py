@@ -18,6 +18,15 @@ MAX_CONDITION_DEPTH = 8
 MAX_CONDITIONS = 256
 
 Threshold = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PolicyName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255, pattern=POLICY_NAME_PATTERN)
+]
+ActionName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
+]
+Description = Annotated[SafeStr, StringConstraints(max_length=4096)]
+TargetPattern = Annotated[Name, StringConstraints(max_length=255)]
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class _Wire(BaseModel):
@@ -75,18 +84,14 @@ def condition_size(condition: Condition, depth: int = 1) -> tuple[int, int]:
 class PolicySpec(_Wire):
     """A policy as stored and as returned by the API."""
 
-    name: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=255, pattern=POLICY_NAME_PATTERN)
-    ]
-    description: Annotated[SafeStr, StringConstraints(max_length=4096)] = ""
+    name: PolicyName
+    description: Description = ""
     severity: Severity = "warning"
-    target: Annotated[Name, StringConstraints(max_length=255)] = "all"
-    enabled: Annotated[bool, Field(strict=True)] = True
-    auto_remediate: Annotated[bool, Field(strict=True)] = False
+    target: TargetPattern = "all"
+    enabled: StrictBool = True
+    auto_remediate: StrictBool = False
     condition: Condition
-    action: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
-    ]
+    action: ActionName
     params: JsonObject = Field(default_factory=dict)
     cooldown_seconds: Duration = 300.0
 
@@ -107,18 +112,22 @@ class PolicySpec(_Wire):
 
 
 class PolicyUpdate(_Wire):
-    """A partial update: any field but ``name`` (which, if given, must be unchanged)."""
+    """A partial update: any field but ``name`` (which, if given, must be unchanged).
+
+    Each field has the same type (and strictness) as in :class:`PolicySpec`, so an update
+    accepts exactly the values a new policy would; the merged document is validated again.
+    """
 
     name: str | None = None
-    description: str | None = None
+    description: Description | None = None
     severity: Severity | None = None
-    target: str | None = None
-    enabled: bool | None = None
-    auto_remediate: bool | None = None
+    target: TargetPattern | None = None
+    enabled: StrictBool | None = None
+    auto_remediate: StrictBool | None = None
     condition: Condition | None = None
-    action: str | None = None
-    params: dict[str, Any] | None = None
-    cooldown_seconds: float | str | None = None
+    action: ActionName | None = None
+    params: JsonObject | None = None
+    cooldown_seconds: Duration | None = None
 
 
 class PolicyFile(_Wire):

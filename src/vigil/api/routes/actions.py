@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.actions import store
 from vigil.actions.status import Status
-from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
+from vigil.api.deps import ActorDep, ContainerDep, UtcTimestamp, VigilRoute
 from vigil.api.errors import error_responses
-from vigil.policy.models import ACTION_NAME_PATTERN
+from vigil.policy.models import ActionName
 from vigil.text import JsonObject, Name, SafeStr
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
@@ -63,9 +63,7 @@ class ManualActionIn(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     target: Name
-    action: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
-    ]
+    action: ActionName
     params: JsonObject = Field(default_factory=dict)
     details: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
 
@@ -112,10 +110,10 @@ async def list_actions(
     page: Page = 1,
     limit: Limit = 50,
     status: Status | None = None,
-    target: Annotated[str | None, Query(max_length=255)] = None,
-    policy: Annotated[str | None, Query(max_length=255)] = None,
-    start_time: datetime | None = None,
-    end_time: datetime | None = None,
+    target: Annotated[SafeStr | None, Query(max_length=255)] = None,
+    policy: Annotated[SafeStr | None, Query(max_length=255)] = None,
+    start_time: UtcTimestamp | None = None,
+    end_time: UtcTimestamp | None = None,
 ) -> dict[str, Any]:
     """Actions, newest first, filtered and paginated."""
     return await _page(
@@ -134,7 +132,7 @@ async def list_actions(
     "",
     status_code=201,
     response_model=ManualActionOut,
-    responses=error_responses(409, 422, 503),
+    responses=error_responses(409, 413, 422, 503),
 )
 async def create_manual_action(
     body: ManualActionIn, container: ContainerDep, actor: ActorDep
@@ -184,7 +182,7 @@ async def action_history(action_id: ActionId, container: ContainerDep) -> list[d
 @router.put(
     "/{action_id}/cancel",
     response_model=ActionOut,
-    responses=error_responses(404, 409, 422, 503),
+    responses=error_responses(404, 409, 413, 422, 503),
 )
 async def cancel_action(
     action_id: ActionId,

@@ -12,11 +12,11 @@ from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
-from vigil.text import Name
+from vigil.text import Name, SafeStr
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
 
-NameParam = Annotated[str, Path(max_length=255, description="The policy's name")]
+NameParam = Annotated[SafeStr, Path(max_length=255, description="The policy's name")]
 
 
 class PolicyOut(PolicySpec):
@@ -105,7 +105,7 @@ async def list_policies(container: ContainerDep) -> dict[str, Any]:
 
 
 @router.post(
-    "", status_code=201, response_model=PolicyOut, responses=error_responses(409, 422, 503)
+    "", status_code=201, response_model=PolicyOut, responses=error_responses(409, 413, 422, 503)
 )
 async def create_policy(
     spec: PolicySpec, container: ContainerDep, actor: ActorDep
@@ -137,7 +137,7 @@ async def reload_policies(container: ContainerDep, actor: ActorDep) -> dict[str,
     }
 
 
-@router.post("/evaluate", response_model=EvaluateOut, responses=error_responses(422, 503))
+@router.post("/evaluate", response_model=EvaluateOut, responses=error_responses(413, 422, 503))
 async def evaluate(body: EvaluateIn, container: ContainerDep) -> dict[str, Any]:
     """Dry run: which policies these values would violate and what would happen. Stores nothing."""
     now, violations, triggered = await container.policies.evaluate(body.metrics, body.target)
@@ -150,7 +150,7 @@ async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]
         return store.policy_out(await store.get_policy(conn, name=name))
 
 
-@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 422, 503))
+@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 413, 422, 503))
 async def update_policy(
     name: NameParam, changes: PolicyUpdate, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:

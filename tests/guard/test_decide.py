@@ -1,0 +1,59 @@
+"""Table-driven tests of the guards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vigil.guard.decide import PairState, decide
+from vigil.guard.reasons import Suppressed
+
+NOW = datetime(2026, 1, 19, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("enabled", "auto", "state", "expected"),
+    [
+        (True, True, PairState(), None),
+        (False, True, PairState(), Suppressed.DISABLED),
+        (True, False, PairState(), Suppressed.NOT_AUTO_REMEDIATED),
+        (True, True, PairState(open_action_id=7), Suppressed.ALREADY_OPEN),
+        (True, True, PairState(last_ended_at=NOW - timedelta(seconds=299)), Suppressed.COOLDOWN),
+        (True, True, PairState(last_ended_at=NOW - timedelta(seconds=300)), None),
+        (True, True, PairState(last_ended_at=NOW - timedelta(hours=2)), None),
+        # An open action is reported before the cooldown of an older one.
+        (
+            True,
+            True,
+            PairState(open_action_id=3, last_ended_at=NOW - timedelta(seconds=1)),
+            Suppressed.ALREADY_OPEN,
+        ),
+    ],
+)
+def test_decide(enabled: bool, auto: bool, state: PairState, expected: Suppressed | None) -> None:
+    assert (
+        decide(auto_remediate=auto, enabled=enabled, cooldown_seconds=300, state=state, now=NOW)
+        == expected
+    )
+
+
+def test_zero_cooldown_allows_an_action_right_after_the_last_ended() -> None:
+    state = PairState(last_ended_at=NOW)
+    assert (
+        decide(auto_remediate=True, enabled=True, cooldown_seconds=0, state=state, now=NOW) is None
+    )
+
+
+def test_reasons_are_the_closed_list_of_the_contract() -> None:
+    assert [r.value for r in Suppressed] == [
+        "action already open",
+        "cooldown",
+        "circuit open",
+        "max concurrent targets",
+        "silenced",
+        "paused",
+        "shadow",
+        "not auto-remediated",
+        "disabled",
+    ]

@@ -1,0 +1,84 @@
+"""Settings: one object, validated at start, naming the setting that is wrong."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from vigil.settings import Settings, describe_settings_error
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///./vigil.db", "sqlite+aiosqlite:///./vigil.db"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+        ("postgresql://root@127.0.0.1/test", "postgresql+asyncpg://root@127.0.0.1/test"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+    ],
+)
+def test_database_url_schemes(given: str, expected: str) -> None:
+    assert Settings(database_url=given).database_url == expected
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("VIGIL_") or name in ("DATABASE_URL", "REDIS_URL", "CORS_ORIGINS"):
+            monkeypatch.delenv(name)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "sqlite+aiosqlite:///./vigil.db"
+    assert settings.redis_url is None
+    assert settings.port == 8000
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+    assert settings.max_batch_size == 10_000
+    assert settings.metrics_retention_seconds == 86400
+
+
+def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/vigil")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/1")
+    monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example")
+    monkeypatch.setenv("VIGIL_METRICS_RETENTION_SECONDS", "2h")
+    monkeypatch.setenv("VIGIL_MAX_BATCH_SIZE", "500")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "postgresql+asyncpg://db.example/vigil"
+    assert settings.redis_url == "redis://127.0.0.1:6379/1"
+    assert settings.cors_origins == ["http://a.example", "http://b.example"]
+    assert settings.metrics_retention_seconds == 7200
+    assert settings.max_batch_size == 500
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://localhost/vigil"),
+        ("REDIS_URL", "localhost:6379"),
+        ("VIGIL_PORT", "eighty"),
+        ("VIGIL_RUNNER_INTERVAL_SECONDS", "0"),
+        ("VIGIL_METRICS_RETENTION_SECONDS", "soon"),
+        ("VIGIL_LOG_LEVEL", "loud"),
+    ],
+)
+def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert f"invalid setting {name}:" in describe_settings_error(caught.value)
+
+
+def test_serve_refuses_to_start_with_an_invalid_setting(tmp_path: object) -> None:
+    env = {**os.environ, "VIGIL_PORT": "99999"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vigil", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert "invalid setting VIGIL_PORT" in proc.stderr
