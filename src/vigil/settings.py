@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=64, ge=0)
     max_tag_key_length: int = Field(default=128, ge=1)
     max_tag_value_length: int = Field(default=1024, ge=1)
+    max_target_length: int = Field(default=255, ge=1, le=255)
     ingest_group_size: int = Field(default=2000, ge=1)
 
     metrics_retention_seconds: Duration = 86400.0

@@ -119,7 +119,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A read-then-write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit."""
-        async with self._translate(), self.engine.connect() as conn:
+        async with self._connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
                 yield conn
@@ -127,17 +127,25 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction."""
-        async with self._translate(), self.engine.connect() as conn, conn.begin():
+        async with self._connect() as conn, conn.begin():
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _translate(self) -> AsyncIterator[None]:
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        # Failing to get a connection at all means the database is unavailable; failing
+        # later is that only when the driver says the connection was lost.
         try:
-            yield
+            conn = await self.engine.connect()
+        except (DBAPIError, OSError, ConnectionError) as exc:
+            raise Unavailable("database unavailable") from exc
+        try:
+            yield conn
         except (DBAPIError, OSError, ConnectionError) as exc:
             if is_unavailable(exc):
                 raise Unavailable("database unavailable") from exc
             raise
+        finally:
+            await conn.close()
 
     async def ping(self) -> None:
         """Raise :class:`Unavailable` unless the database answers."""

@@ -45,6 +45,7 @@ class PolicyRunner:
         self.last_pruned = 0
         self.last_error: str | None = None
         self.runs = 0
+        self._ran = asyncio.Condition()
 
     @property
     def running(self) -> bool:
@@ -92,7 +93,14 @@ class PolicyRunner:
         self._metrics.metrics_pruned_total.inc(pruned)
         self._metrics.runner_last_run.set(self.last_run_at.timestamp())
         self._metrics.runner_duration.set(duration)
+        async with self._ran:
+            self._ran.notify_all()
         return pruned
+
+    async def wait_for_runs(self, count: int) -> None:
+        """Return once at least ``count`` passes have finished."""
+        async with self._ran:
+            await self._ran.wait_for(lambda: self.runs >= count)
 
     def status(self) -> dict[str, Any]:
         """The runner's state, as ``GET /api/v1/policies/runner/status`` shows it."""

@@ -1,0 +1,68 @@
+"""The background runner applies metric retention."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from vigil.clock import FakeClock
+from vigil.container import Container
+from vigil.db.tables import metric_latest, metrics
+
+
+async def _count(container: Container, table: object) -> int:
+    async with container.database.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
+
+
+async def test_retention_prunes_old_samples_and_keeps_recent_ones(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    now = clock.now()
+    old = (now - timedelta(hours=25)).isoformat()
+    recent = (now - timedelta(hours=1)).isoformat()
+    batch = [
+        {"name": "cpu", "value": 1, "target": "old-host", "timestamp": old},
+        {"name": "cpu", "value": 2, "target": "web-01", "timestamp": old},
+        {"name": "cpu", "value": 3, "target": "web-01", "timestamp": recent},
+    ]
+    assert (await client.post("/api/v1/ingest/batch", json={"metrics": batch})).status_code == 201
+    assert await _count(container, metrics) == 3
+
+    pruned = await container.runner.run_once()
+
+    assert pruned == 2
+    async with container.database.read() as conn:
+        rows = (await conn.execute(select(metrics.c.target, metrics.c.value))).all()
+        latest = (await conn.execute(select(metric_latest.c.target))).scalars().all()
+    assert [(r.target, r.value) for r in rows] == [("web-01", 3.0)]
+    assert latest == ["web-01"], "a latest value not refreshed within the retention is forgotten"
+    status = (await client.get("/api/v1/policies/runner/status")).json()["runner"]
+    assert status["last_pruned"] == 2
+    assert status["leader"] is True
+    assert status["last_run_at"] is not None
+
+
+async def test_pruning_a_backlog_larger_than_one_chunk(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    container.runner._prune_chunk = 7
+    old = (clock.now() - timedelta(days=2)).isoformat()
+    batch = [{"name": "m", "value": i, "target": "t", "timestamp": old} for i in range(30)]
+    assert (await client.post("/api/v1/ingest/batch", json={"metrics": batch})).status_code == 201
+    assert await container.runner.run_once() == 30
+    assert await _count(container, metrics) == 0
+
+
+async def test_runner_runs_in_the_background(container: Container) -> None:
+    await container.start(run_runner=True)
+    try:
+        async with asyncio.timeout(10):
+            await container.runner.wait_for_runs(2)
+        assert container.runner.status()["running"] is True
+    finally:
+        await container.stop()
+    assert container.runner.status()["running"] is False
