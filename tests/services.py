@@ -57,7 +57,8 @@ async def _admin(statement: str) -> None:
 def create_database(template: str | None = None) -> str:
     """Create a fresh PostgreSQL database (optionally from a template); its name."""
     name = f"vigil_test_{uuid.uuid4().hex[:12]}"
-    clause = f" TEMPLATE {template}" if template else ""
+    # FILE_COPY copies the template's files instead of WAL-logging every block: ~2x faster.
+    clause = f" TEMPLATE {template} STRATEGY FILE_COPY" if template else ""
     asyncio.run(_admin(f"CREATE DATABASE {name}{clause}"))
     return name
 

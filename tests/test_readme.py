@@ -40,7 +40,8 @@ def contains(actual: Any, expected: Any, path: str = "$") -> None:
             assert key in actual, f"{path}.{key} missing from {actual!r}"
             contains(actual[key], value, f"{path}.{key}")
     elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r}"
+        assert isinstance(actual, list), f"{path}: expected a list, got {actual!r}"
+        assert len(actual) == len(expected), f"{path}: {actual!r}"
         for n, (a, e) in enumerate(zip(actual, expected, strict=True)):
             contains(a, e, f"{path}[{n}]")
     else:

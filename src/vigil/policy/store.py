@@ -127,6 +127,7 @@ async def replace_policy(
     }
     if file_spec is not None:
         values["file_spec"] = file_spec
+        values["source"] = "file"
     row = (
         await conn.execute(
             policies.update().where(policies.c.name == name).values(**values).returning(policies)
