@@ -26,6 +26,7 @@ import platform
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# The bare endpoint's body model, imported here: FastAPI resolves its annotation in this module.
 from vigil.ingest.schemas import MetricIn
 
 RATIO_TARGET = 0.40
@@ -494,6 +496,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
             raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
 
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     print("bare FastAPI endpoint (MetricIn, stores nothing) on one uvicorn process ...", flush=True)
     port = free_port()
     with running(
@@ -536,8 +539,20 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         status, listed = http("GET", f"{vigil.url}/api/v1/actions?limit=1")
         actions = listed.get("total") if status == 200 else None
     elapsed = time.monotonic() - started
+    log = vigil.log.read_text(errors="replace").splitlines()
+    errors = sum(1 for line in log if line.startswith("ERROR"))
+    hang_ups = sum(1 for line in log if line.startswith("starlette.requests.ClientDisconnect"))
+    stored = count_rows(workdir / "vigil.db")
 
     report(args, results, actions=actions, enabled=enabled, elapsed=elapsed)
+    print(
+        f"metrics stored: {stored:,}; vigil log: {errors} errors ({hang_ups} of them wrk "
+        "hanging up on requests in flight as a run ends)"
+    )
+    print(
+        f"load average (1 min) before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f} "
+        "(other work on the machine makes the figures noisy)"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -553,6 +568,12 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     bare_rps, single_rps = results["bare"].ok_per_s, results["single"].ok_per_s
     met = single_rps >= RATIO_TARGET * bare_rps and batch_rate(args, results) >= BATCH_TARGET
     return 0 if met or not args.strict else 1
+
+
+def count_rows(path: Path) -> int:
+    """Rows in the metrics table of the (stopped) Vigil's database."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM metrics").fetchone()[0])
 
 
 def batch_rate(args: argparse.Namespace, results: dict[str, WrkResult]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,7 +60,21 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+    _tune_gc()
     uvicorn.Server(config).run()
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector cheap in a long-running server.
+
+    What exists by now (modules, the app, its routes and models) lives as long as the
+    process: frozen, the collector stops scanning it again and again; and a larger first
+    generation lets a request's short-lived objects die before a collection looks at them.
+    Together about a third less CPU per batch of 5,000 metrics (docs/benchmarks.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
 
 
 @db_app.command("upgrade")

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_seconds: Duration = 30.0
+    sqlite_cache_mib: int = Field(default=16, ge=1)
 
     @field_validator("database_url")
     @classmethod

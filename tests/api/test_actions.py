@@ -298,6 +298,12 @@ BAD_QUERIES: list[tuple[dict[str, Any], list[Any]]] = [
     ({"status": "done"}, ["query", "status"]),
     ({"start_time": "yesterday"}, ["query", "start_time"]),
     ({"end_time": "2026-13-01T00:00:00Z"}, ["query", "end_time"]),
+    # Found by the fuzz test: numbers were taken as Unix seconds (2026 meant 1970) and a bare
+    # date as midnight, while the contract and /openapi.json say ISO 8601 date-times.
+    ({"start_time": "0.5"}, ["query", "start_time"]),
+    ({"start_time": "2026"}, ["query", "start_time"]),
+    ({"end_time": "1768824000"}, ["query", "end_time"]),
+    ({"end_time": "2026-01-19"}, ["query", "end_time"]),
     # No UTC form (before year 1 once converted): a 422, not a 500.
     ({"start_time": "0001-01-01T00:00:00+05:00"}, ["query", "start_time"]),
     ({"end_time": "9999-12-31T23:59:59-05:00"}, ["query", "end_time"]),
@@ -611,3 +617,22 @@ async def test_response_timestamps_are_utc_with_an_offset(
     for r in responses:
         assert r.status_code in (200, 201), r.text
     assert sum(assert_utc_timestamps(r.json()) for r in responses) >= 12
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        (BASE, "GET, POST"),
+        (f"{BASE}/1/cancel", "PUT"),
+        (f"{BASE}/status/pending", "GET"),
+    ],
+)
+async def test_an_unsupported_method_is_a_405_naming_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    # Found by the fuzz test: Starlette named only the methods of the first route matching
+    # the path (`Allow: GET` for a path that also takes POST).
+    r = await client.request("PATCH", path)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allowed
+    assert r.json() == {"detail": "Method Not Allowed"}

@@ -447,6 +447,12 @@ SINGLE_ERRORS = [
         ["body", "target"],
     ),
     Case("bad-timestamp", _metric('"timestamp": "yesterday"'), ["body", "timestamp"]),
+    # Found by the fuzz test: pydantic took numbers (and numeric strings) as Unix seconds
+    # and a bare date as midnight, while API.md and the OpenAPI document say ISO 8601.
+    Case("timestamp-number", _metric('"timestamp": 0'), ["body", "timestamp"]),
+    Case("timestamp-float", _metric('"timestamp": 1768824000.5'), ["body", "timestamp"]),
+    Case("timestamp-numeric-string", _metric('"timestamp": "1768824000"'), ["body", "timestamp"]),
+    Case("timestamp-date-only", _metric('"timestamp": "2026-01-19"'), ["body", "timestamp"]),
     Case(
         "timestamp-after-9999-in-utc",
         _metric('"timestamp": "9999-12-31T23:00:00-05:00"'),
@@ -550,6 +556,15 @@ BATCH_ERRORS = [
     ),
     Case("truncated-json", '{"metrics": [' + GOOD, ["body"]),
 ]
+
+
+async def test_openapi_documents_the_configured_tag_limits(client: httpx.AsyncClient) -> None:
+    # Found by the fuzz test: the routes enforce these limits, /openapi.json did not say so.
+    document = (await client.get("/openapi.json")).json()
+    tags = document["components"]["schemas"]["MetricIn"]["properties"]["tags"]
+    assert tags["maxProperties"] == MAX_TAGS
+    assert tags["propertyNames"] == {"minLength": 1, "maxLength": MAX_TAG_KEY}
+    assert tags["additionalProperties"] == {"type": "string", "maxLength": MAX_TAG_VALUE}
 
 
 @pytest.mark.usefixtures("watched")

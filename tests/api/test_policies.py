@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,21 @@ async def test_cooldown_accepts_seconds_and_duration_strings(client: httpx.Async
     assert (await create(client, name="b", cooldown_seconds="2m"))["cooldown_seconds"] == 120.0
     assert (await create(client, name="c", cooldown_seconds="1h"))["cooldown_seconds"] == 3600.0
     assert (await create(client, name="d", cooldown_seconds=0))["cooldown_seconds"] == 0.0
+
+
+async def test_openapi_documents_what_a_cooldown_accepts(client: httpx.AsyncClient) -> None:
+    # Found by the fuzz test: /openapi.json said "a number", so clients could not know that
+    # "2m" is accepted and that negative or over-ten-year durations are refused.
+    document = (await client.get("/openapi.json")).json()
+    cooldown = document["components"]["schemas"]["PolicySpec"]["properties"]["cooldown_seconds"]
+    number, text = cooldown["anyOf"]
+    assert number == {"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400}
+    assert text["type"] == "string"
+    for good in ("30s", "2m", "1.5h", "7d", "250ms", "90"):
+        assert re.match(text["pattern"], good), good
+    for bad in ("-5s", "soon", "1w", ""):
+        assert not re.match(text["pattern"], bad), bad
+    assert (await create(client, name="a", cooldown_seconds="7d"))["cooldown_seconds"] == 604800
 
 
 async def test_enabled_count_counts_enabled_policies(client: httpx.AsyncClient) -> None:
@@ -418,6 +434,27 @@ async def test_an_unusable_name_in_the_path_is_a_422(
                 r = await client.request(method, f"{BASE}/{name}{suffix}", **kwargs)
                 assert r.status_code == 422, r.text
                 assert r.json()["detail"][0]["loc"] == ["path", "name"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        (BASE, "GET, POST"),
+        (f"{BASE}/web-cpu-high", "DELETE, GET, PUT"),
+        (f"{BASE}/web-cpu-high/enable", "PUT"),
+        # Also /api/v1/policies/{name}: a policy may be called "reload".
+        (f"{BASE}/reload", "DELETE, GET, POST, PUT"),
+    ],
+)
+async def test_an_unsupported_method_is_a_405_naming_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    # Found by the fuzz test: Starlette named only the methods of the first route matching
+    # the path (`Allow: GET` for a path that also takes POST).
+    r = await client.request("PATCH", path)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allowed
+    assert r.json() == {"detail": "Method Not Allowed"}
 
 
 # --- update -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import vigil
 from vigil.api.errors import install_error_handlers
 from vigil.api.routes import actions, health, ingest, policies
 from vigil.container import Container, build_container
-from vigil.ingest.schemas import BatchIn, MetricIn
+from vigil.ingest.schemas import BatchIn, Limits, MetricIn
 from vigil.settings import Settings
 
 
@@ -59,7 +59,7 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(policies.router)
     app.include_router(actions.router)
-    _document_raw_bodies(app)
+    _document_raw_bodies(app, components.limits)
     return app
 
 
@@ -109,8 +109,9 @@ def _content_length(scope: Scope) -> int | None:
     return int(value)
 
 
-def _document_raw_bodies(app: FastAPI) -> None:
-    """Ingest routes parse their own bodies; put their schemas into the OpenAPI document."""
+def _document_raw_bodies(app: FastAPI, limits: Limits) -> None:
+    """Ingest routes parse their own bodies; put their schemas into the OpenAPI document,
+    with the configured tag limits (checked by the routes, not by the model)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -122,6 +123,11 @@ def _document_raw_bodies(app: FastAPI) -> None:
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(definition.pop("$defs", {}))
                 schemas[model.__name__] = definition
+            schemas["MetricIn"]["properties"]["tags"].update(
+                maxProperties=limits.max_tags,
+                propertyNames={"minLength": 1, "maxLength": limits.max_tag_key_length},
+                additionalProperties={"type": "string", "maxLength": limits.max_tag_value_length},
+            )
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from starlette.routing import compile_path
 
 from vigil.db.engine import is_unavailable
 from vigil.errors import VigilError
@@ -62,7 +64,25 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """A 405 whose ``Allow`` names every method the path has.
+
+    Starlette answers with the methods of the first route whose path matched, so a path
+    served by several routes (``GET`` and ``POST /api/v1/policies``) got ``Allow: GET``.
+    """
+    path = request.scope["path"]
+    allowed: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(path):
+            allowed.update(route.methods)
+    detail = getattr(exc, "detail", None) or "Method Not Allowed"
+    return JSONResponse(
+        {"detail": detail}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(VigilError, _vigil_error)
     app.add_exception_handler(DBAPIError, _database_error)

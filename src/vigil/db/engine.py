@@ -60,6 +60,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
         **kwargs,
     )
     busy_ms = int(settings.db_busy_timeout_seconds * 1000)
+    cache_kib = settings.sqlite_cache_mib * 1024
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -70,6 +71,9 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A page cache large enough for an ingest group's index pages (SQLite's default is
+        # 2 MiB); allocated as used, per connection.
+        cursor.execute(f"PRAGMA cache_size=-{cache_kib}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

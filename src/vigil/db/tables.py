@@ -41,7 +41,10 @@ metrics = Table(
     Column("tags", Json, nullable=False),
     Column("ts", UtcDateTime, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
-    Index("ix_metrics_target_name_ts", "target", "name", "ts"),
+    # (name, ts), not (target, name, ts): ingest appends to each metric's run of the index
+    # instead of touching one leaf per series, and history queries (windows, backtests) read
+    # one metric across its targets over a time range.
+    Index("ix_metrics_name_ts", "name", "ts"),
     Index("ix_metrics_ts", "ts"),
 )
 

@@ -23,10 +23,22 @@ from vigil.ingest.schemas import Sample
 from vigil.ingest.store import insert_samples, latest_values, upsert_latest
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
-from vigil.policy.evaluator import PolicyIndex, Violation, evaluate_sample
+from vigil.policy.evaluator import PolicyIndex, Violation
+from vigil.policy.models import PolicySpec
 from vigil.policy.store import PolicyCache
 
 log = logging.getLogger(__name__)
+
+_MAX_PLANS = 65_536
+"""How many (metric, target) evaluation plans are remembered before starting afresh."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What evaluating one metric of one target takes, under one policy index."""
+
+    candidates: list[PolicySpec]
+    needs_other_metrics: bool
 
 
 @dataclass(slots=True)
@@ -91,6 +103,10 @@ class IngestPipeline:
         self._group_size = group_size
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        # Matching policy targets (globs) for every sample is most of evaluating it, and the
+        # answer only changes with the policies: remember it per (metric, target) and index.
+        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._plans_index: PolicyIndex | None = None
 
     async def start(self) -> None:
         if self._writer is None:
@@ -153,20 +169,24 @@ class IngestPipeline:
         samples = [s for request in group for s in request.samples]
         async with self._db.write() as conn:
             index = await self._policies.index(conn)
+            if index is not self._plans_index:
+                self._plans.clear()
+                self._plans_index = index
             context_targets = {
                 s.target
                 for s in samples
-                if s.target is not None and index.needs_other_metrics(s.name, s.target)
+                if s.target is not None and self._plan(s.name, s.target).needs_other_metrics
             }
             known = await latest_values(conn, targets=context_targets) if context_targets else {}
             ids = await insert_samples(conn, samples=samples, now=now)
             await upsert_latest(conn, samples=samples)
             results: list[IngestResult] = []
             position = 0
+            current: dict[str, dict[str, float]] = {}
             for request in group:
                 count = len(request.samples)
                 result = IngestResult(ids[position : position + count], [])
-                violations = self._evaluate(index, request.samples, known, result)
+                violations = self._evaluate(index, request.samples, known, current, result)
                 position += count
                 if violations:
                     result.decisions = await record_violations(
@@ -179,35 +199,65 @@ class IngestPipeline:
         self._count(results)
         return results
 
+    def _plan(self, metric: str, target: str) -> _Plan:
+        key = (metric, target)
+        plan = self._plans.get(key)
+        if plan is None:
+            index = self._plans_index
+            assert index is not None
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = _Plan(
+                index.candidates(metric, target), index.needs_other_metrics(metric, target)
+            )
+        return plan
+
     def _evaluate(
         self,
         index: PolicyIndex,
         samples: Sequence[Sample],
         known: dict[str, dict[str, tuple[float, Any]]],
+        current: dict[str, dict[str, float]],
         result: IngestResult,
     ) -> list[Violation]:
+        """Evaluate ``samples`` against the policies reading them.
+
+        ``known`` holds the latest (value, ts) of each target needing its other metrics, and
+        is kept up to date with the samples as they go; ``current`` caches its bare values.
+        """
+        result.evaluated = [sample.target is not None for sample in samples]
         violations: list[Violation] = []
         evaluations = 0
+        plans = self._plans
         for sample in samples:
-            if sample.target is None:
-                result.evaluated.append(False)
+            target = sample.target
+            if target is None:
                 continue
-            result.evaluated.append(True)
-            candidates = index.candidates(sample.name, sample.target)
+            name = sample.name
+            plan = plans.get((name, target)) or self._plan(name, target)
+            candidates = plan.candidates
             if not candidates:
                 continue
             evaluations += len(candidates)
-            target_values = known.get(sample.target)
+            target_values = known.get(target)
+            values: dict[str, float] | None
             if target_values is None:
-                values = {sample.name: sample.value}
+                values = {name: sample.value}
             else:
+                values = current.get(target)
+                if values is None:
+                    values = current[target] = {n: v for n, (v, _) in target_values.items()}
                 # The target's latest values, this sample included (and kept for later ones).
-                seen = target_values.get(sample.name)
+                seen = target_values.get(name)
                 if seen is None or sample.ts >= seen[1]:
-                    target_values[sample.name] = (sample.value, sample.ts)
-                values = {name: v for name, (v, _) in target_values.items()}
-                values[sample.name] = sample.value
-            violations.extend(evaluate_sample(candidates, sample.target, sample.value, values))
+                    target_values[name] = (sample.value, sample.ts)
+                    values[name] = sample.value
+                else:
+                    # An older sample: judged with its own value, the newer one kept.
+                    values = {**values, name: sample.value}
+            found = index.evaluate(candidates, target, sample.value, values)
+            if found:
+                violations.extend(found)
         if evaluations:
             self._metrics.policy_evaluations_total.inc(evaluations)
         return violations

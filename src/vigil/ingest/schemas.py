@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from vigil.text import Name, SafeStr
+from vigil.text import Name, SafeStr, UtcTimestamp
 
 TargetStr = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=255)]
 
@@ -16,24 +16,24 @@ TARGET_TAGS = ("target", "host", "service")
 """The tags a metric's target defaults to, in this order, when it has no ``target`` field."""
 
 
-def _utc(value: datetime) -> datetime:
-    """A timestamp in UTC; a naive one is taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        # 0001-01-01T00:00+05:00 or 9999-12-31T23:59-05:00: no such UTC datetime.
-        raise ValueError("timestamp is out of range once converted to UTC") from None
-
-
-UtcTimestamp = Annotated[datetime, AfterValidator(_utc)]
-
-
 class MetricIn(BaseModel):
     """One metric or event as agents send it."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "cpu_usage",
+                    "value": 87.5,
+                    "tags": {"host": "web-01", "region": "us-east-1"},
+                    "timestamp": "2026-01-19T12:00:00Z",
+                    "target": "web-01",
+                }
+            ]
+        },
+    )
 
     name: Name
     value: Annotated[float, Field(strict=True, allow_inf_nan=False)]

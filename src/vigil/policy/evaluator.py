@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vigil.policy.conditions import holds, metrics_of
+from vigil.policy.conditions import Check, compile_condition, holds, metrics_of
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
 
@@ -41,6 +41,9 @@ class PolicyIndex:
             for metric in reads:
                 by_metric[metric].append(policy)
         self._by_metric = {name: tuple(items) for name, items in by_metric.items()}
+        self._checks: dict[str, Check] = {
+            p.name: compile_condition(p.condition) for p in self.policies
+        }
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -52,6 +55,17 @@ class PolicyIndex:
     def needs_other_metrics(self, metric: str, target: str) -> bool:
         """Whether evaluating ``metric`` for ``target`` needs the target's other values."""
         return any(len(self._reads[p.name]) > 1 for p in self.candidates(metric, target))
+
+    def evaluate(
+        self,
+        candidates: Sequence[PolicySpec],
+        target: str,
+        value: float,
+        values: Mapping[str, float],
+    ) -> list[Violation]:
+        """:func:`evaluate_sample` for candidates of this index, with its compiled conditions."""
+        checks = self._checks
+        return [Violation(p, target, value) for p in candidates if checks[p.name](values)]
 
 
 def evaluate_sample(

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.actions import store
 from vigil.actions.status import Status
-from vigil.api.deps import ActorDep, ContainerDep, UtcTimestamp, VigilRoute
+from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
-from vigil.text import JsonObject, Name, SafeStr
+from vigil.text import JsonObject, Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
 
@@ -60,7 +60,20 @@ class HistoryEntry(BaseModel):
 
 
 class ManualActionIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "target": "web-01",
+                    "action": "restart-service",
+                    "params": {"graceful": True},
+                    "details": "restarting after a deploy",
+                }
+            ]
+        },
+    )
 
     target: Name
     action: ActionName

@@ -38,7 +38,11 @@ class OkMessage(BaseModel):
 
 
 class EvaluateIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"metrics": {"cpu_usage": 95}, "target": "web-01"}]},
+    )
 
     metrics: dict[Name, Annotated[float, Field(strict=True, allow_inf_nan=False)]] = Field(
         min_length=1, max_length=1000

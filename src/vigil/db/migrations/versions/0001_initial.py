@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("received_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_metrics"),
     )
-    op.create_index("ix_metrics_target_name_ts", "metrics", ["target", "name", "ts"])
+    op.create_index("ix_metrics_name_ts", "metrics", ["name", "ts"])
     op.create_index("ix_metrics_ts", "metrics", ["ts"])
 
     op.create_table(
