@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from vigil.clock import FakeClock
@@ -46,10 +47,10 @@ async def test_retention_prunes_old_samples_and_keeps_recent_ones(
     assert status["last_run_at"] is not None
 
 
+@pytest.mark.parametrize("settings_overrides", [{"prune_chunk_size": 7}])
 async def test_pruning_a_backlog_larger_than_one_chunk(
     client: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
-    container.runner._prune_chunk = 7
     old = (clock.now() - timedelta(days=2)).isoformat()
     batch = [{"name": "m", "value": i, "target": "t", "timestamp": old} for i in range(30)]
     assert (await client.post("/api/v1/ingest/batch", json={"metrics": batch})).status_code == 201

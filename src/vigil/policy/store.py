@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -161,10 +160,6 @@ async def delete_policy(conn: AsyncConnection, *, name: str, now: datetime, acto
     )
 
 
-async def count_policies(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.count()).select_from(policies))).scalar_one())
-
-
 @dataclass(frozen=True, slots=True)
 class LoadReport:
     """What loading a policy file changed."""
@@ -222,7 +217,6 @@ class PolicyCache:
     def __init__(self) -> None:
         self._revision = -1
         self._index = PolicyIndex(())
-        self._lock = asyncio.Lock()
 
     async def index(self, conn: AsyncConnection) -> PolicyIndex:
         """The policy index as of ``conn``'s transaction."""
