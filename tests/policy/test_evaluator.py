@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from vigil.policy.conditions import holds, metrics_of
-from vigil.policy.evaluator import PolicyIndex, evaluate_sample, evaluate_values
+from vigil.policy.conditions import compile_condition, metrics_of
+from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.models import PolicySpec
 
 
@@ -58,7 +58,7 @@ CPU_OR_DISK = {"type": "any", "conditions": [exceeds("cpu", 90), below("disk", 5
     ],
 )
 def test_holds(condition: dict[str, Any], values: dict[str, float], expected: bool) -> None:
-    assert holds(policy("p", condition).condition, values) is expected
+    assert compile_condition(policy("p", condition).condition)(values) is expected
 
 
 def test_metrics_of_collects_every_leaf() -> None:
@@ -84,17 +84,18 @@ def test_index_selects_enabled_policies_reading_the_metric_for_the_target() -> N
     assert index.needs_other_metrics("cpu", "db-01")
 
 
-def test_evaluate_sample_reports_each_violated_candidate() -> None:
-    candidates = [policy("hot", exceeds("cpu", 90)), policy("warm", exceeds("cpu", 50))]
-    violations = evaluate_sample(candidates, "web-01", 70.0, {"cpu": 70.0})
+def test_index_reports_each_violated_candidate() -> None:
+    index = PolicyIndex([policy("hot", exceeds("cpu", 90)), policy("warm", exceeds("cpu", 50))])
+    candidates = index.candidates("cpu", "web-01")
+    violations = index.evaluate(candidates, "web-01", 70.0, {"cpu": 70.0})
     assert [(v.policy.name, v.target, v.value) for v in violations] == [("warm", "web-01", 70.0)]
 
 
-def test_evaluate_values_skips_disabled_and_other_targets() -> None:
+def test_evaluate_values_skips_disabled_policies_and_other_targets() -> None:
     policies = [
         policy("web", exceeds("cpu", 90), target="web-*"),
         policy("api", exceeds("cpu", 90), target="api-*"),
         policy("off", exceeds("cpu", 90), enabled=False),
     ]
-    found = evaluate_values(policies, "web-02", {"cpu": 99})
+    found = PolicyIndex(policies).evaluate_values("web-02", {"cpu": 99})
     assert [v.policy.name for v in found] == ["web"]

@@ -20,22 +20,9 @@ def metrics_of(condition: Condition) -> frozenset[str]:
     return frozenset(names)
 
 
-def holds(condition: Condition, values: Mapping[str, float]) -> bool:
-    """Whether ``condition`` holds over a target's latest ``values`` (missing metric: false)."""
-    if isinstance(condition, MetricExceeds):
-        value = values.get(condition.metric)
-        return value is not None and value > condition.threshold
-    if isinstance(condition, MetricBelow):
-        value = values.get(condition.metric)
-        return value is not None and value < condition.threshold
-    if isinstance(condition, AllOf):
-        return all(holds(child, values) for child in condition.conditions)
-    assert isinstance(condition, AnyOf)
-    return any(holds(child, values) for child in condition.conditions)
-
-
 def compile_condition(condition: Condition) -> Check:
-    """A function answering ``holds(condition, values)``, built once per policy.
+    """A function saying whether ``condition`` holds over a target's latest values (a metric
+    the target never sent makes its leaf false), built once per policy.
 
     Ingest evaluates policies for every sample; walking the condition models each time
     costs several times more than calling these closures.

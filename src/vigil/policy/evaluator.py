@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vigil.policy.conditions import Check, compile_condition, holds, metrics_of
+from vigil.policy.conditions import Check, compile_condition, metrics_of
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
 
@@ -63,24 +63,16 @@ class PolicyIndex:
         value: float,
         values: Mapping[str, float],
     ) -> list[Violation]:
-        """:func:`evaluate_sample` for candidates of this index, with its compiled conditions."""
+        """Violations among ``candidates`` (from :meth:`candidates`) given the target's
+        latest ``values``, the new sample of value ``value`` included."""
         checks = self._checks
         return [Violation(p, target, value) for p in candidates if checks[p.name](values)]
 
-
-def evaluate_sample(
-    candidates: Sequence[PolicySpec], target: str, value: float, values: Mapping[str, float]
-) -> list[Violation]:
-    """Violations among ``candidates`` given the target's ``values`` (the new sample included)."""
-    return [Violation(p, target, value) for p in candidates if holds(p.condition, values)]
-
-
-def evaluate_values(
-    policies: Iterable[PolicySpec], target: str, values: Mapping[str, float]
-) -> list[Violation]:
-    """Every enabled policy applying to ``target`` whose condition holds over ``values``."""
-    return [
-        Violation(p, target, None)
-        for p in policies
-        if p.enabled and target_matches(p.target, target) and holds(p.condition, values)
-    ]
+    def evaluate_values(self, target: str, values: Mapping[str, float]) -> list[Violation]:
+        """Every enabled policy applying to ``target`` whose condition holds over ``values``."""
+        checks = self._checks
+        return [
+            Violation(p, target, None)
+            for p in self.policies
+            if target_matches(p.target, target) and checks[p.name](values)
+        ]

@@ -17,7 +17,7 @@ from vigil.guard.decide import PairState, decide
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
-from vigil.policy.evaluator import evaluate_values
+from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
 from vigil.policy.models import PolicySpec
 
@@ -129,7 +129,7 @@ class PolicyService:
         now = self._clock.now()
         async with self._db.read() as conn:
             specs = [store.spec_of(row) for row in await store.list_policies(conn)]
-            found = evaluate_values(specs, target, values)
+            found = PolicyIndex(specs).evaluate_values(target, values)
             states = await pair_states(
                 conn, pairs=[(policy_key(v.policy.name), target) for v in found]
             )
