@@ -17,7 +17,7 @@ from tests import services
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
-from vigil.db.engine import Database, null_pool_engine
+from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import upgrade
 from vigil.settings import Settings
 
@@ -26,7 +26,7 @@ EMPTY_POLICIES = "policies: []\n"
 
 def _migrate(url: str) -> None:
     async def run() -> None:
-        database = Database(null_pool_engine(Settings(database_url=url)))
+        database = Database(create_engine(Settings(database_url=url), pooled=False))
         try:
             await upgrade(database)
         finally:

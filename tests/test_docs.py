@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from vigil.settings import Settings, setting_env_name
@@ -16,3 +17,18 @@ def test_every_setting_is_documented() -> None:
         name = setting_env_name(field)
         assert f"`{name}`" in reference, f"{name} is missing from docs/configuration.md"
         assert f"{name}=" in example, f"{name} is missing from .env.example"
+
+
+def test_every_documented_setting_exists() -> None:
+    known = {setting_env_name(field) for field in Settings.model_fields}
+    example = (ROOT / ".env.example").read_text()
+    documented = set(
+        re.findall(r"^#?\s*((?:VIGIL_|DATABASE_URL|REDIS_URL|CORS_ORIGINS)\w*)=", example, re.M)
+    )
+    assert documented, "no settings found in .env.example"
+    assert documented <= known, f"documented but not settings: {sorted(documented - known)}"
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    in_reference = set(
+        re.findall(r"`((?:VIGIL_[A-Z_]+|DATABASE_URL|REDIS_URL|CORS_ORIGINS))`", reference)
+    )
+    assert in_reference <= known, f"documented but not settings: {sorted(in_reference - known)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -56,6 +57,8 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value"),
     [
         ("DATABASE_URL", "mysql://localhost/vigil"),
+        ("DATABASE_URL", "sqlite:///:memory:"),
+        ("DATABASE_URL", "sqlite://"),
         ("REDIS_URL", "localhost:6379"),
         ("VIGIL_PORT", "eighty"),
         ("VIGIL_RUNNER_INTERVAL_SECONDS", "0"),
@@ -70,7 +73,7 @@ def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, va
     assert f"invalid setting {name}:" in describe_settings_error(caught.value)
 
 
-def test_serve_refuses_to_start_with_an_invalid_setting(tmp_path: object) -> None:
+def test_serve_refuses_to_start_with_an_invalid_setting(tmp_path: Path) -> None:
     env = {**os.environ, "VIGIL_PORT": "99999"}
     proc = subprocess.run(
         [sys.executable, "-m", "vigil", "serve"],
@@ -82,3 +85,21 @@ def test_serve_refuses_to_start_with_an_invalid_setting(tmp_path: object) -> Non
     )
     assert proc.returncode == 2
     assert "invalid setting VIGIL_PORT" in proc.stderr
+
+
+def test_serve_refuses_to_start_with_a_bad_policy_file(tmp_path: Path) -> None:
+    bad = tmp_path / "policies.yaml"
+    bad.write_text("policies:\n  - name: x\n    condition: {type: nope}\n    action: y\n")
+    for path, problem in ((tmp_path / "missing.yaml", "cannot read"), (bad, "condition")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vigil", "serve"],
+            env={**os.environ, "VIGIL_POLICIES_FILE": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=str(tmp_path),
+        )
+        assert proc.returncode == 2
+        assert "invalid setting VIGIL_POLICIES_FILE" in proc.stderr
+        assert problem in proc.stderr
+        assert not (tmp_path / "vigil.db").exists(), "nothing was created"

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from vigil.errors import PolicyInvalid, Unavailable
 from vigil.settings import Settings, describe_settings_error
@@ -47,6 +48,7 @@ def serve(
     from vigil.api.app import create_app
 
     settings = load_settings(host=host, port=port)
+    _check_policies_file(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -57,11 +59,23 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
     )
     _tune_gc()
     uvicorn.Server(config).run()
+
+
+def _check_policies_file(settings: Settings) -> None:
+    """Refuse to start on an unreadable or invalid policy file, naming the setting."""
+    from vigil.policy.loader import read_policy_file
+
+    try:
+        read_policy_file(settings.policies_file)
+    except PolicyInvalid as exc:
+        typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _tune_gc() -> None:
@@ -83,10 +97,10 @@ def db_upgrade() -> None:
     settings = load_settings()
 
     async def run() -> str:
-        from vigil.db.engine import Database, null_pool_engine
+        from vigil.db.engine import Database, create_engine
         from vigil.db.migrate import current_revision, startup_lock, upgrade
 
-        database = Database(null_pool_engine(settings))
+        database = Database(create_engine(settings, pooled=False))
         try:
             async with startup_lock(database):
                 await upgrade(database)
@@ -99,8 +113,8 @@ def db_upgrade() -> None:
     except Unavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    except OSError as exc:
-        typer.echo(f"error: database unavailable: {exc}", err=True)
+    except (OSError, DBAPIError) as exc:
+        typer.echo(f"error: cannot migrate DATABASE_URL: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"database is at revision {revision}")
 

@@ -40,18 +40,18 @@ class Container:
     runner: PolicyRunner
 
     async def start(self, *, run_runner: bool = True) -> None:
-        """Migrate and load the policy file (under the start-up lock), then start the loops."""
-        async with startup_lock(self.database):
-            if self.settings.auto_migrate:
+        """Migrate and load the policy file (each under the start-up lock), then start the loops."""
+        if self.settings.auto_migrate:
+            async with startup_lock(self.database):
                 await upgrade(self.database)
-            source, report = await self.policies.reload(actor=Actor("system"))
-            log.info(
-                "policies loaded from %s: %d created, %d updated, %d unchanged",
-                source,
-                report.created,
-                report.updated,
-                report.unchanged,
-            )
+        source, report = await self.policies.reload(actor=Actor("system"))
+        log.info(
+            "policies loaded from %s: %d created, %d updated, %d unchanged",
+            source,
+            report.created,
+            report.updated,
+            report.unchanged,
+        )
         await self.policies.register_metrics()
         await self.ingest.start()
         if run_runner:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from vigil.durations import Duration
 
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
     policies_file: Path | None = None
     auto_migrate: bool = True
 
@@ -79,7 +81,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        return normalize_database_url(value)
+        url = normalize_database_url(value)
+        if url.startswith("sqlite") and make_url(url).database in (None, "", ":memory:"):
+            # Every connection would get its own empty database, and one shared connection
+            # cannot hold the concurrent transactions ingest runs: use a file.
+            raise ValueError("an in-memory SQLite database is not supported; use sqlite:///PATH")
+        return url
 
     @field_validator("redis_url")
     @classmethod

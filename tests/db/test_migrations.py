@@ -15,7 +15,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from vigil.container import build_container
-from vigil.db.engine import Database, null_pool_engine
+from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import current_revision, head_revision, upgrade
 from vigil.db.tables import metadata, policies
 from vigil.settings import Settings
@@ -30,7 +30,7 @@ def _diff(connection: Connection) -> list[Any]:
 
 @KINDS
 async def test_upgrade_from_empty_creates_the_schema_the_code_uses(empty_database_url: str) -> None:
-    database = Database(null_pool_engine(Settings(database_url=empty_database_url)))
+    database = Database(create_engine(Settings(database_url=empty_database_url), pooled=False))
     try:
         assert await current_revision(database) is None
         await upgrade(database)

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import NullPool
 
 from vigil.errors import Unavailable
 from vigil.settings import Settings
@@ -29,36 +29,30 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the async engine for ``settings.database_url``."""
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """The async engine for ``settings.database_url``; ``pooled=False`` for one-shot commands
+    (migrations, the CLI), which open a connection and close it again."""
     url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings)
-    return create_async_engine(
-        url,
-        json_serializer=_json_dumps,
-        json_deserializer=orjson.loads,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+    pool: dict[str, Any] = (
+        {"pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
+        if pooled
+        else {"poolclass": NullPool}
     )
-
-
-def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
-    in_memory = url.database in (None, "", ":memory:")
-    kwargs: dict[str, Any] = {}
-    if in_memory:
-        kwargs["poolclass"] = StaticPool
-    else:
-        kwargs["pool_size"] = settings.db_pool_size
-        kwargs["max_overflow"] = settings.db_pool_size
+    sqlite = url.get_backend_name() == "sqlite"
     engine = create_async_engine(
         url,
-        connect_args={"timeout": settings.db_busy_timeout_seconds},
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        **kwargs,
+        connect_args={"timeout": settings.db_busy_timeout_seconds} if sqlite else {},
+        pool_pre_ping=not sqlite,
+        **pool,
     )
+    if sqlite:
+        _configure_sqlite(engine, settings)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
     busy_ms = int(settings.db_busy_timeout_seconds * 1000)
     cache_kib = settings.sqlite_cache_mib * 1024
 
@@ -67,8 +61,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
         # Take over transaction control from the driver so BEGIN can be IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # A page cache large enough for an ingest group's index pages (SQLite's default is
@@ -81,18 +74,6 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def null_pool_engine(settings: Settings) -> AsyncEngine:
-    """An engine without a pool, for one-shot commands (migrations, CLI)."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings)
-    return create_async_engine(
-        url, poolclass=NullPool, json_serializer=_json_dumps, json_deserializer=orjson.loads
-    )
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from vigil.actions.store import pair_states, policy_key
 from vigil.clock import Clock
 from vigil.db.engine import Database
+from vigil.db.migrate import startup_lock
 from vigil.errors import PolicyInvalid
 from vigil.guard.decide import PairState, decide
 from vigil.observability.audit import Actor
@@ -103,9 +104,13 @@ class PolicyService:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
 
     async def reload(self, *, actor: Actor) -> tuple[str, store.LoadReport]:
-        """Upsert the policy file into the store; nothing changes if the file is invalid."""
+        """Upsert the policy file into the store; nothing changes if the file is invalid.
+
+        Under the start-up lock, so replicas loading the file at once take turns instead of
+        racing to create the same policy.
+        """
         source, specs = read_policy_file(self.policies_file)
-        async with self._db.write() as conn:
+        async with startup_lock(self._db), self._db.write() as conn:
             report = await store.upsert_from_file(
                 conn, specs=specs, now=self._clock.now(), actor=actor
             )
