@@ -89,7 +89,7 @@ SEED_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
 
 # The document the requests are generated from: that of an app that is never started (the
 # tests' apps are built from the same default settings, so they serve the same document).
-DOCUMENT_APP = create_app(Settings(database_url="sqlite://"), run_runner=False)
+DOCUMENT_APP = create_app(Settings(database_url="sqlite:///never-opened.db"), run_runner=False)
 DOCUMENT = DOCUMENT_APP.openapi()
 BODY_OPERATIONS = [
     f"{method.upper()} {path}"

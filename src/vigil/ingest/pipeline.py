@@ -20,7 +20,7 @@ from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.ingest.schemas import Sample
-from vigil.ingest.store import insert_samples, latest_values, upsert_latest
+from vigil.ingest.store import latest_values, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import PolicyIndex, Violation
@@ -172,21 +172,35 @@ class IngestPipeline:
             if index is not self._plans_index:
                 self._plans.clear()
                 self._plans_index = index
-            context_targets = {
-                s.target
-                for s in samples
-                if s.target is not None and self._plan(s.name, s.target).needs_other_metrics
-            }
+            context_targets = set()
+            plans = self._plans
+            for s in samples:
+                target = s.target
+                if target is not None:
+                    plan = plans.get((s.name, target)) or self._plan(s.name, target)
+                    if plan.needs_other_metrics:
+                        context_targets.add(target)
             known = await latest_values(conn, targets=context_targets) if context_targets else {}
-            ids = await insert_samples(conn, samples=samples, now=now)
-            await upsert_latest(conn, samples=samples)
+            # On SQLite the samples are stored by the driver's thread while this one
+            # evaluates them (evaluating needs only the values read above).
+            stored = await store_samples(conn, samples=samples, now=now)
+            evaluated: list[tuple[IngestResult, list[Violation]]] = []
+            try:
+                current: dict[str, dict[str, float]] = {}
+                for request in group:
+                    result = IngestResult([], [])
+                    violations = self._evaluate(index, request.samples, known, current, result)
+                    evaluated.append((result, violations))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await stored
+                raise
+            ids = await stored
             results: list[IngestResult] = []
             position = 0
-            current: dict[str, dict[str, float]] = {}
-            for request in group:
+            for request, (result, violations) in zip(group, evaluated, strict=True):
                 count = len(request.samples)
-                result = IngestResult(ids[position : position + count], [])
-                violations = self._evaluate(index, request.samples, known, current, result)
+                result.metric_ids = ids[position : position + count]
                 position += count
                 if violations:
                     result.decisions = await record_violations(
