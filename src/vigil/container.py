@@ -97,6 +97,7 @@ def build_container(
             metrics=metrics,
             clock=clock,
             group_size=settings.ingest_group_size,
+            queue_limit=settings.ingest_queue_limit,
         ),
         runner=PolicyRunner(
             database=database,

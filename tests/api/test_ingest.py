@@ -1068,3 +1068,29 @@ async def test_prometheus_counts_ingest_and_violations(client: httpx.AsyncClient
     assert 'vigil_policy_violations_total{policy_name="cpu-hot",severity="critical"} 1.0' in text
     assert 'vigil_ingest_total{source="api"} 2.0' in text
     assert 'vigil_ingest_total{source="agent"} 1.0' in text
+
+
+async def test_timestamps_too_far_in_the_future_are_refused(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    """A sample from the future would stay the target's latest value, hiding real ones."""
+    limit = clock.now() + timedelta(seconds=container.settings.max_future_seconds)
+    too_far = (limit + timedelta(seconds=1)).isoformat()
+    r = await client.post(
+        "/api/v1/ingest", json={"name": "mem", "value": 99, "target": "a", "timestamp": too_far}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "timestamp"]
+    batch = [
+        {"name": "mem", "value": 1, "target": "a"},
+        {"name": "mem", "value": 99, "target": "a", "timestamp": too_far},
+    ]
+    r = await client.post("/api/v1/ingest/batch", json={"metrics": batch})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "metrics", 1, "timestamp"]
+    assert await count(container, metrics) == 0
+    metrics_text = (await client.get("/metrics")).text
+    assert 'vigil_ingest_rejected_total{reason="invalid"} 2.0' in metrics_text
+
+    at_limit = {"name": "mem", "value": 1, "target": "a", "timestamp": limit.isoformat()}
+    assert (await client.post("/api/v1/ingest", json=at_limit)).status_code == 201

@@ -76,8 +76,24 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error only means "try the transaction again" (PostgreSQL)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+            return True
+    return False
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether a database error means the database cannot be reached (not a bad statement)."""
+    """Whether a database error means the database cannot be reached or is too busy to
+    answer now (not a bad statement): the client gets 503 and may retry."""
+    if is_transient(exc):
+        return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, InterfaceError | OSError | ConnectionError):

@@ -17,10 +17,10 @@ from typing import Any
 
 from vigil.actions.recorder import Decision, record_violations
 from vigil.clock import Clock
-from vigil.db.engine import Database
+from vigil.db.engine import Database, is_transient
 from vigil.errors import Unavailable
 from vigil.ingest.schemas import Sample
-from vigil.ingest.store import latest_values, store_samples
+from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import PolicyIndex, Violation
@@ -95,14 +95,17 @@ class IngestPipeline:
         metrics: VigilMetrics,
         clock: Clock,
         group_size: int,
+        queue_limit: int = 10_000,
     ) -> None:
         self._db = database
         self._policies = policies
         self._metrics = metrics
         self._clock = clock
         self._group_size = group_size
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        # Bounded: past it a request is refused with 503 instead of queueing without end.
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue(queue_limit)
         self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
         # Matching policy targets (globs) for every sample is most of evaluating it, and the
         # answer only changes with the policies: remember it per (metric, target) and index.
         self._plans: dict[tuple[str, str], _Plan] = {}
@@ -110,45 +113,66 @@ class IngestPipeline:
 
     async def start(self) -> None:
         if self._writer is None:
+            self._stopping = False
             self._writer = asyncio.create_task(self._run(), name="vigil-ingest-writer")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the writer."""
+        """Refuse new requests, let the writer finish every queued one, then stop it."""
         if self._writer is None:
             return
-        while not self._queue.empty():
-            await self._handle_group(self._take_group(await self._queue.get()))
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        self._stopping = True
+        await self._queue.put(None)  # after everything already queued
+        await self._writer
         self._writer = None
 
     async def ingest(self, samples: Sequence[Sample], *, source: str, actor: Actor) -> IngestResult:
         """Store ``samples``, evaluate them and record the decisions; the result once committed."""
-        if self._writer is None:
+        if self._writer is None or self._stopping:
             raise Unavailable("ingest is not running")
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(samples, source, actor, future))
+        try:
+            self._queue.put_nowait(_Request(samples, source, actor, future))
+        except asyncio.QueueFull:
+            raise Unavailable("ingest is overloaded; retry later") from None
         return await future
 
-    def _take_group(self, first: _Request) -> list[_Request]:
+    def _take_group(self, first: _Request) -> tuple[list[_Request], bool]:
+        """The next group, and whether the stop marker came after it."""
         group = [first]
         size = len(first.samples)
         while size < self._group_size and not self._queue.empty():
             request = self._queue.get_nowait()
+            if request is None:
+                return group, True
             group.append(request)
             size += len(request.samples)
-        return group
+        return group, False
 
     async def _run(self) -> None:
         while True:
-            group = self._take_group(await self._queue.get())
+            first = await self._queue.get()
+            if first is None:
+                return
+            group, stop = self._take_group(first)
             await self._handle_group(group)
+            if stop:
+                return
 
-    async def _handle_group(self, group: list[_Request]) -> None:
+    async def _handle_group(self, group: list[_Request], tries: int = 3) -> None:
         try:
             results = await self._commit(group)
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, Exception) and is_transient(exc) and tries > 1:
+                # A deadlock or serialisation failure: nothing was written; try again.
+                log.warning("ingest group hit %r, retrying", exc)
+                await self._handle_group(group, tries - 1)
+                return
+            if not isinstance(exc, Exception):
+                # Cancelled (the process is going away): no request may wait for ever.
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(Unavailable("ingest was interrupted"))
+                raise
             if len(group) > 1 and not isinstance(exc, Unavailable):
                 log.warning("ingest group of %d failed, retrying one by one: %r", len(group), exc)
                 for request in group:
@@ -168,6 +192,7 @@ class IngestPipeline:
         now = self._clock.now()
         samples = [s for request in group for s in request.samples]
         async with self._db.write() as conn:
+            await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
             index = await self._policies.index(conn)
             if index is not self._plans_index:
                 self._plans.clear()

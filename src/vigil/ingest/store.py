@@ -24,8 +24,9 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Text, bindparam, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -108,8 +109,39 @@ async def upsert_latest(conn: AsyncConnection, *, samples: Iterable[Sample]) -> 
         return
     await conn.execute(
         _latest_upsert(postgresql.insert),
-        [{"target": t, "name": n, "value": s.value, "ts": s.ts} for (t, n), s in newest.items()],
+        # In key order, so concurrent upserts lock rows in one order and cannot deadlock.
+        [
+            {"target": t, "name": n, "value": s.value, "ts": s.ts}
+            for (t, n), s in sorted(newest.items(), key=_key)
+        ],
     )
+
+
+def _key(item: tuple[tuple[str, str], Sample]) -> tuple[str, str]:
+    return item[0]
+
+
+_TARGET_LOCKS = 0x5649  # the first key of the two-key advisory locks, one per target
+_LOCK_TARGETS = text(
+    "SELECT count(pg_advisory_xact_lock(:space, h)) FROM "
+    "(SELECT DISTINCT hashtext(t) AS h FROM unnest(:targets) AS t ORDER BY h) AS s"
+).bindparams(bindparam("targets", type_=ARRAY(Text)))
+
+
+async def lock_targets(conn: AsyncConnection, *, targets: Iterable[str]) -> None:
+    """Serialise ingest per target until the transaction ends (PostgreSQL).
+
+    A policy reading several metrics of a target must see what other transactions wrote
+    for that target, which READ COMMITTED does not promise for writes still in flight; so
+    every ingest group first takes one transaction-scoped advisory lock per target, all in
+    one order, so they cannot deadlock either. SQLite needs none: ``BEGIN IMMEDIATE``
+    already serialises writers.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    wanted = sorted(set(targets))
+    if wanted:
+        await conn.execute(_LOCK_TARGETS, {"space": _TARGET_LOCKS, "targets": wanted})
 
 
 async def latest_values(

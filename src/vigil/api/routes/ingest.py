@@ -5,7 +5,9 @@ before thousands of metrics are validated, and NaN/Infinity never get in."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -102,14 +104,47 @@ def _slow_batch(body: bytes, container: ContainerDep, now: datetime) -> list[Sam
     return [to_sample(m, now) for m in metrics]
 
 
+def _refuse_future(
+    samples: list[Sample], container: ContainerDep, now: datetime, batch: bool
+) -> None:
+    """422 for samples stamped too far ahead of the clock (they would pin "latest" values)."""
+    latest = now + timedelta(seconds=container.settings.max_future_seconds)
+    problems = [
+        {
+            "loc": ["body", "metrics", i, "timestamp"] if batch else ["body", "timestamp"],
+            "msg": f"timestamp is more than {container.settings.max_future_seconds:g} seconds "
+            "ahead of the server's clock",
+            "type": "datetime_future",
+        }
+        for i, sample in enumerate(samples)
+        if sample.ts > latest
+    ]
+    if problems:
+        raise RequestValidationError(problems)
+
+
+@contextlib.contextmanager
+def _counting_rejections(container: ContainerDep) -> Iterator[None]:
+    try:
+        yield
+    except RequestValidationError:
+        container.metrics.ingest_rejected_total.labels(reason="invalid").inc()
+        raise
+    except PayloadTooLarge:
+        container.metrics.ingest_rejected_total.labels(reason="too_large").inc()
+        raise
+
+
 async def _ingest_one(
     request: Request, container: ContainerDep, actor: ActorDep, source: str
 ) -> Response:
     body = await request.body()
     now = container.clock.now()
-    sample = fast.decode_one(body, container.limits, now)
-    if sample is None:
-        sample = _slow_one(body, container, now)
+    with _counting_rejections(container):
+        sample = fast.decode_one(body, container.limits, now)
+        if sample is None:
+            sample = _slow_one(body, container, now)
+        _refuse_future([sample], container, now, batch=False)
     result = await container.ingest.ingest([sample], source=source, actor=actor)
     evaluated = result.evaluated[0]
     return json_response(
@@ -163,9 +198,11 @@ async def ingest_batch(request: Request, container: ContainerDep, actor: ActorDe
     """Store a batch of metrics (all or none), evaluate and record, in one transaction."""
     body = await request.body()
     now = container.clock.now()
-    samples = fast.decode_batch(body, container.limits, now, container.settings.max_batch_size)
-    if samples is None:
-        samples = _slow_batch(body, container, now)
+    with _counting_rejections(container):
+        samples = fast.decode_batch(body, container.limits, now, container.settings.max_batch_size)
+        if samples is None:
+            samples = _slow_batch(body, container, now)
+        _refuse_future(samples, container, now, batch=True)
     if not samples:
         return json_response({"ok": True, "stored": 0, "violations": [], "actions": []}, 201)
     result = await container.ingest.ingest(samples, source="batch", actor=actor)
