@@ -617,22 +617,3 @@ async def test_response_timestamps_are_utc_with_an_offset(
     for r in responses:
         assert r.status_code in (200, 201), r.text
     assert sum(assert_utc_timestamps(r.json()) for r in responses) >= 12
-
-
-@pytest.mark.parametrize(
-    ("path", "allowed"),
-    [
-        (BASE, "GET, POST"),
-        (f"{BASE}/1/cancel", "PUT"),
-        (f"{BASE}/status/pending", "GET"),
-    ],
-)
-async def test_an_unsupported_method_is_a_405_naming_every_method_of_the_path(
-    client: httpx.AsyncClient, path: str, allowed: str
-) -> None:
-    # Found by the fuzz test: Starlette named only the methods of the first route matching
-    # the path (`Allow: GET` for a path that also takes POST).
-    r = await client.request("PATCH", path)
-    assert r.status_code == 405
-    assert r.headers["allow"] == allowed
-    assert r.json() == {"detail": "Method Not Allowed"}
