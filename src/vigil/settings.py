@@ -114,10 +114,6 @@ class Settings(BaseSettings):
             raise ValueError("must be greater than zero")
         return value
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 _UNPREFIXED = {
     "database_url": "DATABASE_URL",

@@ -59,13 +59,22 @@ async def gated(container: Container) -> AsyncIterator[GatedDatabase]:
 
 
 @pytest.fixture
-async def pipeline(gated: GatedDatabase, clock: FakeClock) -> AsyncIterator[IngestPipeline]:
+def queue_limit() -> int:
+    """Parametrize to change the pipeline's queue limit."""
+    return 10_000
+
+
+@pytest.fixture
+async def pipeline(
+    gated: GatedDatabase, clock: FakeClock, queue_limit: int
+) -> AsyncIterator[IngestPipeline]:
     ingest = IngestPipeline(
         database=gated,
         policies=PolicyCache(),
         metrics=VigilMetrics(),
         clock=clock,
         group_size=10_000,
+        queue_limit=queue_limit,
     )
     await ingest.start()
     yield ingest
@@ -204,37 +213,25 @@ async def test_stop_answers_the_request_in_flight_and_every_queued_one(
     assert names == {"first", "q0", "q1", "q2", "q3", "q4"}
 
 
+@pytest.mark.parametrize("queue_limit", [2])
 async def test_a_full_queue_refuses_with_unavailable(
-    container: Container, gated: GatedDatabase, clock: FakeClock
+    pipeline: IngestPipeline, gated: GatedDatabase, clock: FakeClock
 ) -> None:
-    ingest = IngestPipeline(
-        database=gated,
-        policies=PolicyCache(),
-        metrics=VigilMetrics(),
-        clock=clock,
-        group_size=10_000,
-        queue_limit=2,
+    held = asyncio.create_task(
+        pipeline.ingest([sample(clock, "held", 1.0)], source="t", actor=Actor())
     )
-    await ingest.start()
-    try:
-        held = asyncio.create_task(
-            ingest.ingest([sample(clock, "held", 1.0)], source="t", actor=Actor())
+    await gated.waiting.wait()  # the writer holds it; the queue is empty again
+    waiting = [
+        asyncio.create_task(
+            pipeline.ingest([sample(clock, f"w{i}", 1.0)], source="t", actor=Actor())
         )
-        await gated.waiting.wait()
-        waiting = [
-            asyncio.create_task(
-                ingest.ingest([sample(clock, f"w{i}", 1.0)], source="t", actor=Actor())
-            )
-            for i in range(2)
-        ]
-        await asyncio.sleep(0)
-        with pytest.raises(Unavailable, match="overloaded"):
-            await ingest.ingest([sample(clock, "over", 1.0)], source="t", actor=Actor())
-        gated.gate.set()
-        await asyncio.gather(held, *waiting)
-    finally:
-        gated.gate.set()
-        await ingest.stop()
+        for i in range(2)
+    ]
+    await asyncio.sleep(0)  # let them fill the queue
+    with pytest.raises(Unavailable, match="overloaded"):
+        await pipeline.ingest([sample(clock, "over", 1.0)], source="t", actor=Actor())
+    gated.gate.set()
+    await asyncio.gather(held, *waiting)
     assert "over" not in {row["name"] for row in await stored(gated)}
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import audit
@@ -45,12 +44,3 @@ async def append_audit(
             request_id=actor.request_id,
         )
     )
-
-
-async def list_audit(
-    conn: AsyncConnection, *, limit: int = 100, offset: int = 0
-) -> tuple[list[dict[str, Any]], int]:
-    """Audit rows, newest first, and the total count."""
-    total = (await conn.execute(select(func.count()).select_from(audit))).scalar_one()
-    rows = await conn.execute(select(audit).order_by(audit.c.id.desc()).limit(limit).offset(offset))
-    return [dict(row._mapping) for row in rows], int(total)
