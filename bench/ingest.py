@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +224,18 @@ end
     )
 
 
-def batch_lua(paths: list[Path]) -> str:
-    """POST pre-built batch bodies in turn."""
+def batch_lua(paths: list[Path], spread: int) -> str:
+    """POST the batch bodies in turn, each sample stamped when its request is sent.
+
+    The bodies hold ``@AGE@`` where a timestamp goes (``AGE`` seconds before sending, less
+    than ``spread``): as a collector flushing every ``spread`` seconds sends them. Bodies
+    with frozen timestamps, sent over and over, would pile every sample onto the same few
+    seconds of the metrics index, which no real fleet does.
+    """
     return (
         f"""
 local paths = {_lua_list([str(p) for p in paths])}
+local spread = {spread}
 local bodies = {{}}
 counter = 0
 non2xx = 0
@@ -242,17 +249,25 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/api/v1/ingest/batch", nil, bodies[counter % #bodies + 1])
+  local now = os.time()
+  local stamps = {{}}
+  for age = 0, spread - 1 do
+    stamps[tostring(age)] = os.date("!%Y-%m-%dT%H:%M:%SZ", now - age)
+  end
+  local body = bodies[counter % #bodies + 1]:gsub("@(%d+)@", stamps)
+  return wrk.format("POST", "/api/v1/ingest/batch", nil, body)
 end
 """
         + _LUA_REPORT
     )
 
 
-def batch_body(host_names: list[str], size: int, offset: int) -> bytes:
-    """A batch of ``size`` samples: (host, metric) pairs in turn, as an agent fleet sends them."""
+def batch_body(host_names: list[str], size: int, offset: int, spread: int) -> bytes:
+    """A batch of ``size`` samples: (host, metric) pairs in turn, as an agent fleet sends them.
+
+    Each timestamp is ``@AGE@``, filled in by the Lua script when the request is sent.
+    """
     names = list(METRICS)
-    now = datetime.now(UTC).replace(microsecond=0)
     items = []
     for i in range(offset, offset + size):
         host = host_names[i % len(host_names)]
@@ -263,7 +278,7 @@ def batch_body(host_names: list[str], size: int, offset: int) -> bytes:
                 "name": metric,
                 "value": round(lo + (hi - lo) * ((i * 7919) % 1000) / 1000, 3),
                 "target": host,
-                "timestamp": (now - timedelta(seconds=(offset + size - i) % 60)).isoformat(),
+                "timestamp": f"@{(offset + size - i) % spread}@",
                 "tags": {"host": host, "region": ("us-east-1", "eu-west-1")[i % 2]},
             }
         )
@@ -463,10 +478,10 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     batch_paths = []
     for i in range(4):
         path = workdir / f"batch-{i}.json"
-        path.write_bytes(batch_body(host_names, args.batch_size, i * args.batch_size))
+        path.write_bytes(batch_body(host_names, args.batch_size, i * args.batch_size, args.spread))
         batch_paths.append(path)
     batch_script = workdir / "batch.lua"
-    batch_script.write_text(batch_lua(batch_paths))
+    batch_script.write_text(batch_lua(batch_paths, args.spread))
     sample = {
         "name": "cpu_usage",
         "value": 42.5,
@@ -648,6 +663,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk -c for single/bare")
     parser.add_argument("--batch-connections", type=int, default=4, help="wrk -c for batch")
     parser.add_argument("--batch-size", type=int, default=5000, help="metrics per batch request")
+    parser.add_argument(
+        "--spread",
+        type=int,
+        default=10,
+        help="seconds over which a batch's timestamps spread (a collector's flush interval)",
+    )
     parser.add_argument("--hosts", type=int, default=300, help="distinct targets in the load")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="wrk --timeout")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="server start timeout")
@@ -658,6 +679,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.batch_size <= 10_000:
         parser.error("--batch-size must be 1..10000 (Vigil's default batch limit)")
+    if not 1 <= args.spread <= 600:
+        parser.error("--spread must be 1..600 seconds (Vigil refuses samples from the future)")
     return args
 
 

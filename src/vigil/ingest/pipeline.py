@@ -24,21 +24,9 @@ from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import PolicyIndex, Violation
-from vigil.policy.models import PolicySpec
 from vigil.policy.store import PolicyCache
 
 log = logging.getLogger(__name__)
-
-_MAX_PLANS = 65_536
-"""How many (metric, target) evaluation plans are remembered before starting afresh."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What evaluating one metric of one target takes, under one policy index."""
-
-    candidates: list[PolicySpec]
-    needs_other_metrics: bool
 
 
 @dataclass(slots=True)
@@ -106,10 +94,6 @@ class IngestPipeline:
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue(queue_limit)
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
-        # Matching policy targets (globs) for every sample is most of evaluating it, and the
-        # answer only changes with the policies: remember it per (metric, target) and index.
-        self._plans: dict[tuple[str, str], _Plan] = {}
-        self._plans_index: PolicyIndex | None = None
 
     async def start(self) -> None:
         if self._writer is None:
@@ -194,15 +178,12 @@ class IngestPipeline:
         async with self._db.write() as conn:
             await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
             index = await self._policies.index(conn)
-            if index is not self._plans_index:
-                self._plans.clear()
-                self._plans_index = index
             context_targets = set()
-            plans = self._plans
+            plans = index.plans
             for s in samples:
                 target = s.target
                 if target is not None:
-                    plan = plans.get((s.name, target)) or self._plan(s.name, target)
+                    plan = plans.get((s.name, target)) or index.plan(s.name, target)
                     if plan.needs_other_metrics:
                         context_targets.add(target)
             known = await latest_values(conn, targets=context_targets) if context_targets else {}
@@ -238,19 +219,6 @@ class IngestPipeline:
         self._count(results)
         return results
 
-    def _plan(self, metric: str, target: str) -> _Plan:
-        key = (metric, target)
-        plan = self._plans.get(key)
-        if plan is None:
-            index = self._plans_index
-            assert index is not None
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = _Plan(
-                index.candidates(metric, target), index.needs_other_metrics(metric, target)
-            )
-        return plan
-
     def _evaluate(
         self,
         index: PolicyIndex,
@@ -267,21 +235,24 @@ class IngestPipeline:
         result.evaluated = [sample.target is not None for sample in samples]
         violations: list[Violation] = []
         evaluations = 0
-        plans = self._plans
+        plans = index.plans
         for sample in samples:
             target = sample.target
             if target is None:
                 continue
             name = sample.name
-            plan = plans.get((name, target)) or self._plan(name, target)
+            plan = plans.get((name, target)) or index.plan(name, target)
             candidates = plan.candidates
             if not candidates:
                 continue
             evaluations += len(candidates)
+            value = sample.value
             target_values = known.get(target)
             values: dict[str, float] | None
             if target_values is None:
-                values = {name: sample.value}
+                if not plan.unguarded and plan.below <= value <= plan.above:
+                    continue  # no candidate can hold with this value: skip making `values`
+                values = {name: value}
             else:
                 values = current.get(target)
                 if values is None:
@@ -289,14 +260,15 @@ class IngestPipeline:
                 # The target's latest values, this sample included (and kept for later ones).
                 seen = target_values.get(name)
                 if seen is None or sample.ts >= seen[1]:
-                    target_values[name] = (sample.value, sample.ts)
-                    values[name] = sample.value
+                    target_values[name] = (value, sample.ts)
+                    values[name] = value
                 else:
                     # An older sample: judged with its own value, the newer one kept.
-                    values = {**values, name: sample.value}
-            found = index.evaluate(candidates, target, sample.value, values)
-            if found:
-                violations.extend(found)
+                    values = {**values, name: value}
+            if plan.unguarded or not plan.below <= value <= plan.above:
+                found = plan.evaluate(target, value, values)
+                if found:
+                    violations.extend(found)
         if evaluations:
             self._metrics.policy_evaluations_total.inc(evaluations)
         return violations

@@ -5,13 +5,54 @@ No database, Redis, HTTP or clock: everything it needs is handed in (DESIGN.md i
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vigil.policy.conditions import Check, compile_condition, metrics_of
 from vigil.policy.matcher import target_matches
-from vigil.policy.models import PolicySpec
+from vigil.policy.models import AllOf, AnyOf, Condition, MetricBelow, MetricExceeds, PolicySpec
+
+_MAX_PLANS = 65_536
+"""How many (metric, target) plans an index remembers before starting afresh."""
+
+Guard = tuple[float, float]
+"""``(above, below)``: a value ``v`` of one metric can make a condition hold only if
+``v > above or v < below``."""
+
+_ANY: Guard = (-math.inf, math.inf)
+"""Every value may (the condition does not depend on the metric alone)."""
+
+
+def guard(condition: Condition, metric: str) -> Guard:
+    """The values of ``metric`` for which ``condition`` can hold at all, whatever the
+    target's other metrics are: a necessary condition, never too narrow (a property test
+    checks this against the condition itself)."""
+    if isinstance(condition, MetricExceeds):
+        return (condition.threshold, -math.inf) if condition.metric == metric else _ANY
+    if isinstance(condition, MetricBelow):
+        return (math.inf, condition.threshold) if condition.metric == metric else _ANY
+    children = [guard(child, metric) for child in condition.conditions]
+    if isinstance(condition, AnyOf):
+        # The union of "v > a or v < b" parts is exactly "v > min(a) or v < max(b)".
+        return (min(a for a, _ in children), max(b for _, b in children))
+    assert isinstance(condition, AllOf)
+    # An intersection; children that do not constrain the metric drop out. "v > a1 or
+    # v < b1" and "v > a2 or v < b2" meet in "v > max(a) or v < min(b)" plus the
+    # stretches between a1 and b2 and between a2 and b1: when such a stretch exists the
+    # answer has no simple form, and every value is let through (still never too narrow).
+    above, below = _ANY
+    for a, b in children:
+        if (a, b) == _ANY:
+            continue
+        if (above, below) == _ANY:
+            above, below = a, b
+        elif above < b or a < below:
+            return _ANY
+        else:
+            above, below = max(above, a), min(below, b)
+    return (above, below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +63,37 @@ class Violation:
     target: str
     value: float | None
     """The value of the sample that triggered it (None in a dry run without one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How samples of one metric from one target are evaluated: the enabled policies that
+    read the metric and apply to the target, in policy order, and a quick test that tells
+    most samples they can violate none of them without calling a single condition."""
+
+    candidates: tuple[PolicySpec, ...]
+    checks: tuple[Check, ...]
+    needs_other_metrics: bool
+    """Whether any candidate reads another metric of the target too."""
+    above: float
+    below: float
+    """A value ``v`` with ``below <= v <= above`` can violate only the ``unguarded`` ones."""
+    unguarded: tuple[int, ...]
+    """Positions of the candidates whose verdict the sample's value alone cannot settle."""
+
+    def evaluate(self, target: str, value: float, values: Mapping[str, float]) -> list[Violation]:
+        """The candidates violated given the target's latest ``values`` (the new sample of
+        value ``value`` included), in policy order."""
+        candidates, checks = self.candidates, self.checks
+        if value > self.above or value < self.below:
+            return [
+                Violation(policy, target, value)
+                for policy, check in zip(candidates, checks, strict=True)
+                if check(values)
+            ]
+        return [
+            Violation(candidates[i], target, value) for i in self.unguarded if checks[i](values)
+        ]
 
 
 class PolicyIndex:
@@ -44,6 +116,8 @@ class PolicyIndex:
         self._checks: dict[str, Check] = {
             p.name: compile_condition(p.condition) for p in self.policies
         }
+        self.plans: dict[tuple[str, str], Plan] = {}
+        """Plans made so far, by (metric, target): look here before calling :meth:`plan`."""
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -55,6 +129,29 @@ class PolicyIndex:
     def needs_other_metrics(self, metric: str, target: str) -> bool:
         """Whether evaluating ``metric`` for ``target`` needs the target's other values."""
         return any(len(self._reads[p.name]) > 1 for p in self.candidates(metric, target))
+
+    def plan(self, metric: str, target: str) -> Plan:
+        """How to evaluate ``metric`` samples from ``target`` (remembered in :attr:`plans`:
+        matching policy targets, globs included, is most of the work)."""
+        key = (metric, target)
+        found = self.plans.get(key)
+        if found is not None:
+            return found
+        candidates = tuple(self.candidates(metric, target))
+        guards = [guard(p.condition, metric) for p in candidates]
+        guarded = [g for g in guards if g != _ANY]
+        made = Plan(
+            candidates=candidates,
+            checks=tuple(self._checks[p.name] for p in candidates),
+            needs_other_metrics=any(len(self._reads[p.name]) > 1 for p in candidates),
+            above=min((a for a, _ in guarded), default=math.inf),
+            below=max((b for _, b in guarded), default=-math.inf),
+            unguarded=tuple(i for i, g in enumerate(guards) if g == _ANY),
+        )
+        if len(self.plans) >= _MAX_PLANS:
+            self.plans.clear()
+        self.plans[key] = made
+        return made
 
     def evaluate(
         self,
