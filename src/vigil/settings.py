@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     max_tag_key_length: int = Field(default=128, ge=1)
     max_tag_value_length: int = Field(default=1024, ge=1)
     max_target_length: int = Field(default=255, ge=1, le=255)
-    ingest_group_size: int = Field(default=2000, ge=1)
+    ingest_group_size: int = Field(default=20_000, ge=1)
     ingest_queue_limit: int = Field(default=10_000, ge=1)
     max_future_seconds: Duration = 600.0
 

@@ -22,16 +22,28 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # single-metric ingest time in bench/ingest.py).
 
 
-async def get_container(request: Request) -> Container:
+# The ingest routes call ``container_of`` and ``actor_of`` directly instead: resolving
+# dependencies is ~15% of a single-metric ingest request's CPU.
+
+
+def container_of(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
 
-async def get_actor(request: Request) -> Actor:
+def actor_of(request: Request) -> Actor:
     """Who is asking (``anonymous`` until access control exists) and the request id."""
     given = request.headers.get("x-request-id", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     return Actor(ANONYMOUS, request_id)
+
+
+async def get_container(request: Request) -> Container:
+    return container_of(request)
+
+
+async def get_actor(request: Request) -> Actor:
+    return actor_of(request)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

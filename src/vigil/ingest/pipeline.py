@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from vigil.actions.recorder import Decision, record_violations
@@ -23,7 +24,7 @@ from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
-from vigil.policy.evaluator import PolicyIndex, Violation
+from vigil.policy.evaluator import Plan, Violation
 from vigil.policy.store import PolicyCache
 
 log = logging.getLogger(__name__)
@@ -178,24 +179,35 @@ class IngestPipeline:
         async with self._db.write() as conn:
             await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
             index = await self._policies.index(conn)
-            context_targets = set()
+            # Each sample's plan, found once; and the targets whose other metrics matter.
             plans = index.plans
+            sample_plans: list[Plan | None] = []
+            context_targets = set()
             for s in samples:
                 target = s.target
-                if target is not None:
-                    plan = plans.get((s.name, target)) or index.plan(s.name, target)
-                    if plan.needs_other_metrics:
-                        context_targets.add(target)
+                if target is None:
+                    sample_plans.append(None)
+                    continue
+                plan = plans.get((s.name, target)) or index.plan(s.name, target)
+                sample_plans.append(plan)
+                if plan.needs_other_metrics:
+                    context_targets.add(target)
             known = await latest_values(conn, targets=context_targets) if context_targets else {}
             # On SQLite the samples are stored by the driver's thread while this one
             # evaluates them (evaluating needs only the values read above).
             stored = await store_samples(conn, samples=samples, now=now)
             evaluated: list[tuple[IngestResult, list[Violation]]] = []
             try:
-                current: dict[str, dict[str, float]] = {}
+                values_of = {t: {n: v for n, (v, _) in d.items()} for t, d in known.items()}
+                stamps_of = {t: {n: ts for n, (_, ts) in d.items()} for t, d in known.items()}
+                position = 0
                 for request in group:
-                    result = IngestResult([], [])
-                    violations = self._evaluate(index, request.samples, known, current, result)
+                    request_plans = sample_plans[position : position + len(request.samples)]
+                    position += len(request.samples)
+                    result = IngestResult([], [plan is not None for plan in request_plans])
+                    violations = self._evaluate(
+                        request.samples, request_plans, values_of, stamps_of
+                    )
                     evaluated.append((result, violations))
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -221,46 +233,37 @@ class IngestPipeline:
 
     def _evaluate(
         self,
-        index: PolicyIndex,
         samples: Sequence[Sample],
-        known: dict[str, dict[str, tuple[float, Any]]],
-        current: dict[str, dict[str, float]],
-        result: IngestResult,
+        plans: list[Plan | None],
+        values_of: dict[str, dict[str, float]],
+        stamps_of: dict[str, dict[str, datetime]],
     ) -> list[Violation]:
-        """Evaluate ``samples`` against the policies reading them.
+        """Evaluate ``samples`` (with their ``plans``) against the policies reading them.
 
-        ``known`` holds the latest (value, ts) of each target needing its other metrics, and
-        is kept up to date with the samples as they go; ``current`` caches its bare values.
+        ``values_of`` and ``stamps_of`` hold the latest value and timestamp of each metric
+        of every target whose other metrics matter; they are kept up to date as the
+        samples go, so a later sample of a target sees the earlier ones.
         """
-        result.evaluated = [sample.target is not None for sample in samples]
         violations: list[Violation] = []
         evaluations = 0
-        plans = index.plans
-        for sample in samples:
+        for sample, plan in zip(samples, plans, strict=True):
             target = sample.target
-            if target is None:
+            if plan is None or target is None or not plan.candidates:
                 continue
-            name = sample.name
-            plan = plans.get((name, target)) or index.plan(name, target)
-            candidates = plan.candidates
-            if not candidates:
-                continue
-            evaluations += len(candidates)
+            evaluations += len(plan.candidates)
             value = sample.value
-            target_values = known.get(target)
-            values: dict[str, float] | None
-            if target_values is None:
+            values = values_of.get(target)
+            if values is None:
                 if not plan.unguarded and plan.below <= value <= plan.above:
                     continue  # no candidate can hold with this value: skip making `values`
-                values = {name: value}
+                values = {sample.name: value}
             else:
-                values = current.get(target)
-                if values is None:
-                    values = current[target] = {n: v for n, (v, _) in target_values.items()}
                 # The target's latest values, this sample included (and kept for later ones).
-                seen = target_values.get(name)
-                if seen is None or sample.ts >= seen[1]:
-                    target_values[name] = (value, sample.ts)
+                stamps = stamps_of[target]
+                name = sample.name
+                seen = stamps.get(name)
+                if seen is None or sample.ts >= seen:
+                    stamps[name] = sample.ts
                     values[name] = value
                 else:
                     # An older sample: judged with its own value, the newer one kept.

@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
-from vigil.api.deps import ActorDep, ContainerDep, json_response
+from vigil.api.deps import actor_of, container_of, json_response
 from vigil.api.errors import clean_errors, error_responses
+from vigil.container import Container
 from vigil.errors import PayloadTooLarge
 from vigil.ingest import fast
 from vigil.ingest.schemas import (
@@ -60,7 +61,7 @@ def _invalid(exc: ValidationError, prefix: tuple[Any, ...]) -> RequestValidation
     )
 
 
-def _slow_one(body: bytes, container: ContainerDep, now: datetime) -> Sample:
+def _slow_one(body: bytes, container: Container, now: datetime) -> Sample:
     """The slow path of a single metric: orjson and pydantic, with the documented 422s."""
     data = _json(body)
     try:
@@ -73,7 +74,7 @@ def _slow_one(body: bytes, container: ContainerDep, now: datetime) -> Sample:
     return to_sample(metric, now)
 
 
-def _slow_batch(body: bytes, container: ContainerDep, now: datetime) -> list[Sample]:
+def _slow_batch(body: bytes, container: Container, now: datetime) -> list[Sample]:
     """The slow path of a batch: orjson and pydantic, with the documented 413 and 422s."""
     data = _json(body)
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
@@ -104,9 +105,7 @@ def _slow_batch(body: bytes, container: ContainerDep, now: datetime) -> list[Sam
     return [to_sample(m, now) for m in metrics]
 
 
-def _refuse_future(
-    samples: list[Sample], container: ContainerDep, now: datetime, batch: bool
-) -> None:
+def _refuse_future(samples: list[Sample], container: Container, now: datetime, batch: bool) -> None:
     """422 for samples stamped too far ahead of the clock (they would pin "latest" values)."""
     latest = now + timedelta(seconds=container.settings.max_future_seconds)
     problems = [
@@ -124,7 +123,7 @@ def _refuse_future(
 
 
 @contextlib.contextmanager
-def _counting_rejections(container: ContainerDep) -> Iterator[None]:
+def _counting_rejections(container: Container) -> Iterator[None]:
     try:
         yield
     except RequestValidationError:
@@ -135,9 +134,8 @@ def _counting_rejections(container: ContainerDep) -> Iterator[None]:
         raise
 
 
-async def _ingest_one(
-    request: Request, container: ContainerDep, actor: ActorDep, source: str
-) -> Response:
+async def _ingest_one(request: Request, source: str) -> Response:
+    container = container_of(request)
     body = await request.body()
     now = container.clock.now()
     with _counting_rejections(container):
@@ -145,7 +143,7 @@ async def _ingest_one(
         if sample is None:
             sample = _slow_one(body, container, now)
         _refuse_future([sample], container, now, batch=False)
-    result = await container.ingest.ingest([sample], source=source, actor=actor)
+    result = await container.ingest.ingest([sample], source=source, actor=actor_of(request))
     evaluated = result.evaluated[0]
     return json_response(
         {
@@ -170,9 +168,9 @@ async def _ingest_one(
     responses=_ERRORS,
     openapi_extra=_body_schema("MetricIn"),
 )
-async def ingest(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+async def ingest(request: Request) -> Response:
     """Store one metric or event, evaluate the policies, and record any resulting actions."""
-    return await _ingest_one(request, container, actor, "api")
+    return await _ingest_one(request, "api")
 
 
 @router.post(
@@ -182,9 +180,9 @@ async def ingest(request: Request, container: ContainerDep, actor: ActorDep) -> 
     responses=_ERRORS,
     openapi_extra=_body_schema("MetricIn"),
 )
-async def ingest_agent(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+async def ingest_agent(request: Request) -> Response:
     """The same as ``POST /api/v1/ingest``, for agents."""
-    return await _ingest_one(request, container, actor, "agent")
+    return await _ingest_one(request, "agent")
 
 
 @router.post(
@@ -194,8 +192,9 @@ async def ingest_agent(request: Request, container: ContainerDep, actor: ActorDe
     responses=_ERRORS,
     openapi_extra=_body_schema("BatchIn"),
 )
-async def ingest_batch(request: Request, container: ContainerDep, actor: ActorDep) -> Response:
+async def ingest_batch(request: Request) -> Response:
     """Store a batch of metrics (all or none), evaluate and record, in one transaction."""
+    container = container_of(request)
     body = await request.body()
     now = container.clock.now()
     with _counting_rejections(container):
@@ -205,7 +204,7 @@ async def ingest_batch(request: Request, container: ContainerDep, actor: ActorDe
         _refuse_future(samples, container, now, batch=True)
     if not samples:
         return json_response({"ok": True, "stored": 0, "violations": [], "actions": []}, 201)
-    result = await container.ingest.ingest(samples, source="batch", actor=actor)
+    result = await container.ingest.ingest(samples, source="batch", actor=actor_of(request))
     return json_response(
         {
             "ok": True,
