@@ -8,7 +8,8 @@ with ``BEGIN IMMEDIATE`` so two processes cannot both read and then overwrite ea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -105,6 +106,37 @@ def is_unavailable(exc: BaseException) -> bool:
             for word in ("connect", "locked", "busy", "closed", "unable to open", "terminat")
         )
     return False
+
+
+# --- SQLite hot paths --------------------------------------------------------------------
+# Statements run many times a second (ingest, the policy revision check) go straight to the
+# aiosqlite connection under a SQLAlchemy connection, inside its transaction: one trip to
+# the driver's thread instead of SQLAlchemy's four (cursor, execute, fetch, close), each
+# of which waits for the busy event loop. Errors are raised as SQLAlchemy's.
+
+
+async def sqlite_fetch(
+    conn: AsyncConnection, sql: str, parameters: Sequence[Any] = ()
+) -> list[Any]:
+    """Run one statement on the aiosqlite connection under ``conn`` (in its transaction),
+    in one trip to the driver's thread; its rows, if any."""
+    return await sqlite_send(await sqlite_driver(conn), sql, parameters)
+
+
+async def sqlite_driver(conn: AsyncConnection) -> Any:
+    """The aiosqlite connection under ``conn``."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
+async def sqlite_send(driver: Any, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """Run one statement on an aiosqlite connection; its rows, if any."""
+    try:
+        return list(await driver.execute_fetchall(sql, parameters))
+    except sqlite3.Error as exc:
+        # As SQLAlchemy raises it, so callers see one kind of database error.
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 class Database:

@@ -28,9 +28,9 @@ from sqlalchemy import Text, bindparam, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.engine import sqlite_driver, sqlite_fetch, sqlite_send
 from vigil.db.tables import metric_latest, metrics
 from vigil.ingest.schemas import Sample
 
@@ -195,26 +195,6 @@ def _latest_upsert(insert: Any) -> Any:
 # --- SQLite ---------------------------------------------------------------------------------
 
 
-async def _sqlite_run(conn: AsyncConnection, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-    """Run one statement on the aiosqlite connection under ``conn`` (in its transaction),
-    in one trip to the driver's thread; its rows, if any."""
-    return await _sqlite_send(await _sqlite_driver(conn), sql, parameters)
-
-
-async def _sqlite_driver(conn: AsyncConnection) -> Any:
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    return driver
-
-
-async def _sqlite_send(driver: Any, sql: str, parameters: Sequence[Any]) -> list[Any]:
-    try:
-        return list(await driver.execute_fetchall(sql, parameters))
-    except sqlite3.Error as exc:
-        # As SQLAlchemy raises it, so callers see one kind of database error.
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
-
-
 class _SqliteRows:
     """An INSERT compiled for SQLite once, sent with as many rows per statement as fit."""
 
@@ -243,7 +223,7 @@ class _SqliteRows:
 
     async def execute(self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
         for sql, parameters in self.statements(rows):
-            await _sqlite_run(conn, sql, parameters)
+            await sqlite_fetch(conn, sql, parameters)
 
 
 _SQLITE_INSERT_METRICS = _SqliteRows(
@@ -274,10 +254,10 @@ async def _sqlite_store_samples(
     newest = _newest(samples)
     if newest:
         statements += _SQLITE_UPSERT_LATEST.statements(_sqlite_latest_rows(dialect, newest))
-    driver = await _sqlite_driver(conn)
+    driver = await sqlite_driver(conn)
     # Each task hands its statement to the driver's queue at its first step; tasks take
     # their first step in the order they were made, so the statements run in this order.
-    sent = [asyncio.ensure_future(_sqlite_send(driver, sql, p)) for sql, p in statements]
+    sent = [asyncio.ensure_future(sqlite_send(driver, sql, p)) for sql, p in statements]
     await asyncio.sleep(0)
 
     async def done() -> list[int]:
@@ -294,7 +274,7 @@ async def _sqlite_next_id(conn: AsyncConnection) -> int:
     # A write transaction holds SQLite's only write lock (BEGIN IMMEDIATE), so nobody else
     # can take ids before the insert: number the rows here. Were that ever untrue, the insert
     # would fail on the primary key, never store a sample under another's id.
-    ((last,),) = await _sqlite_run(conn, "SELECT max(id) FROM metrics")
+    ((last,),) = await sqlite_fetch(conn, "SELECT max(id) FROM metrics")
     return int(last or 0) + 1
 
 
@@ -329,7 +309,7 @@ async def _sqlite_latest_values(
             "SELECT target, name, value, ts FROM metric_latest WHERE target IN "
             f"({', '.join(['?'] * len(chunk))})"
         )
-        for target, name, value, stamp in await _sqlite_run(conn, sql, chunk):
+        for target, name, value, stamp in await sqlite_fetch(conn, sql, chunk):
             values[target][name] = (value, ts(stamp))
 
 
