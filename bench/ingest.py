@@ -397,6 +397,26 @@ class WrkResult:
         return self.ok / self.duration_s if self.duration_s else 0.0
 
 
+def combine(parts: list[WrkResult]) -> WrkResult:
+    """Rounds of one measurement added up; latency percentiles are the rounds' mean,
+    weighted by their requests (an approximation), the maximum the largest."""
+    total = sum(p.requests for p in parts) or 1
+
+    def mean(field: str) -> float:
+        return sum(getattr(p, field) * p.requests for p in parts) / total
+
+    return WrkResult(
+        requests=sum(p.requests for p in parts),
+        duration_s=sum(p.duration_s for p in parts),
+        non2xx=sum(p.non2xx for p in parts),
+        socket_errors=sum(p.socket_errors for p in parts),
+        p50_ms=mean("p50_ms"),
+        p90_ms=mean("p90_ms"),
+        p99_ms=mean("p99_ms"),
+        max_ms=max(p.max_ms for p in parts),
+    )
+
+
 def wrk(url: str, script: Path, *, connections: int, seconds: float, timeout_s: float) -> WrkResult:
     argv = [
         "wrk",
@@ -510,22 +530,43 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
 
+    def alternate(pairs: list[tuple[str, Server, Path]], seconds: float) -> None:
+        """Measure servers in turn, ``args.rounds`` times (A B, then B A, ...), so a change in
+        the machine's load during the run falls on both alike; the rounds are added up."""
+        for _name, server, script in pairs:
+            if warm > 0:
+                url = f"{server.url}/api/v1/ingest"
+                wrk(url, script, connections=conns, seconds=warm, timeout_s=args.request_timeout)
+        names = " and ".join(name for name, _, _ in pairs)
+        print(
+            f"  measuring {names} in {args.rounds} alternating rounds of {seconds:g}s ...",
+            flush=True,
+        )
+        rounds: dict[str, list[WrkResult]] = {name: [] for name, _, _ in pairs}
+        for n in range(args.rounds):
+            for name, server, script in pairs if n % 2 == 0 else pairs[::-1]:
+                rounds[name].append(
+                    wrk(
+                        f"{server.url}/api/v1/ingest",
+                        script,
+                        connections=conns,
+                        seconds=seconds,
+                        timeout_s=args.request_timeout,
+                    )
+                )
+                if server.process.poll() is not None:
+                    raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
+        for name, parts in rounds.items():
+            results[name] = combine(parts)
+
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    print("bare FastAPI endpoint (MetricIn, stores nothing) on one uvicorn process ...", flush=True)
-    port = free_port()
-    with running(
-        "bare",
-        [python, str(here), "--serve-bare", str(port)],
-        base_env,
-        port,
-        workdir,
-        timeout,
-    ) as bare:
-        check_single(bare, "/api/v1/ingest", sample, vigil=False)
-        measure("bare", bare, "/api/v1/ingest", single_script, conns, args.duration)
-
-    print(f"vigil serve on a fresh SQLite file, {enabled} enabled policies ...", flush=True)
+    print(
+        "bare FastAPI endpoint (MetricIn, stores nothing) and, beside it, "
+        f"vigil serve on a fresh SQLite file with {enabled} enabled policies ...",
+        flush=True,
+    )
+    bare_port = free_port()
     port = free_port()
     env = {
         **base_env,
@@ -535,14 +576,28 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         "VIGIL_POLICIES_FILE": str(policy_file),
         "VIGIL_LOG_LEVEL": "warning",
     }
-    with running(
-        "vigil", [python, "-m", "vigil", "serve", "--no-worker"], env, port, workdir, timeout
-    ) as vigil:
+    with (
+        running(
+            "bare",
+            [python, str(here), "--serve-bare", str(bare_port)],
+            base_env,
+            bare_port,
+            workdir,
+            timeout,
+        ) as bare,
+        running(
+            "vigil", [python, "-m", "vigil", "serve", "--no-worker"], env, port, workdir, timeout
+        ) as vigil,
+    ):
+        check_single(bare, "/api/v1/ingest", sample, vigil=False)
         status, listed = http("GET", f"{vigil.url}/api/v1/policies")
         if status != 200 or listed.get("enabled_count") != enabled:
             raise RuntimeError(f"vigil did not load the {enabled} policies: {status} {listed}")
         check_single(vigil, "/api/v1/ingest", sample, vigil=True)
-        measure("single", vigil, "/api/v1/ingest", single_script, conns, args.duration)
+        alternate(
+            [("bare", bare, single_script), ("single", vigil, single_script)],
+            args.duration / args.rounds,
+        )
         measure(
             "batch",
             vigil,
@@ -655,7 +710,15 @@ def report(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per measurement (bare, single)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating rounds the bare and single measurements are split into",
+    )
     parser.add_argument(
         "--batch-duration", type=float, default=None, help="seconds for batch (default --duration)"
     )
@@ -679,6 +742,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.batch_size <= 10_000:
         parser.error("--batch-size must be 1..10000 (Vigil's default batch limit)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not 1 <= args.spread <= 600:
         parser.error("--spread must be 1..600 seconds (Vigil refuses samples from the future)")
     return args

@@ -84,6 +84,10 @@ class BodySizeLimit:
             response = JSONResponse({"detail": self._detail(declared)}, status_code=413)
             await response(scope, receive, send)
             return
+        if declared is not None:
+            # The server reads exactly Content-Length bytes as this request's body.
+            await self.app(scope, receive, send)
+            return
         received = 0
 
         async def receive_limited() -> Message:
