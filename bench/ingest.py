@@ -8,6 +8,10 @@ Three measurements, each against one uvicorn process on 127.0.0.1, driven by wrk
               by the load) on a fresh SQLite file;
 3. ``batch``  ``POST /api/v1/ingest/batch`` on the same Vigil, in metrics/s.
 
+Bare and single run side by side and are measured in alternating rounds (``--rounds``), so a
+change in the machine's load falls on both alike. Every sample carries the time it is sent
+at; a batch's samples span the last ``--spread`` seconds, as a collector's flush does.
+
 Only 2xx responses count: a wrk Lua ``response`` hook counts the others, which are reported
 and subtracted. Targets (issue 2): single-metric ingest at least 40% of the bare endpoint's
 requests/s, batch ingest at least 50,000 metrics/s.
@@ -519,45 +523,43 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     timeout = args.start_timeout
     results: dict[str, WrkResult] = {}
 
-    def measure(name: str, server: Server, path: str, script: Path, c: int, seconds: float) -> None:
-        url = f"{server.url}{path}"
-        if warm > 0:
-            wrk(url, script, connections=c, seconds=warm, timeout_s=args.request_timeout)
-        print(f"  measuring {name} for {seconds:g}s ...", flush=True)
-        results[name] = wrk(
-            url, script, connections=c, seconds=seconds, timeout_s=args.request_timeout
-        )
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
+    @dataclass(frozen=True)
+    class Load:
+        name: str
+        server: Server
+        path: str
+        script: Path
+        connections: int
 
-    def alternate(pairs: list[tuple[str, Server, Path]], seconds: float) -> None:
-        """Measure servers in turn, ``args.rounds`` times (A B, then B A, ...), so a change in
-        the machine's load during the run falls on both alike; the rounds are added up."""
-        for _name, server, script in pairs:
-            if warm > 0:
-                url = f"{server.url}/api/v1/ingest"
-                wrk(url, script, connections=conns, seconds=warm, timeout_s=args.request_timeout)
-        names = " and ".join(name for name, _, _ in pairs)
-        print(
-            f"  measuring {names} in {args.rounds} alternating rounds of {seconds:g}s ...",
-            flush=True,
-        )
-        rounds: dict[str, list[WrkResult]] = {name: [] for name, _, _ in pairs}
-        for n in range(args.rounds):
-            for name, server, script in pairs if n % 2 == 0 else pairs[::-1]:
-                rounds[name].append(
-                    wrk(
-                        f"{server.url}/api/v1/ingest",
-                        script,
-                        connections=conns,
-                        seconds=seconds,
-                        timeout_s=args.request_timeout,
-                    )
+        def run(self, seconds: float) -> WrkResult:
+            result = wrk(
+                f"{self.server.url}{self.path}",
+                self.script,
+                connections=self.connections,
+                seconds=seconds,
+                timeout_s=args.request_timeout,
+            )
+            if self.server.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.server.name} died during the run:\n{self.server.log_tail()}"
                 )
-                if server.process.poll() is not None:
-                    raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
-        for name, parts in rounds.items():
-            results[name] = combine(parts)
+            return result
+
+    def measure(loads: list[Load], seconds: float, rounds: int = 1) -> None:
+        """Warm each load up, then run them in turn ``rounds`` times (A B, then B A, ...),
+        ``seconds`` each time, so a change in the machine's load during the run falls on
+        all alike; each load's rounds are added up."""
+        for load in loads:
+            if warm > 0:
+                load.run(warm)
+        names = " and ".join(load.name for load in loads)
+        print(f"  measuring {names}: {rounds} round(s) of {seconds:g}s ...", flush=True)
+        parts: dict[str, list[WrkResult]] = {load.name: [] for load in loads}
+        for n in range(rounds):
+            for load in loads if n % 2 == 0 else loads[::-1]:
+                parts[load.name].append(load.run(seconds))
+        for name, found in parts.items():
+            results[name] = combine(found)
 
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -594,16 +596,17 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         if status != 200 or listed.get("enabled_count") != enabled:
             raise RuntimeError(f"vigil did not load the {enabled} policies: {status} {listed}")
         check_single(vigil, "/api/v1/ingest", sample, vigil=True)
-        alternate(
-            [("bare", bare, single_script), ("single", vigil, single_script)],
+        ingest_path = "/api/v1/ingest"
+        measure(
+            [
+                Load("bare", bare, ingest_path, single_script, conns),
+                Load("single", vigil, ingest_path, single_script, conns),
+            ],
             args.duration / args.rounds,
+            args.rounds,
         )
         measure(
-            "batch",
-            vigil,
-            "/api/v1/ingest/batch",
-            batch_script,
-            args.batch_connections,
+            [Load("batch", vigil, "/api/v1/ingest/batch", batch_script, args.batch_connections)],
             args.batch_duration or args.duration,
         )
         status, listed = http("GET", f"{vigil.url}/api/v1/actions?limit=1")
@@ -744,8 +747,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-size must be 1..10000 (Vigil's default batch limit)")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if not 1 <= args.spread <= 600:
-        parser.error("--spread must be 1..600 seconds (Vigil refuses samples from the future)")
+    if args.spread < 1:
+        parser.error("--spread must be at least 1 second")
     return args
 
 

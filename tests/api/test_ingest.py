@@ -734,6 +734,38 @@ async def test_metric_never_sent_makes_its_condition_false(client: httpx.AsyncCl
     assert [v["policy_name"] for v in r["violations"]] == ["disk-or-cpu"]
 
 
+@pytest.mark.parametrize("path", [INGEST, BATCH])
+async def test_values_inside_a_policys_thresholds_still_violate_when_the_policy_says_so(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Ingest skips samples whose value can violate none of the policies reading the metric;
+    # a band ("above 10 and below 90") and an `any` with a branch on another metric must
+    # still be evaluated for a value between their thresholds.
+    await create_policy(
+        client,
+        policy("cpu-band", {"type": "all", "conditions": [exceeds("cpu", 10), below("cpu", 90)]}),
+    )
+    await create_policy(
+        client,
+        policy(
+            "cpu-or-mem",
+            {"type": "any", "conditions": [exceeds("cpu", 95), exceeds("mem", 80)]},
+            target="db-*",
+        ),
+    )
+
+    async def send(metric: dict[str, Any]) -> list[str]:
+        body = metric if path == INGEST else {"metrics": [metric]}
+        r = await client.post(path, json=body)
+        assert r.status_code == 201, r.text
+        return [v["policy_name"] for v in r.json()["violations"]]
+
+    assert await send({"name": "cpu", "value": 50, "target": "web-01"}) == ["cpu-band"]
+    assert await send({"name": "cpu", "value": 5, "target": "web-01"}) == []
+    assert await send({"name": "mem", "value": 85, "target": "db-01"}) == ["cpu-or-mem"]
+    assert await send({"name": "cpu", "value": 5, "target": "db-01"}) == ["cpu-or-mem"]
+
+
 async def test_older_sample_does_not_overwrite_newer_latest_value(
     client: httpx.AsyncClient, container: Container
 ) -> None:

@@ -86,8 +86,7 @@ def test_index_selects_enabled_policies_reading_the_metric_for_the_target() -> N
 
 def test_index_reports_each_violated_candidate() -> None:
     index = PolicyIndex([policy("hot", exceeds("cpu", 90)), policy("warm", exceeds("cpu", 50))])
-    candidates = index.candidates("cpu", "web-01")
-    violations = index.evaluate(candidates, "web-01", 70.0, {"cpu": 70.0})
+    violations = index.plan("cpu", "web-01").evaluate("web-01", 70.0, {"cpu": 70.0})
     assert [(v.policy.name, v.target, v.value) for v in violations] == [("warm", "web-01", 70.0)]
 
 

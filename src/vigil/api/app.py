@@ -79,12 +79,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        headers = Headers(scope=scope)
+        declared = _content_length(headers)
         if declared is not None and declared > self.max_bytes:
             response = JSONResponse({"detail": self._detail(declared)}, status_code=413)
             await response(scope, receive, send)
             return
-        if declared is not None:
+        if declared is not None and "transfer-encoding" not in headers:
             # The server reads exactly Content-Length bytes as this request's body.
             await self.app(scope, receive, send)
             return
@@ -107,8 +108,8 @@ class BodySizeLimit:
         return f"request body of {size} bytes is above the limit of {self.max_bytes} bytes"
 
 
-def _content_length(scope: Scope) -> int | None:
-    value = Headers(scope=scope).get("content-length")
+def _content_length(headers: Headers) -> int | None:
+    value = headers.get("content-length")
     if value is None or not value.strip().isdigit():
         return None
     return int(value)

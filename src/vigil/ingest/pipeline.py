@@ -252,10 +252,12 @@ class IngestPipeline:
                 continue
             evaluations += len(plan.candidates)
             value = sample.value
+            # Whether no candidate can hold with this value (the plan's guard).
+            quiet = not plan.unguarded and plan.below <= value <= plan.above
             values = values_of.get(target)
             if values is None:
-                if not plan.unguarded and plan.below <= value <= plan.above:
-                    continue  # no candidate can hold with this value: skip making `values`
+                if quiet:
+                    continue
                 values = {sample.name: value}
             else:
                 # The target's latest values, this sample included (and kept for later ones).
@@ -268,7 +270,7 @@ class IngestPipeline:
                 else:
                     # An older sample: judged with its own value, the newer one kept.
                     values = {**values, name: value}
-            if plan.unguarded or not plan.below <= value <= plan.above:
+            if not quiet:
                 found = plan.evaluate(target, value, values)
                 if found:
                     violations.extend(found)

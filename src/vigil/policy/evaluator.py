@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vigil.policy.conditions import Check, compile_condition, metrics_of
@@ -128,7 +128,7 @@ class PolicyIndex:
 
     def needs_other_metrics(self, metric: str, target: str) -> bool:
         """Whether evaluating ``metric`` for ``target`` needs the target's other values."""
-        return any(len(self._reads[p.name]) > 1 for p in self.candidates(metric, target))
+        return self.plan(metric, target).needs_other_metrics
 
     def plan(self, metric: str, target: str) -> Plan:
         """How to evaluate ``metric`` samples from ``target`` (remembered in :attr:`plans`:
@@ -152,18 +152,6 @@ class PolicyIndex:
             self.plans.clear()
         self.plans[key] = made
         return made
-
-    def evaluate(
-        self,
-        candidates: Sequence[PolicySpec],
-        target: str,
-        value: float,
-        values: Mapping[str, float],
-    ) -> list[Violation]:
-        """Violations among ``candidates`` (from :meth:`candidates`) given the target's
-        latest ``values``, the new sample of value ``value`` included."""
-        checks = self._checks
-        return [Violation(p, target, value) for p in candidates if checks[p.name](values)]
 
     def evaluate_values(self, target: str, values: Mapping[str, float]) -> list[Violation]:
         """Every enabled policy applying to ``target`` whose condition holds over ``values``."""
