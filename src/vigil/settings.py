@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -76,6 +83,30 @@ class Settings(BaseSettings):
     runner_interval_seconds: Duration = 10.0
     prune_chunk_size: int = Field(default=10_000, ge=1)
 
+    remediations_file: Path | None = None
+
+    queue_prefix: str = Field(
+        default="vigil", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$"
+    )
+    queue_visibility_timeout_seconds: Duration = 60.0
+    queue_max_deliveries: int = Field(default=5, ge=1)
+    reconcile_interval_seconds: Duration = 10.0
+
+    worker_concurrency: int = Field(default=10, ge=1, le=1000)
+    worker_lease_seconds: Duration = 60.0
+    worker_max_attempts: int = Field(default=3, ge=1, le=100)
+    worker_retry_base_seconds: Duration = 2.0
+    worker_retry_max_seconds: Duration = 300.0
+    worker_shutdown_timeout_seconds: Duration = 30.0
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9101, ge=1, le=65535)
+
+    remediator_url: str | None = None
+    remediator_secret: SecretStr | None = None
+    remediator_host: str = "127.0.0.1"
+    remediator_port: int = Field(default=8081, ge=1, le=65535)
+    remediator_timeout_seconds: Duration = 30.0
+
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_seconds: Duration = 30.0
     sqlite_cache_mib: int = Field(default=16, ge=1)
@@ -107,7 +138,47 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("runner_interval_seconds")
+    @field_validator("remediator_url")
+    @classmethod
+    def _remediator_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("use http://HOST:PORT or https://HOST:PORT")
+        return value
+
+    @field_validator("remediator_secret")
+    @classmethod
+    def _remediator_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _remediator_needs_secret(self) -> Settings:
+        if self.remediator_url is not None and self.remediator_secret is None:
+            raise ValueError(
+                "VIGIL_REMEDIATOR_URL is set but VIGIL_REMEDIATOR_SECRET is not: "
+                "workers sign every request to the remediator with it"
+            )
+        if self.worker_retry_max_seconds < self.worker_retry_base_seconds:
+            raise ValueError(
+                "VIGIL_WORKER_RETRY_MAX_SECONDS must not be below VIGIL_WORKER_RETRY_BASE_SECONDS"
+            )
+        return self
+
+    @field_validator(
+        "runner_interval_seconds",
+        "queue_visibility_timeout_seconds",
+        "reconcile_interval_seconds",
+        "worker_lease_seconds",
+        "worker_retry_base_seconds",
+        "worker_retry_max_seconds",
+        "remediator_timeout_seconds",
+    )
     @classmethod
     def _positive_interval(cls, value: float) -> float:
         if value <= 0:
@@ -133,6 +204,9 @@ def describe_settings_error(exc: ValidationError) -> str:
     """One line per invalid setting, naming its environment variable."""
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across settings names them in its message
+            lines.append(f"invalid settings: {error['msg'].removeprefix('Value error, ')}")
+            continue
+        field = str(error["loc"][0])
         lines.append(f"invalid setting {setting_env_name(field)}: {error['msg']}")
     return "\n".join(lines)

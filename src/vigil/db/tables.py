@@ -101,6 +101,18 @@ actions = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("next_attempt_at", UtcDateTime, nullable=True),
     Column("verification", Json, nullable=True),
+    # The attempt the next dispatch runs (invariant 7): attempts + 1 for a fresh try, the
+    # same as attempts for a reclaimed one. A task for any other attempt is stale.
+    Column("next_attempt", Integer, nullable=False, server_default=text("1")),
+    # Attempts up to this one were spent before the last dead-letter redrive; the retry
+    # budget counts the attempts after it.
+    Column("attempt_floor", Integer, nullable=False, server_default=text("0")),
+    # When a task for the pending attempt was last handed to the queue (or is due from the
+    # delayed set); the reconciler re-dispatches pending actions whose dispatch is stale.
+    Column("dispatched_at", UtcDateTime, nullable=True),
+    # Which worker runs it and until when; renewed while running, reclaimed once expired.
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
     # Invariant 2: at most one open action per (policy, target) -- dedup_key is
     # "policy:<name>" -- and per (action, target) for manual ones ("manual:<action>").
     Index(
@@ -148,3 +160,30 @@ audit = Table(
     Column("request_id", String(128), nullable=True),
     Index("ix_audit_at", "at"),
 )
+
+remediation_runs = Table(
+    "remediation_runs",
+    metadata,
+    Column("action_id", BigId, primary_key=True, autoincrement=False),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("action", String(255), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("result", Json, nullable=True),
+    Column("owner", String(255), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+"""The remediator's record of each (action_id, attempt) it ran: invariant 3's dedup key.
+No foreign key: the remediator may keep these in a database of its own."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+)
+"""Named leadership leases (the reconciler, later the policy runner): one holder at a time."""

@@ -1,0 +1,1 @@
+"""The in-process queue of the embedded default (to be written)."""

@@ -1,0 +1,1 @@
+"""Remediation: the remediations file, plugins, the remediator service and its client."""

@@ -1,0 +1,1 @@
+"""Remediation plugins, one module each, registered under the ``vigil.plugins`` entry point."""

@@ -1,0 +1,1 @@
+"""Workers: take tasks from the queue, run them through the remediator, record outcomes."""
