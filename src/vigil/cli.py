@@ -20,6 +20,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 policies_app = typer.Typer(help="Policy files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(policies_app, name="policies")
+remediations_app = typer.Typer(help="Remediations files.", no_args_is_help=True)
+app.add_typer(remediations_app, name="remediations")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -136,6 +138,36 @@ def policies_validate(
         state = "enabled" if spec.enabled else "disabled"
         auto = "auto" if spec.auto_remediate else "manual"
         typer.echo(f"  {spec.name}: {spec.severity}, {state}, {auto}, action {spec.action}")
+
+
+@remediations_app.command("validate")
+def remediations_validate(
+    file: Annotated[
+        Path, typer.Argument(help="A remediations file (YAML, top-level `remediations:`)")
+    ],
+) -> None:
+    """Check a remediations file against the installed plugins; exit 1 naming the problem."""
+    from vigil.remediation.config import RemediationsInvalid, load_remediations
+    from vigil.remediation.registry import PluginLoadError
+
+    try:
+        remediations = load_remediations(file)
+    except (RemediationsInvalid, PluginLoadError) as exc:
+        typer.echo(f"invalid: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{file}: {len(remediations.entries)} valid remediations")
+    for entry in remediations.entries:
+        retries = entry.retries
+        typer.echo(
+            f"  {entry.action} on {entry.targets!r}: {entry.plugin}, timeout {entry.timeout:g}s, "
+            f"retries max_attempts={_or_default(retries.max_attempts)} "
+            f"backoff={_or_default(retries.backoff_seconds)} "
+            f"max_backoff={_or_default(retries.max_backoff_seconds)}"
+        )
+
+
+def _or_default(value: float | None) -> str:
+    return "default" if value is None else f"{value:g}"
 
 
 def main() -> None:
