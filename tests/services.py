@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -70,3 +75,48 @@ def drop_database(name: str) -> None:
 def database_url(name: str) -> str:
     base = _admin_dsn().rsplit("/", 1)[0]
     return f"{base}/{name}"
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def own_redis_server() -> Iterator[str]:
+    """Start a private, throwaway ``redis-server`` on a free port; yield its URL.
+
+    For tests that destroy data (FLUSHALL, restarts) or stop the server: the shared one
+    stays untouched. Nothing is persisted; the server is stopped when the block exits.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed"
+        if REQUIRE:
+            pytest.fail(f"{message} (VIGIL_REQUIRE_SERVICES is set)")
+        pytest.skip(message)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    args = ["--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(port):
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server on port {port} exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server on port {port} did not answer within 10 s")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

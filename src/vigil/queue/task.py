@@ -100,7 +100,26 @@ class LastProcessed:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """The counters of API.md's ``/api/v1/queue/stats``, shared by every process."""
+    """The counters of API.md's ``/api/v1/queue/stats``, shared by every process.
+
+    Every implementation counts the same way:
+
+    - ``tasks_enqueued``: +1 per task put in the queue proper: each :meth:`TaskQueue.enqueue`,
+      and each delayed retry when it falls due and is moved in.
+    - ``tasks_dequeued``: +1 per delivery handed out by ``reserve``, redeliveries included.
+    - ``tasks_completed``: +1 per ``ack(outcome=COMPLETED)`` that settled a delivery still
+      outstanding (a second settle of the same delivery counts nothing).
+    - ``tasks_failed``: +1 per ``ack(outcome=FAILED)`` that settled an outstanding delivery,
+      and +1 per task newly put in the dead letter. A final failure is one
+      ``dead_letter(reserved, ...)`` call (not an ack as well), counted once.
+    - ``tasks_retried``: +1 per ``retry_at`` that scheduled a task not already scheduled.
+    - ``ack(outcome=DISCARDED)`` settles without counting.
+    - ``last_processed_task``: the task of the latest settle of an outstanding delivery
+      (any ack, ``retry_at``, ``dead_letter`` with a reservation), stamped by the queue's clock.
+
+    ``queue_length`` is tasks ready or handed out and not settled (what ``depth`` returns),
+    ``delayed_length`` the retries not yet due, ``dead_letter_length`` the dead letter's size.
+    """
 
     queue_length: int
     tasks_enqueued: int
