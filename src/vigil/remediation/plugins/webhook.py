@@ -25,6 +25,7 @@ RETRYABLE_CODES = frozenset({408, 429})
 BODY_LIMIT = 4096
 
 _PLACEHOLDER = re.compile(r"\{[^{}]+\}")
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 def _is_placeholder(value: object) -> bool:
@@ -62,9 +63,9 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> WebhookSpec:
     url = options.get("url")
     if not isinstance(url, str) or not url:
         raise PluginConfigError("webhook: `url` is required (an http or https URL)")
-    if not (pending(url) and not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", url)):
-        # A URL that is only partly a placeholder ("https://hooks/{target}") still shows its
-        # scheme and host now; one that is entirely a placeholder is checked when rendered.
+    # A URL that is only partly a placeholder ("https://hooks/{target}") shows its scheme
+    # and host already; one that starts with a placeholder is checked once rendered.
+    if not (pending(url) and not _SCHEME.match(url)):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise PluginConfigError(f"webhook: `url` must be an http or https URL, got {url!r}")
