@@ -1,0 +1,283 @@
+"""RemoteExecutor against the real remediator app, and its failure contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from tests.helpers import free_port
+from tests.remediation.test_service import FakeRun
+from vigil.clock import FakeClock
+from vigil.remediation.app import create_remediator_app
+from vigil.remediation.client import RemoteExecutor
+from vigil.remediation.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from vigil.remediation.wire import RemediateRequest
+from vigil.settings import Settings
+
+SECRET = "x" * 32
+URL = "http://remediator.test"
+REQUEST = RemediateRequest(action_id=42, attempt=1, action="restart", target="web-01")
+
+
+class Spy(httpx.AsyncBaseTransport):
+    """Passes requests to ``inner``, keeping what went by; ``on_response`` may act on each."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        on_response: Callable[[httpx.Response], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+        self.statuses: list[int] = []
+        self.on_response = on_response
+        self.saw_409 = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = await self.inner.handle_async_request(request)
+        self.statuses.append(response.status_code)
+        if response.status_code == 409:
+            self.saw_409.set()
+        if self.on_response is not None:
+            self.on_response(response)
+        return response
+
+
+@pytest.fixture
+def run() -> FakeRun:
+    return FakeRun()
+
+
+@pytest.fixture
+async def app(database_url: str, run: FakeRun, clock: FakeClock) -> AsyncIterator[FastAPI]:
+    settings = Settings(database_url=database_url, remediator_secret=SECRET, db_pool_size=4)
+    application = create_remediator_app(
+        settings, run=run, clock=clock, registry=CollectorRegistry()
+    )
+    async with LifespanManager(application):
+        yield application
+
+
+def executor(
+    transport: httpx.AsyncBaseTransport,
+    clock: FakeClock,
+    *,
+    secret: str = SECRET,
+    timeout: float = 5.0,
+    **options: Any,
+) -> RemoteExecutor:
+    values: dict[str, Any] = {"poll_interval": 0.01, "margin": 1.0, "grace": 0.0, **options}
+    return RemoteExecutor(
+        url=URL,
+        secret=secret,
+        timeout_for=lambda _request: timeout,
+        clock=clock,
+        transport=transport,
+        **values,
+    )
+
+
+async def test_signed_request_runs_and_the_repeat_is_the_record(
+    app: FastAPI, run: FakeRun, clock: FakeClock
+) -> None:
+    spy = Spy(httpx.ASGITransport(app=app))
+    remote = executor(spy, clock)
+    try:
+        first = await remote.execute(REQUEST)
+        again = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert first.status == "success"
+    assert first.message == "restarted web-01"
+    assert again == first
+    assert run.calls == [REQUEST]
+    sent = spy.requests[0]
+    assert sent.url.path == "/v1/remediate"
+    assert sent.headers[TIMESTAMP_HEADER] == str(int(clock.now().timestamp()))
+    assert sent.headers[SIGNATURE_HEADER].startswith("sha256=")
+
+
+async def test_in_progress_is_asked_again_freshly_signed_until_done(
+    database_url: str, clock: FakeClock
+) -> None:
+    run = FakeRun(blocking=True)
+    settings = Settings(database_url=database_url, remediator_secret=SECRET, db_pool_size=4)
+    application = create_remediator_app(settings, run=run, clock=clock)
+    # Each 409 moves the clock on, so each new ask must carry a new signature.
+    spy = Spy(
+        httpx.ASGITransport(app=application),
+        on_response=lambda r: clock.advance(1) if r.status_code == 409 else None,
+    )
+    remote = executor(spy, clock)
+    async with LifespanManager(application):
+        try:
+            first = asyncio.create_task(remote.execute(REQUEST))
+            await run.started.wait()
+            second = asyncio.create_task(remote.execute(REQUEST))
+            await spy.saw_409.wait()
+            assert not second.done()
+            assert run.gate is not None
+            run.gate.set()
+            results = await asyncio.gather(first, second)
+        finally:
+            await remote.close()
+    assert results[0] == results[1]
+    assert results[0].status == "success"
+    assert len(run.calls) == 1
+    assert 409 in spy.statuses
+    asks = spy.requests[1:]  # the second executor's
+    timestamps = [int(r.headers[TIMESTAMP_HEADER]) for r in asks]
+    assert len(asks) >= 2
+    assert timestamps == sorted(set(timestamps))
+    assert len({r.headers[SIGNATURE_HEADER] for r in asks}) == len(asks)
+
+
+async def test_still_running_at_the_deadline_is_a_retryable_failure(
+    database_url: str, clock: FakeClock
+) -> None:
+    run = FakeRun(blocking=True)
+    settings = Settings(database_url=database_url, remediator_secret=SECRET, db_pool_size=4)
+    application = create_remediator_app(settings, run=run, clock=clock)
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application)
+        first = asyncio.create_task(executor(transport, clock, timeout=5).execute(REQUEST))
+        await run.started.wait()
+        impatient = executor(transport, clock, timeout=0.01, margin=0.05)
+        try:
+            result = await impatient.execute(REQUEST)
+        finally:
+            await impatient.close()
+        assert run.gate is not None
+        run.gate.set()
+        await first
+    assert result.status == "failed"
+    assert result.retryable
+    assert result.details["reason"] == "in_progress"
+    assert len(run.calls) == 1
+
+
+async def test_a_wrong_secret_is_a_permanent_failure(
+    app: FastAPI, run: FakeRun, clock: FakeClock
+) -> None:
+    remote = executor(httpx.ASGITransport(app=app), clock, secret="y" * 32)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "failed"
+    assert not result.retryable
+    assert "signature" in result.message
+    assert "VIGIL_REMEDIATOR_SECRET" in result.message
+    assert result.details == {"reason": "unauthorized", "http_status": 401}
+    assert run.calls == []
+
+
+async def test_a_refused_request_is_a_permanent_failure(
+    app: FastAPI, run: FakeRun, clock: FakeClock
+) -> None:
+    remote = executor(httpx.ASGITransport(app=app), clock)
+    try:
+        await remote.execute(REQUEST)
+        reused = await remote.execute(REQUEST.model_copy(update={"target": "web-02"}))
+    finally:
+        await remote.close()
+    assert reused.status == "failed"
+    assert not reused.retryable
+    assert reused.details == {"reason": "rejected", "http_status": 422}
+    assert len(run.calls) == 1
+
+
+async def test_connection_refused_is_a_retryable_failure() -> None:
+    remote = RemoteExecutor(
+        url=f"http://127.0.0.1:{free_port()}", secret=SECRET, timeout_for=lambda _r: 5.0
+    )
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "failed"
+    assert result.retryable
+    assert result.details == {"reason": "unreachable"}
+    assert "unreachable" in result.message
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_a_server_error_is_a_retryable_failure(status: int, clock: FakeClock) -> None:
+    transport = httpx.MockTransport(lambda _r: httpx.Response(status, json={"detail": "boom"}))
+    remote = executor(transport, clock)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "failed"
+    assert result.retryable
+    assert result.details == {"reason": "server_error", "http_status": status}
+    assert "boom" in result.message
+
+
+async def test_a_garbled_answer_is_a_retryable_failure(clock: FakeClock) -> None:
+    transport = httpx.MockTransport(lambda _r: httpx.Response(200, json={"ok": True}))
+    remote = executor(transport, clock)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "failed"
+    assert result.retryable
+    assert result.details == {"reason": "bad_response"}
+
+
+async def test_a_lost_answer_is_asked_for_again_with_the_same_key(
+    app: FastAPI, run: FakeRun, clock: FakeClock
+) -> None:
+    inner = httpx.ASGITransport(app=app)
+    lost = []
+
+    class LosesFirstAnswer(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            if not lost:  # the remediator ran it, but the answer never arrived
+                lost.append(response)
+                raise httpx.ReadTimeout("timed out", request=request)
+            return response
+
+    remote = executor(LosesFirstAnswer(), clock)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "success"
+    assert len(run.calls) == 1
+    assert lost
+
+
+async def test_no_answer_until_the_deadline_is_a_retryable_failure(clock: FakeClock) -> None:
+    def never(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    remote = executor(httpx.MockTransport(never), clock, timeout=0.01, margin=0.05)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.status == "failed"
+    assert result.retryable
+    assert result.details == {"reason": "no_answer"}
+
+
+def test_from_settings_needs_url_and_secret(tmp_path: Any) -> None:
+    database = f"sqlite:///{tmp_path / 'c.db'}"
+    with pytest.raises(ValueError, match="VIGIL_REMEDIATOR_URL"):
+        RemoteExecutor.from_settings(Settings(database_url=database))
+    remote = RemoteExecutor.from_settings(
+        Settings(database_url=database, remediator_url=URL, remediator_secret=SECRET)
+    )
+    assert isinstance(remote, RemoteExecutor)
