@@ -147,7 +147,11 @@ def _describe(error: Any) -> str:
         allowed = _ALLOWED_FIELDS.get(parent)
         hint = f" (allowed: {allowed})" if allowed else ""
         return f"{prefix}unknown field {loc[-1]!r}{hint}"
-    return f"{_field_path(loc) or 'entry'}: {error['msg']}"
+    return f"{_field_path(loc) or 'entry'}: {_message(error)}"
+
+
+def _message(error: Any) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -285,7 +289,7 @@ def _with_timeout(value: Any) -> float:
     try:
         return _TimeoutOnly(timeout=value).timeout
     except ValidationError as exc:
-        raise ValueError(exc.errors()[0]["msg"]) from None
+        raise ValueError(_message(exc.errors()[0])) from None
 
 
 def _refuse_shadowed(entry: Remediation, earlier: list[Remediation], *, where: str) -> None:

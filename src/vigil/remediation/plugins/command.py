@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ OUTPUT_LIMIT = 64 * 1024
 _PRIVATE_PREFIXES = ("VIGIL_",)
 _PRIVATE_NAMES = frozenset({"DATABASE_URL", "REDIS_URL"})
 _CHUNK = 16 * 1024
+# Reasons a program cannot start that another attempt would meet again.
+_CANNOT_START = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +178,18 @@ class CommandPlugin:
                 cwd=spec.cwd,
                 start_new_session=True,
             )
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            # The same call cannot start it next time either.
+        except OSError as exc:
+            if exc.errno not in _CANNOT_START:
+                # e.g. EAGAIN, ENOMEM: too many processes right now; another attempt may do.
+                raise PluginFailed(
+                    f"command {program!r} cannot be started: {exc.strerror or exc}",
+                    details={"argv": spec.argv},
+                ) from exc
+            # Missing, not executable, a bad cwd: the same call cannot start it next time either.
             missing = exc.filename or program
             raise PluginFailed(
                 f"command {program!r} cannot be started: {exc.strerror}: {missing}",
                 retryable=False,
-                details={"argv": spec.argv},
-            ) from exc
-        except OSError as exc:  # e.g. EAGAIN: too many processes right now
-            raise PluginFailed(
-                f"command {program!r} cannot be started: {exc.strerror or exc}",
                 details={"argv": spec.argv},
             ) from exc
 
