@@ -239,7 +239,7 @@ async def test_a_lost_answer_is_asked_for_again_with_the_same_key(
     app: FastAPI, run: FakeRun, clock: FakeClock
 ) -> None:
     inner = httpx.ASGITransport(app=app)
-    lost = []
+    lost: list[httpx.Response] = []
 
     class LosesFirstAnswer(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

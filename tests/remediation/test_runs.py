@@ -15,6 +15,7 @@ from vigil.remediation.runs import (
     RUNNING,
     SUCCESS,
     Claim,
+    RunRecord,
     claim_run,
     finish_run,
     get_run,
@@ -67,7 +68,7 @@ async def finish(
     owner: str = "a",
     result: RemediateResult = RESULT,
     now: datetime = NOW,
-) -> tuple[bool, object]:
+) -> tuple[bool, RunRecord]:
     async with database.write() as conn:
         return await finish_run(
             conn,
@@ -126,12 +127,12 @@ async def test_finish_needs_the_owner_and_a_running_record(database: Database) -
     await claim(database, request())
     recorded, record = await finish(database, request(), owner="intruder")
     assert not recorded
-    assert record.status == RUNNING  # type: ignore[attr-defined]
+    assert record.status == RUNNING
     assert (await finish(database, request()))[0]
     failed = RESULT.model_copy(update={"status": "failed"})
     recorded, record = await finish(database, request(), result=failed)
     assert not recorded
-    assert record.result == RESULT  # type: ignore[attr-defined]
+    assert record.result == RESULT
 
 
 async def test_finish_of_an_unclaimed_key_is_a_bug(database: Database) -> None:
