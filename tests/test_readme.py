@@ -18,13 +18,14 @@ BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 
 
 def walkthrough() -> list[tuple[str, Any]]:
-    """(command, expected JSON or None) for every curl block of the Walk-through section."""
+    """(command, expected JSON or None) for every curl block (or wait-then-curl block) of the
+    Walk-through section."""
     text = README.read_text()
     section = text.split("## Walk-through", 1)[1].split("\n## ", 1)[0]
     blocks = BLOCK.findall(section)
     steps = []
     for i, (lang, body) in enumerate(blocks):
-        if lang == "bash" and body.lstrip().startswith("curl"):
+        if lang == "bash" and body.lstrip().startswith(("curl", "until")):
             expected = None
             if i + 1 < len(blocks) and blocks[i + 1][0] == "json":
                 expected = json.loads(blocks[i + 1][1])

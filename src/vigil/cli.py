@@ -6,14 +6,17 @@ import asyncio
 import gc
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from vigil.errors import PolicyInvalid, Unavailable
+from vigil.errors import PolicyInvalid, Unavailable, VigilError
 from vigil.settings import Settings, describe_settings_error
+
+if TYPE_CHECKING:
+    from vigil.container import Container
 
 app = typer.Typer(help="Vigil: a self-healing control plane.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -38,46 +41,148 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [VIGIL_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [VIGIL_PORT]")] = None,
     no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Do not run the in-process worker")
+        bool,
+        typer.Option("--no-worker", help="Do not run the in-process worker and reconciler"),
     ] = False,
     no_runner: Annotated[
         bool, typer.Option("--no-runner", help="Do not run the background policy runner")
     ] = False,
 ) -> None:
-    """Run the API (with the background runner) on the configured database."""
-    import uvicorn
-
+    """Run the API with the background runner and, unless --no-worker, a worker."""
     from vigil.api.app import create_app
 
     settings = load_settings(host=host, port=port)
-    _check_policies_file(settings)
+    _configure_logging(settings)
+    container = _build(settings, role="api")
+    api = create_app(settings, container, run_runner=not no_runner, run_worker=not no_worker)
+    _serve(api, settings, settings.host, settings.port)
+
+
+@app.command()
+def worker(
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address of /health and /metrics [VIGIL_WORKER_METRICS_HOST]")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /health and /metrics [VIGIL_WORKER_METRICS_PORT]")
+    ] = None,
+) -> None:
+    """Run a worker (and the reconciler) against the Redis queue until SIGTERM.
+
+    On SIGTERM it stops taking tasks and lets running ones finish within
+    VIGIL_WORKER_SHUTDOWN_TIMEOUT_SECONDS; the rest are reclaimed by another worker.
+    """
+    from vigil.api.worker_app import create_worker_app
+
+    settings = load_settings(worker_metrics_host=metrics_host, worker_metrics_port=metrics_port)
+    if settings.redis_url is None:
+        typer.echo(
+            "error: `vigil worker` needs REDIS_URL (the queue it shares with the API); "
+            "without Redis, `vigil serve` runs its worker in-process",
+            err=True,
+        )
+        raise typer.Exit(2)
+    _configure_logging(settings)
+    container = _build(settings, role="worker")
+    _serve(
+        create_worker_app(container),
+        settings,
+        settings.worker_metrics_host,
+        settings.worker_metrics_port,
+    )
+
+
+@app.command()
+def remediator(
+    host: Annotated[str | None, typer.Option(help="Address [VIGIL_REMEDIATOR_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [VIGIL_REMEDIATOR_PORT]")] = None,
+) -> None:
+    """Run the remediator service: it holds the credentials and makes the real changes."""
+    from vigil.remediation.app import create_remediator_app
+
+    settings = load_settings(remediator_host=host, remediator_port=port)
+    if settings.remediator_secret is None:
+        typer.echo(
+            "error: the remediator needs VIGIL_REMEDIATOR_SECRET (at least 16 characters, "
+            "shared with the workers, which sign every request with it)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    _configure_logging(settings)
+    _check_remediations(settings)
+    api = create_remediator_app(settings)
+    _serve(api, settings, settings.remediator_host, settings.remediator_port)
+
+
+def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    del no_worker  # the worker arrives with the remediation pipeline; nothing to skip yet
-    api = create_app(settings, run_runner=not no_runner)
+
+
+def _build(settings: Settings, *, role: str) -> Container:
+    """The container, or exit 2 naming the problem with the remediations or policy file."""
+    from vigil.container import build_container
+
+    _check_remediations(settings)
+    if role == "api":
+        _check_policies_file(settings)
+    try:
+        return build_container(settings, role=role)
+    except VigilError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _serve(api: Any, settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
     config = uvicorn.Config(
         api,
-        host=settings.host,
-        port=settings.port,
+        host=host,
+        port=port,
         log_level=settings.log_level,
         access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=int(settings.worker_shutdown_timeout_seconds) + 5,
     )
     _tune_gc()
     uvicorn.Server(config).run()
 
 
-def _check_policies_file(settings: Settings) -> None:
-    """Refuse to start on an unreadable or invalid policy file, naming the setting."""
-    from vigil.policy.loader import read_policy_file
+def _check_remediations(settings: Settings) -> None:
+    """Refuse to start on an invalid remediations file, naming the setting."""
+    from vigil.remediation.config import load_remediations
 
     try:
-        read_policy_file(settings.policies_file)
+        load_remediations(settings.remediations_file)
+    except VigilError as exc:
+        typer.echo(f"invalid setting VIGIL_REMEDIATIONS_FILE: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _check_policies_file(settings: Settings) -> None:
+    """Refuse to start on an unreadable or invalid policy file, or one whose policies name
+    actions that no remediation handles, naming the setting."""
+    from vigil.policy.loader import read_policy_file
+    from vigil.remediation.config import load_remediations
+
+    try:
+        source, specs = read_policy_file(settings.policies_file)
     except PolicyInvalid as exc:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {exc.message}", err=True)
         raise typer.Exit(2) from exc
+    remediations = load_remediations(settings.remediations_file)
+    for spec in specs:
+        if not remediations.knows(spec.action):
+            typer.echo(
+                f"invalid setting VIGIL_POLICIES_FILE: policy {spec.name!r} in {source} uses "
+                f"action {spec.action!r}, which no remediation in {remediations.source} "
+                "handles (VIGIL_REMEDIATIONS_FILE)",
+                err=True,
+            )
+            raise typer.Exit(2)
 
 
 def _tune_gc() -> None:

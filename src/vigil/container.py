@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from vigil.actions.dispatch import Dispatcher
 from vigil.actions.service import ActionService
 from vigil.clock import Clock, SystemClock
 from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import startup_lock, upgrade
+from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
 from vigil.observability.audit import Actor
@@ -18,10 +24,28 @@ from vigil.observability.metrics import VigilMetrics
 from vigil.policy.runner import PolicyRunner
 from vigil.policy.service import PolicyService
 from vigil.policy.store import PolicyCache
-from vigil.queue.redis import RedisConnection
+from vigil.queue.keys import QueueKeys
+from vigil.queue.memory import MemoryQueue
+from vigil.queue.redis import RedisConnection, RedisStreamQueue
+from vigil.queue.task import TaskQueue
+from vigil.remediation.client import RemoteExecutor
+from vigil.remediation.config import Remediations, load_remediations
+from vigil.remediation.execute import run_remediation
+from vigil.remediation.plugins.base import Plugin
+from vigil.remediation.registry import load_plugins
+from vigil.remediation.service import Executor, LocalExecutor, Remediator
+from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
+from vigil.worker.backoff import RetryPolicy
+from vigil.worker.reconciler import Reconciler
+from vigil.worker.worker import Worker
 
 log = logging.getLogger(__name__)
+
+
+def process_name(role: str) -> str:
+    """A name for this process in leases and history: role, host, pid and a random tag."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -33,36 +57,147 @@ class Container:
     metrics: VigilMetrics
     database: Database
     redis: RedisConnection | None
+    queue: TaskQueue
+    remediations: Remediations
+    plugins: dict[str, Plugin]
     limits: Limits
     policies: PolicyService
     actions: ActionService
     ingest: IngestPipeline
     runner: PolicyRunner
+    name: str
+    worker: Worker | None = None
+    reconciler: Reconciler | None = None
+    _started: list[str] = field(default_factory=list)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def start(self, *, run_runner: bool = True) -> None:
+    async def start(
+        self, *, run_runner: bool = True, run_worker: bool = False, run_ingest: bool = True
+    ) -> None:
         """Migrate and load the policy file (each under the start-up lock), then start the loops."""
         if self.settings.auto_migrate:
             async with startup_lock(self.database):
                 await upgrade(self.database)
-        source, report = await self.policies.reload(actor=Actor("system"))
-        log.info(
-            "policies loaded from %s: %d created, %d updated, %d unchanged",
-            source,
-            report.created,
-            report.updated,
-            report.unchanged,
-        )
-        await self.policies.register_metrics()
-        await self.ingest.start()
+        if run_ingest:
+            source, report = await self.policies.reload(actor=Actor("system"))
+            log.info(
+                "policies loaded from %s: %d created, %d updated, %d unchanged",
+                source,
+                report.created,
+                report.updated,
+                report.unchanged,
+            )
+            await self.policies.register_metrics()
+            await self.ingest.start()
+            self._started.append("ingest")
         if run_runner:
             await self.runner.start()
+            self._started.append("runner")
+        if run_worker:
+            self.worker = self._build_worker()
+            self.reconciler = Reconciler(
+                name=self.name,
+                database=self.database,
+                queue=self.queue,
+                clock=self.clock,
+                metrics=self.metrics,
+                interval=self.settings.reconcile_interval_seconds,
+                visibility_timeout=self.settings.queue_visibility_timeout_seconds,
+            )
+            await self.worker.start()
+            await self.reconciler.start()
 
     async def stop(self) -> None:
-        await self.runner.stop()
-        await self.ingest.stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+        if "runner" in self._started:
+            await self.runner.stop()
+        if "ingest" in self._started:
+            await self.ingest.stop()
+        self._started.clear()
+        await self._close_executor()
+        await self.queue.close()
         if self.redis is not None:
             await self.redis.close()
         await self.database.dispose()
+
+    async def refresh_queue_gauges(self) -> None:
+        """Read the queue's depth and dead letter into their gauges (at scrape time)."""
+        try:
+            stats = await self.queue.stats()
+        except Unavailable:
+            return
+        self.metrics.queue_depth.set(stats.queue_length)
+        self.metrics.queue_dead_letter.set(stats.dead_letter_length)
+
+    def _build_worker(self) -> Worker:
+        s = self.settings
+        return Worker(
+            name=self.name,
+            database=self.database,
+            queue=self.queue,
+            executor=self._executor(),
+            remediations=self.remediations,
+            clock=self.clock,
+            metrics=self.metrics,
+            retry=RetryPolicy(
+                max_attempts=s.worker_max_attempts,
+                base_seconds=s.worker_retry_base_seconds,
+                max_seconds=s.worker_retry_max_seconds,
+            ),
+            concurrency=s.worker_concurrency,
+            lease_seconds=s.worker_lease_seconds,
+            max_deliveries=s.queue_max_deliveries,
+            shutdown_timeout=s.worker_shutdown_timeout_seconds,
+        )
+
+    def _executor(self) -> Executor:
+        """The remediator service when VIGIL_REMEDIATOR_URL is set, else the same
+        deduplicating code in-process, with the plugins of this process."""
+        s = self.settings
+        remediations = self.remediations
+
+        def timeout_for(request: RemediateRequest) -> float:
+            found = remediations.resolve(request.action, request.target)
+            return found.timeout if found is not None else s.remediator_timeout_seconds
+
+        if s.remediator_url is not None:
+            remote = RemoteExecutor.from_settings(s, timeout_for=timeout_for, clock=self.clock)
+            self._closers.append(remote.close)
+            return remote
+        plugins = self.plugins
+
+        async def run(request: RemediateRequest) -> RemediateResult:
+            return await run_remediation(
+                request, remediations=remediations, plugins=plugins, clock=self.clock
+            )
+
+        remediator = Remediator(
+            database=self.database,
+            clock=self.clock,
+            run=run,
+            timeout_for=timeout_for,
+            owner=self.name,
+        )
+        return LocalExecutor(remediator, wait_seconds=s.remediator_timeout_seconds + 30)
+
+    async def _close_executor(self) -> None:
+        while self._closers:
+            await self._closers.pop()()
+
+
+def build_queue(settings: Settings, redis: RedisConnection | None, clock: Clock) -> TaskQueue:
+    """Redis Streams when REDIS_URL is set, else the in-process queue."""
+    if redis is not None:
+        return RedisStreamQueue(
+            redis.client,
+            keys=QueueKeys(settings.queue_prefix),
+            clock=clock,
+            visibility_timeout=settings.queue_visibility_timeout_seconds,
+        )
+    return MemoryQueue(clock=clock, visibility_timeout=settings.queue_visibility_timeout_seconds)
 
 
 def build_container(
@@ -70,17 +205,26 @@ def build_container(
     *,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
+    role: str = "vigil",
 ) -> Container:
     """Wire up a process's components. Nothing is started until :meth:`Container.start`."""
     clock = clock or SystemClock()
     metrics = VigilMetrics(registry)
     database = Database(create_engine(settings))
+    redis = RedisConnection(settings.redis_url) if settings.redis_url else None
+    queue = build_queue(settings, redis, clock)
+    plugins = load_plugins()
+    remediations = load_remediations(settings.remediations_file, plugins=plugins)
+    dispatcher = Dispatcher(queue)
     return Container(
         settings=settings,
         clock=clock,
         metrics=metrics,
         database=database,
-        redis=RedisConnection(settings.redis_url) if settings.redis_url else None,
+        redis=redis,
+        queue=queue,
+        remediations=remediations,
+        plugins=plugins,
         limits=Limits(
             max_tags=settings.max_tags,
             max_tag_key_length=settings.max_tag_key_length,
@@ -88,9 +232,19 @@ def build_container(
             max_target_length=settings.max_target_length,
         ),
         policies=PolicyService(
-            database=database, clock=clock, metrics=metrics, policies_file=settings.policies_file
+            database=database,
+            clock=clock,
+            metrics=metrics,
+            policies_file=settings.policies_file,
+            knows_action=remediations.knows,
         ),
-        actions=ActionService(database=database, clock=clock, metrics=metrics),
+        actions=ActionService(
+            database=database,
+            clock=clock,
+            metrics=metrics,
+            queue=queue,
+            knows_action=remediations.knows,
+        ),
         ingest=IngestPipeline(
             database=database,
             policies=PolicyCache(),
@@ -98,6 +252,7 @@ def build_container(
             clock=clock,
             group_size=settings.ingest_group_size,
             queue_limit=settings.ingest_queue_limit,
+            dispatcher=dispatcher,
         ),
         runner=PolicyRunner(
             database=database,
@@ -108,4 +263,5 @@ def build_container(
             retention=settings.metrics_retention_seconds,
             prune_chunk=settings.prune_chunk_size,
         ),
+        name=process_name(role),
     )

@@ -7,7 +7,8 @@
     ├── Conflict                the request clashes with current state (HTTP 409)
     │   ├── DuplicatePolicy
     │   ├── ActionAlreadyOpen
-    │   └── IllegalTransition   a status change outside the allowed graph
+    │   ├── IllegalTransition   a status change outside the allowed graph
+    │   └── StaleAttempt        a worker's claim on an action no longer holds
     ├── PayloadTooLarge         body or batch above the configured limit (HTTP 413)
     └── Unavailable             a dependency (database, Redis) does not answer (HTTP 503)
 
@@ -56,6 +57,10 @@ class ActionAlreadyOpen(Conflict):
 
 class IllegalTransition(Conflict):
     pass
+
+
+class StaleAttempt(Conflict):
+    """The action moved on (reclaimed, cancelled, another attempt) since a worker claimed it."""
 
 
 class PayloadTooLarge(VigilError):

@@ -20,12 +20,13 @@ from vigil.settings import Settings
 
 NOW = datetime(2026, 1, 19, 12, 0, tzinfo=UTC)
 
-# The allowed graph as documented: open statuses move on, terminal ones never do.
+# The allowed graph as documented: open statuses move on, terminal ones never do -- except
+# that a failed action can be re-driven from the dead letter.
 ALLOWED = {
     Status.PENDING: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
     Status.RUNNING: {Status.COMPLETED, Status.FAILED, Status.PENDING, Status.CANCELLED},
     Status.COMPLETED: set(),
-    Status.FAILED: set(),
+    Status.FAILED: {Status.PENDING},
     Status.CANCELLED: set(),
 }
 # How to reach each status from a new (pending) action.

@@ -45,6 +45,10 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/actions/{action_id}"): {404, 422},
     ("GET", "/api/v1/actions/{action_id}/history"): {404, 422},
     ("PUT", "/api/v1/actions/{action_id}/cancel"): {404, 409, 413, 422},
+    ("GET", "/api/v1/queue/stats"): set(),
+    ("GET", "/api/v1/ui/queue/stats"): set(),
+    ("GET", "/api/v1/queue/dead-letter"): {422},
+    ("POST", "/api/v1/queue/dead-letter/redrive"): {413, 422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.

@@ -15,7 +15,8 @@ class Status(StrEnum):
     COMPLETED = "completed"
     """The remediator reported success. Terminal."""
     FAILED = "failed"
-    """The last attempt failed, or the error was permanent. Terminal."""
+    """The last attempt failed, or the error was permanent. Final, except that an operator may
+    re-drive it from the dead letter (back to ``pending``, with a fresh attempt budget)."""
     CANCELLED = "cancelled"
     """An operator cancelled it while open. Terminal."""
 
@@ -27,7 +28,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
     Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.PENDING, Status.CANCELLED}),
     Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset(),
+    Status.FAILED: frozenset({Status.PENDING}),
     Status.CANCELLED: frozenset(),
 }
 

@@ -7,7 +7,7 @@ commit together (DESIGN.md invariants 1 and 5).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
 from vigil.db.tables import action_history, actions
-from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound
+from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.guard.decide import PairState
 from vigil.observability.audit import Actor, append_audit
 
@@ -68,6 +68,9 @@ async def create_action(
         "trigger_value": trigger_value,
         "created_at": now,
         "updated_at": now,
+        # The caller hands the action to the queue once this transaction commits.
+        "dispatched_at": now,
+        "next_attempt": 1,
     }
     try:
         async with conn.begin_nested():
@@ -107,12 +110,15 @@ async def transition(
     now: datetime,
     actor: Actor,
     reason: str,
+    expect: Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Move an action to ``to`` if the graph allows it, recording history and audit.
 
-    The update is a compare-and-set on the status read, so two writers cannot both move the
-    same action out of the same status. Raises :class:`NotFound` or :class:`IllegalTransition`.
+    The update is a compare-and-set on the status read (and on the ``expect`` column values,
+    e.g. the worker's lease and attempt), so two writers cannot both move the same action out
+    of the same state. Raises :class:`NotFound`, :class:`IllegalTransition` or, when
+    ``expect`` does not hold, :class:`StaleAttempt`.
     """
     query = select(actions).where(actions.c.id == action_id)
     if conn.dialect.name == "postgresql":
@@ -126,13 +132,21 @@ async def transition(
         raise IllegalTransition(
             f"action {action_id} is {current.value}; it cannot become {to.value}"
         )
+    expect = expect or {}
+    for column, value in expect.items():
+        if before[column] != value:
+            raise StaleAttempt(f"action {action_id} has {column}={before[column]!r}, not {value!r}")
     changes: dict[str, Any] = {"status": to.value, "updated_at": now, **fields}
     if to in TERMINAL and "completed_at" not in fields:
         changes["completed_at"] = now
     updated = (
         await conn.execute(
             actions.update()
-            .where(actions.c.id == action_id, actions.c.status == current.value)
+            .where(
+                actions.c.id == action_id,
+                actions.c.status == current.value,
+                *(actions.c[column] == value for column, value in expect.items()),
+            )
             .values(**changes)
             .returning(actions)
         )

@@ -16,21 +16,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.api.errors import install_error_handlers
-from vigil.api.routes import actions, health, ingest, policies
+from vigil.api.routes import actions, health, ingest, policies, queue
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
 from vigil.settings import Settings
 
 
 def create_app(
-    settings: Settings, container: Container | None = None, *, run_runner: bool = True
+    settings: Settings,
+    container: Container | None = None,
+    *,
+    run_runner: bool = True,
+    run_worker: bool = False,
 ) -> FastAPI:
-    """A Vigil API app. Its components start with the app's lifespan and stop with it."""
+    """A Vigil API app. Its components (the background runner, and with ``run_worker`` an
+    in-process worker and reconciler) start with the app's lifespan and stop with it."""
     components = container or build_container(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await components.start(run_runner=run_runner)
+        await components.start(run_runner=run_runner, run_worker=run_worker)
         try:
             yield
         finally:
@@ -60,6 +65,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(policies.router)
     app.include_router(actions.router)
+    app.include_router(queue.router)
     _document_raw_bodies(app, components.limits)
     return app
 

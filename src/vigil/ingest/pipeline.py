@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from vigil.actions.dispatch import Dispatcher
 from vigil.actions.recorder import Decision, record_violations
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
@@ -85,8 +86,10 @@ class IngestPipeline:
         clock: Clock,
         group_size: int,
         queue_limit: int = 10_000,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self._db = database
+        self._dispatcher = dispatcher
         self._policies = policies
         self._metrics = metrics
         self._clock = clock
@@ -172,6 +175,10 @@ class IngestPipeline:
                 request.future.set_result(result)
         for request in group:
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
+        if self._dispatcher is not None:
+            created = [d.action for r in results for d in r.decisions if d.action is not None]
+            if created:
+                await self._dispatcher.dispatch(created)
 
     async def _commit(self, group: list[_Request]) -> list[IngestResult]:
         now = self._clock.now()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 import vigil
 
@@ -60,6 +60,42 @@ class VigilMetrics:
         self.runner_duration = Gauge(
             "vigil_runner_duration_seconds",
             "How long the background runner's last pass took.",
+            registry=r,
+        )
+
+        self.tasks_total = Counter(
+            "vigil_tasks_total",
+            "Queue tasks handled by workers, by result (completed, failed, retried, "
+            "discarded, dead_lettered).",
+            ["result"],
+            registry=r,
+        )
+        self.worker_active_tasks = Gauge(
+            "vigil_worker_active_tasks",
+            "Tasks this process's worker is running now.",
+            registry=r,
+        )
+        self.action_duration_seconds = Histogram(
+            "vigil_action_duration_seconds",
+            "How long one attempt of an action took at the remediator.",
+            ["action"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "vigil_queue_depth",
+            "Tasks waiting in the queue or in flight (read from the queue at scrape time).",
+            registry=r,
+        )
+        self.queue_dead_letter = Gauge(
+            "vigil_queue_dead_letter",
+            "Tasks in the dead letter (read from the queue at scrape time).",
+            registry=r,
+        )
+        self.reconciled_total = Counter(
+            "vigil_reconciled_total",
+            "Actions the reconciler re-dispatched, by why (stale dispatch, expired lease).",
+            ["reason"],
             registry=r,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,24 @@ def validate_policy(
         ) from exc
 
 
+def check_action(
+    spec: PolicySpec, knows: Callable[[str], bool], *, loc_prefix: tuple[str, ...] = ("body",)
+) -> None:
+    """:class:`PolicyInvalid` unless a remediation handles the policy's action."""
+    if not knows(spec.action):
+        raise PolicyInvalid(
+            f"no remediation handles action {spec.action!r}",
+            detail=[
+                {
+                    "loc": [*loc_prefix, "action"],
+                    "msg": f"no remediation handles action {spec.action!r}; add one to the "
+                    "remediations file (VIGIL_REMEDIATIONS_FILE) or use a known action",
+                    "type": "value_error",
+                }
+            ],
+        )
+
+
 class PolicyService:
     """Creates, changes and reloads policies; evaluates them in dry runs."""
 
@@ -49,13 +67,16 @@ class PolicyService:
         clock: Clock,
         metrics: VigilMetrics,
         policies_file: Path | None,
+        knows_action: Callable[[str], bool] = lambda _action: True,
     ) -> None:
         self._db = database
         self._clock = clock
         self._metrics = metrics
         self.policies_file = policies_file
+        self._knows = knows_action
 
     async def create(self, spec: PolicySpec, *, actor: Actor) -> dict[str, Any]:
+        check_action(spec, self._knows)
         async with self._db.write() as conn:
             row = await store.create_policy(conn, spec=spec, now=self._clock.now(), actor=actor)
         self._metrics.policy_loaded(spec.name, spec.severity)
@@ -80,6 +101,7 @@ class PolicyService:
             row = await store.get_policy(conn, name=name, for_update=True)
             merged = {**row.spec, "enabled": bool(row.enabled), **changes, "name": name}
             spec = validate_policy(merged)
+            check_action(spec, self._knows)
             updated = await store.replace_policy(
                 conn, name=name, spec=spec, now=self._clock.now(), actor=actor
             )
@@ -110,6 +132,8 @@ class PolicyService:
         racing to create the same policy.
         """
         source, specs = read_policy_file(self.policies_file)
+        for spec in specs:
+            check_action(spec, self._knows, loc_prefix=(source, "policies", spec.name))
         async with startup_lock(self._db), self._db.write() as conn:
             report = await store.upsert_from_file(
                 conn, specs=specs, now=self._clock.now(), actor=actor

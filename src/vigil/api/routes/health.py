@@ -62,6 +62,7 @@ async def ready(container: ContainerDep) -> Response:
 )
 async def metrics(container: ContainerDep) -> Response:
     """Prometheus text exposition of this process's metrics."""
+    await container.refresh_queue_gauges()
     return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

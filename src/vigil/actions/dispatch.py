@@ -1,0 +1,39 @@
+"""Hand newly recorded actions to the queue, once the transaction that recorded them commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from vigil.errors import Unavailable
+from vigil.queue.task import Task, TaskQueue
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Enqueues one task per pending action. Best effort: the database is the truth.
+
+    If the queue cannot take a task (Redis down), the action stays ``pending`` with its
+    dispatch time, and the reconciler sends it again once that is older than the
+    visibility timeout (DESIGN.md invariant 1), so a failed enqueue never fails the request.
+    """
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self._queue = queue
+
+    async def dispatch(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            task = Task(
+                action_id=int(record["id"]),
+                attempt=int(record["next_attempt"]),
+                target=str(record["target"]),
+            )
+            try:
+                await self._queue.enqueue(task)
+            except Unavailable:
+                log.warning(
+                    "queue unavailable; action %s will be re-dispatched by the reconciler",
+                    task.action_id,
+                )

@@ -1,0 +1,334 @@
+"""An action's life after it is recorded: claimed by a worker, finished, retried, reclaimed.
+
+Each function is one compare-and-set inside the caller's transaction, recorded in the
+action's history (DESIGN.md invariant 5). Attempts only grow (invariant 7): ``next_attempt``
+is what the next dispatch runs -- ``attempts + 1`` after a failure, ``attempts`` again after
+a reclaim, whose try the remediator may already have made and will answer from its record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.actions.status import Status
+from vigil.actions.store import transition
+from vigil.db.tables import action_history, actions
+from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
+from vigil.observability.audit import Actor
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What the queue needs to (re)deliver an action: its id, attempt and target."""
+
+    action_id: int
+    attempt: int
+    target: str
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+) -> dict[str, Any] | None:
+    """pending → running for ``attempt``, held by ``owner`` until the lease expires.
+
+    ``None`` when the task is stale or a duplicate: the action is gone, not pending, or
+    waiting for another attempt. Two workers holding copies of one task cannot both win.
+    """
+    try:
+        return await transition(
+            conn,
+            action_id=action_id,
+            to=Status.RUNNING,
+            now=now,
+            actor=Actor(owner),
+            reason=f"attempt {attempt} started by {owner}",
+            expect={"next_attempt": attempt},
+            attempts=attempt,
+            started_at=now,
+            next_attempt_at=None,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+    except (NotFound, IllegalTransition, StaleAttempt):
+        return None
+
+
+def _holding(attempt: int, owner: str) -> dict[str, Any]:
+    return {"attempts": attempt, "lease_owner": owner}
+
+
+async def renew_lease(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+) -> bool:
+    """Extend ``owner``'s lease; ``False`` if it no longer holds the action."""
+    result = await conn.execute(
+        update(actions)
+        .where(
+            actions.c.id == action_id,
+            actions.c.status == Status.RUNNING.value,
+            actions.c.attempts == attempt,
+            actions.c.lease_owner == owner,
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)
+
+
+async def complete(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    result: dict[str, Any],
+    message: str,
+) -> dict[str, Any]:
+    """running → completed with the remediator's answer. :class:`StaleAttempt` if not held."""
+    return await transition(
+        conn,
+        action_id=action_id,
+        to=Status.COMPLETED,
+        now=now,
+        actor=Actor(owner),
+        reason=f"attempt {attempt} succeeded: {message}",
+        expect=_holding(attempt, owner),
+        result=result,
+        error_message=None,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+async def fail(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    error: str,
+    result: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """running → failed for good. :class:`StaleAttempt` if ``owner`` no longer holds it."""
+    return await transition(
+        conn,
+        action_id=action_id,
+        to=Status.FAILED,
+        now=now,
+        actor=Actor(owner),
+        reason=f"attempt {attempt} failed: {error}",
+        expect=_holding(attempt, owner),
+        result=result,
+        error_message=error,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+async def retry_later(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    error: str,
+    result: dict[str, Any] | None,
+    due: datetime,
+) -> dict[str, Any]:
+    """running → pending, to run attempt + 1 at ``due``; the history keeps the error."""
+    return await transition(
+        conn,
+        action_id=action_id,
+        to=Status.PENDING,
+        now=now,
+        actor=Actor(owner),
+        reason=f"attempt {attempt} failed, retrying at {due.isoformat()}: {error}",
+        expect=_holding(attempt, owner),
+        result=result,
+        error_message=error,
+        next_attempt=attempt + 1,
+        next_attempt_at=due,
+        dispatched_at=due,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+async def record_late_result(
+    conn: AsyncConnection, *, action_id: int, attempt: int, owner: str, now: datetime, outcome: str
+) -> None:
+    """A result for an action that moved on (cancelled, reclaimed): history only, no change."""
+    row = (
+        await conn.execute(select(actions.c.status).where(actions.c.id == action_id))
+    ).one_or_none()
+    if row is None:
+        return
+    await conn.execute(
+        action_history.insert().values(
+            action_id=action_id,
+            from_status=row.status,
+            to_status=row.status,
+            at=now,
+            reason=f"late result of attempt {attempt} ignored (action is {row.status}): {outcome}",
+            attempt=attempt,
+            actor=owner,
+        )
+    )
+
+
+async def fail_pending(
+    conn: AsyncConnection, *, action_id: int, attempt: int, actor: Actor, now: datetime, error: str
+) -> dict[str, Any] | None:
+    """pending → failed without running (a task delivered too often); ``None`` if not pending."""
+    try:
+        return await transition(
+            conn,
+            action_id=action_id,
+            to=Status.FAILED,
+            now=now,
+            actor=actor,
+            reason=f"attempt {attempt} not run: {error}",
+            expect={"next_attempt": attempt},
+            error_message=error,
+        )
+    except (NotFound, IllegalTransition, StaleAttempt):
+        return None
+
+
+async def stale_dispatches(
+    conn: AsyncConnection, *, now: datetime, older_than: datetime, limit: int
+) -> list[Dispatch]:
+    """Pending actions that are due and whose last dispatch is older than ``older_than``, each
+    marked dispatched now (so one reconciler pass re-sends each once)."""
+    rows = (
+        await conn.execute(
+            select(actions.c.id, actions.c.next_attempt, actions.c.target, actions.c.dispatched_at)
+            .where(
+                actions.c.status == Status.PENDING.value,
+                or_(actions.c.next_attempt_at.is_(None), actions.c.next_attempt_at <= now),
+                or_(actions.c.dispatched_at.is_(None), actions.c.dispatched_at <= older_than),
+            )
+            .order_by(actions.c.id)
+            .limit(limit)
+        )
+    ).all()
+    found = []
+    for row in rows:
+        marked = await conn.execute(
+            update(actions)
+            .where(
+                actions.c.id == row.id,
+                actions.c.status == Status.PENDING.value,
+                actions.c.next_attempt == row.next_attempt,
+                actions.c.dispatched_at.is_(None)
+                if row.dispatched_at is None
+                else actions.c.dispatched_at == row.dispatched_at,
+            )
+            .values(dispatched_at=now)
+        )
+        if marked.rowcount:
+            found.append(Dispatch(int(row.id), int(row.next_attempt), row.target))
+    return found
+
+
+async def reclaim_expired(
+    conn: AsyncConnection, *, now: datetime, actor: Actor, limit: int
+) -> list[Dispatch]:
+    """running → pending for actions whose worker lease expired, keeping their attempt."""
+    rows = (
+        await conn.execute(
+            select(actions.c.id, actions.c.attempts, actions.c.lease_owner)
+            .where(
+                actions.c.status == Status.RUNNING.value,
+                actions.c.lease_expires_at < now,
+            )
+            .order_by(actions.c.id)
+            .limit(limit)
+        )
+    ).all()
+    found = []
+    for row in rows:
+        try:
+            record = await transition(
+                conn,
+                action_id=int(row.id),
+                to=Status.PENDING,
+                now=now,
+                actor=actor,
+                reason=f"lease of {row.lease_owner} expired; attempt {row.attempts} reclaimed",
+                expect={"attempts": row.attempts, "lease_owner": row.lease_owner},
+                next_attempt=row.attempts,
+                next_attempt_at=None,
+                dispatched_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        except (NotFound, IllegalTransition, StaleAttempt):
+            continue
+        found.append(Dispatch(int(record["id"]), int(record["next_attempt"]), record["target"]))
+    return found
+
+
+async def redrive(
+    conn: AsyncConnection, *, action_id: int, actor: Actor, now: datetime
+) -> dict[str, Any]:
+    """failed → pending with a fresh attempt budget; the attempt count carries on.
+
+    Raises :class:`IllegalTransition` unless the action failed, and
+    :class:`ActionAlreadyOpen` when another action is open for the same pair by now.
+    """
+    row = (
+        await conn.execute(select(actions.c.attempts).where(actions.c.id == action_id))
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"action {action_id} not found")
+    try:
+        async with conn.begin_nested():
+            return await transition(
+                conn,
+                action_id=action_id,
+                to=Status.PENDING,
+                now=now,
+                actor=actor,
+                reason=f"re-driven from the dead letter by {actor.name}",
+                attempt_floor=row.attempts,
+                next_attempt=row.attempts + 1,
+                next_attempt_at=None,
+                dispatched_at=now,
+                completed_at=None,
+            )
+    except IntegrityError as exc:
+        raise ActionAlreadyOpen(
+            f"action {action_id} cannot be re-driven: another action for its policy or "
+            "action is open on the same target"
+        ) from exc
+
+
+async def open_counts(conn: AsyncConnection) -> dict[str, int]:
+    """How many actions are pending (due or not) and running, for stats and health."""
+    rows = await conn.execute(
+        select(actions.c.status, func.count())
+        .where(and_(actions.c.status.in_([Status.PENDING.value, Status.RUNNING.value])))
+        .group_by(actions.c.status)
+    )
+    return {status: int(n) for status, n in rows}

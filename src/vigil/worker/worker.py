@@ -1,0 +1,302 @@
+"""The worker: takes tasks from the queue, runs each attempt once, records what happened.
+
+For each task: claim the action (pending → running, a compare-and-set, so duplicates and
+stale tasks fall away), ask the executor (the remediator, or in-process plugins) to run the
+attempt while renewing the lease, then record the outcome -- completed, pending again with a
+backoff for a retryable failure, or failed and dead-lettered -- and settle the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+from vigil.actions import lifecycle
+from vigil.clock import Clock
+from vigil.db.engine import Database
+from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
+from vigil.observability.audit import Actor
+from vigil.observability.metrics import VigilMetrics
+from vigil.queue.task import Outcome, Reserved, Task, TaskQueue
+from vigil.remediation.config import Remediations
+from vigil.remediation.service import Executor
+from vigil.remediation.wire import RemediateRequest, RemediateResult
+from vigil.worker.backoff import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs up to ``concurrency`` tasks at once until stopped."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        database: Database,
+        queue: TaskQueue,
+        executor: Executor,
+        remediations: Remediations,
+        clock: Clock,
+        metrics: VigilMetrics,
+        retry: RetryPolicy,
+        concurrency: int,
+        lease_seconds: float,
+        max_deliveries: int,
+        shutdown_timeout: float,
+        block: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self._db = database
+        self._queue = queue
+        self._executor = executor
+        self._remediations = remediations
+        self._clock = clock
+        self._metrics = metrics
+        self._retry = retry
+        self._concurrency = concurrency
+        self._lease = lease_seconds
+        self._max_deliveries = max_deliveries
+        self._shutdown_timeout = shutdown_timeout
+        self._block = block
+        self._rng = rng or random.Random()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def active(self) -> int:
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._loop = asyncio.create_task(self._run(), name=f"worker {self.name}")
+
+    async def stop(self) -> None:
+        """Stop taking tasks; let running ones finish within the shutdown timeout.
+
+        Tasks still running then are cancelled: their actions keep their lease and are
+        reclaimed by the reconciler once it expires, with the same attempt.
+        """
+        self._stopping.set()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+        if self._inflight:
+            log.info("worker %s: waiting for %d running tasks", self.name, len(self._inflight))
+            _, pending = await asyncio.wait(set(self._inflight), timeout=self._shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "worker %s: %d tasks still running after %.1fs, left to be reclaimed",
+                    self.name,
+                    len(pending),
+                    self._shutdown_timeout,
+                )
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run(self) -> None:
+        pause = 0.1
+        while not self._stopping.is_set():
+            free = self._concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                batch = await self._queue.reserve(self.name, count=free, block=self._block)
+            except Unavailable:
+                log.warning("worker %s: queue unavailable, retrying in %.1fs", self.name, pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            pause = 0.1
+            for reserved in batch:
+                task = asyncio.create_task(self._guarded(reserved))
+                self._inflight.add(task)
+                self._metrics.worker_active_tasks.inc()
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._metrics.worker_active_tasks.dec()
+
+    async def _guarded(self, reserved: Reserved) -> None:
+        try:
+            await self.handle(reserved)
+        except asyncio.CancelledError:
+            raise
+        except Unavailable as exc:
+            # The database or the queue went away mid-task: the task stays unsettled and
+            # comes back after the visibility timeout (or the lease expires).
+            log.warning("worker %s: task %s left for later: %s", self.name, reserved.task, exc)
+        except Exception:
+            log.exception("worker %s: task %s failed unexpectedly", self.name, reserved.task)
+
+    async def handle(self, reserved: Reserved) -> None:
+        """Run one delivered task to its outcome and settle it."""
+        task = reserved.task
+        if reserved.deliveries > self._max_deliveries:
+            await self._give_up(reserved)
+            return
+        async with self._db.write() as conn:
+            record = await lifecycle.claim(
+                conn,
+                action_id=task.action_id,
+                attempt=task.attempt,
+                owner=self.name,
+                now=self._clock.now(),
+                lease_seconds=self._lease,
+            )
+        if record is None:
+            await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
+            self._metrics.tasks_total.labels(result="discarded").inc()
+            return
+        self._metrics.actions_total.labels(action=record["action"], status="running").inc()
+        remediation = self._remediations.resolve(record["action"], record["target"])
+        if remediation is None:
+            result = _failure(
+                f"no remediation in {self._remediations.source} matches action "
+                f"{record['action']!r} on target {record['target']!r}"
+            )
+            retry = self._retry
+        else:
+            retry = RetryPolicy(
+                max_attempts=remediation.retries.max_attempts or self._retry.max_attempts,
+                base_seconds=remediation.retries.backoff_seconds or self._retry.base_seconds,
+                max_seconds=remediation.retries.max_backoff_seconds or self._retry.max_seconds,
+            )
+            result = await self._execute(record, task.attempt)
+        await self._record(reserved, record, result, retry)
+
+    async def _execute(self, record: dict[str, Any], attempt: int) -> RemediateResult:
+        request = RemediateRequest(
+            action_id=record["id"],
+            attempt=attempt,
+            action=record["action"],
+            target=record["target"],
+            params=record["params"] or {},
+        )
+        renewing = asyncio.create_task(self._keep_lease(record["id"], attempt))
+        started = time.monotonic()
+        try:
+            result = await self._executor.execute(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the executor's contract is to answer, but be safe
+            log.exception("worker %s: executor raised for action %s", self.name, record["id"])
+            result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        self._metrics.action_duration_seconds.labels(action=record["action"]).observe(
+            time.monotonic() - started
+        )
+        return result
+
+    async def _keep_lease(self, action_id: int, attempt: int) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                async with self._db.write() as conn:
+                    held = await lifecycle.renew_lease(
+                        conn,
+                        action_id=action_id,
+                        attempt=attempt,
+                        owner=self.name,
+                        now=self._clock.now(),
+                        lease_seconds=self._lease,
+                    )
+            except Unavailable:
+                continue
+            if not held:
+                return
+
+    async def _record(
+        self,
+        reserved: Reserved,
+        record: dict[str, Any],
+        result: RemediateResult,
+        retry: RetryPolicy,
+    ) -> None:
+        task = reserved.task
+        attempt = task.attempt
+        answer = result.model_dump(mode="json")
+        now = self._clock.now()
+        used = attempt - int(record["attempt_floor"])
+        final = not result.retryable or retry.exhausted(used)
+        due = now + timedelta(seconds=retry.delay(used, self._rng))
+        common: dict[str, Any] = {
+            "action_id": task.action_id,
+            "attempt": attempt,
+            "owner": self.name,
+            "now": now,
+        }
+        try:
+            async with self._db.write() as conn:
+                if result.status == "success":
+                    await lifecycle.complete(conn, **common, result=answer, message=result.message)
+                elif final:
+                    await lifecycle.fail(conn, **common, error=result.message, result=answer)
+                else:
+                    await lifecycle.retry_later(
+                        conn, **common, error=result.message, result=answer, due=due
+                    )
+        except (StaleAttempt, IllegalTransition, NotFound):
+            # Cancelled or reclaimed meanwhile: keep the result in its history only.
+            async with self._db.write() as conn:
+                await lifecycle.record_late_result(
+                    conn, **common, outcome=f"{result.status}: {result.message}"
+                )
+            await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
+            self._metrics.tasks_total.labels(result="discarded").inc()
+            return
+        action = record["action"]
+        if result.status == "success":
+            await self._queue.ack(reserved, outcome=Outcome.COMPLETED)
+            self._metrics.tasks_total.labels(result="completed").inc()
+            self._metrics.actions_total.labels(action=action, status="completed").inc()
+        elif final:
+            await self._queue.dead_letter(reserved, task, error=result.message)
+            self._metrics.tasks_total.labels(result="failed").inc()
+            self._metrics.actions_total.labels(action=action, status="failed").inc()
+        else:
+            next_task = Task(action_id=task.action_id, attempt=attempt + 1, target=task.target)
+            await self._queue.retry_at(reserved, next_task, due)
+            self._metrics.tasks_total.labels(result="retried").inc()
+            self._metrics.actions_total.labels(action=action, status="pending").inc()
+
+    async def _give_up(self, reserved: Reserved) -> None:
+        """A task delivered too often without being settled (workers crashing on it)."""
+        task = reserved.task
+        error = (
+            f"task delivered {reserved.deliveries} times without being settled "
+            f"(limit {self._max_deliveries})"
+        )
+        async with self._db.write() as conn:
+            await lifecycle.fail_pending(
+                conn,
+                action_id=task.action_id,
+                attempt=task.attempt,
+                actor=Actor(self.name),
+                now=self._clock.now(),
+                error=error,
+            )
+        await self._queue.dead_letter(reserved, task, error=error)
+        self._metrics.tasks_total.labels(result="dead_lettered").inc()
+
+
+def _failure(message: str, *, retryable: bool = False) -> RemediateResult:
+    return RemediateResult(
+        status="failed", message=message, details={}, duration_ms=0.0, retryable=retryable
+    )

@@ -1,0 +1,221 @@
+"""The worker on both databases: claim, run once, record, retry with backoff, dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from tests.worker.support import ScriptedExecutor, World, failure, success, world
+from vigil.observability.audit import Actor
+from vigil.queue.task import Reserved
+
+
+async def take(w: World) -> Reserved:
+    batch = await w.queue.reserve("test", count=1, block=0)
+    assert len(batch) == 1, "expected a task in the queue"
+    return batch[0]
+
+
+async def test_a_pending_action_runs_once_and_completes(database_url: str) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        executor = ScriptedExecutor([success("restarted")])
+        await w.worker(executor).handle(await take(w))
+
+        action = await w.action(action_id)
+        assert action["status"] == "completed"
+        assert action["attempts"] == 1
+        assert action["result"]["message"] == "restarted"
+        assert action["started_at"] is not None
+        assert action["completed_at"] is not None
+        assert [c.attempt for c in executor.calls] == [1]
+        assert executor.calls[0].params == {"n": 1}
+        assert [(h["from"], h["to"], h["attempt"]) for h in await w.history(action_id)] == [
+            (None, "pending", 0),
+            ("pending", "running", 1),
+            ("running", "completed", 1),
+        ]
+        stats = await w.queue.stats()
+        assert (stats.tasks_completed, stats.queue_length) == (1, 0)
+
+
+async def test_a_retryable_failure_waits_with_backoff_then_runs_the_next_attempt(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        executor = ScriptedExecutor([failure("connection reset"), success()])
+        worker = w.worker(executor)
+        started = w.clock.now()
+        await worker.handle(await take(w))
+
+        action = await w.action(action_id)
+        assert action["status"] == "pending"
+        assert action["error_message"] == "connection reset"
+        assert action["next_attempt"] == 2
+        # Base 2 s with equal jitter: between 1 and 2 seconds after the failure.
+        wait = action["next_attempt_at"] - started
+        assert timedelta(seconds=1) <= wait <= timedelta(seconds=2)
+        last = (await w.history(action_id))[-1]
+        assert (last["from"], last["to"]) == ("running", "pending")
+        assert "connection reset" in last["reason"]
+
+        # Not before it is due...
+        assert await w.queue.reserve("test", count=1, block=0) == []
+        w.clock.advance(2)
+        reserved = await take(w)
+        assert reserved.task.attempt == 2
+        await worker.handle(reserved)
+
+        action = await w.action(action_id)
+        assert (action["status"], action["attempts"]) == ("completed", 2)
+        assert [c.attempt for c in executor.calls] == [1, 2]
+
+
+async def test_after_the_last_attempt_the_action_fails_and_its_task_is_dead_lettered(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual(action="flaky")  # max_attempts 2 in the remediations file
+        executor = ScriptedExecutor([failure("still down")])
+        worker = w.worker(executor)
+        await worker.handle(await take(w))
+        w.clock.advance(10)
+        await worker.handle(await take(w))
+
+        action = await w.action(action_id)
+        assert (action["status"], action["attempts"]) == ("failed", 2)
+        assert action["error_message"] == "still down"
+        dead = await w.queue.dead_letters(limit=10)
+        assert [(d.task.action_id, d.attempts, d.error) for d in dead] == [
+            (action_id, 2, "still down")
+        ]
+        assert (await w.queue.stats()).dead_letter_length == 1
+
+        # A redrive continues the attempt count with a fresh budget.
+        redriven, skipped = await w.actions.redrive(None, actor=Actor("operator"))
+        assert skipped == []
+        assert [r["id"] for r in redriven] == [action_id]
+        action = await w.action(action_id)
+        assert (action["status"], action["next_attempt"]) == ("pending", 3)
+        assert await w.queue.dead_letters(limit=10) == []
+        executor.answers = [failure("again"), success()]
+        executor.calls.clear()
+        await worker.handle(await take(w))
+        w.clock.advance(10)
+        await worker.handle(await take(w))
+        assert [c.attempt for c in executor.calls] == [3, 4]
+        assert (await w.action(action_id))["status"] == "completed"
+
+
+async def test_a_permanent_failure_fails_at_once(database_url: str) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        await w.worker(ScriptedExecutor([failure("invalid params", retryable=False)])).handle(
+            await take(w)
+        )
+        action = await w.action(action_id)
+        assert (action["status"], action["attempts"]) == ("failed", 1)
+        assert len(await w.queue.dead_letters(limit=10)) == 1
+
+
+async def test_an_action_no_remediation_matches_fails_without_running(database_url: str) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        w.remediations = w.remediations.__class__(source="an emptied file", entries=())
+        executor = ScriptedExecutor()
+        await w.worker(executor).handle(await take(w))
+        action = await w.action(action_id)
+        assert action["status"] == "failed"
+        assert (
+            "no remediation in an emptied file matches action 'restart-service'"
+            in (action["error_message"])
+        )
+        assert executor.calls == []
+
+
+async def test_duplicate_tasks_run_the_attempt_once(database_url: str) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        first = await take(w)
+        await w.queue.enqueue(first.task)  # the same task delivered twice
+        second = await take(w)
+        gate = asyncio.Event()
+        executor = ScriptedExecutor(gate=gate)
+        one, two = w.worker(executor, "worker-1"), w.worker(executor, "worker-2")
+        running = asyncio.create_task(one.handle(first))
+        await executor.entered.wait()
+        await two.handle(second)  # the claim fails: the action is already running
+        gate.set()
+        await running
+        assert len(executor.calls) == 1
+        assert (await w.action(action_id))["status"] == "completed"
+
+
+async def test_a_result_arriving_after_cancel_is_recorded_and_the_action_stays_cancelled(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        gate = asyncio.Event()
+        executor = ScriptedExecutor([success("restarted anyway")], gate=gate)
+        running = asyncio.create_task(w.worker(executor).handle(await take(w)))
+        await executor.entered.wait()
+        await w.actions.cancel(action_id, reason="operator changed their mind", actor=Actor("op"))
+        gate.set()
+        await running
+        action = await w.action(action_id)
+        assert action["status"] == "cancelled"
+        last = (await w.history(action_id))[-1]
+        assert (last["from"], last["to"]) == ("cancelled", "cancelled")
+        assert "restarted anyway" in last["reason"]
+
+
+@pytest.mark.parametrize("deliveries", [6])
+async def test_a_task_delivered_too_often_is_dead_lettered(
+    database_url: str, deliveries: int
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        reserved = await take(w)
+        worn = Reserved(task=reserved.task, receipt=reserved.receipt, deliveries=deliveries)
+        executor = ScriptedExecutor()
+        await w.worker(executor, max_deliveries=5).handle(worn)
+        action = await w.action(action_id)
+        assert action["status"] == "failed"
+        assert "delivered 6 times" in action["error_message"]
+        assert executor.calls == []
+        assert len(await w.queue.dead_letters(limit=10)) == 1
+
+
+async def test_the_worker_loop_runs_tasks_and_stops_gracefully(database_url: str) -> None:
+    async with world(database_url) as w:
+        gate = asyncio.Event()
+        executor = ScriptedExecutor(gate=gate)
+        worker = w.worker(executor)
+        await worker.start()
+        action_id = await w.manual()
+        await executor.entered.wait()
+        stopping = asyncio.create_task(worker.stop())
+        await asyncio.sleep(0)  # stop() is waiting for the running task
+        assert not stopping.done()
+        gate.set()
+        await stopping
+        assert (await w.action(action_id))["status"] == "completed"
+
+
+async def test_stopping_leaves_a_task_that_outlives_the_timeout_to_be_reclaimed(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        executor = ScriptedExecutor(gate=asyncio.Event())  # never released
+        worker = w.worker(executor, shutdown_timeout=0.1)
+        await worker.start()
+        action_id = await w.manual()
+        await executor.entered.wait()
+        await worker.stop()
+        action = await w.action(action_id)
+        assert action["status"] == "running"  # its lease will expire; the reconciler reclaims
+        assert action["lease_owner"] == "worker-1"
