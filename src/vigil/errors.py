@@ -2,7 +2,9 @@
 
     VigilError
     ├── InvalidInput            a client sent something Vigil refuses (HTTP 422)
-    │   └── PolicyInvalid       a policy document does not validate
+    │   ├── PolicyInvalid       a policy document does not validate
+    │   ├── RemediationsInvalid       (remediation.config) a remediations file is invalid
+    │   └── IdempotencyKeyReused      (remediation.service) one (action, attempt), two requests
     ├── NotFound                an id or name that does not exist (HTTP 404)
     ├── Conflict                the request clashes with current state (HTTP 409)
     │   ├── DuplicatePolicy
@@ -10,7 +12,10 @@
     │   ├── IllegalTransition   a status change outside the allowed graph
     │   └── StaleAttempt        a worker's claim on an action no longer holds
     ├── PayloadTooLarge         body or batch above the configured limit (HTTP 413)
-    └── Unavailable             a dependency (database, Redis) does not answer (HTTP 503)
+    ├── Unavailable             a dependency (database, Redis) does not answer (HTTP 503)
+    ├── SignatureInvalid        (remediation.signing) unsigned/stale/bad request (HTTP 401)
+    ├── PluginLoadError         (remediation.registry) an installed plugin cannot load
+    └── RemediatorNotConfigured (remediation.app) no VIGIL_REMEDIATOR_SECRET
 
 Foreign exceptions (SQLAlchemy, drivers) are translated at the boundary that catches them.
 """
