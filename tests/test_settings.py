@@ -64,6 +64,11 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VIGIL_RUNNER_INTERVAL_SECONDS", "0"),
         ("VIGIL_METRICS_RETENTION_SECONDS", "soon"),
         ("VIGIL_LOG_LEVEL", "loud"),
+        ("VIGIL_REMEDIATOR_URL", "remediator:8081"),
+        ("VIGIL_REMEDIATOR_SECRET", "short"),
+        ("VIGIL_QUEUE_PREFIX", "a b"),
+        ("VIGIL_WORKER_LEASE_SECONDS", "0"),
+        ("VIGIL_WORKER_CONCURRENCY", "0"),
     ],
 )
 def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -101,5 +106,53 @@ def test_serve_refuses_to_start_with_a_bad_policy_file(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2
         assert "invalid setting VIGIL_POLICIES_FILE" in proc.stderr
+        assert problem in proc.stderr
+        assert not (tmp_path / "vigil.db").exists(), "nothing was created"
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"VIGIL_REMEDIATOR_URL": "http://127.0.0.1:8081"}, "VIGIL_REMEDIATOR_SECRET is not"),
+        (
+            {"VIGIL_WORKER_RETRY_BASE_SECONDS": "10", "VIGIL_WORKER_RETRY_MAX_SECONDS": "5"},
+            "VIGIL_WORKER_RETRY_MAX_SECONDS must not be below",
+        ),
+    ],
+)
+def test_settings_that_only_work_together_are_checked_together(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    message = describe_settings_error(caught.value)
+    assert message.startswith("invalid settings: ")
+    assert problem in message
+
+
+def test_serve_refuses_a_bad_remediations_file_or_a_policy_no_remediation_handles(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "remediations.yaml"
+    bad.write_text("remediations:\n  - action: restart-service\n    plugin: teleport\n")
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("remediations:\n  - action: restart-service\n    plugin: log\n")
+    for path, setting, problem in (
+        (bad, "VIGIL_REMEDIATIONS_FILE", "teleport"),
+        # The packaged policies use scale-up, which this file does not handle.
+        (partial, "VIGIL_POLICIES_FILE", "'scale-up'"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vigil", "serve"],
+            env={**os.environ, "VIGIL_REMEDIATIONS_FILE": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=str(tmp_path),
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert f"invalid setting {setting}" in proc.stderr
         assert problem in proc.stderr
         assert not (tmp_path / "vigil.db").exists(), "nothing was created"
