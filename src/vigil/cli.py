@@ -54,6 +54,12 @@ def serve(
     settings = load_settings(host=host, port=port)
     _configure_logging(settings)
     container = _build(settings, role="api")
+    if no_worker and settings.redis_url is None:
+        typer.echo(
+            "warning: --no-worker without REDIS_URL: actions are queued in this process, "
+            "where no worker runs; they stay pending",
+            err=True,
+        )
     api = create_app(settings, container, run_runner=not no_runner, run_worker=not no_worker)
     _serve(api, settings, settings.host, settings.port)
 

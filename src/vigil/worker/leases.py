@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +29,11 @@ async def acquire(
         set_={
             "holder": statement.excluded.holder,
             "expires_at": statement.excluded.expires_at,
+            # A renewal keeps when the holder took it; a takeover starts afresh.
+            "acquired_at": case(
+                (leases.c.holder == statement.excluded.holder, leases.c.acquired_at),
+                else_=statement.excluded.acquired_at,
+            ),
         },
         where=(leases.c.holder == statement.excluded.holder) | (leases.c.expires_at < now),
     )
