@@ -54,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,11 +196,55 @@ def create_actions(port: int, prefix: str, count: int, concurrency: int) -> Crea
 
 
 @dataclass
+class Usage:
+    """CPU used during a phase: Vigil's processes (in cores) and the whole machine (busy share)."""
+
+    vigil_cores: float = 0.0
+    machine_busy: float = 0.0
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat; (0, 0) elsewhere."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def process_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process, from /proc; 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def measuring(pids: list[int]) -> Iterator[Usage]:
+    usage = Usage()
+    cpu = sum(process_seconds(pid) for pid in pids)
+    busy, total = machine_ticks()
+    started = time.perf_counter()
+    try:
+        yield usage
+    finally:
+        wall = time.perf_counter() - started
+        busy_after, total_after = machine_ticks()
+        usage.vigil_cores = (sum(process_seconds(pid) for pid in pids) - cpu) / wall
+        if total_after > total:
+            usage.machine_busy = (busy_after - busy) / (total_after - total)
+
+
+@dataclass
 class Pipeline:
-    """A burst of violations followed to completion."""
+    """Actions created and followed to completion."""
 
     created: Created
     seconds: float  # from the first request until every action is completed
+    usage: Usage
 
     @property
     def per_s(self) -> float:
@@ -227,16 +271,53 @@ def wait_completed(
 
 
 def run_pipeline(
-    port: int, prefix: str, count: int, concurrency: int, already: int, timeout: float, alive: Any
+    deployment: Deployment, prefix: str, count: int, concurrency: int, already: int, timeout: float
 ) -> Pipeline:
+    """``count`` single violating ingests from ``concurrency`` threads, until all completed."""
+    port = deployment.api.port
     poller = Client(port)
     try:
-        started = time.perf_counter()
-        created = create_actions(port, prefix, count, concurrency)
-        done = wait_completed(poller, already + count, timeout, alive)
+        with measuring(deployment.pids) as usage:
+            started = time.perf_counter()
+            created = create_actions(port, prefix, count, concurrency)
+            done = wait_completed(poller, already + count, timeout, deployment.alive)
     finally:
         poller.close()
-    return Pipeline(created=created, seconds=done - started)
+    return Pipeline(created=created, seconds=done - started, usage=usage)
+
+
+def run_drain(
+    deployment: Deployment, prefix: str, count: int, already: int, timeout: float
+) -> Pipeline:
+    """``count`` actions created at once by one batch ingest, then worked off: the worker alone.
+
+    ``seconds`` runs from the batch's answer (every action recorded and enqueued) to the
+    last completion; ``created.seconds`` is the batch request's own time.
+    """
+    body = json.dumps(
+        {
+            "metrics": [
+                {"name": METRIC, "value": 99.0, "target": f"{prefix}-{n:06d}"} for n in range(count)
+            ]
+        }
+    ).encode()
+    client = Client(deployment.api.port, timeout=timeout)
+    try:
+        with measuring(deployment.pids) as usage:
+            sent = time.perf_counter()
+            status, answer = client.request("POST", "/api/v1/ingest/batch", body)
+            answered = time.perf_counter()
+            actions = answer.get("actions") if isinstance(answer, dict) else None
+            if status != 201 or actions is None or len(actions) != count:
+                found = len(actions) if actions is not None else answer
+                raise RuntimeError(f"batch of {count} violations answered {status}: {found}")
+            done = wait_completed(client, already + count, timeout, deployment.alive)
+    finally:
+        client.close()
+    created = Created(
+        count=count, seconds=answered - sent, ids=[int(a["action_id"]) for a in actions]
+    )
+    return Pipeline(created=created, seconds=done - answered, usage=usage)
 
 
 @dataclass
@@ -331,6 +412,10 @@ class Deployment:
     api: Server
     others: list[Server]
     database: str
+
+    @property
+    def pids(self) -> list[int]:
+        return [server.process.pid for server in (self.api, *self.others)]
 
     def alive(self) -> None:
         for server in [self.api, *self.others]:
@@ -496,9 +581,10 @@ class Bench:
 class ShapeResult:
     shape: str
     database: str
-    baseline: Created
+    baseline: Pipeline  # seconds = the creation time: nothing completes
     warmup: Pipeline
     pipeline: Pipeline
+    drain: Pipeline
     load_server_ms: list[float]
     latency: Latency
     latency_server: list[tuple[float, float, float]]
@@ -508,15 +594,16 @@ class ShapeResult:
 
 def run_shape(bench: Bench, shape: str) -> ShapeResult:
     args = bench.args
-    alive_timeout = args.timeout
+    timeout = args.timeout
     prefix = f"{shape[:3]}{bench.run_id}"
+    count = args.actions
 
-    print(f"{shape}: baseline, no worker: {args.actions} violating ingests ...", flush=True)
+    print(f"{shape}: baseline, no worker: {count} violating ingests ...", flush=True)
     with contextlib.ExitStack() as phase:
         deployment = bench.start(phase, shape, "base", workers=False)
-        baseline = create_actions(
-            deployment.api.port, f"{prefix}-b", args.actions, args.concurrency
-        )
+        with measuring(deployment.pids) as usage:
+            created = create_actions(deployment.api.port, f"{prefix}-b", count, args.concurrency)
+        baseline = Pipeline(created=created, seconds=created.seconds, usage=usage)
         deployment.alive()
         probe = Client(deployment.api.port)
         try:
@@ -524,34 +611,32 @@ def run_shape(bench: Bench, shape: str) -> ShapeResult:
             completed = action_total(probe, "completed")
         finally:
             probe.close()
-        if pending != args.actions or completed:
+        if pending != count or completed:
             raise RuntimeError(
-                f"baseline: expected {args.actions} pending and none completed, "
+                f"baseline: expected {count} pending and none completed, "
                 f"got {pending} pending and {completed} completed"
             )
 
-    print(f"{shape}: with workers: warm-up, {args.actions} actions, latency ...", flush=True)
+    print(
+        f"{shape}: with workers: warm-up, {count} ingests to completion, a batch of {count}, "
+        f"{args.latency_samples} one by one ...",
+        flush=True,
+    )
     with contextlib.ExitStack() as phase:
         deployment = bench.start(phase, shape, "run", workers=True)
         port = deployment.api.port
-        warmup = run_pipeline(
-            port, f"{prefix}-w", args.warmup, args.concurrency, 0, alive_timeout, deployment.alive
-        )
-        pipeline = run_pipeline(
-            port,
-            f"{prefix}-t",
-            args.actions,
-            args.concurrency,
-            args.warmup,
-            alive_timeout,
-            deployment.alive,
-        )
+        done = 0
+        warmup = run_pipeline(deployment, f"{prefix}-w", args.warmup, args.concurrency, 0, timeout)
+        done += args.warmup
+        pipeline = run_pipeline(deployment, f"{prefix}-t", count, args.concurrency, done, timeout)
+        done += count
+        drain = run_drain(deployment, f"{prefix}-d", count, done, timeout)
         latency = run_latency(
             port,
             f"{prefix}-l",
             args.latency_samples,
             args.poll_ms / 1000,
-            alive_timeout,
+            timeout,
             deployment.alive,
         )
         deployment.alive()
@@ -567,7 +652,8 @@ def run_shape(bench: Bench, shape: str) -> ShapeResult:
         for line in server.log.read_text(errors="replace").splitlines()
         if " ERROR " in line or line.startswith("ERROR")
     )
-    missing = [i for i in pipeline.created.ids + latency.ids if i not in actions]
+    expected = pipeline.created.ids + drain.created.ids + latency.ids
+    missing = [i for i in expected if i not in actions]
     if missing:
         raise RuntimeError(f"{len(missing)} actions not listed as completed, e.g. {missing[:5]}")
     return ShapeResult(
@@ -576,6 +662,7 @@ def run_shape(bench: Bench, shape: str) -> ShapeResult:
         baseline=baseline,
         warmup=warmup,
         pipeline=pipeline,
+        drain=drain,
         load_server_ms=[server_ms(actions[i])[0] for i in pipeline.created.ids],
         latency=latency,
         latency_server=[server_ms(actions[i]) for i in latency.ids],
@@ -592,35 +679,57 @@ def report(args: argparse.Namespace, results: list[ShapeResult], elapsed: float)
     print()
     print(
         f"Vigil remediation pipeline benchmark, {when}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; {args.actions} actions per burst on distinct targets, "
-        f"{args.concurrency} client threads, single violating ingests; log plugin (dry run); "
-        f"worker concurrency {args.worker_concurrency or 'default (10)'}"
+        f"{platform.python_version()}; {args.actions} actions per run, each on its own target; "
+        f"log plugin (dry run); worker concurrency {args.worker_concurrency or 'default (10)'}"
     )
     print()
-    header = (
-        f"{'shape':9} {'ingest only':>12} {'pipeline':>10} {'worker ms':>10} "
-        f"{'created/s':>10} {'load p50':>9} {'load p99':>9}"
+    print(
+        f"throughput, actions/s. ingest only: {args.concurrency} threads of single violating "
+        "ingests, no worker (actions created/s);"
     )
-    print("throughput (actions/s; worker ms = time per action the worker adds: 1/pipeline -")
-    print("1/ingest only; created/s = ingest rate during the pipeline burst; load p50/p99 =")
-    print("server created -> completed ms of the burst's actions, queueing included)")
+    print(
+        "pipeline: the same with the workers, first request -> last completion (created/s: "
+        "the ingest rate meanwhile);"
+    )
+    print(
+        "drain: one batch ingest records them all, its answer -> last completion (the workers "
+        "alone); load p50/p99:"
+    )
+    print("created_at -> completed_at of the pipeline run's actions (ms, backlog included)")
+    header = (
+        f"{'shape':9} {'ingest only':>12} {'pipeline':>9} {'ratio':>6} {'created/s':>10} "
+        f"{'drain':>7} {'ms/action':>10} {'load p50':>9} {'load p99':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        worker_ms = (1 / r.pipeline.per_s - 1 / r.baseline.per_s) * 1000
+        ratio = r.pipeline.per_s / r.baseline.per_s if r.baseline.per_s else 0.0
         print(
-            f"{r.shape:9} {r.baseline.per_s:>12,.1f} {r.pipeline.per_s:>10,.1f} "
-            f"{worker_ms:>10.2f} {r.pipeline.created.per_s:>10,.1f} "
+            f"{r.shape:9} {r.baseline.per_s:>12,.1f} {r.pipeline.per_s:>9,.1f} {ratio:>6.0%} "
+            f"{r.pipeline.created.per_s:>10,.1f} {r.drain.per_s:>7,.1f} "
+            f"{1000 / r.drain.per_s if r.drain.per_s else 0:>10.2f} "
             f"{percentile(r.load_server_ms, 50):>9,.0f} {percentile(r.load_server_ms, 99):>9,.0f}"
         )
     print()
+    print("CPU during each run: Vigil's processes (cores busy) / the whole machine (busy share)")
+    for r in results:
+        parts = [
+            f"{name} {p.usage.vigil_cores:.2f} / {p.usage.machine_busy:.0%}"
+            for name, p in (
+                ("ingest only", r.baseline),
+                ("pipeline", r.pipeline),
+                ("drain", r.drain),
+            )
+        ]
+        print(f"{r.shape:9} " + "; ".join(parts))
+    print()
     print(
-        f"latency, {args.latency_samples} sequential violations (ms; server = completed_at - "
-        "created_at, queue = started_at - created_at, run = completed_at - started_at; client ="
+        f"latency, {args.latency_samples} violations one after the other (ms; server = "
+        "completed_at - created_at = queue + run, queue ="
     )
     print(
-        f"send ingest -> GET shows completed, polled every {args.poll_ms:g} ms; ingest = the "
-        "ingest request's round trip)"
+        "started_at - created_at, run = completed_at - started_at; client = send the ingest -> "
+        f"a GET shows completed, polled every {args.poll_ms:g} ms; ingest = its round trip)"
     )
     header = (
         f"{'shape':9} {'server p50':>10} {'p99':>7} {'queue p50':>10} {'p99':>7} "
@@ -632,14 +741,17 @@ def report(args: argparse.Namespace, results: list[ShapeResult], elapsed: float)
         total = [s[0] for s in r.latency_server]
         queue = [s[1] for s in r.latency_server]
         run = [s[2] for s in r.latency_server]
-        cells = []
-        for values in (total, queue, run, r.latency.client_ms, r.latency.ingest_ms):
-            cells.append((percentile(values, 50), percentile(values, 99)))
-        print(
-            f"{r.shape:9} {cells[0][0]:>10.1f} {cells[0][1]:>7.1f} {cells[1][0]:>10.1f} "
-            f"{cells[1][1]:>7.1f} {cells[2][0]:>8.1f} {cells[2][1]:>7.1f} "
-            f"{cells[3][0]:>11.1f} {cells[3][1]:>7.1f} {cells[4][0]:>11.1f} {cells[4][1]:>7.1f}"
-        )
+        cells = [
+            f"{percentile(values, 50):>{width}.1f} {percentile(values, 99):>7.1f}"
+            for values, width in (
+                (total, 10),
+                (queue, 10),
+                (run, 8),
+                (r.latency.client_ms, 11),
+                (r.latency.ingest_ms, 11),
+            )
+        ]
+        print(f"{r.shape:9} " + " ".join(cells))
     print()
     for r in results:
         q = r.queue
@@ -648,9 +760,10 @@ def report(args: argparse.Namespace, results: list[ShapeResult], elapsed: float)
             f"{q.get('tasks_enqueued')}, completed {q.get('tasks_completed')}, retried "
             f"{q.get('tasks_retried')}, failed {q.get('tasks_failed')}, dead letter "
             f"{q.get('dead_letter_length')}; ERROR lines in the logs: {r.log_errors}; "
-            f"baseline {r.baseline.count} in {r.baseline.seconds:.2f}s, pipeline "
+            f"ingest only {r.baseline.created.count} in {r.baseline.seconds:.2f}s; pipeline "
             f"{r.pipeline.created.count} in {r.pipeline.seconds:.2f}s (created in "
-            f"{r.pipeline.created.seconds:.2f}s)"
+            f"{r.pipeline.created.seconds:.2f}s); drain {r.drain.created.count} in "
+            f"{r.drain.seconds:.2f}s (the batch took {r.drain.created.seconds:.2f}s)"
         )
     print(f"total run time {elapsed:.0f}s")
 
@@ -666,9 +779,18 @@ def to_json(args: argparse.Namespace, results: list[ShapeResult]) -> dict[str, A
         total = [s[0] for s in r.latency_server]
         out["shapes"][r.shape] = {
             "database": r.database,
-            "baseline_per_s": r.baseline.per_s,
+            "ingest_only_per_s": r.baseline.per_s,
             "pipeline_per_s": r.pipeline.per_s,
             "created_per_s_during_pipeline": r.pipeline.created.per_s,
+            "drain_per_s": r.drain.per_s,
+            "usage": {
+                name: vars(p.usage)
+                for name, p in (
+                    ("ingest_only", r.baseline),
+                    ("pipeline", r.pipeline),
+                    ("drain", r.drain),
+                )
+            },
             "load_server_ms_p50": percentile(r.load_server_ms, 50),
             "load_server_ms_p99": percentile(r.load_server_ms, 99),
             "latency_server_ms_p50": percentile(total, 50),
