@@ -151,6 +151,7 @@ class Container:
             lease_seconds=s.worker_lease_seconds,
             max_deliveries=s.queue_max_deliveries,
             shutdown_timeout=s.worker_shutdown_timeout_seconds,
+            visibility_timeout=s.queue_visibility_timeout_seconds,
         )
 
     def _executor(self) -> Executor:

@@ -99,6 +99,29 @@ async def test_unsettled_delivery_is_handed_out_again_after_the_visibility_timeo
     assert await queue.reserve("other", count=1, block=VISIBILITY * 2) == []
 
 
+async def test_a_touched_delivery_is_not_handed_out_again_until_touching_stops(
+    make_queue: QueueFactory,
+) -> None:
+    queue = await make_queue(visibility_timeout=VISIBILITY)
+    await queue.enqueue(task())
+    working = await reserve_one(queue, "working")
+
+    # Touched every quarter of the visibility timeout, for three timeouts: it stays put.
+    until = time.monotonic() + VISIBILITY * 3
+    while time.monotonic() < until:
+        await queue.touch(working, consumer="working")
+        assert await queue.reserve("other", count=1, block=VISIBILITY / 4) == []
+
+    # No longer touched (the worker died): handed out again, counted as a second delivery.
+    again = await reserve_one(queue, "other")
+    assert (again.task, again.receipt, again.deliveries) == (task(), working.receipt, 2)
+    await queue.ack(again, outcome=Outcome.COMPLETED)
+    await queue.touch(again, consumer="other")  # settled: nothing to touch, no error
+    await queue.touch(working, consumer="working")
+    assert await queue.depth() == 0
+    assert await queue.reserve("other", count=1, block=VISIBILITY * 2) == []
+
+
 async def test_retry_waits_until_due_then_delivers(queue: TaskQueue) -> None:
     await queue.enqueue(task(attempt=1))
     reserved = await reserve_one(queue)

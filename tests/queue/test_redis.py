@@ -184,6 +184,28 @@ async def test_queue_keeps_working_after_redis_loses_its_data() -> None:
             await queue.close()
 
 
+async def test_a_reserve_waiting_when_redis_loses_its_data_keeps_waiting() -> None:
+    # Redis 7 answers an XREADGROUP blocked on a stream that is deleted with "UNBLOCKED";
+    # the reserve recreates the group and goes on waiting, like after NOGROUP.
+    with services.own_redis_server() as url:
+        queue = RedisStreamQueue.from_url(
+            url, keys=QueueKeys("vigil"), clock=SystemClock(), visibility_timeout=LONG_VISIBILITY
+        )
+        admin = Redis.from_url(url)
+        try:
+            assert await queue.reserve("c1", count=1, block=0) == []  # the group exists
+            waiting = asyncio.create_task(queue.reserve("c1", count=1, block=3))
+            await asyncio.sleep(0.3)  # let it block in XREADGROUP
+            await admin.flushall()
+            await asyncio.sleep(0.1)
+            await queue.enqueue(task(1))
+            got = await waiting
+            assert [r.task for r in got] == [task(1)]
+        finally:
+            await admin.aclose()
+            await queue.close()
+
+
 async def test_unavailable_when_the_server_is_gone() -> None:
     with services.own_redis_server() as url:
         connection = RedisConnection(url)

@@ -101,6 +101,11 @@ class MemoryQueue:
         elif outcome is Outcome.FAILED:
             self._failed += 1
 
+    async def touch(self, reserved: Reserved, *, consumer: str) -> None:
+        entry = self._entries.get(reserved.receipt)
+        if entry is not None and entry.visible_at is not None:
+            entry.visible_at = self._clock.now() + self._visibility
+
     async def retry_at(self, reserved: Reserved, task: Task, when: datetime) -> None:
         self._settle(reserved)
         if task not in self._delayed:

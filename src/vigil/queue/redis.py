@@ -177,7 +177,9 @@ async def _translated() -> AsyncIterator[None]:
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
-    return str(exc).startswith("NOGROUP")
+    """The stream or its group is gone: NOGROUP, or UNBLOCKED for an XREADGROUP that was
+    waiting on the stream when it was deleted (Redis 7)."""
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def _text(value: bytes | str) -> str:
@@ -401,6 +403,23 @@ class RedisStreamQueue:
                     _COUNTER_OF_OUTCOME.get(outcome, ""),
                 ],
             )
+
+    async def touch(self, reserved: Reserved, *, consumer: str) -> None:
+        # XCLAIM with no minimum idle time resets the entry's idle time (JUSTID: without
+        # counting a delivery); an entry already settled is not in the pending list: no-op.
+        async with _translated():
+            try:
+                await self._client.xclaim(
+                    self._keys.stream,
+                    self._keys.group,
+                    consumer,
+                    min_idle_time=0,
+                    message_ids=[reserved.receipt],
+                    justid=True,
+                )
+            except ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
 
     async def retry_at(self, reserved: Reserved, task: Task, when: datetime) -> None:
         if when.tzinfo is None:

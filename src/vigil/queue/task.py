@@ -173,6 +173,10 @@ class TaskQueue(Protocol):
     async def ack(self, reserved: Reserved, *, outcome: Outcome) -> None:
         """Settle a delivery: the task is gone from the queue."""
 
+    async def touch(self, reserved: Reserved, *, consumer: str) -> None:
+        """Restart the visibility timeout of a delivery ``consumer`` is still working on, so
+        it is not handed out again meanwhile. Nothing happens for a settled delivery."""
+
     async def retry_at(self, reserved: Reserved, task: Task, when: datetime) -> None:
         """Settle ``reserved`` and schedule ``task`` (the next attempt) for ``when``."""
 

@@ -49,6 +49,7 @@ class Worker:
         lease_seconds: float,
         max_deliveries: int,
         shutdown_timeout: float,
+        visibility_timeout: float | None = None,
         block: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class Worker:
         self._lease = lease_seconds
         self._max_deliveries = max_deliveries
         self._shutdown_timeout = shutdown_timeout
+        self._visibility = visibility_timeout
         self._block = block
         self._rng = rng or random.Random()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -115,6 +117,14 @@ class Worker:
                 batch = await self._queue.reserve(self.name, count=free, block=self._block)
             except Unavailable:
                 log.warning("worker %s: queue unavailable, retrying in %.1fs", self.name, pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            except Exception:
+                # Never let a surprise end the loop: the process would look healthy and
+                # take no task again.
+                log.exception("worker %s: reserve failed, retrying in %.1fs", self.name, pause)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
                 pause = min(pause * 2, 5.0)
@@ -175,10 +185,11 @@ class Worker:
                 base_seconds=remediation.retries.backoff_seconds or self._retry.base_seconds,
                 max_seconds=remediation.retries.max_backoff_seconds or self._retry.max_seconds,
             )
-            result = await self._execute(record, task.attempt)
+            result = await self._execute(reserved, record)
         await self._record(reserved, record, result, retry)
 
-    async def _execute(self, record: dict[str, Any], attempt: int) -> RemediateResult:
+    async def _execute(self, reserved: Reserved, record: dict[str, Any]) -> RemediateResult:
+        attempt = reserved.task.attempt
         request = RemediateRequest(
             action_id=record["id"],
             attempt=attempt,
@@ -186,7 +197,9 @@ class Worker:
             target=record["target"],
             params=record["params"] or {},
         )
-        renewing = asyncio.create_task(self._keep_lease(record["id"], attempt))
+        renewing = [asyncio.create_task(self._keep_lease(record["id"], attempt))]
+        if self._visibility is not None:
+            renewing.append(asyncio.create_task(self._keep_visible(reserved, self._visibility)))
         started = time.monotonic()
         try:
             result = await self._executor.execute(request)
@@ -196,9 +209,9 @@ class Worker:
             log.exception("worker %s: executor raised for action %s", self.name, record["id"])
             result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            for keeper in renewing:
+                keeper.cancel()
+            await asyncio.gather(*renewing, return_exceptions=True)
         self._metrics.action_duration_seconds.labels(action=record["action"]).observe(
             time.monotonic() - started
         )
@@ -221,6 +234,18 @@ class Worker:
                 continue
             if not held:
                 return
+
+    async def _keep_visible(self, reserved: Reserved, visibility: float) -> None:
+        """Keep the delivery from being handed to another worker while this one runs it.
+
+        A copy would be discarded by the claim, but settling it would settle this delivery
+        too (skewing the queue's counters), and a run longer than a few visibility timeouts
+        would pile up deliveries until the task looked undeliverable.
+        """
+        while True:
+            await asyncio.sleep(visibility / 3)
+            with contextlib.suppress(Unavailable):
+                await self._queue.touch(reserved, consumer=self.name)
 
     async def _record(
         self,
