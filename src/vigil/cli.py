@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -141,7 +143,21 @@ def _build(settings: Settings, *, role: str) -> Container:
 
 
 def _serve(api: Any, settings: Settings, host: str, port: int) -> None:
+    """Serve ``api`` until SIGINT or SIGTERM; exit 0 once it has shut down gracefully.
+
+    (uvicorn re-raises the signal after its graceful shutdown, so the process would end
+    "killed by SIGTERM" even when the worker drained every running task.)
+    """
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
 
     config = uvicorn.Config(
         api,
@@ -154,7 +170,7 @@ def _serve(api: Any, settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=int(settings.worker_shutdown_timeout_seconds) + 5,
     )
     _tune_gc()
-    uvicorn.Server(config).run()
+    Server(config).run()
 
 
 def _check_remediations(settings: Settings) -> None:
