@@ -482,6 +482,7 @@ class Bench:
         )
         if self.args.worker_concurrency:
             env["VIGIL_WORKER_CONCURRENCY"] = str(self.args.worker_concurrency)
+        env.update(item.split("=", 1) for item in self.args.env)
         return env
 
     def start(
@@ -870,6 +871,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="VIGIL_WORKER_CONCURRENCY for every worker (default: Vigil's own, 10)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every Vigil process (repeatable), e.g. VIGIL_DB_POOL_SIZE=2",
+    )
     parser.add_argument("--poll-ms", type=float, default=5.0, help="latency poll interval")
     parser.add_argument("--cooldown", type=float, default=300.0, help="the policy's cooldown")
     parser.add_argument(
@@ -899,6 +907,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--actions, --latency-samples and --warmup must be at least 1")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes NAME=VALUE")
     return args
 
 
