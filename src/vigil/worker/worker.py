@@ -197,9 +197,14 @@ class Worker:
             target=record["target"],
             params=record["params"] or {},
         )
-        renewing = [asyncio.create_task(self._keep_lease(record["id"], attempt))]
+        # The keepers are stopped with an event, not cancelled: cancelling one in the middle
+        # of its database transaction can leak the pooled connection.
+        done = asyncio.Event()
+        renewing = [asyncio.create_task(self._keep_lease(record["id"], attempt, done))]
         if self._visibility is not None:
-            renewing.append(asyncio.create_task(self._keep_visible(reserved, self._visibility)))
+            renewing.append(
+                asyncio.create_task(self._keep_visible(reserved, self._visibility, done))
+            )
         started = time.monotonic()
         try:
             result = await self._executor.execute(request)
@@ -209,17 +214,15 @@ class Worker:
             log.exception("worker %s: executor raised for action %s", self.name, record["id"])
             result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
-            for keeper in renewing:
-                keeper.cancel()
+            done.set()
             await asyncio.gather(*renewing, return_exceptions=True)
         self._metrics.action_duration_seconds.labels(action=record["action"]).observe(
             time.monotonic() - started
         )
         return result
 
-    async def _keep_lease(self, action_id: int, attempt: int) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 3)
+    async def _keep_lease(self, action_id: int, attempt: int, done: asyncio.Event) -> None:
+        while not await _wait(done, self._lease / 3):
             try:
                 async with self._db.write() as conn:
                     held = await lifecycle.renew_lease(
@@ -235,15 +238,16 @@ class Worker:
             if not held:
                 return
 
-    async def _keep_visible(self, reserved: Reserved, visibility: float) -> None:
+    async def _keep_visible(
+        self, reserved: Reserved, visibility: float, done: asyncio.Event
+    ) -> None:
         """Keep the delivery from being handed to another worker while this one runs it.
 
         A copy would be discarded by the claim, but settling it would settle this delivery
         too (skewing the queue's counters), and a run longer than a few visibility timeouts
         would pile up deliveries until the task looked undeliverable.
         """
-        while True:
-            await asyncio.sleep(visibility / 3)
+        while not await _wait(done, visibility / 3):
             with contextlib.suppress(Unavailable):
                 await self._queue.touch(reserved, consumer=self.name)
 
@@ -319,6 +323,13 @@ class Worker:
             )
         await self._queue.dead_letter(reserved, task, error=error)
         self._metrics.tasks_total.labels(result="dead_lettered").inc()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
 
 
 def _failure(message: str, *, retryable: bool = False) -> RemediateResult:
