@@ -17,11 +17,15 @@ And in each shape, in this order:
 1. **baseline**: the same processes but no worker (``vigil serve --no-worker``, no
    ``vigil worker``), fresh database: the rate at which ``--concurrency`` client threads
    create ``--actions`` actions by violating ingests, one target each. The same-run yardstick.
-2. **throughput**: with the workers, fresh database, after a short warm-up: the same load;
+2. **pipeline**: with the workers, fresh database, after a short warm-up: the same load;
    the time from the first request until ``GET /api/v1/actions?status=completed`` counts every
-   action (polled every 50 ms). Actions/s through the whole pipeline; the worker's share is
-   the difference of the two times per action.
-3. **latency**: ``--latency-samples`` violations one after the other (the next sent once the
+   action (polled every 50 ms): actions/s through the whole pipeline, ingest and work
+   competing for the same machine, as in production.
+3. **drain**: on the same processes, one ``POST /api/v1/ingest/batch`` of ``--actions``
+   violations records them all in one transaction; the span from the first ``started_at``
+   to the last ``completed_at`` of those actions (Vigil's timestamps) is the workers'
+   own rate, with no ingest load beside them.
+4. **latency**: ``--latency-samples`` violations one after the other (the next sent once the
    previous action is completed), on the same processes. Per action: *server* latency =
    ``completed_at - created_at`` (both stamped by Vigil, from the API), split into queue
    (``started_at - created_at``: dispatch, queue, claim) and run (``completed_at -
@@ -29,7 +33,9 @@ And in each shape, in this order:
    sending the ingest to receiving the first ``GET /api/v1/actions/{id}`` answer showing
    ``completed`` (polled every ``--poll-ms``, so it is late by up to that much).
 
-Percentiles are nearest-rank. Everything runs on 127.0.0.1; every process has a time limit
+The CPU used by Vigil's processes (from /proc) and the machine's busy share are printed for
+each run, so a run starved by other work on the machine shows as such. Percentiles are
+nearest-rank. Everything runs on 127.0.0.1; every process has a time limit
 and is stopped at the end, Ctrl-C included.
 
 Run: ``.venv/bin/python bench/pipeline.py`` (or ``make bench-pipeline``); ``--help`` for the
@@ -291,8 +297,10 @@ def run_drain(
 ) -> Pipeline:
     """``count`` actions created at once by one batch ingest, then worked off: the worker alone.
 
-    ``seconds`` runs from the batch's answer (every action recorded and enqueued) to the
-    last completion; ``created.seconds`` is the batch request's own time.
+    ``seconds`` is set here from the batch's answer to the last completion seen, and replaced
+    by :func:`worker_span` once the actions' timestamps are read (the workers start on the
+    first actions while the batch's answer is still being made); ``created.seconds`` is the
+    batch request's own time.
     """
     body = json.dumps(
         {
@@ -325,6 +333,13 @@ class Latency:
     client_ms: list[float] = field(default_factory=list)
     ingest_ms: list[float] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
+
+
+def worker_span(ids: list[int], actions: dict[int, dict[str, Any]]) -> float:
+    """Seconds from the first claim (``started_at``) to the last ``completed_at`` of ``ids``."""
+    started = min(_ts(actions[i]["started_at"]) for i in ids)
+    completed = max(_ts(actions[i]["completed_at"]) for i in ids)
+    return (completed - started).total_seconds()
 
 
 def run_latency(
@@ -657,6 +672,7 @@ def run_shape(bench: Bench, shape: str) -> ShapeResult:
     missing = [i for i in expected if i not in actions]
     if missing:
         raise RuntimeError(f"{len(missing)} actions not listed as completed, e.g. {missing[:5]}")
+    drain.seconds = worker_span(drain.created.ids, actions)
     return ShapeResult(
         shape=shape,
         database=database,
@@ -693,8 +709,8 @@ def report(args: argparse.Namespace, results: list[ShapeResult], elapsed: float)
         "the ingest rate meanwhile);"
     )
     print(
-        "drain: one batch ingest records them all, its answer -> last completion (the workers "
-        "alone); load p50/p99:"
+        "drain: one batch ingest records them all; first started_at -> last completed_at "
+        "(the workers alone); load p50/p99:"
     )
     print("created_at -> completed_at of the pipeline run's actions (ms, backlog included)")
     header = (
@@ -764,7 +780,8 @@ def report(args: argparse.Namespace, results: list[ShapeResult], elapsed: float)
             f"ingest only {r.baseline.created.count} in {r.baseline.seconds:.2f}s; pipeline "
             f"{r.pipeline.created.count} in {r.pipeline.seconds:.2f}s (created in "
             f"{r.pipeline.created.seconds:.2f}s); drain {r.drain.created.count} in "
-            f"{r.drain.seconds:.2f}s (the batch took {r.drain.created.seconds:.2f}s)"
+            f"{r.drain.seconds:.2f}s (first claim to last completion; the batch took "
+            f"{r.drain.created.seconds:.2f}s)"
         )
     print(f"total run time {elapsed:.0f}s")
 
