@@ -219,3 +219,16 @@ async def test_stopping_leaves_a_task_that_outlives_the_timeout_to_be_reclaimed(
         action = await w.action(action_id)
         assert action["status"] == "running"  # its lease will expire; the reconciler reclaims
         assert action["lease_owner"] == "worker-1"
+
+
+async def test_a_worn_copy_of_a_task_whose_action_moved_on_is_only_dropped(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        reserved = await take(w)
+        await w.worker(ScriptedExecutor()).handle(reserved)  # completed
+        worn = Reserved(task=reserved.task, receipt="copy", deliveries=9)
+        await w.worker(ScriptedExecutor(), max_deliveries=5).handle(worn)
+        assert (await w.action(action_id))["status"] == "completed"
+        assert await w.queue.dead_letters(limit=10) == []

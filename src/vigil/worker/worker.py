@@ -306,14 +306,16 @@ class Worker:
             self._metrics.actions_total.labels(action=action, status="pending").inc()
 
     async def _give_up(self, reserved: Reserved) -> None:
-        """A task delivered too often without being settled (workers crashing on it)."""
+        """A task delivered too often without being settled (workers crashing on it): its
+        action fails and the task goes to the dead letter -- unless the action has moved on
+        (another copy runs it, or it ended), when this copy is merely dropped."""
         task = reserved.task
         error = (
             f"task delivered {reserved.deliveries} times without being settled "
             f"(limit {self._max_deliveries})"
         )
         async with self._db.write() as conn:
-            await lifecycle.fail_pending(
+            failed = await lifecycle.fail_pending(
                 conn,
                 action_id=task.action_id,
                 attempt=task.attempt,
@@ -321,8 +323,13 @@ class Worker:
                 now=self._clock.now(),
                 error=error,
             )
+        if failed is None:
+            await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
+            self._metrics.tasks_total.labels(result="discarded").inc()
+            return
         await self._queue.dead_letter(reserved, task, error=error)
         self._metrics.tasks_total.labels(result="dead_lettered").inc()
+        self._metrics.actions_total.labels(action=failed["action"], status="failed").inc()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
