@@ -260,3 +260,58 @@ async def test_replicas_writing_the_same_targets_in_opposite_orders_never_fail(
         for replica in replicas:
             await replica.stop()
     assert count == 2 * 10 * len(targets)
+
+
+class BrokenQueue:
+    """A queue that refuses every task, as a Redis out of memory does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.tried = 0
+
+    async def enqueue(self, task: object) -> None:
+        self.tried += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("OOM"), Unavailable("redis unavailable")])
+async def test_a_queue_that_refuses_tasks_never_stops_ingest(
+    container: Container, clock: FakeClock, error: Exception
+) -> None:
+    from vigil.actions.dispatch import Dispatcher
+
+    spec = PolicySpec.model_validate(
+        {
+            "name": "cpu-hot",
+            "auto_remediate": True,
+            "condition": {"type": "metric_exceeds", "metric": "cpu_usage", "threshold": 90},
+            "action": "scale-up",
+        }
+    )
+    async with container.database.write() as conn:
+        await create_policy(conn, spec=spec, now=clock.now(), actor=Actor())
+    broken = BrokenQueue(error)
+    ingest = IngestPipeline(
+        database=container.database,
+        policies=PolicyCache(),
+        metrics=VigilMetrics(),
+        clock=clock,
+        group_size=10_000,
+        dispatcher=Dispatcher(cast(Any, broken)),
+    )
+    await ingest.start()
+    try:
+        for target in ("web-01", "web-02", "web-03"):
+            result = await ingest.ingest(
+                [sample(clock, "cpu_usage", 99.0, target)], source="test", actor=Actor()
+            )
+            assert [d.action is not None for d in result.decisions] == [True]
+    finally:
+        await ingest.stop()
+    assert broken.tried == 3, "each action was offered to the queue"
+    try:
+        async with container.database.read() as conn:
+            rows = (await conn.execute(select(actions.c.status))).scalars().all()
+        assert rows == ["pending"] * 3, "recorded: the reconciler will dispatch them"
+    finally:
+        await container.database.dispose()

@@ -32,8 +32,16 @@ class Dispatcher:
             )
             try:
                 await self._queue.enqueue(task)
-            except Unavailable:
+            except Unavailable as exc:
                 log.warning(
-                    "queue unavailable; action %s will be re-dispatched by the reconciler",
+                    "%s; action %s will be re-dispatched by the reconciler",
+                    exc.message,
+                    task.action_id,
+                )
+            except Exception:
+                # Whatever the queue says, the action is recorded: never let a queue error
+                # reach the caller (the ingest writer must live on).
+                log.exception(
+                    "enqueue failed; action %s will be re-dispatched by the reconciler",
                     task.action_id,
                 )

@@ -90,6 +90,7 @@ class IngestPipeline:
     ) -> None:
         self._db = database
         self._dispatcher = dispatcher
+        self._dispatching: set[asyncio.Task[None]] = set()
         self._policies = policies
         self._metrics = metrics
         self._clock = clock
@@ -112,6 +113,8 @@ class IngestPipeline:
         await self._queue.put(None)  # after everything already queued
         await self._writer
         self._writer = None
+        if self._dispatching:
+            await asyncio.gather(*self._dispatching)
 
     async def ingest(self, samples: Sequence[Sample], *, source: str, actor: Actor) -> IngestResult:
         """Store ``samples``, evaluate them and record the decisions; the result once committed."""
@@ -178,7 +181,10 @@ class IngestPipeline:
         if self._dispatcher is not None:
             created = [d.action for r in results for d in r.decisions if d.action is not None]
             if created:
-                await self._dispatcher.dispatch(created)
+                # Beside the writer, not in its way: a slow queue must not hold up ingest.
+                task = asyncio.create_task(self._dispatcher.dispatch(created))
+                self._dispatching.add(task)
+                task.add_done_callback(self._dispatching.discard)
 
     async def _commit(self, group: list[_Request]) -> list[IngestResult]:
         now = self._clock.now()

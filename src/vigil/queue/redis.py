@@ -51,6 +51,10 @@ CLAIM_ROUNDS = 10
 # Why Unavailable: the server is down, unreachable, overloaded or a read-only replica.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
+# Error replies that say "not now" rather than "wrong command" (redis-py raises some of them
+# as ResponseError subclasses, e.g. OutOfMemoryError).
+_UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS", "READONLY")
+
 _COUNTER_OF_OUTCOME = {Outcome.COMPLETED: "completed", Outcome.FAILED: "failed"}
 
 # Settles a delivery: ARGV[1] group, ARGV[2] entry id ('' for none), ARGV[3] last-processed
@@ -169,11 +173,16 @@ class RedisConnection:
 
 @asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
-    """Turn a failure to reach Redis into :class:`Unavailable`."""
+    """Turn a failure to reach Redis, or a Redis that cannot take writes now (out of memory,
+    failing to persist, busy, loading), into :class:`Unavailable`."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise Unavailable("redis unavailable") from exc
+    except ResponseError as exc:
+        if str(exc).startswith(_UNAVAILABLE_REPLIES):
+            raise Unavailable(f"redis unavailable: {str(exc).split(chr(10))[0]}") from exc
+        raise
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
