@@ -106,3 +106,25 @@ async def test_only_one_reconciler_acts_at_a_time_and_a_dead_ones_lease_is_taken
         await other.run_once()
         async with w.database.read() as conn:
             assert await leases.holder_of(conn, name="reconciler", now=w.clock.now()) == other.name
+
+
+async def test_a_running_action_without_a_lease_is_reclaimed(database_url: str) -> None:
+    """Left running by a version of Vigil that had no workers (no lease was ever taken)."""
+    from vigil.actions.status import Status
+    from vigil.actions.store import transition
+    from vigil.observability.audit import Actor
+
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        async with w.database.write() as conn:
+            await transition(
+                conn,
+                action_id=action_id,
+                to=Status.RUNNING,
+                now=w.clock.now(),
+                actor=Actor("old-vigil"),
+                reason="by hand",
+            )
+        assert await reconciler(w).run_once() == 1
+        action = await w.action(action_id)
+        assert (action["status"], action["next_attempt"]) == ("pending", 1)

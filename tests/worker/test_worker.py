@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.worker.support import ScriptedExecutor, World, failure, success, world
+from vigil.db.engine import Database
+from vigil.errors import Unavailable
 from vigil.observability.audit import Actor
 from vigil.queue.task import Reserved
 
@@ -232,3 +237,27 @@ async def test_a_worn_copy_of_a_task_whose_action_moved_on_is_only_dropped(
         await w.worker(ScriptedExecutor(), max_deliveries=5).handle(worn)
         assert (await w.action(action_id))["status"] == "completed"
         assert await w.queue.dead_letters(limit=10) == []
+
+
+class DownDatabase(Database):
+    """A database whose writes fail as an unreachable one's do."""
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        raise Unavailable("database unavailable")
+        yield  # pragma: no cover
+
+
+async def test_a_task_met_by_a_database_outage_is_dropped_and_left_to_the_reconciler(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        executor = ScriptedExecutor()
+        worker = w.worker(executor, database=DownDatabase(w.database.engine))
+        await worker.handle(await take(w))
+        assert executor.calls == []
+        # Not redelivered again and again (which would end in the dead letter): dropped.
+        assert (await w.queue.stats()).queue_length == 0
+        assert await w.queue.dead_letters(limit=10) == []
+        assert (await w.action(action_id))["status"] == "pending"

@@ -257,10 +257,16 @@ async def reclaim_expired(
     """running → pending for actions whose worker lease expired, keeping their attempt."""
     rows = (
         await conn.execute(
-            select(actions.c.id, actions.c.attempts, actions.c.lease_owner)
+            select(
+                actions.c.id,
+                actions.c.attempts,
+                actions.c.lease_owner,
+                actions.c.lease_expires_at,
+            )
             .where(
                 actions.c.status == Status.RUNNING.value,
-                actions.c.lease_expires_at < now,
+                # No lease at all: left running by a version of Vigil without workers.
+                or_(actions.c.lease_expires_at < now, actions.c.lease_expires_at.is_(None)),
             )
             .order_by(actions.c.id)
             .limit(limit)
@@ -276,8 +282,13 @@ async def reclaim_expired(
                 now=now,
                 actor=actor,
                 reason=f"lease of {row.lease_owner} expired; attempt {row.attempts} reclaimed",
-                expect={"attempts": row.attempts, "lease_owner": row.lease_owner},
-                next_attempt=row.attempts,
+                # The lease as read: a renewal committed since then wins.
+                expect={
+                    "attempts": row.attempts,
+                    "lease_owner": row.lease_owner,
+                    "lease_expires_at": row.lease_expires_at,
+                },
+                next_attempt=max(row.attempts, 1),
                 next_attempt_at=None,
                 dispatched_at=now,
                 lease_owner=None,

@@ -145,7 +145,10 @@ async def transition(
             .where(
                 actions.c.id == action_id,
                 actions.c.status == current.value,
-                *(actions.c[column] == value for column, value in expect.items()),
+                *(
+                    actions.c[column].is_(None) if value is None else actions.c[column] == value
+                    for column, value in expect.items()
+                ),
             )
             .values(**changes)
             .returning(actions)

@@ -158,15 +158,25 @@ class Worker:
         if reserved.deliveries > self._max_deliveries:
             await self._give_up(reserved)
             return
-        async with self._db.write() as conn:
-            record = await lifecycle.claim(
-                conn,
-                action_id=task.action_id,
-                attempt=task.attempt,
-                owner=self.name,
-                now=self._clock.now(),
-                lease_seconds=self._lease,
-            )
+        try:
+            async with self._db.write() as conn:
+                record = await lifecycle.claim(
+                    conn,
+                    action_id=task.action_id,
+                    attempt=task.attempt,
+                    owner=self.name,
+                    now=self._clock.now(),
+                    lease_seconds=self._lease,
+                )
+        except Unavailable as exc:
+            # The database is down: drop this delivery rather than let it come back again
+            # and again until it looks undeliverable. The action is still pending in the
+            # database, and the reconciler sends it again once the database answers.
+            log.warning("worker %s: task %s dropped: %s", self.name, task, exc.message)
+            with contextlib.suppress(Unavailable):
+                await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
+            self._metrics.tasks_total.labels(result="discarded").inc()
+            return
         if record is None:
             await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
