@@ -205,7 +205,7 @@ async def test_connection_refused_is_retryable() -> None:
         await WebhookPlugin().run(call({"url": f"http://127.0.0.1:{port}/hook"}))
 
     assert failed.value.retryable is True
-    assert f"POST http://127.0.0.1:{port}/hook" in failed.value.message
+    assert f"POST http://127.0.0.1:{port}/…" in failed.value.message
 
 
 async def test_timeout_is_retryable_and_the_option_caps_the_call_timeout(
@@ -242,6 +242,16 @@ async def test_credentials_in_the_url_are_not_repeated(endpoint: Endpoint) -> No
     assert failed.value.retryable is False
     assert "pw" not in failed.value.message
     assert "abc" not in failed.value.message
+
+
+async def test_a_token_in_the_path_is_not_repeated(endpoint: Endpoint) -> None:
+    """Slack-style hooks carry their token in the path."""
+    endpoint.replies["/services/T0/B0/s3cretpath"] = Reply(500)
+    with pytest.raises(PluginFailed) as failed:
+        await WebhookPlugin().run(call({"url": f"{endpoint.url}/services/T0/B0/s3cretpath"}))
+    assert failed.value.retryable is True
+    assert "s3cretpath" not in failed.value.message
+    assert "s3cretpath" not in str(failed.value.details)
 
 
 async def test_a_rendered_option_that_is_invalid_fails_permanently() -> None:

@@ -123,7 +123,8 @@ def child_environment(extra: dict[str, str]) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(_PRIVATE_PREFIXES) and name not in _PRIVATE_NAMES
+        # Upper-cased: Vigil reads its settings whatever their case (vigil_remediator_secret).
+        if not name.upper().startswith(_PRIVATE_PREFIXES) and name.upper() not in _PRIVATE_NAMES
     }
     env.update(extra)
     return env

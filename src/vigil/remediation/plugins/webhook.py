@@ -68,7 +68,7 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> WebhookSpec:
     if not (pending(url) and not _SCHEME.match(url)):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PluginConfigError(f"webhook: `url` must be an http or https URL, got {url!r}")
+            raise PluginConfigError("webhook: `url` must be an http or https URL")
 
     method = options.get("method", "POST")
     if not isinstance(method, str):
@@ -213,7 +213,8 @@ def _decoded(raw: bytes, response: httpx.Response) -> Any:
 
 
 def _redacted(url: str) -> str:
-    """``url`` without user info or query string, which may carry credentials."""
+    """``url`` as scheme and host only: user info, the query string and the path may all
+    carry credentials (a Slack-style hook's token is its path)."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}"
+    return f"{parts.scheme}://{host}/…"
