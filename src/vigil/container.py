@@ -33,7 +33,12 @@ from vigil.remediation.config import Remediations, load_remediations
 from vigil.remediation.execute import run_remediation
 from vigil.remediation.plugins.base import Plugin
 from vigil.remediation.registry import load_plugins
-from vigil.remediation.service import Executor, LocalExecutor, Remediator
+from vigil.remediation.service import (
+    EXPIRY_GRACE_SECONDS,
+    Executor,
+    LocalExecutor,
+    Remediator,
+)
 from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
 from vigil.worker.backoff import RetryPolicy
@@ -182,7 +187,16 @@ class Container:
             timeout_for=timeout_for,
             owner=self.name,
         )
-        return LocalExecutor(remediator, wait_seconds=s.remediator_timeout_seconds + 30)
+        # Long enough for a copy of an attempt to wait out the longest remediation running it
+        # (or its record turning "interrupted"), so it never gives up while that still runs.
+        longest = max(
+            (entry.timeout for entry in remediations.entries),
+            default=s.remediator_timeout_seconds,
+        )
+        return LocalExecutor(
+            remediator,
+            wait_seconds=max(longest, s.remediator_timeout_seconds) + EXPIRY_GRACE_SECONDS + 5,
+        )
 
     async def _close_executor(self) -> None:
         while self._closers:
@@ -211,7 +225,7 @@ def build_container(
     """Wire up a process's components. Nothing is started until :meth:`Container.start`."""
     clock = clock or SystemClock()
     metrics = VigilMetrics(registry)
-    database = Database(create_engine(settings))
+    database = Database(create_engine(settings), write_wait=settings.db_busy_timeout_seconds)
     redis = RedisConnection(settings.redis_url) if settings.redis_url else None
     queue = build_queue(settings, redis, clock)
     plugins = load_plugins()

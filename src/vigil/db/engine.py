@@ -143,8 +143,9 @@ async def sqlite_send(driver: Any, sql: str, parameters: Sequence[Any]) -> list[
 class Database:
     """Owns the engine and hands out transactions."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, write_wait: float = 30.0) -> None:
         self.engine = engine
+        self._write_wait = write_wait
         # SQLite has one writer at a time. Writers of this process queue here, in order, and
         # take the file's lock one after another; without it each would take its own
         # connection and wait in SQLite's busy handler, which polls by sleeping (1 to 100 ms)
@@ -172,8 +173,15 @@ class Database:
         if self._write_turn is None:
             yield
             return
-        async with self._write_turn:
+        try:
+            async with asyncio.timeout(self._write_wait):
+                await self._write_turn.acquire()
+        except TimeoutError:
+            raise Unavailable("database busy: no turn to write within the timeout") from None
+        try:
             yield
+        finally:
+            self._write_turn.release()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

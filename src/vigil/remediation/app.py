@@ -77,7 +77,7 @@ def create_remediator_app(
     clock = clock or SystemClock()
     metrics = RemediatorMetrics(registry)
     owns_database = database is None
-    db = database or Database(create_engine(settings))
+    db = database or Database(create_engine(settings), write_wait=settings.db_busy_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
