@@ -123,7 +123,17 @@ async def test_a_failed_action_is_dead_lettered_listed_and_redriven(
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"all": False}, {"all": True, "task_ids": ["task_1"]}, {"task_ids": []}, {"all": "yes"}],
+    [
+        {},
+        {"all": False},
+        {"all": True, "task_ids": ["task_1"]},
+        {"task_ids": ["task_1"], "action_ids": [1]},
+        {"task_ids": []},
+        {"action_ids": []},
+        {"action_ids": [0]},
+        {"action_ids": ["1"]},
+        {"all": "yes"},
+    ],
 )
 async def test_redrive_needs_exactly_one_of_task_ids_and_all(
     client: httpx.AsyncClient, body: dict[str, Any]

@@ -261,3 +261,54 @@ async def test_a_task_met_by_a_database_outage_is_dropped_and_left_to_the_reconc
         assert (await w.queue.stats()).queue_length == 0
         assert await w.queue.dead_letters(limit=10) == []
         assert (await w.action(action_id))["status"] == "pending"
+
+
+async def fail_for_good(w: World, target: str = "web-01") -> int:
+    action_id = await w.manual(target=target)
+    executor = ScriptedExecutor([failure("broken", retryable=False)])
+    await w.worker(executor).handle(await take(w))
+    assert (await w.action(action_id))["status"] == "failed"
+    return action_id
+
+
+async def test_a_failed_action_whose_dead_letter_entry_was_lost_is_redriven_by_id(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await fail_for_good(w)
+        await w.queue.take_dead(None)  # the in-process dead letter, after a restart
+        redriven, skipped = await w.actions.redrive(action_ids=[action_id], actor=Actor("op"))
+        assert ([r["id"] for r in redriven], skipped) == ([action_id], [])
+        assert (await w.action(action_id))["status"] == "pending"
+        assert (await take(w)).task.attempt == 2
+
+
+async def test_an_entry_whose_pair_has_another_action_open_stays_in_the_dead_letter(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        failed_id = await fail_for_good(w)
+        newer = await w.manual()  # same action and target: open now
+        redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
+        assert redriven == []
+        assert [(s["action_id"], "open" in s["reason"]) for s in skipped] == [(failed_id, True)]
+        assert len(await w.queue.dead_letters(limit=10)) == 1, "kept, to re-drive later"
+        # Once the newer one ends, the redrive goes through.
+        await w.actions.cancel(newer, reason=None, actor=Actor("op"))
+        redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
+        assert [r["id"] for r in redriven] == [failed_id]
+        assert await w.queue.dead_letters(limit=10) == []
+
+
+async def test_an_entry_whose_action_is_no_longer_failed_leaves_the_dead_letter(
+    database_url: str,
+) -> None:
+    async with world(database_url) as w:
+        action_id = await fail_for_good(w)
+        await w.actions.redrive(action_ids=[action_id], actor=Actor("op"))  # entry removed
+        reserved = await take(w)
+        await w.queue.dead_letter(None, reserved.task, error="a stale copy")
+        redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
+        assert redriven == []
+        assert "pending" in skipped[0]["reason"]
+        assert await w.queue.dead_letters(limit=10) == []

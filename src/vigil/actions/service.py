@@ -11,7 +11,7 @@ from vigil.actions.status import Status
 from vigil.actions.store import create_action, manual_key, transition
 from vigil.clock import Clock
 from vigil.db.engine import Database
-from vigil.errors import Conflict, InvalidInput, NotFound
+from vigil.errors import ActionAlreadyOpen, Conflict, InvalidInput, NotFound
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.queue.task import TaskQueue
@@ -99,41 +99,66 @@ class ActionService:
         return record
 
     async def redrive(
-        self, task_ids: list[str] | None, *, actor: Actor
+        self,
+        task_ids: list[str] | None = None,
+        *,
+        action_ids: list[int] | None = None,
+        actor: Actor,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Put dead-lettered tasks' actions back to ``pending`` with a fresh attempt budget.
+        """Put failed actions back to ``pending`` with a fresh attempt budget, and queue them.
 
-        ``None`` re-drives the whole dead letter. Returns the re-driven actions and the
-        tasks skipped, each with why (not in the dead letter, the action did not fail,
-        another action is open for the same pair).
+        By dead-letter task (``task_ids``; neither argument: the whole dead letter), or by
+        action id (``action_ids``: also a failed action whose dead-letter entry was lost, as
+        the in-process dead letter is at a restart). An entry leaves the dead letter only
+        once its action is re-driven (or can never be: gone, or no longer failed); one whose
+        pair has another action open stays. Returns the re-driven actions and the skipped
+        ones, each with why.
         """
-        dead = await self._queue.take_dead(task_ids)
-        found = {d.task.task_id for d in dead}
-        skipped: list[dict[str, Any]] = [
-            {"task_id": task_id, "action_id": None, "reason": "not in the dead letter"}
-            for task_id in (task_ids or [])
-            if task_id not in found
+        wanted_actions = set(action_ids or ())
+        dead = [
+            d
+            for d in await self._queue.dead_letters(limit=_REDRIVE_LIMIT)
+            if (action_ids is None and (task_ids is None or d.task.task_id in task_ids))
+            or d.task.action_id in wanted_actions
         ]
+        skipped: list[dict[str, Any]] = []
+        if task_ids is not None:
+            found = {d.task.task_id for d in dead}
+            skipped += [
+                {"task_id": t, "action_id": None, "reason": "not in the dead letter"}
+                for t in dict.fromkeys(task_ids)
+                if t not in found
+            ]
+        entries: dict[int, list[str]] = {}
+        for d in dead:
+            entries.setdefault(d.task.action_id, []).append(d.task.task_id)
+        for action_id in action_ids or ():
+            entries.setdefault(action_id, [])
         redriven: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        for item in dead:
-            action_id = item.task.action_id
-            if action_id in seen:
-                continue
-            seen.add(action_id)
+        for action_id, tasks in entries.items():
+            task_id = tasks[0] if tasks else None
             try:
                 async with self._db.write() as conn:
                     record = await lifecycle.redrive(
                         conn, action_id=action_id, actor=actor, now=self._clock.now()
                     )
+            except ActionAlreadyOpen as exc:
+                skipped.append({"task_id": task_id, "action_id": action_id, "reason": exc.message})
+                continue  # it stays in the dead letter, to re-drive once the other ends
             except (Conflict, NotFound) as exc:
-                skipped.append(
-                    {"task_id": item.task.task_id, "action_id": action_id, "reason": exc.message}
-                )
+                skipped.append({"task_id": task_id, "action_id": action_id, "reason": exc.message})
+                if tasks:  # the action will never be re-driven from here
+                    await self._queue.take_dead(tasks)
                 continue
+            if tasks:
+                await self._queue.take_dead(tasks)
             redriven.append(record)
             self._metrics.actions_total.labels(
                 action=record["action"], status=Status.PENDING.value
             ).inc()
         await self._dispatcher.dispatch(redriven)
         return redriven, skipped
+
+
+_REDRIVE_LIMIT = 100_000
+"""Most dead-letter entries one redrive looks at."""

@@ -60,17 +60,28 @@ class RedriveIn(BaseModel):
     )
 
     task_ids: list[TaskId] | None = Field(default=None, min_length=1, max_length=1000)
+    action_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Failed actions to re-drive by id, whether or not the dead letter still "
+        "holds their task (the in-process dead letter is lost at a restart)",
+    )
     all: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _one_of(self) -> RedriveIn:
-        if self.all == (self.task_ids is not None):
-            raise ValueError('give either "task_ids" (a non-empty list) or "all": true')
+        given = [self.task_ids is not None, self.action_ids is not None, self.all]
+        if sum(given) != 1:
+            raise ValueError(
+                'give exactly one of "task_ids" (a non-empty list), "action_ids" (a non-empty '
+                'list) or "all": true'
+            )
         return self
 
 
 class SkippedOut(BaseModel):
-    task_id: str
+    task_id: str | None
     action_id: int | None
     reason: str
 
@@ -119,13 +130,14 @@ async def dead_letter(
     responses=error_responses(413, 422, 503),
 )
 async def redrive(body: RedriveIn, container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
-    """Put dead-lettered actions back to ``pending`` with a fresh attempt budget.
+    """Put failed actions back to ``pending`` with a fresh attempt budget, by dead-letter
+    task, by action id (even when the dead letter lost their task) or all of them.
 
     Attempt numbers carry on from the last one. Tasks that are not in the dead letter, or
     whose action cannot be re-driven, are listed in ``skipped`` with the reason.
     """
     redriven, skipped = await container.actions.redrive(
-        None if body.all else body.task_ids, actor=actor
+        body.task_ids, action_ids=body.action_ids, actor=actor
     )
     return {
         "ok": True,
