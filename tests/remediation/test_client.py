@@ -210,9 +210,11 @@ async def test_connection_refused_is_a_retryable_failure() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_a_server_error_is_a_retryable_failure(status: int, clock: FakeClock) -> None:
+async def test_a_server_error_that_lasts_is_a_retryable_failure(
+    status: int, clock: FakeClock
+) -> None:
     transport = httpx.MockTransport(lambda _r: httpx.Response(status, json={"detail": "boom"}))
-    remote = executor(transport, clock)
+    remote = executor(transport, clock, timeout=0.1, margin=0.1)
     try:
         result = await remote.execute(REQUEST)
     finally:
@@ -281,3 +283,25 @@ def test_from_settings_needs_url_and_secret(tmp_path: Any) -> None:
         Settings(database_url=database, remediator_url=URL, remediator_secret=SECRET)
     )
     assert isinstance(remote, RemoteExecutor)
+
+
+async def test_after_a_server_error_it_asks_again_with_the_same_key(clock: FakeClock) -> None:
+    """The remediator may have made the change and failed to say so: only the same key can
+    tell, so a 5xx is asked again (and the recorded answer taken) before giving up."""
+    bodies: list[bytes] = []
+    answer = {"status": "success", "message": "done", "details": {}, "duration_ms": 3.0}
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        if len(bodies) == 1:
+            return httpx.Response(503, json={"detail": "database unavailable"})
+        return httpx.Response(200, json=answer)
+
+    remote = executor(httpx.MockTransport(reply), clock)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert (result.status, result.message) == ("success", "done")
+    assert len(bodies) == 2
+    assert bodies[0] == bodies[1], "the same action id and attempt"

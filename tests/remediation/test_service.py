@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
+from vigil.errors import Unavailable
 from vigil.remediation.metrics import RemediatorMetrics
 from vigil.remediation.runs import INTERRUPTED_MESSAGE
 from vigil.remediation.service import (
@@ -288,3 +291,37 @@ async def test_local_executor_answers_when_the_database_does_not(clock: FakeCloc
     assert result.retryable
     assert result.details == {"reason": "unavailable"}
     assert run.calls == []
+
+
+class FlakyDatabase(Database):
+    """Fails the writes whose numbers (1-based) are in ``fail``, as a database that drops
+    out for a moment does."""
+
+    def __init__(self, inner: Database, fail: set[int]) -> None:
+        super().__init__(inner.engine)
+        self.fail = fail
+        self.writes = 0
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        self.writes += 1
+        if self.writes in self.fail:
+            raise Unavailable("database unavailable")
+        async with super().write() as conn:
+            yield conn
+
+
+async def test_a_result_is_recorded_after_a_moment_without_the_database(
+    database: Database, clock: FakeClock, metrics: RemediatorMetrics
+) -> None:
+    """The change was made: its result must be recorded, or a repeat would read as
+    interrupted and the next attempt would make the change again."""
+    flaky = FlakyDatabase(database, fail={2, 3})  # 1 claims; 2 and 3 (recording) fail
+    run = FakeRun()
+    result = await remediator(flaky, run, clock, metrics).remediate(request())
+    assert isinstance(result, RemediateResult)
+    assert result.status == "success"
+    again = await remediator(database, run, clock, metrics, owner="other").remediate(request())
+    assert isinstance(again, RemediateResult)
+    assert (again.status, again.message) == ("success", result.message)
+    assert len(run.calls) == 1

@@ -140,6 +140,17 @@ class RemoteExecutor(Executor):
                     _describe(exc),
                 )
             else:
+                if response.status_code >= 500 and time.monotonic() + self._poll < deadline:
+                    # The remediator (or its database) failed, perhaps after the change was
+                    # made: only the same key can learn that, so ask again with it.
+                    log.info(
+                        "remediator error %s, asking again: action_id=%s attempt=%s",
+                        response.status_code,
+                        request.action_id,
+                        request.attempt,
+                    )
+                    await asyncio.sleep(self._poll)
+                    continue
                 if response.status_code != 409:
                     return self._answer(request, response)
                 if time.monotonic() + self._poll >= deadline:

@@ -74,6 +74,10 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+FINISH_RETRY_SECONDS = 30.0
+"""How long the remediator keeps trying to record a result while the database is down."""
+
+
 class Remediator:
     """Deduplicating front of a :data:`Run`; see the module docstring."""
 
@@ -135,15 +139,7 @@ class Remediator:
         elapsed = time.monotonic() - started
         # A cancellation (shutdown) leaves the record running: it becomes an interrupted
         # failure once it expires, which is all anyone can know about it.
-        async with self._db.write() as conn:
-            recorded, record = await finish_run(
-                conn,
-                action_id=request.action_id,
-                attempt=request.attempt,
-                owner=self.owner,
-                result=storable(result, elapsed * 1000),
-                now=self._clock.now(),
-            )
+        recorded, record = await self._finish(request, storable(result, elapsed * 1000))
         if not recorded:
             log.warning(
                 "remediation finished after its record expired; the late result is not "
@@ -156,6 +152,36 @@ class Remediator:
         assert record.result is not None
         self._metrics.ran(request.action, record.result.status, elapsed)
         return record.result
+
+    async def _finish(
+        self, request: RemediateRequest, result: RemediateResult
+    ) -> tuple[bool, RunRecord]:
+        """Record the result, trying again for a while if the database does not answer: the
+        change has happened (or not) and only this record can say so; without it the key
+        stays running and later reads as interrupted."""
+        pause = 0.1
+        deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        while True:
+            try:
+                async with self._db.write() as conn:
+                    return await finish_run(
+                        conn,
+                        action_id=request.action_id,
+                        attempt=request.attempt,
+                        owner=self.owner,
+                        result=result,
+                        now=self._clock.now(),
+                    )
+            except Unavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "cannot record a remediation result yet, trying again: action_id=%s attempt=%s",
+                    request.action_id,
+                    request.attempt,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _answer_from(
         self, record: RunRecord, request: RemediateRequest
@@ -197,7 +223,14 @@ class LocalExecutor:
             try:
                 outcome = await self._remediator.remediate(request)
             except Unavailable as exc:
-                return failure(f"remediation not run: {exc.message}", reason="unavailable")
+                # Maybe before the run, maybe after it while recording: ask again with the
+                # same key (safe either way) until the deadline.
+                if time.monotonic() + self._poll >= deadline:
+                    return failure(
+                        f"remediation not confirmed: {exc.message}", reason="unavailable"
+                    )
+                await asyncio.sleep(self._poll)
+                continue
             except IdempotencyKeyReused as exc:
                 return failure(exc.message, reason="key_reused", retryable=False)
             if isinstance(outcome, RemediateResult):
