@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import select, text
 
 from vigil.actions.status import Status
-from vigil.actions.store import create_action, get_action, history, manual_key, transition
+from vigil.actions.store import (
+    create_action,
+    create_actions,
+    get_action,
+    history,
+    manual_key,
+    transition,
+)
 from vigil.db.engine import Database, create_engine
 from vigil.db.tables import action_history, actions, audit
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound
@@ -306,3 +313,47 @@ async def test_one_open_action_per_key_and_target_and_the_transaction_survives(
         targets = sorted(r.target for r in await conn.execute(select(actions.c.target)))
     assert targets == ["web-01", "web-02"]
     assert other["status"] == "pending"
+
+
+def _item(target: str) -> dict[str, Any]:
+    return {
+        "dedup_key": manual_key("restart"),
+        "policy_name": None,
+        "target": target,
+        "action": "restart",
+        "params": {"n": 1},
+        "reason": f"test {target}",
+    }
+
+
+async def test_actions_created_together_are_each_recorded_as_one_alone_would_be(
+    database: Database,
+) -> None:
+    async with database.write() as conn:
+        records = await create_actions(
+            conn, now=NOW, actor=Actor("tester"), items=[_item("a"), _item("b"), _item("c")]
+        )
+    assert [r["target"] for r in records] == ["a", "b", "c"]
+    assert all(r["status"] == "pending" and r["next_attempt"] == 1 for r in records)
+    async with database.read() as conn:
+        for record in records:
+            (entry,) = await history(conn, action_id=record["id"])
+            assert (entry["to"], entry["reason"]) == ("pending", f"test {record['target']}")
+        subjects = (await conn.execute(select(audit.c.subject))).scalars().all()
+    assert sorted(subjects) == sorted(f"action:{r['id']}" for r in records)
+
+
+async def test_a_clash_creates_none_of_the_group_and_leaves_the_transaction_usable(
+    database: Database,
+) -> None:
+    await new_action(database, target="b")
+    async with database.write() as conn:
+        with pytest.raises(ActionAlreadyOpen):
+            await create_actions(
+                conn, now=NOW, actor=Actor("tester"), items=[_item("a"), _item("b")]
+            )
+        (alone,) = await create_actions(conn, now=NOW, actor=Actor("tester"), items=[_item("a")])
+    async with database.read() as conn:
+        targets = (await conn.execute(select(actions.c.target))).scalars().all()
+    assert sorted(targets) == ["a", "b"]
+    assert alone["target"] == "a"

@@ -44,3 +44,30 @@ async def append_audit(
             request_id=actor.request_id,
         )
     )
+
+
+async def append_audits(
+    conn: AsyncConnection,
+    *,
+    at: datetime,
+    actor: Actor,
+    entries: list[tuple[str, str, Any, Any]],
+) -> None:
+    """Append several audit rows, ``(kind, subject, before, after)`` each, in one statement."""
+    if not entries:
+        return
+    await conn.execute(
+        audit.insert(),
+        [
+            {
+                "at": at,
+                "actor": actor.name,
+                "kind": kind,
+                "subject": subject,
+                "before": before,
+                "after": after,
+                "request_id": actor.request_id,
+            }
+            for kind, subject, before, after in entries
+        ],
+    )
