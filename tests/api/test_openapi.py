@@ -49,6 +49,9 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/ui/queue/stats"): set(),
     ("GET", "/api/v1/queue/dead-letter"): {422},
     ("POST", "/api/v1/queue/dead-letter/redrive"): {413, 422},
+    ("GET", "/api/v1/automation"): set(),
+    ("POST", "/api/v1/automation/pause"): {413, 422},
+    ("POST", "/api/v1/automation/resume"): {413, 422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.

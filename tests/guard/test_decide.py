@@ -57,3 +57,28 @@ def test_reasons_are_the_closed_list_of_the_contract() -> None:
         "not auto-remediated",
         "disabled",
     ]
+
+
+@pytest.mark.parametrize(
+    ("enabled", "auto", "state", "expected"),
+    [
+        (True, True, PairState(), Suppressed.PAUSED),
+        # A pause is named only when it is what stops the action.
+        (False, True, PairState(), Suppressed.DISABLED),
+        (True, False, PairState(), Suppressed.NOT_AUTO_REMEDIATED),
+        (True, True, PairState(open_action_id=7), Suppressed.ALREADY_OPEN),
+        (True, True, PairState(last_ended_at=NOW - timedelta(seconds=1)), Suppressed.COOLDOWN),
+    ],
+)
+def test_while_paused(enabled: bool, auto: bool, state: PairState, expected: Suppressed) -> None:
+    assert (
+        decide(
+            auto_remediate=auto,
+            enabled=enabled,
+            cooldown_seconds=300,
+            state=state,
+            now=NOW,
+            paused=True,
+        )
+        == expected
+    )

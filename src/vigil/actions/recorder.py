@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.actions.automation import get_state
 from vigil.actions.store import create_action, create_actions, pair_states, policy_key
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
@@ -38,6 +39,7 @@ async def record_violations(
     """
     pairs = [(policy_key(v.policy.name), v.target) for v in violations if v.policy.auto_remediate]
     states = await pair_states(conn, pairs=pairs)
+    paused = bool(pairs) and (await get_state(conn)).paused
     reasons: list[Suppressed | None] = []
     for violation in violations:
         policy = violation.policy
@@ -48,6 +50,7 @@ async def record_violations(
             cooldown_seconds=policy.cooldown_seconds,
             state=states.get(pair, PairState()),
             now=now,
+            paused=paused,
         )
         if reason is None:
             states[pair] = PairState(open_action_id=-1)  # opened by this violation

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vigil.actions import lifecycle
+from vigil.actions import automation, lifecycle
+from vigil.actions.automation import AutomationState
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.status import Status
 from vigil.actions.store import create_action, manual_key, transition
@@ -47,8 +48,9 @@ class ActionService:
     ) -> dict[str, Any]:
         """A pending manual action, dispatched to the queue.
 
-        :class:`InvalidInput` if no remediation handles ``action``;
-        :class:`ActionAlreadyOpen` if one is open for the same action and target.
+        :class:`InvalidInput` if no remediation handles ``action``; :class:`Conflict` while
+        automation is paused; :class:`ActionAlreadyOpen` if one is open for the same action
+        and target.
         """
         if not self._knows(action):
             message = (
@@ -60,6 +62,12 @@ class ActionService:
                 detail=[{"loc": ["body", "action"], "msg": message, "type": "value_error"}],
             )
         async with self._db.write() as conn:
+            switch = await automation.get_state(conn)
+            if switch.paused:
+                raise Conflict(
+                    f"automation is paused (since {switch.since:%Y-%m-%dT%H:%M:%SZ} by "
+                    f"{switch.by}: {switch.reason}); resume it to create actions"
+                )
             record = await create_action(
                 conn,
                 now=self._clock.now(),
@@ -75,6 +83,20 @@ class ActionService:
         self._metrics.actions_total.labels(action=action, status=Status.PENDING.value).inc()
         await self._dispatcher.dispatch([record])
         return record
+
+    async def automation_state(self) -> AutomationState:
+        """The global automation switch."""
+        async with self._db.read() as conn:
+            return await automation.get_state(conn)
+
+    async def set_paused(
+        self, paused: bool, *, reason: str | None, actor: Actor
+    ) -> AutomationState:
+        """Pause (no new action is created, by policy or by hand) or resume automation."""
+        async with self._db.write() as conn:
+            return await automation.set_paused(
+                conn, paused=paused, reason=reason, actor=actor, now=self._clock.now()
+            )
 
     async def cancel(self, action_id: int, *, reason: str | None, actor: Actor) -> dict[str, Any]:
         """Cancel an open action; :class:`IllegalTransition` if it already ended.

@@ -187,3 +187,14 @@ leases = Table(
     Column("acquired_at", UtcDateTime, nullable=False),
 )
 """Named leadership leases (the reconciler, later the policy runner): one holder at a time."""
+
+automation = Table(
+    "automation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("paused", Boolean, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("since", UtcDateTime, nullable=True),
+    Column("by", String(255), nullable=True),
+)
+"""The global automation switch: one row (id 1); no row means automation runs."""

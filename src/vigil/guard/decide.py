@@ -23,8 +23,12 @@ def decide(
     cooldown_seconds: float,
     state: PairState,
     now: datetime,
+    paused: bool = False,
 ) -> Suppressed | None:
-    """None when an action may be created, else the reason it may not."""
+    """None when an action may be created, else the reason it may not.
+
+    A pause is named only when it is what stops the action: a violation that would not have
+    acted anyway keeps its own reason."""
     if not enabled:
         return Suppressed.DISABLED
     if not auto_remediate:
@@ -35,4 +39,6 @@ def decide(
         seconds=cooldown_seconds
     ):
         return Suppressed.COOLDOWN
+    if paused:
+        return Suppressed.PAUSED
     return None

@@ -16,6 +16,7 @@ class Suppressed(StrEnum):
     MAX_CONCURRENT_TARGETS = "max concurrent targets"
     SILENCED = "silenced"
     PAUSED = "paused"
+    """Automation is paused globally (``POST /api/v1/automation/pause``)."""
     SHADOW = "shadow"
     NOT_AUTO_REMEDIATED = "not auto-remediated"
     """The policy records violations but does not act on them."""

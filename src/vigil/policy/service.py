@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vigil.actions.automation import get_state
 from vigil.actions.store import pair_states, policy_key
 from vigil.clock import Clock
 from vigil.db.engine import Database
@@ -162,6 +163,7 @@ class PolicyService:
             states = await pair_states(
                 conn, pairs=[(policy_key(v.policy.name), target) for v in found]
             )
+            paused = (await get_state(conn)).paused
         violations = []
         triggered = []
         for v in found:
@@ -182,6 +184,7 @@ class PolicyService:
                 cooldown_seconds=p.cooldown_seconds,
                 state=states.get((policy_key(p.name), target), PairState()),
                 now=now,
+                paused=paused,
             )
             triggered.append(
                 {
