@@ -52,10 +52,13 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/automation"): set(),
     ("POST", "/api/v1/automation/pause"): {413, 422},
     ("POST", "/api/v1/automation/resume"): {413, 422},
+    ("POST", "/api/v1/silences"): {413, 422},
+    ("GET", "/api/v1/silences"): {422},
+    ("DELETE", "/api/v1/silences/{silence_id}"): {404, 422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
-RESOURCE_PARAMS = {"name", "action_id"}
+RESOURCE_PARAMS = {"name", "action_id", "silence_id"}
 
 
 def _operations(app: FastAPI) -> list[tuple[str, str]]:

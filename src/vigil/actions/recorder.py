@@ -10,10 +10,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.automation import get_state
+from vigil.actions.silences import active_rules
 from vigil.actions.store import create_action, create_actions, pair_states, policy_key
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
 from vigil.guard.reasons import Suppressed
+from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 
@@ -40,6 +42,7 @@ async def record_violations(
     pairs = [(policy_key(v.policy.name), v.target) for v in violations if v.policy.auto_remediate]
     states = await pair_states(conn, pairs=pairs)
     paused = bool(pairs) and (await get_state(conn)).paused
+    rules = await active_rules(conn, now=now) if pairs else []
     reasons: list[Suppressed | None] = []
     for violation in violations:
         policy = violation.policy
@@ -50,6 +53,11 @@ async def record_violations(
             cooldown_seconds=policy.cooldown_seconds,
             state=states.get(pair, PairState()),
             now=now,
+            silenced=bool(rules)
+            and silencing(
+                rules, policy=policy.name, target=violation.target, tags=violation.tags, now=now
+            )
+            is not None,
             paused=paused,
         )
         if reason is None:

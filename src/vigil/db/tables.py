@@ -198,3 +198,17 @@ automation = Table(
     Column("by", String(255), nullable=True),
 )
 """The global automation switch: one row (id 1); no row means automation runs."""
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("matchers", Json, nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_silences_ends_at", "ends_at"),
+)
+"""Silences: matching violations are suppressed while ``starts_at <= now < ends_at``."""

@@ -23,12 +23,13 @@ def decide(
     cooldown_seconds: float,
     state: PairState,
     now: datetime,
+    silenced: bool = False,
     paused: bool = False,
 ) -> Suppressed | None:
     """None when an action may be created, else the reason it may not.
 
-    A pause is named only when it is what stops the action: a violation that would not have
-    acted anyway keeps its own reason."""
+    A silence or a pause is named only when it is what stops the action: a violation that
+    would not have acted anyway keeps its own reason."""
     if not enabled:
         return Suppressed.DISABLED
     if not auto_remediate:
@@ -39,6 +40,8 @@ def decide(
         seconds=cooldown_seconds
     ):
         return Suppressed.COOLDOWN
+    if silenced:
+        return Suppressed.SILENCED
     if paused:
         return Suppressed.PAUSED
     return None

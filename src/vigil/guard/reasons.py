@@ -15,6 +15,7 @@ class Suppressed(StrEnum):
     CIRCUIT_OPEN = "circuit open"
     MAX_CONCURRENT_TARGETS = "max concurrent targets"
     SILENCED = "silenced"
+    """An active silence matches the policy, target and tags (``/api/v1/silences``)."""
     PAUSED = "paused"
     """Automation is paused globally (``POST /api/v1/automation/pause``)."""
     SHADOW = "shadow"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -286,7 +286,8 @@ class IngestPipeline:
             if not quiet:
                 found = plan.evaluate(target, value, values)
                 if found:
-                    violations.extend(found)
+                    tags = sample.tags
+                    violations.extend(replace(v, tags=tags) if tags else v for v in found)
         if evaluations:
             self._metrics.policy_evaluations_total.inc(evaluations)
         return violations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vigil.policy.conditions import Check, compile_condition, metrics_of
 from vigil.policy.matcher import target_matches
@@ -63,6 +63,8 @@ class Violation:
     target: str
     value: float | None
     """The value of the sample that triggered it (None in a dry run without one)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """The triggering sample's tags (silences match on them)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from vigil.actions.automation import get_state
+from vigil.actions.silences import active_rules
 from vigil.actions.store import pair_states, policy_key
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.db.migrate import startup_lock
 from vigil.errors import PolicyInvalid
 from vigil.guard.decide import PairState, decide
+from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
@@ -164,6 +166,7 @@ class PolicyService:
                 conn, pairs=[(policy_key(v.policy.name), target) for v in found]
             )
             paused = (await get_state(conn)).paused
+            rules = await active_rules(conn, now=now)
         violations = []
         triggered = []
         for v in found:
@@ -184,6 +187,8 @@ class PolicyService:
                 cooldown_seconds=p.cooldown_seconds,
                 state=states.get((policy_key(p.name), target), PairState()),
                 now=now,
+                silenced=silencing(rules, policy=p.name, target=target, tags={}, now=now)
+                is not None,
                 paused=paused,
             )
             triggered.append(

@@ -1,0 +1,128 @@
+"""Silences: suppress matching violations for a while, with a comment saying why."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from vigil.actions import silences as store
+from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
+from vigil.api.errors import error_responses
+from vigil.errors import InvalidInput
+from vigil.text import Name, SafeStr, UtcTimestamp
+
+router = APIRouter(prefix="/api/v1/silences", tags=["safety"], route_class=VigilRoute)
+
+SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The silence's id")]
+Glob = Annotated[Name, StringConstraints(max_length=255)]
+
+
+class Matchers(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    policy: Glob | None = Field(default=None, description="Glob on the policy name")
+    target: Glob | None = Field(default=None, description="Glob on the target")
+    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] | None = Field(
+        default=None, max_length=64, description="Tags the sample must carry, exactly"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Matchers:
+        if self.policy is None and self.target is None and not self.tags:
+            raise ValueError(
+                "give at least one matcher (policy, target or tags); to stop every action, "
+                "pause automation instead"
+            )
+        return self
+
+
+class SilenceIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "matchers": {"policy": "high-cpu-*", "target": "web-0[1-4]"},
+                    "ends_at": "2026-01-19T14:00:00Z",
+                    "comment": "load test on the web tier",
+                }
+            ]
+        },
+    )
+
+    matchers: Matchers
+    starts_at: UtcTimestamp | None = None
+    ends_at: UtcTimestamp
+    comment: Annotated[SafeStr, StringConstraints(min_length=1, max_length=4096)]
+
+
+class SilenceOut(BaseModel):
+    id: int
+    matchers: dict[str, Any]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    created_by: str
+    active: bool
+
+
+class SilenceList(BaseModel):
+    silences: list[SilenceOut]
+
+
+class DeletedOut(BaseModel):
+    ok: bool
+
+
+@router.post("", status_code=201, response_model=SilenceOut, responses=error_responses(413, 422))
+async def create_silence(
+    body: SilenceIn, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    """Suppress violations matching every given matcher from ``starts_at`` (default now) to
+    ``ends_at``. Matched violations are suppressed as ``silenced``."""
+    now = container.clock.now()
+    starts_at = body.starts_at or now
+    if body.ends_at <= max(starts_at, now):
+        message = "must be later than starts_at and than now"
+        raise InvalidInput(
+            message, detail=[{"loc": ["body", "ends_at"], "msg": message, "type": "value_error"}]
+        )
+    async with container.database.write() as conn:
+        record = await store.create_silence(
+            conn,
+            matchers=body.matchers.model_dump(exclude_none=True),
+            starts_at=starts_at,
+            ends_at=body.ends_at,
+            comment=body.comment,
+            actor=actor,
+            now=now,
+        )
+    return store.silence_out(record, now)
+
+
+@router.get("", response_model=SilenceList, responses=error_responses(422))
+async def list_silences(
+    container: ContainerDep,
+    active: Annotated[bool | None, Query(description="Only those in force now (or not)")] = None,
+) -> dict[str, Any]:
+    """Silences, newest first."""
+    now = container.clock.now()
+    async with container.database.read() as conn:
+        rows = await store.list_silences(conn, now=now, active=active)
+    return {"silences": [store.silence_out(r, now) for r in rows]}
+
+
+@router.delete("/{silence_id}", response_model=DeletedOut, responses=error_responses(404, 422))
+async def expire_silence(
+    silence_id: SilenceId, container: ContainerDep, actor: ActorDep
+) -> dict[str, Any]:
+    """End a silence now; the violations it held back act at their next evaluation."""
+    async with container.database.write() as conn:
+        await store.expire_silence(
+            conn, silence_id=silence_id, actor=actor, now=container.clock.now()
+        )
+    return {"ok": True}
