@@ -95,3 +95,29 @@ async def test_resume_takes_no_body(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/automation/resume")
     assert response.status_code == 200
     assert response.json()["paused"] is False
+
+
+async def test_a_shadow_policy_records_what_it_would_do_and_never_acts(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/api/v1/policies", json={**POLICY, "shadow": True})
+    assert created.status_code == 201
+    assert created.json()["shadow"] is True
+    body = await hot(client)
+    assert body["actions"] == []
+    assert [v["suppressed"] for v in body["violations"]] == ["shadow"]
+    dry = await client.post(
+        "/api/v1/policies/evaluate", json={"metrics": {"cpu_percent": 95}, "target": "web-02"}
+    )
+    assert [a["status"] for a in dry.json()["actions_triggered"]] == ["suppressed: shadow"]
+    # Out of shadow mode, it acts.
+    updated = await client.put(f"/api/v1/policies/{POLICY['name']}", json={"shadow": False})
+    assert updated.json()["shadow"] is False
+    assert [a["action"] for a in (await hot(client))["actions"]] == ["scale-up"]
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+async def test_shadow_is_a_strict_boolean(client: httpx.AsyncClient, value: Any) -> None:
+    response = await client.post("/api/v1/policies", json={**POLICY, "shadow": value})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "shadow"]

@@ -82,3 +82,25 @@ def test_while_paused(enabled: bool, auto: bool, state: PairState, expected: Sup
         )
         == expected
     )
+
+
+@pytest.mark.parametrize(
+    ("state", "paused", "expected"),
+    [
+        (PairState(), False, Suppressed.SHADOW),
+        # What it would have done: a guard that would have stopped it is named instead.
+        (PairState(last_ended_at=NOW - timedelta(seconds=1)), False, Suppressed.COOLDOWN),
+        (PairState(), True, Suppressed.PAUSED),
+    ],
+)
+def test_a_shadow_policy_never_acts(state: PairState, paused: bool, expected: Suppressed) -> None:
+    found = decide(
+        auto_remediate=True,
+        enabled=True,
+        cooldown_seconds=300,
+        state=state,
+        now=NOW,
+        paused=paused,
+        shadow=True,
+    )
+    assert found == expected

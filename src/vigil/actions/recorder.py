@@ -59,6 +59,7 @@ async def record_violations(
             )
             is not None,
             paused=paused,
+            shadow=policy.shadow,
         )
         if reason is None:
             states[pair] = PairState(open_action_id=-1)  # opened by this violation

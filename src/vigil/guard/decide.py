@@ -25,11 +25,12 @@ def decide(
     now: datetime,
     silenced: bool = False,
     paused: bool = False,
+    shadow: bool = False,
 ) -> Suppressed | None:
     """None when an action may be created, else the reason it may not.
 
-    A silence or a pause is named only when it is what stops the action: a violation that
-    would not have acted anyway keeps its own reason."""
+    A silence, a pause or a shadow policy is named only when it is what stops the action: a
+    violation that would not have acted anyway keeps its own reason."""
     if not enabled:
         return Suppressed.DISABLED
     if not auto_remediate:
@@ -44,4 +45,6 @@ def decide(
         return Suppressed.SILENCED
     if paused:
         return Suppressed.PAUSED
+    if shadow:
+        return Suppressed.SHADOW
     return None

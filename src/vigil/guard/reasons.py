@@ -19,6 +19,7 @@ class Suppressed(StrEnum):
     PAUSED = "paused"
     """Automation is paused globally (``POST /api/v1/automation/pause``)."""
     SHADOW = "shadow"
+    """The policy is in shadow mode: this is what it would have done."""
     NOT_AUTO_REMEDIATED = "not auto-remediated"
     """The policy records violations but does not act on them."""
     DISABLED = "disabled"

@@ -94,6 +94,8 @@ class PolicySpec(_Wire):
     action: ActionName
     params: JsonObject = Field(default_factory=dict)
     cooldown_seconds: Duration = 300.0
+    shadow: StrictBool = False
+    """Record what it would have done (suppressed as ``shadow``) and never act."""
 
     @model_validator(mode="after")
     def _bounded_condition(self) -> PolicySpec:
@@ -128,6 +130,7 @@ class PolicyUpdate(_Wire):
     action: ActionName | None = None
     params: JsonObject | None = None
     cooldown_seconds: Duration | None = None
+    shadow: StrictBool | None = None
 
 
 class PolicyFile(_Wire):

@@ -190,6 +190,7 @@ class PolicyService:
                 silenced=silencing(rules, policy=p.name, target=target, tags={}, now=now)
                 is not None,
                 paused=paused,
+                shadow=p.shadow,
             )
             triggered.append(
                 {
