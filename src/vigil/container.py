@@ -30,7 +30,7 @@ from vigil.queue.redis import RedisConnection, RedisStreamQueue
 from vigil.queue.task import TaskQueue
 from vigil.remediation.client import RemoteExecutor
 from vigil.remediation.config import Remediations, load_remediations
-from vigil.remediation.execute import run_remediation
+from vigil.remediation.execute import runner_for
 from vigil.remediation.plugins.base import Plugin
 from vigil.remediation.registry import load_plugins
 from vigil.remediation.service import (
@@ -39,7 +39,6 @@ from vigil.remediation.service import (
     LocalExecutor,
     Remediator,
 )
-from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
 from vigil.worker.backoff import RetryPolicy
 from vigil.worker.reconciler import Reconciler
@@ -164,22 +163,13 @@ class Container:
         deduplicating code in-process, with the plugins of this process."""
         s = self.settings
         remediations = self.remediations
-
-        def timeout_for(request: RemediateRequest) -> float:
-            found = remediations.resolve(request.action, request.target)
-            return found.timeout if found is not None else s.remediator_timeout_seconds
-
+        run, timeout_for = runner_for(
+            remediations, self.plugins, self.clock, default_timeout=s.remediator_timeout_seconds
+        )
         if s.remediator_url is not None:
             remote = RemoteExecutor.from_settings(s, timeout_for=timeout_for, clock=self.clock)
             self._closers.append(remote.close)
             return remote
-        plugins = self.plugins
-
-        async def run(request: RemediateRequest) -> RemediateResult:
-            return await run_remediation(
-                request, remediations=remediations, plugins=plugins, clock=self.clock
-            )
-
         remediator = Remediator(
             database=self.database,
             clock=self.clock,

@@ -205,22 +205,14 @@ def _real_runner(
     """The plugins behind the remediations file, and each request's timeout from it."""
     # Imported here so an app given its own ``run`` (tests) does not load plugins.
     from vigil.remediation.config import load_remediations
-    from vigil.remediation.execute import run_remediation
+    from vigil.remediation.execute import runner_for
     from vigil.remediation.registry import load_plugins
 
-    remediations = load_remediations(settings.remediations_file)
     plugins = load_plugins()
+    remediations = load_remediations(settings.remediations_file, plugins=plugins)
     log.info(
         "remediations loaded from %s: %d entries", remediations.source, len(remediations.entries)
     )
-
-    def timeout_for(request: RemediateRequest) -> float:
-        remediation = remediations.resolve(request.action, request.target)
-        return remediation.timeout if remediation else settings.remediator_timeout_seconds
-
-    async def runner(request: RemediateRequest) -> RemediateResult:
-        return await run_remediation(
-            request, remediations=remediations, plugins=plugins, clock=clock
-        )
-
-    return runner, timeout_for
+    return runner_for(
+        remediations, plugins, clock, default_timeout=settings.remediator_timeout_seconds
+    )

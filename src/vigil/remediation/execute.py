@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from vigil.clock import Clock
 from vigil.remediation.config import Remediations
@@ -123,3 +123,28 @@ async def run_remediation(
         return finish(
             PluginFailed(f"{remediation.plugin} plugin error: {type(exc).__name__}: {exc}")
         )
+
+
+def runner_for(
+    remediations: Remediations,
+    plugins: Mapping[str, Plugin],
+    clock: Clock,
+    *,
+    default_timeout: float,
+) -> tuple[
+    Callable[[RemediateRequest], Awaitable[RemediateResult]], Callable[[RemediateRequest], float]
+]:
+    """The run function behind ``remediations`` and each request's timeout from it (the
+    entry's, or ``default_timeout`` when none matches): what the remediator service and the
+    in-process executor both wrap."""
+
+    def timeout_for(request: RemediateRequest) -> float:
+        found = remediations.resolve(request.action, request.target)
+        return found.timeout if found is not None else default_timeout
+
+    async def run(request: RemediateRequest) -> RemediateResult:
+        return await run_remediation(
+            request, remediations=remediations, plugins=plugins, clock=clock
+        )
+
+    return run, timeout_for
