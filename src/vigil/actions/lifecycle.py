@@ -65,10 +65,6 @@ async def claim(
         return None
 
 
-def _holding(attempt: int, owner: str) -> dict[str, Any]:
-    return {"attempts": attempt, "lease_owner": owner}
-
-
 async def renew_lease(
     conn: AsyncConnection,
     *,
@@ -92,6 +88,33 @@ async def renew_lease(
     return bool(result.rowcount)
 
 
+async def _settle(
+    conn: AsyncConnection,
+    *,
+    action_id: int,
+    attempt: int,
+    owner: str,
+    now: datetime,
+    to: Status,
+    reason: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Move a running action its worker holds to ``to``, releasing the lease.
+    :class:`StaleAttempt` if ``owner`` no longer holds it for ``attempt``."""
+    return await transition(
+        conn,
+        action_id=action_id,
+        to=to,
+        now=now,
+        actor=Actor(owner),
+        reason=reason,
+        expect={"attempts": attempt, "lease_owner": owner},
+        lease_owner=None,
+        lease_expires_at=None,
+        **fields,
+    )
+
+
 async def complete(
     conn: AsyncConnection,
     *,
@@ -102,19 +125,17 @@ async def complete(
     result: dict[str, Any],
     message: str,
 ) -> dict[str, Any]:
-    """running → completed with the remediator's answer. :class:`StaleAttempt` if not held."""
-    return await transition(
+    """running → completed with the remediator's answer."""
+    return await _settle(
         conn,
         action_id=action_id,
-        to=Status.COMPLETED,
+        attempt=attempt,
+        owner=owner,
         now=now,
-        actor=Actor(owner),
+        to=Status.COMPLETED,
         reason=f"attempt {attempt} succeeded: {message}",
-        expect=_holding(attempt, owner),
         result=result,
         error_message=None,
-        lease_owner=None,
-        lease_expires_at=None,
     )
 
 
@@ -128,19 +149,17 @@ async def fail(
     error: str,
     result: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """running → failed for good. :class:`StaleAttempt` if ``owner`` no longer holds it."""
-    return await transition(
+    """running → failed for good."""
+    return await _settle(
         conn,
         action_id=action_id,
-        to=Status.FAILED,
+        attempt=attempt,
+        owner=owner,
         now=now,
-        actor=Actor(owner),
+        to=Status.FAILED,
         reason=f"attempt {attempt} failed: {error}",
-        expect=_holding(attempt, owner),
         result=result,
         error_message=error,
-        lease_owner=None,
-        lease_expires_at=None,
     )
 
 
@@ -156,21 +175,19 @@ async def retry_later(
     due: datetime,
 ) -> dict[str, Any]:
     """running → pending, to run attempt + 1 at ``due``; the history keeps the error."""
-    return await transition(
+    return await _settle(
         conn,
         action_id=action_id,
-        to=Status.PENDING,
+        attempt=attempt,
+        owner=owner,
         now=now,
-        actor=Actor(owner),
+        to=Status.PENDING,
         reason=f"attempt {attempt} failed, retrying at {due.isoformat()}: {error}",
-        expect=_holding(attempt, owner),
         result=result,
         error_message=error,
         next_attempt=attempt + 1,
         next_attempt_at=due,
         dispatched_at=due,
-        lease_owner=None,
-        lease_expires_at=None,
     )
 
 
