@@ -221,6 +221,7 @@ def build_container(
     plugins = load_plugins()
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
     dispatcher = Dispatcher(queue)
+    name = process_name(role)
     return Container(
         settings=settings,
         clock=clock,
@@ -267,6 +268,9 @@ def build_container(
             interval=settings.runner_interval_seconds,
             retention=settings.metrics_retention_seconds,
             prune_chunk=settings.prune_chunk_size,
+            name=name,
+            decision_retention=settings.decision_retention,
+            dispatcher=dispatcher,
         ),
-        name=process_name(role),
+        name=name,
     )

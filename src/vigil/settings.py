@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     metrics_retention_seconds: Duration = 86400.0
     runner_enabled: bool = True
     runner_interval_seconds: Duration = 10.0
+    decision_retention: Duration = 30 * 86400.0
     prune_chunk_size: int = Field(default=10_000, ge=1)
 
     remediations_file: Path | None = None

@@ -37,9 +37,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 async def record(database: Database, targets: list[str]) -> list[recorder.Decision]:
     async with database.write() as conn:
-        return await recorder.record_violations(
+        return await recorder.record_observations(
             conn,
-            violations=[Violation(POLICY, t, 95.0) for t in targets],
+            observations=[Violation(POLICY, t, 95.0) for t in targets],
             now=NOW,
             actor=Actor(),
         )
@@ -64,7 +64,11 @@ async def test_a_pair_opened_by_another_process_meanwhile_is_suppressed_alone(
     async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairState]:
         return {}  # as read before that process committed
 
+    async def no_state(conn: Any, *, pairs: Any) -> dict[Any, Any]:
+        return {}
+
     monkeypatch.setattr(recorder, "pair_states", stale)
+    monkeypatch.setattr(recorder.episodes, "load", no_state)
     decisions = await record(database, ["web-01", "web-02", "web-03"])
     assert [d.suppressed for d in decisions] == [None, "action already open", None]
     assert [d.action is not None for d in decisions] == [True, False, True]

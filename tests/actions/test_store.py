@@ -35,14 +35,17 @@ ALLOWED = {
     Status.COMPLETED: set(),
     Status.FAILED: {Status.PENDING},
     Status.CANCELLED: set(),
+    Status.AWAITING_APPROVAL: {Status.PENDING, Status.CANCELLED},
 }
-# How to reach each status from a new (pending) action.
+# How to reach each status from a new (pending) action (an action awaiting approval is
+# created so).
 ROUTE = {
     Status.PENDING: [],
     Status.RUNNING: [Status.RUNNING],
     Status.COMPLETED: [Status.RUNNING, Status.COMPLETED],
     Status.FAILED: [Status.RUNNING, Status.FAILED],
     Status.CANCELLED: [Status.CANCELLED],
+    Status.AWAITING_APPROVAL: [],
 }
 
 
@@ -53,7 +56,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-async def new_action(database: Database, target: str = "web-01") -> int:
+async def new_action(
+    database: Database, target: str = "web-01", status: Status = Status.PENDING
+) -> int:
     async with database.write() as conn:
         record = await create_action(
             conn,
@@ -65,6 +70,7 @@ async def new_action(database: Database, target: str = "web-01") -> int:
             action="restart",
             params={},
             reason="test",
+            status=status,
         )
     return int(record["id"])
 
@@ -111,7 +117,10 @@ async def test_transitions_follow_the_graph(database: Database, subtests: pytest
     for current in Status:
         for to in Status:
             with subtests.test(f"{current.value} -> {to.value}"):
-                action_id = await new_action(database, target=f"{current.value}-{to.value}")
+                start = Status.AWAITING_APPROVAL if current is Status.AWAITING_APPROVAL else None
+                action_id = await new_action(
+                    database, target=f"{current.value}-{to.value}", status=start or Status.PENDING
+                )
                 for step in ROUTE[current]:
                     await move(database, action_id, step)
                 assert await status_of(database, action_id) == current.value

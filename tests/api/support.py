@@ -15,7 +15,16 @@ from sqlalchemy import func, select
 from vigil.api.app import create_app
 from vigil.clock import Clock
 from vigil.container import Container, build_container
-from vigil.db.tables import action_history, actions, audit, metrics, policies
+from vigil.db.tables import (
+    action_history,
+    actions,
+    audit,
+    decisions,
+    metrics,
+    policies,
+    policy_guards,
+    policy_states,
+)
 from vigil.settings import Settings
 
 _ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -33,7 +42,16 @@ async def table_counts(container: Container) -> dict[str, int]:
     """Row counts of the tables a mutation can touch."""
     counts = {}
     async with container.database.read() as conn:
-        for table in (metrics, policies, actions, action_history, audit):
+        for table in (
+            metrics,
+            policies,
+            actions,
+            action_history,
+            audit,
+            decisions,
+            policy_states,
+            policy_guards,
+        ):
             counts[table.name] = int(
                 (await conn.execute(select(func.count()).select_from(table))).scalar_one()
             )

@@ -846,6 +846,7 @@ async def test_batch_sees_earlier_samples_of_the_same_batch(client: httpx.AsyncC
 
 CPU_HOT = policy("cpu-hot", exceeds("cpu_usage", 90), cooldown_seconds=300)
 HOT_SAMPLE = {"name": "cpu_usage", "value": 95, "target": "web-01"}
+COOL_SAMPLE = {"name": "cpu_usage", "value": 20, "target": "web-01"}
 
 
 async def test_violation_creates_pending_action_with_first_history_row(
@@ -902,14 +903,23 @@ async def test_cooldown_after_the_action_ends(
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
 
-    clock.advance(299)  # 299 s after it ended: inside the 300 s cooldown
+    # Still the same episode: it acted once, so it does not again (and no reason applies).
+    r = await ingest(client, HOT_SAMPLE)
+    assert r["actions"] == []
+    assert [v.get("suppressed") for v in r["violations"]] == [None]
+    await ingest(client, COOL_SAMPLE)  # resolved
+
+    clock.advance(299)  # a new episode 299 s after the action ended: inside the cooldown
     r = await ingest(client, HOT_SAMPLE)
     assert r["actions"] == []
     assert [v.get("suppressed") for v in r["violations"]] == ["cooldown"]
+    clock.advance(1)  # the cooldown is over, but a cooldown holds for its whole episode
+    r = await ingest(client, HOT_SAMPLE)
+    assert [v.get("suppressed") for v in r["violations"]] == ["cooldown"]
     assert await count(container, actions) == 1
 
-    clock.advance(1)  # 300 s: the cooldown is over
-    r = await ingest(client, HOT_SAMPLE)
+    await ingest(client, COOL_SAMPLE)
+    r = await ingest(client, HOT_SAMPLE)  # the next episode acts
     second = action_ref(r)["action_id"]
     assert second != first
     assert "suppressed" not in r["violations"][0]

@@ -55,6 +55,11 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/silences"): {413, 422},
     ("GET", "/api/v1/silences"): {422},
     ("DELETE", "/api/v1/silences/{silence_id}"): {404, 422},
+    ("GET", "/api/v1/decisions"): {422},
+    ("POST", "/api/v1/actions/{action_id}/approve"): {404, 409, 413, 422},
+    ("POST", "/api/v1/actions/{action_id}/reject"): {404, 409, 413, 422},
+    ("GET", "/api/v1/policies/{name}/state"): {404, 422},
+    ("POST", "/api/v1/policies/{name}/reset"): {404, 422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
@@ -123,22 +128,42 @@ _scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
 )
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+
+def _nest(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+
+
+_json = st.recursive(_scalars, _nest, max_leaves=8)
 _names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,8}", fullmatch=True) | st.text(max_size=10)
+_durations = st.sampled_from(["30s", "2m", "0", "-1s", "1h", "soon"]) | st.floats()
+_leaf_types = ["metric_exceeds", "metric_below", "threshold", "absent", "rate", "expr", "bogus"]
+
+
+def _group(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.fixed_dictionaries(
+        {"type": st.sampled_from(["all", "any"]), "conditions": st.lists(inner, max_size=3)}
+    )
+
+
 _condition = st.recursive(
     st.fixed_dictionaries(
-        {"type": st.sampled_from(["metric_exceeds", "metric_below", "bogus"]) | _json},
-        optional={"metric": _names | _json, "threshold": st.floats() | _scalars},
+        {"type": st.sampled_from(_leaf_types) | _json},
+        optional={
+            "metric": _names | _json,
+            "threshold": st.floats() | _scalars,
+            "operator": st.sampled_from([">", ">=", "<", "<=", "==", "!=", "=>", ""]) | _json,
+            "for": _durations | _json,
+            "window": _durations | _json,
+            "aggregate": st.sampled_from(["avg", "p95", "count", "median"]) | _json,
+            "expression": st.sampled_from(
+                ["cpu > 90", 'cpu > 1 and tags.r == "x"', "__import__('os')", "9**9**9", ""]
+            )
+            | st.text(max_size=40)
+            | _json,
+        },
     ),
-    lambda inner: st.fixed_dictionaries(
-        {"type": st.sampled_from(["all", "any"]), "conditions": st.lists(inner, max_size=3)}
-    ),
+    _group,
     max_leaves=6,
 )
 _policy = st.fixed_dictionaries(
@@ -151,6 +176,11 @@ _policy = st.fixed_dictionaries(
         "enabled": st.booleans() | _json,
         "auto_remediate": st.booleans() | _json,
         "condition": _condition | _json,
+        "clear": _condition | _json,
+        "max_actions_per_hour": st.integers(-2, 5) | _json,
+        "max_concurrent_targets": st.integers(-2, 5) | _json,
+        "approval_required": st.booleans() | _json,
+        "approval_timeout_seconds": _durations | _json,
         "action": _names | _json,
         "params": _json,
         "cooldown_seconds": st.sampled_from(["30s", "2m", "-1", "1h", "x"]) | _scalars,

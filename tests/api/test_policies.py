@@ -36,6 +36,13 @@ STORED_POLICY = {
     "condition": {"type": "metric_exceeds", "metric": "cpu_percent", "threshold": 90.0},
     "cooldown_seconds": 300.0,
     "shadow": False,
+    "clear": None,
+    "max_actions_per_hour": None,
+    "max_concurrent_targets": None,
+    "approval_required": False,
+    "approval_timeout_seconds": 3600.0,
+    "verify": None,
+    "escalate": [],
     "source": "api",
     "created_at": "2026-01-19T12:00:00Z",
     "updated_at": "2026-01-19T12:00:00Z",
@@ -123,6 +130,13 @@ async def test_create_fills_in_the_defaults(client: httpx.AsyncClient) -> None:
         "params": {},
         "cooldown_seconds": 300.0,
         "shadow": False,
+        "clear": None,
+        "max_actions_per_hour": None,
+        "max_concurrent_targets": None,
+        "approval_required": False,
+        "approval_timeout_seconds": 3600.0,
+        "verify": None,
+        "escalate": [],
         "source": "api",
         "created_at": "2026-01-19T12:00:00Z",
         "updated_at": "2026-01-19T12:00:00Z",
@@ -1068,13 +1082,18 @@ async def test_evaluate_refuses_bad_input(
 # --- runner status ----------------------------------------------------------------------
 
 
-async def test_runner_status(client: httpx.AsyncClient) -> None:
+async def test_runner_status(client: httpx.AsyncClient, container: Container) -> None:
     r = await client.get(f"{BASE}/runner/status")
     assert r.status_code == 200
     body = r.json()
     assert body["ok"] is True
     runner = body["runner"]
+    assert runner["leader"] is False  # nobody has taken the lease yet
+    assert runner["leader_name"] is None
+    assert await container.runner.lead()
+    runner = (await client.get(f"{BASE}/runner/status")).json()["runner"]
     assert runner["leader"] is True
+    assert runner["leader_name"] == container.runner.name
     assert runner["enabled"] is True
     assert runner["running"] is False  # the test app does not start it
     assert runner["interval_seconds"] == 0.2

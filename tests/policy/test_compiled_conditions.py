@@ -10,17 +10,36 @@ from hypothesis import strategies as st
 
 from vigil.policy.conditions import compile_condition, metrics_of
 from vigil.policy.evaluator import PolicyIndex, guard
-from vigil.policy.models import AllOf, AnyOf, Condition, MetricBelow, MetricExceeds, PolicySpec
+from vigil.policy.models import (
+    AllOf,
+    AnyOf,
+    Condition,
+    MetricBelow,
+    MetricExceeds,
+    PolicySpec,
+    ThresholdCondition,
+)
+
+ORACLE = {
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    "==": lambda v, t: v == t,
+    "!=": lambda v, t: v != t,
+}
 
 
 def holds(condition: Condition, values: Mapping[str, float]) -> bool:
     """The oracle: the condition models read directly (a missing metric is false)."""
-    if isinstance(condition, MetricExceeds | MetricBelow):
+    if isinstance(condition, MetricExceeds | MetricBelow | ThresholdCondition):
         value = values.get(condition.metric)
         if value is None:
             return False
         if isinstance(condition, MetricExceeds):
             return value > condition.threshold
+        if isinstance(condition, ThresholdCondition):
+            return bool(ORACLE[condition.operator](value, condition.threshold))
         return value < condition.threshold
     if isinstance(condition, AllOf):
         return all(holds(child, values) for child in condition.conditions)
@@ -33,12 +52,24 @@ NUMBERS = st.sampled_from([-1.0, 0.0, 4.99, 5.0, 50.0, 80.0, 80.5, 90.0, 1e9])
 
 
 def leaves(metrics: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.builds(
+    shorthand = st.builds(
         lambda kind, metric, threshold: {"type": kind, "metric": metric, "threshold": threshold},
         st.sampled_from(["metric_exceeds", "metric_below"]),
         st.sampled_from(metrics),
         NUMBERS,
     )
+    threshold = st.builds(
+        lambda op, metric, threshold: {
+            "type": "threshold",
+            "metric": metric,
+            "operator": op,
+            "threshold": threshold,
+        },
+        st.sampled_from(sorted(ORACLE)),
+        st.sampled_from(metrics),
+        NUMBERS,
+    )
+    return shorthand | threshold
 
 
 def conditions(metrics: tuple[str, ...] = METRICS) -> st.SearchStrategy[dict[str, Any]]:
@@ -66,7 +97,7 @@ def test_compiled_condition_answers_as_holds(
     condition: dict[str, Any], values: dict[str, float]
 ) -> None:
     spec = policy("p", condition)
-    assert compile_condition(spec.condition)(values) is holds(spec.condition, values)
+    assert compile_condition(spec.condition)(values, {}) is holds(spec.condition, values)
 
 
 @given(st.lists(CONDITIONS, min_size=1, max_size=5), VALUES)
@@ -78,7 +109,7 @@ def test_index_reports_exactly_the_policies_that_hold(
     expected = [p.name for p in specs if holds(p.condition, values)]
     for metric, value in values.items():
         # What ingest reports for a sample of each metric the target has.
-        found = index.plan(metric, "web-01").evaluate("web-01", value, values)
+        found = index.plan(metric, "web-01").evaluate("web-01", value, values, {})
         reading = [p.name for p in specs if metric in metrics_of(p.condition)]
         assert [v.policy.name for v in found] == [n for n in expected if n in reading]
     assert [v.policy.name for v in index.evaluate_values("web-01", values)] == expected
@@ -105,7 +136,7 @@ def test_plan_reports_exactly_the_policies_that_hold(
     values = {**values, metric: value}
     reading = [p for p in specs if metric in metrics_of(p.condition)]
     expected = [p.name for p in reading if holds(p.condition, values)]
-    assert [v.policy.name for v in plan.evaluate("web-01", value, values)] == expected
+    assert [v.policy.name for v in plan.evaluate("web-01", value, values, {})] == expected
     assert [p.name for p in plan.candidates] == [p.name for p in reading]
 
 
@@ -125,4 +156,4 @@ def test_guard_of_a_band_condition_lets_every_value_through() -> None:
     value = 50.0
     assert value > above or value < below
     plan = PolicyIndex([band]).plan("cpu", "web-01")
-    assert [v.policy.name for v in plan.evaluate("web-01", 50.0, {"cpu": 50.0})] == ["band"]
+    assert [v.policy.name for v in plan.evaluate("web-01", 50.0, {"cpu": 50.0}, {})] == ["band"]

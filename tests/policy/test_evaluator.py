@@ -58,7 +58,7 @@ CPU_OR_DISK = {"type": "any", "conditions": [exceeds("cpu", 90), below("disk", 5
     ],
 )
 def test_holds(condition: dict[str, Any], values: dict[str, float], expected: bool) -> None:
-    assert compile_condition(policy("p", condition).condition)(values) is expected
+    assert compile_condition(policy("p", condition).condition)(values, {}) is expected
 
 
 def test_metrics_of_collects_every_leaf() -> None:
@@ -86,7 +86,7 @@ def test_index_selects_enabled_policies_reading_the_metric_for_the_target() -> N
 
 def test_index_reports_each_violated_candidate() -> None:
     index = PolicyIndex([policy("hot", exceeds("cpu", 90)), policy("warm", exceeds("cpu", 50))])
-    violations = index.plan("cpu", "web-01").evaluate("web-01", 70.0, {"cpu": 70.0})
+    violations = index.plan("cpu", "web-01").evaluate("web-01", 70.0, {"cpu": 70.0}, {})
     assert [(v.policy.name, v.target, v.value) for v in violations] == [("warm", "web-01", 70.0)]
 
 

@@ -33,6 +33,7 @@ async def test_retention_prunes_old_samples_and_keeps_recent_ones(
     assert (await client.post("/api/v1/ingest/batch", json={"metrics": batch})).status_code == 201
     assert await _count(container, metrics) == 3
 
+    assert await container.runner.lead()
     pruned = await container.runner.run_once()
 
     assert pruned == 2

@@ -1,23 +1,67 @@
-"""Record decisions: a violation passes the guards and becomes an action, or is suppressed."""
+"""Record what evaluations found: each (policy, target) moves through its states, and a
+violation that starts a firing episode passes the guards and becomes an action, or is
+suppressed -- every outcome written down as a decision.
+
+The rules (issue 4): the policy's own action is created once per firing episode, on the
+transition into ``firing``. While an episode fires, a violation whose attempt was suppressed
+by a silence, the pause, shadow mode, a missing ``auto_remediate``, the blast radius or a
+still-open action tries again; one suppressed by the cooldown or the circuit breaker does
+not. The same suppression repeated within an episode counts on its decision row.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.actions import episodes
 from vigil.actions.automation import get_state
+from vigil.actions.episodes import Episode, NewDecision, Pair
 from vigil.actions.silences import active_rules
+from vigil.actions.status import OPEN, Status
 from vigil.actions.store import create_action, create_actions, pair_states, policy_key
+from vigil.db.tables import actions, policy_guards
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
-from vigil.guard.reasons import Suppressed
+from vigil.guard.reasons import Suppressed, outcome_of
 from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
+from vigil.policy.history import Verdict
+from vigil.policy.models import PolicySpec
+from vigil.policy.state import Change, Phase, step
+
+STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
+"""Suppressions that hold for the rest of their episode."""
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The policy's condition holds for the target, but not yet for its ``for``."""
+
+    policy: PolicySpec
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The pair stops firing (its ``clear`` holds, or its condition no longer does) or, if
+    pending, goes back to ``ok``."""
+
+    policy: PolicySpec
+    target: str
+
+
+Observation = Violation | Pending | Settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,31 +71,177 @@ class Decision:
     violation: Violation
     suppressed: Suppressed | None
     action: dict[str, Any] | None
+    episode_action_id: int | None = None
+    """Set when the violation belongs to an episode that already acted (and whose action
+    has ended): nothing was attempted."""
 
 
-async def record_violations(
-    conn: AsyncConnection, *, violations: Sequence[Violation], now: datetime, actor: Actor
+@dataclass(slots=True)
+class _Attempt:
+    index: int
+    violation: Violation
+    episode: Episode
+    reason: Suppressed | None = None
+
+
+async def record_observations(
+    conn: AsyncConnection, *, observations: Sequence[Observation], now: datetime, actor: Actor
 ) -> list[Decision]:
-    """Apply the guards to each violation, in order, creating actions where they allow.
+    """Apply ``observations`` in order to their pairs' states; the decision on each violation.
 
-    The guards are decided for all violations first (a pair that gets an action is open for
-    the violations after it), then the actions are created together; should another process
+    The guards are decided for all attempts first (a pair that gets an action is open for
+    the attempts after it), then the actions are created together; should another process
     have opened one of them meanwhile, they are created one by one instead, and that one is
     suppressed as ``action already open``.
     """
-    pairs = [(policy_key(v.policy.name), v.target) for v in violations if v.policy.auto_remediate]
-    states = await pair_states(conn, pairs=pairs)
-    paused = bool(pairs) and (await get_state(conn)).paused
-    rules = await active_rules(conn, now=now) if pairs else []
-    reasons: list[Suppressed | None] = []
-    for violation in violations:
+    pairs = [(o.policy.name, o.target) for o in observations]
+    states = await episodes.load(conn, pairs=pairs)
+    acting_pairs = [
+        (policy_key(o.policy.name), o.target)
+        for o in observations
+        if isinstance(o, Violation) and o.policy.auto_remediate
+    ]
+    actions_of = await pair_states(conn, pairs=acting_pairs)
+    dirty: dict[Pair, Episode] = {}
+    firing_changed = False
+    results: list[Decision | None] = []
+    attempts: list[_Attempt] = []
+    book = _Book()
+
+    for observation in observations:
+        pair = (observation.policy.name, observation.target)
+        episode = states.get(pair) or Episode(*pair)
+        if not isinstance(observation, Violation):
+            verdict = Verdict.PENDING if isinstance(observation, Pending) else Verdict.FALSE
+            cleared = Verdict.TRUE if isinstance(observation, Settled) else None
+            if observation.policy.clear is None:
+                cleared = None
+            phase, change = step(episode.phase, verdict, cleared, now)
+            if change is not None:
+                episode = replace(episode, phase=phase)
+                states[pair] = dirty[pair] = episode
+                firing_changed |= change is Change.RESOLVED
+            continue
+        violation = observation
+        if episode.phase.phase is not Phase.FIRING:
+            phase, _ = step(episode.phase, Verdict.TRUE, None, now)
+            episode = episode.new_episode(phase)
+            episode.tags = dict(violation.tags) or None
+            states[pair] = dirty[pair] = episode
+            firing_changed = True
+            attempts.append(_Attempt(len(results), violation, episode))
+            results.append(None)
+            continue
+        key = (policy_key(violation.policy.name), violation.target)
+        if episode.acted:
+            if actions_of.get(key, PairState()).open_action_id is None:
+                results.append(Decision(violation, None, None, episode.action_id))
+                continue
+            reason = Suppressed.ALREADY_OPEN
+        elif episode.reason is not None and Suppressed(episode.reason) in STICKY:
+            reason = Suppressed(episode.reason)
+        else:
+            attempts.append(_Attempt(len(results), violation, episode))
+            results.append(None)
+            continue
+        results.append(book.suppressed(violation, episode, reason, dirty))
+
+    if attempts:
+        await _decide(conn, attempts, actions_of, now)
+        await _limit(conn, attempts, actions_of, now)
+        created = await _create(conn, [a for a in attempts if a.reason is None], now, actor)
+        for attempt in attempts:
+            violation, episode = attempt.violation, attempt.episode
+            action = created.get(attempt.index) if attempt.reason is None else None
+            if attempt.reason is None and action is None:
+                attempt.reason = Suppressed.ALREADY_OPEN  # lost a race with another process
+            if action is not None:
+                episode.acted = True
+                episode.action_id = int(action["id"])
+                episode.reason = None
+                dirty[episode.pair] = episode
+                book.acted(violation, episode, action)
+                results[attempt.index] = Decision(violation, None, action)
+            else:
+                assert attempt.reason is not None
+                results[attempt.index] = book.suppressed(violation, episode, attempt.reason, dirty)
+    await book.write(conn, dirty, now)
+    await episodes.save(conn, episodes=list(dirty.values()), now=now, firing_changed=firing_changed)
+    return [d for d in results if d is not None]
+
+
+class _Book:
+    """The decision rows to write: new ones (a pair's repeated suppression within this
+    batch counts on its new row) and repeats of rows already stored."""
+
+    def __init__(self) -> None:
+        self.fresh: list[tuple[Episode, NewDecision]] = []
+        self._open: dict[Pair, int] = {}
+        self.repeats: list[int] = []
+
+    def suppressed(
+        self, violation: Violation, episode: Episode, reason: Suppressed, dirty: dict[Pair, Episode]
+    ) -> Decision:
+        pair = episode.pair
+        if episode.reason == reason.value:
+            if pair in self._open:
+                self.fresh[self._open[pair]][1].count += 1
+                return Decision(violation, reason, None)
+            if episode.decision_id is not None:
+                self.repeats.append(episode.decision_id)
+                return Decision(violation, reason, None)
+        episode.reason = reason.value
+        dirty[pair] = episode
+        self._open[pair] = len(self.fresh)
+        self.fresh.append((episode, _row(violation, episode, reason, None)))
+        return Decision(violation, reason, None)
+
+    def acted(self, violation: Violation, episode: Episode, action: dict[str, Any]) -> None:
+        self._open.pop(episode.pair, None)
+        self.fresh.append((episode, _row(violation, episode, None, int(action["id"]))))
+
+    async def write(self, conn: AsyncConnection, dirty: dict[Pair, Episode], now: datetime) -> None:
+        ids = await episodes.add_decisions(conn, items=[d for _, d in self.fresh], now=now)
+        for (episode, _), decision_id in zip(self.fresh, ids, strict=True):
+            episode.decision_id = decision_id  # the last one written wins: the newest
+            dirty[episode.pair] = episode
+        await episodes.count_again(conn, ids=self.repeats, now=now)
+
+
+def _row(
+    violation: Violation, episode: Episode, reason: Suppressed | None, action_id: int | None
+) -> NewDecision:
+    return NewDecision(
+        policy_name=violation.policy.name,
+        target=violation.target,
+        severity=violation.policy.severity,
+        episode=episode.phase.episode,
+        value=violation.value,
+        outcome=outcome_of(reason),
+        reason=None if reason is None else reason.value,
+        action_id=action_id,
+    )
+
+
+async def _decide(
+    conn: AsyncConnection,
+    attempts: list[_Attempt],
+    actions_of: dict[tuple[str, str], PairState],
+    now: datetime,
+) -> None:
+    """The guards that need no counting: mode, open action, cooldown, silence, pause."""
+    acting = any(a.violation.policy.auto_remediate for a in attempts)
+    paused = acting and (await get_state(conn)).paused
+    rules = await active_rules(conn, now=now) if acting else []
+    for attempt in attempts:
+        violation = attempt.violation
         policy = violation.policy
-        pair = (policy_key(policy.name), violation.target)
-        reason = decide(
+        key = (policy_key(policy.name), violation.target)
+        attempt.reason = decide(
             auto_remediate=policy.auto_remediate,
             enabled=policy.enabled,
             cooldown_seconds=policy.cooldown_seconds,
-            state=states.get(pair, PairState()),
+            state=actions_of.get(key, PairState()),
             now=now,
             silenced=bool(rules)
             and silencing(
@@ -61,12 +251,145 @@ async def record_violations(
             paused=paused,
             shadow=policy.shadow,
         )
-        if reason is None:
-            states[pair] = PairState(open_action_id=-1)  # opened by this violation
-        reasons.append(reason)
-    acting = [v for v, reason in zip(violations, reasons, strict=True) if reason is None]
-    items = [_new_action(v) for v in acting]
-    created: dict[int, dict[str, Any] | None] = {}
+        if attempt.reason is None:
+            actions_of[key] = PairState(open_action_id=-1)  # opened by this attempt
+
+
+async def _limit(
+    conn: AsyncConnection,
+    attempts: list[_Attempt],
+    actions_of: dict[tuple[str, str], PairState],
+    now: datetime,
+) -> None:
+    """The breaker and the blast radius, counted under each policy's guard-row lock."""
+    limited = sorted(
+        {
+            a.violation.policy.name: a.violation.policy
+            for a in attempts
+            if a.reason is None
+            and (
+                a.violation.policy.max_actions_per_hour is not None
+                or a.violation.policy.max_concurrent_targets is not None
+            )
+        }.items()
+    )
+    if not limited:
+        return
+    guards = await lock_guards(conn, names=[name for name, _ in limited])
+    for name, policy in limited:
+        guard = guards[name]
+        recent = await actions_in_hour(conn, policy_name=name, now=now, reset_at=guard.reset_at)
+        open_targets = await open_target_count(conn, policy_name=name)
+        for attempt in attempts:
+            if attempt.reason is not None or attempt.violation.policy.name != name:
+                continue
+            if policy.max_actions_per_hour is not None and recent >= policy.max_actions_per_hour:
+                attempt.reason = Suppressed.CIRCUIT_OPEN
+                if guard.opened_at is None or guard.opened_at < now - HOUR:
+                    guard = replace(guard, opened_at=now)
+                    await conn.execute(
+                        policy_guards.update()
+                        .where(policy_guards.c.policy_name == name)
+                        .values(opened_at=now)
+                    )
+            elif (
+                policy.max_concurrent_targets is not None
+                and open_targets >= policy.max_concurrent_targets
+            ):
+                attempt.reason = Suppressed.MAX_CONCURRENT_TARGETS
+            else:
+                recent += 1
+                open_targets += 1
+                continue
+            key = (policy_key(name), attempt.violation.target)
+            actions_of[key] = PairState()  # not opened after all
+
+
+async def restrict(
+    conn: AsyncConnection, *, policy: PolicySpec, target: str, now: datetime
+) -> Suppressed | None:
+    """The breaker and the blast radius for one more action of ``policy`` on ``target``,
+    under the policy's guard-row lock (held until the transaction ends)."""
+    if policy.max_actions_per_hour is None and policy.max_concurrent_targets is None:
+        return None
+    guard = (await lock_guards(conn, names=[policy.name]))[policy.name]
+    if policy.max_actions_per_hour is not None:
+        recent = await actions_in_hour(
+            conn, policy_name=policy.name, now=now, reset_at=guard.reset_at
+        )
+        if recent >= policy.max_actions_per_hour:
+            return Suppressed.CIRCUIT_OPEN
+    limit = policy.max_concurrent_targets
+    if limit is not None and await open_target_count(conn, policy_name=policy.name) >= limit:
+        return Suppressed.MAX_CONCURRENT_TARGETS
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    policy_name: str
+    reset_at: datetime | None
+    opened_at: datetime | None
+
+
+async def lock_guards(conn: AsyncConnection, *, names: Sequence[str]) -> dict[str, Guard]:
+    """Each policy's guard row, created if missing and locked until the transaction ends
+    (on SQLite the write transaction already excludes every other writer)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(policy_guards).on_conflict_do_nothing(index_elements=[policy_guards.c.policy_name]),
+        [{"policy_name": name} for name in names],
+    )
+    query = (
+        select(policy_guards)
+        .where(policy_guards.c.policy_name.in_(names))
+        .order_by(policy_guards.c.policy_name)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = await conn.execute(query)
+    return {r.policy_name: Guard(r.policy_name, r.reset_at, r.opened_at) for r in rows}
+
+
+async def actions_in_hour(
+    conn: AsyncConnection, *, policy_name: str, now: datetime, reset_at: datetime | None
+) -> int:
+    """Actions the policy created in the last hour (since its breaker's reset, if later)."""
+    since = now - HOUR
+    if reset_at is not None and reset_at > since:
+        since = reset_at
+    return int(
+        (
+            await conn.execute(
+                select(func.count())
+                .select_from(actions)
+                .where(actions.c.policy_name == policy_name, actions.c.created_at > since)
+            )
+        ).scalar_one()
+    )
+
+
+async def open_target_count(conn: AsyncConnection, *, policy_name: str) -> int:
+    """How many targets have an open action of the policy."""
+    return int(
+        (
+            await conn.execute(
+                select(func.count(func.distinct(actions.c.target))).where(
+                    actions.c.dedup_key == policy_key(policy_name),
+                    actions.c.status.in_(tuple(s.value for s in OPEN)),
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def _create(
+    conn: AsyncConnection, acting: list[_Attempt], now: datetime, actor: Actor
+) -> dict[int, dict[str, Any]]:
+    """Create the actions of ``acting``; each created one by its attempt's index."""
+    if not acting:
+        return {}
+    items = [_new_action(a.violation, a.episode, now) for a in acting]
     try:
         records: list[dict[str, Any] | None] = list(
             await create_actions(conn, now=now, actor=actor, items=items)
@@ -79,23 +402,16 @@ async def record_violations(
             except ActionAlreadyOpen:
                 # Another process created it between our read and our insert.
                 records.append(None)
-    for violation, record in zip(acting, records, strict=True):
-        created[id(violation)] = record
-    decisions: list[Decision] = []
-    for violation, reason in zip(violations, reasons, strict=True):
-        if reason is None:
-            action = created[id(violation)]
-            if action is None:
-                reason = Suppressed.ALREADY_OPEN
-            decisions.append(Decision(violation, reason, action))
-        else:
-            decisions.append(Decision(violation, reason, None))
-    return decisions
-
-
-def _new_action(violation: Violation) -> dict[str, Any]:
-    policy = violation.policy
     return {
+        attempt.index: record
+        for attempt, record in zip(acting, records, strict=True)
+        if record is not None
+    }
+
+
+def _new_action(violation: Violation, episode: Episode, now: datetime) -> dict[str, Any]:
+    policy = violation.policy
+    item: dict[str, Any] = {
         "dedup_key": policy_key(policy.name),
         "policy_name": policy.name,
         "target": violation.target,
@@ -105,9 +421,47 @@ def _new_action(violation: Violation) -> dict[str, Any]:
         "trigger_value": violation.value,
         "details": _details(violation),
         "reason": f"policy {policy.name} violated",
+        "episode": episode.phase.episode,
     }
+    if policy.approval_required:
+        item["status"] = Status.AWAITING_APPROVAL
+        item["approval_expires_at"] = now + timedelta(seconds=policy.approval_timeout_seconds)
+        item["reason"] = f"policy {policy.name} violated; awaiting approval"
+    return item
 
 
 def _details(violation: Violation) -> str:
     value = "" if violation.value is None else f" (value {violation.value:g})"
     return f"{violation.policy.description or violation.policy.name}{value}"
+
+
+async def breaker_state(
+    conn: AsyncConnection, *, policy: PolicySpec, now: datetime
+) -> dict[str, Any]:
+    """The policy's circuit breaker: open while it has created ``max_actions_per_hour``
+    actions within the hour (counted since its last reset)."""
+    row = (
+        await conn.execute(select(policy_guards).where(policy_guards.c.policy_name == policy.name))
+    ).one_or_none()
+    reset_at = row.reset_at if row is not None else None
+    recent = await actions_in_hour(conn, policy_name=policy.name, now=now, reset_at=reset_at)
+    limit = policy.max_actions_per_hour
+    return {
+        "open": limit is not None and recent >= limit,
+        "actions_last_hour": recent,
+        "max_actions_per_hour": limit,
+        "opened_at": row.opened_at if row is not None else None,
+        "reset_at": reset_at,
+        "open_targets": await open_target_count(conn, policy_name=policy.name),
+        "max_concurrent_targets": policy.max_concurrent_targets,
+    }
+
+
+async def reset_breaker(conn: AsyncConnection, *, policy_name: str, now: datetime) -> None:
+    """Close the policy's breaker: only actions created after now count against it."""
+    await lock_guards(conn, names=[policy_name])
+    await conn.execute(
+        policy_guards.update()
+        .where(policy_guards.c.policy_name == policy_name)
+        .values(reset_at=now, opened_at=None)
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vigil.actions import automation, lifecycle
+from vigil.actions import approval, automation, lifecycle
 from vigil.actions.automation import AutomationState
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.status import Status
@@ -118,6 +118,25 @@ class ActionService:
         self._metrics.actions_total.labels(
             action=record["action"], status=Status.CANCELLED.value
         ).inc()
+        return record
+
+    async def approve(self, action_id: int, *, comment: str | None, actor: Actor) -> dict[str, Any]:
+        """Approve an action awaiting approval: it becomes ``pending`` and is dispatched."""
+        async with self._db.write() as conn:
+            record = await approval.approve(
+                conn, action_id=action_id, now=self._clock.now(), actor=actor, comment=comment
+            )
+        self._metrics.actions_total.labels(action=record["action"], status="pending").inc()
+        await self._dispatcher.dispatch([record])
+        return record
+
+    async def reject(self, action_id: int, *, comment: str | None, actor: Actor) -> dict[str, Any]:
+        """Reject an action awaiting approval: it is ``cancelled``."""
+        async with self._db.write() as conn:
+            record = await approval.reject(
+                conn, action_id=action_id, now=self._clock.now(), actor=actor, comment=comment
+            )
+        self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
         return record
 
     async def redrive(

@@ -18,10 +18,15 @@ class Status(StrEnum):
     """The last attempt failed, or the error was permanent. Final, except that an operator may
     re-drive it from the dead letter (back to ``pending``, with a fresh attempt budget)."""
     CANCELLED = "cancelled"
-    """An operator cancelled it while open. Terminal."""
+    """An operator cancelled it while open, or its approval was refused or timed out.
+    Terminal."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Created by a policy with ``approval_required``: waits (open, never dispatched) until
+    an operator approves it (``pending``) or rejects it, or its approval times out
+    (``cancelled``)."""
 
 
-OPEN = frozenset({Status.PENDING, Status.RUNNING})
+OPEN = frozenset({Status.PENDING, Status.RUNNING, Status.AWAITING_APPROVAL})
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
@@ -30,6 +35,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset({Status.PENDING}),
     Status.CANCELLED: frozenset(),
+    Status.AWAITING_APPROVAL: frozenset({Status.PENDING, Status.CANCELLED}),
 }
 
 

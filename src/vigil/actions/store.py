@@ -49,8 +49,13 @@ async def create_action(
     details: str | None = None,
     trigger_value: float | None = None,
     reason: str,
+    status: Status = Status.PENDING,
+    episode: int | None = None,
+    approval_expires_at: datetime | None = None,
+    escalation_step: int = 0,
 ) -> dict[str, Any]:
-    """Record a new ``pending`` action with its first history row and an audit row.
+    """Record a new action (``pending``, or ``awaiting_approval``) with its first history
+    row and an audit row.
 
     Raises :class:`ActionAlreadyOpen` when the database already holds an open action with the
     same dedup key and target; the caller's transaction stays usable.
@@ -62,15 +67,18 @@ async def create_action(
         "action": action,
         "params": params,
         "severity": severity,
-        "status": Status.PENDING.value,
+        "status": status.value,
         "attempts": 0,
         "details": details,
         "trigger_value": trigger_value,
         "created_at": now,
         "updated_at": now,
-        # The caller hands the action to the queue once this transaction commits.
-        "dispatched_at": now,
+        # The caller hands a pending action to the queue once this transaction commits.
+        "dispatched_at": now if status is Status.PENDING else None,
         "next_attempt": 1,
+        "episode": episode,
+        "approval_expires_at": approval_expires_at,
+        "escalation_step": escalation_step,
     }
     try:
         async with conn.begin_nested():
@@ -84,7 +92,7 @@ async def create_action(
         action_history.insert().values(
             action_id=record["id"],
             from_status=None,
-            to_status=Status.PENDING.value,
+            to_status=status.value,
             at=now,
             reason=reason,
             attempt=0,
@@ -126,14 +134,16 @@ async def create_actions(
             "action": item["action"],
             "params": item["params"],
             "severity": item.get("severity"),
-            "status": Status.PENDING.value,
+            "status": item.get("status", Status.PENDING).value,
             "attempts": 0,
             "details": item.get("details"),
             "trigger_value": item.get("trigger_value"),
             "created_at": now,
             "updated_at": now,
-            "dispatched_at": now,
+            "dispatched_at": now if item.get("status", Status.PENDING) is Status.PENDING else None,
             "next_attempt": 1,
+            "episode": item.get("episode"),
+            "approval_expires_at": item.get("approval_expires_at"),
         }
         for item in items
     ]
@@ -153,7 +163,7 @@ async def create_actions(
             {
                 "action_id": record["id"],
                 "from_status": None,
-                "to_status": Status.PENDING.value,
+                "to_status": record["status"],
                 "at": now,
                 "reason": item["reason"],
                 "attempt": 0,

@@ -28,7 +28,7 @@ metadata = MetaData(
     }
 )
 
-OPEN_STATUSES = ("pending", "running")
+OPEN_STATUSES = ("pending", "running", "awaiting_approval")
 """Statuses of an action that is still open; the partial unique index below keys on them."""
 
 metrics = Table(
@@ -76,6 +76,9 @@ policy_revision = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("revision", BigId, nullable=False),
+    # Grows whenever a (policy, target) starts or stops firing, so every process's ingest
+    # notices which pairs it may resolve.
+    Column("firing_revision", BigId, nullable=False, server_default=text("0")),
 )
 """A single row whose counter grows with every policy change, so every process notices."""
 
@@ -113,6 +116,12 @@ actions = Table(
     # Which worker runs it and until when; renewed while running, reclaimed once expired.
     Column("lease_owner", String(255), nullable=True),
     Column("lease_expires_at", UtcDateTime, nullable=True),
+    # The firing episode of its (policy, target) that created it, and its place in the
+    # policy's escalation list (0: the policy's own action).
+    Column("episode", Integer, nullable=True),
+    Column("escalation_step", Integer, nullable=False, server_default=text("0")),
+    # An action awaiting approval is cancelled when this passes.
+    Column("approval_expires_at", UtcDateTime, nullable=True),
     # Invariant 2: at most one open action per (policy, target) -- dedup_key is
     # "policy:<name>" -- and per (action, target) for manual ones ("manual:<action>").
     Index(
@@ -120,12 +129,13 @@ actions = Table(
         "dedup_key",
         "target",
         unique=True,
-        sqlite_where=text("status IN ('pending', 'running')"),
-        postgresql_where=text("status IN ('pending', 'running')"),
+        sqlite_where=text("status IN ('pending', 'running', 'awaiting_approval')"),
+        postgresql_where=text("status IN ('pending', 'running', 'awaiting_approval')"),
     ),
     Index("ix_actions_dedup_key_target_completed_at", "dedup_key", "target", "completed_at"),
     Index("ix_actions_status", "status"),
     Index("ix_actions_created_at", "created_at"),
+    Index("ix_actions_policy_name_created_at", "policy_name", "created_at"),
 )
 
 action_history = Table(
@@ -212,3 +222,59 @@ silences = Table(
     Index("ix_silences_ends_at", "ends_at"),
 )
 """Silences: matching violations are suppressed while ``starts_at <= now < ends_at``."""
+
+policy_states = Table(
+    "policy_states",
+    metadata,
+    Column("policy_name", String(255), primary_key=True),
+    Column("target", String(255), primary_key=True),
+    Column("phase", String(16), nullable=False),
+    Column("episode", Integer, nullable=False),
+    Column("since", UtcDateTime, nullable=True),
+    Column("pending_since", UtcDateTime, nullable=True),
+    Column("fired_at", UtcDateTime, nullable=True),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    # The tags of the sample that fired it (an expression reads them while it is firing).
+    Column("tags", Json, nullable=True),
+    # The episode's latest action (its own or an escalation), and whether it acted at all.
+    Column("action_id", BigId, nullable=True),
+    Column("acted", Boolean, nullable=False, server_default=text("false")),
+    # The episode's last decision row and its reason: the same suppression again only
+    # counts on that row.
+    Column("decision_id", BigId, nullable=True),
+    Column("reason", String(64), nullable=True),
+    Column("escalated_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_policy_states_phase", "phase"),
+)
+"""The state of each (policy, target): ok, pending, firing or resolved, with its episode."""
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),
+    Column("policy_name", String(255), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("episode", Integer, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("action_id", BigId, nullable=True),
+    Column("count", Integer, nullable=False, server_default=text("1")),
+    Index("ix_decisions_at", "at"),
+    Index("ix_decisions_policy_name_at", "policy_name", "at"),
+)
+"""Every firing transition and every suppressed attempt to act, with its outcome."""
+
+policy_guards = Table(
+    "policy_guards",
+    metadata,
+    Column("policy_name", String(255), primary_key=True),
+    Column("reset_at", UtcDateTime, nullable=True),
+    Column("opened_at", UtcDateTime, nullable=True),
+)
+"""One row per policy with a breaker or blast radius: locked while they are checked and
+counted, so replicas cannot race past them; ``reset_at`` closes the breaker early."""

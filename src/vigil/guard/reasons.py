@@ -23,3 +23,15 @@ class Suppressed(StrEnum):
     NOT_AUTO_REMEDIATED = "not auto-remediated"
     """The policy records violations but does not act on them."""
     DISABLED = "disabled"
+
+
+def outcome_of(reason: Suppressed | None) -> str:
+    """A decision's outcome: ``acted`` (no reason), ``shadow``, ``recorded`` (a policy that
+    does not remediate) or ``suppressed``."""
+    if reason is None:
+        return "acted"
+    if reason is Suppressed.SHADOW:
+        return "shadow"
+    if reason is Suppressed.NOT_AUTO_REMEDIATED:
+        return "recorded"
+    return "suppressed"

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.recorder import Decision, record_violations
+from vigil.actions.recorder import Decision, Observation, Settled, record_observations
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.errors import Unavailable
@@ -25,7 +25,7 @@ from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
-from vigil.policy.evaluator import Plan, Violation
+from vigil.policy.evaluator import Plan, PolicyIndex
 from vigil.policy.store import PolicyCache
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,12 @@ class IngestPipeline:
         for request in group:
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
         if self._dispatcher is not None:
-            created = [d.action for r in results for d in r.decisions if d.action is not None]
+            created = [
+                d.action
+                for r in results
+                for d in r.decisions
+                if d.action is not None and d.action["status"] == "pending"
+            ]
             if created:
                 # Beside the writer, not in its way: a slow queue must not hold up ingest.
                 task = asyncio.create_task(self._dispatcher.dispatch(created))
@@ -191,7 +196,7 @@ class IngestPipeline:
         samples = [s for request in group for s in request.samples]
         async with self._db.write() as conn:
             await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
-            index = await self._policies.index(conn)
+            index, firing = await self._policies.snapshot(conn)
             # Each sample's plan, found once; and the targets whose other metrics matter.
             plans = index.plans
             sample_plans: list[Plan | None] = []
@@ -209,19 +214,21 @@ class IngestPipeline:
             # On SQLite the samples are stored by the driver's thread while this one
             # evaluates them (evaluating needs only the values read above).
             stored = await store_samples(conn, samples=samples, now=now)
-            evaluated: list[tuple[IngestResult, list[Violation]]] = []
+            evaluated: list[tuple[IngestResult, list[Observation]]] = []
             try:
                 values_of = {t: {n: v for n, (v, _) in d.items()} for t, d in known.items()}
                 stamps_of = {t: {n: ts for n, (_, ts) in d.items()} for t, d in known.items()}
+                # Which pairs fire, kept up to date as the group's samples go.
+                firing_now = dict(firing)
                 position = 0
                 for request in group:
                     request_plans = sample_plans[position : position + len(request.samples)]
                     position += len(request.samples)
                     result = IngestResult([], [plan is not None for plan in request_plans])
-                    violations = self._evaluate(
-                        request.samples, request_plans, values_of, stamps_of
+                    observations = self._evaluate(
+                        request.samples, request_plans, values_of, stamps_of, index, firing_now
                     )
-                    evaluated.append((result, violations))
+                    evaluated.append((result, observations))
             except BaseException:
                 with contextlib.suppress(Exception):
                     await stored
@@ -229,14 +236,14 @@ class IngestPipeline:
             ids = await stored
             results: list[IngestResult] = []
             position = 0
-            for request, (result, violations) in zip(group, evaluated, strict=True):
+            for request, (result, observations) in zip(group, evaluated, strict=True):
                 count = len(request.samples)
                 result.metric_ids = ids[position : position + count]
                 position += count
-                if violations:
-                    result.decisions = await record_violations(
+                if observations:
+                    result.decisions = await record_observations(
                         conn,
-                        violations=violations,
+                        observations=observations,
                         now=now,
                         actor=Actor("system", request.actor.request_id),
                     )
@@ -250,14 +257,18 @@ class IngestPipeline:
         plans: list[Plan | None],
         values_of: dict[str, dict[str, float]],
         stamps_of: dict[str, dict[str, datetime]],
-    ) -> list[Violation]:
-        """Evaluate ``samples`` (with their ``plans``) against the policies reading them.
+        index: PolicyIndex,
+        firing: dict[str, frozenset[str]],
+    ) -> list[Observation]:
+        """Evaluate ``samples`` (with their ``plans``) against the policies reading them:
+        the violations found, and the firing pairs a sample shows to have resolved.
 
         ``values_of`` and ``stamps_of`` hold the latest value and timestamp of each metric
         of every target whose other metrics matter; they are kept up to date as the
-        samples go, so a later sample of a target sees the earlier ones.
+        samples go, so a later sample of a target sees the earlier ones. ``firing``
+        holds the policies firing for each target, kept up to date too.
         """
-        violations: list[Violation] = []
+        observations: list[Observation] = []
         evaluations = 0
         for sample, plan in zip(samples, plans, strict=True):
             target = sample.target
@@ -267,9 +278,10 @@ class IngestPipeline:
             value = sample.value
             # Whether no candidate can hold with this value (the plan's guard).
             quiet = not plan.unguarded and plan.below <= value <= plan.above
+            firing_here = firing.get(target)
             values = values_of.get(target)
             if values is None:
-                if quiet:
+                if quiet and firing_here is None:
                     continue
                 values = {sample.name: value}
             else:
@@ -283,14 +295,27 @@ class IngestPipeline:
                 else:
                     # An older sample: judged with its own value, the newer one kept.
                     values = {**values, name: value}
-            if not quiet:
-                found = plan.evaluate(target, value, values)
-                if found:
-                    tags = sample.tags
-                    violations.extend(replace(v, tags=tags) if tags else v for v in found)
+            found = [] if quiet else plan.evaluate(target, value, values, sample.tags)
+            if firing_here is not None:
+                held = {v.policy.name for v in found}
+                for policy in plan.candidates:
+                    name = policy.name
+                    if name not in firing_here or name in held:
+                        continue
+                    if policy.clear is not None:
+                        clear = index.clears[name]
+                        if clear is None or not clear(values, sample.tags):
+                            continue
+                    observations.append(Settled(policy, target))
+                    firing_here = firing_here - {name}
+                firing[target] = firing_here
+            if found:
+                observations.extend(found)
+                if firing is not None:
+                    firing[target] = (firing_here or frozenset()) | {v.policy.name for v in found}
         if evaluations:
             self._metrics.policy_evaluations_total.inc(evaluations)
-        return violations
+        return observations
 
     def _count(self, results: list[IngestResult]) -> None:
         m = self._metrics

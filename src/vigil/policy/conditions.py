@@ -1,36 +1,99 @@
-"""Condition semantics: which metrics a condition reads, and whether it holds."""
+"""Condition semantics: which metrics a condition reads, whether it needs stored history, and
+whether it holds over a target's latest values (the instant conditions ingest evaluates)."""
 
 from __future__ import annotations
 
+import operator as op
 from collections.abc import Callable, Mapping
 
-from vigil.policy.models import AllOf, AnyOf, Condition, MetricBelow, MetricExceeds
+from vigil.policy.models import (
+    Absent,
+    AllOf,
+    AnyOf,
+    Condition,
+    Expr,
+    MetricBelow,
+    MetricExceeds,
+    Rate,
+    ThresholdCondition,
+)
 
-Check = Callable[[Mapping[str, float]], bool]
-"""A compiled condition: whether it holds over a target's latest values."""
+Check = Callable[[Mapping[str, float], Mapping[str, str]], bool]
+"""A compiled condition: whether it holds over a target's latest values and its tags."""
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": op.gt,
+    ">=": op.ge,
+    "<": op.lt,
+    "<=": op.le,
+    "==": op.eq,
+    "!=": op.ne,
+}
+"""The comparison of each operator, ``value OP threshold``."""
+
+_NO_TAGS: Mapping[str, str] = {}
 
 
 def metrics_of(condition: Condition) -> frozenset[str]:
     """Every metric name a condition reads."""
-    if isinstance(condition, MetricExceeds | MetricBelow):
-        return frozenset((condition.metric,))
-    names: set[str] = set()
-    for child in condition.conditions:
-        names |= metrics_of(child)
-    return frozenset(names)
+    if isinstance(condition, AllOf | AnyOf):
+        names: set[str] = set()
+        for child in condition.conditions:
+            names |= metrics_of(child)
+        return frozenset(names)
+    if isinstance(condition, Expr):
+        return condition.compiled.metrics
+    return frozenset((condition.metric,))
 
 
-def compile_condition(condition: Condition) -> Check:
-    """A function saying whether ``condition`` holds over a target's latest values (a metric
-    the target never sent makes its leaf false), built once per policy.
+def history_parts(condition: Condition, path: str = "condition") -> list[str]:
+    """Where ``condition`` needs stored samples rather than the latest values (``for``,
+    ``window``, ``rate``, ``absent``), each as ``"<path>: <why>"``; empty for an instant one."""
+    if isinstance(condition, AllOf | AnyOf):
+        parts: list[str] = []
+        for i, child in enumerate(condition.conditions):
+            parts.extend(history_parts(child, f"{path}.conditions[{i}]"))
+        return parts
+    if isinstance(condition, ThresholdCondition):
+        if condition.for_ is not None:
+            return [f"{path}: 'for' {condition.for_:g}s of samples of {condition.metric}"]
+        if condition.window is not None:
+            return [
+                f"{path}: {condition.aggregate} over a {condition.window:g}s window"
+                f" of {condition.metric}"
+            ]
+        return []
+    if isinstance(condition, Rate):
+        return [f"{path}: rate of {condition.metric} over {condition.window:g}s"]
+    if isinstance(condition, Absent):
+        return [f"{path}: absence of {condition.metric} for {condition.for_:g}s"]
+    return []
+
+
+def is_instant(condition: Condition) -> bool:
+    """Whether ``condition`` is decided by the latest values alone (evaluated on ingest)."""
+    if isinstance(condition, AllOf | AnyOf):
+        return all(is_instant(child) for child in condition.conditions)
+    if isinstance(condition, ThresholdCondition):
+        return condition.for_ is None and condition.window is None
+    return not isinstance(condition, Rate | Absent)
+
+
+def compile_condition(condition: Condition, *, sustained: bool = False) -> Check:
+    """A function saying whether ``condition`` holds over a target's latest values and tags
+    (a metric the target never sent makes its leaf false), built once per policy.
 
     Ingest evaluates policies for every sample; walking the condition models each time
-    costs several times more than calling these closures.
+    costs several times more than calling these closures. A condition that needs history
+    can only be compiled ``sustained``: as if the given values had held for as long as it
+    asks (a dry run's reading): ``for`` and ``window`` judge the value itself (``count``
+    cannot be judged and is false), a ``rate`` is zero, and ``absent`` holds when the
+    metric is missing.
     """
     if isinstance(condition, MetricExceeds):
         metric, threshold = condition.metric, condition.threshold
 
-        def exceeds(values: Mapping[str, float]) -> bool:
+        def exceeds(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
             value = values.get(metric)
             return value is not None and value > threshold
 
@@ -38,28 +101,89 @@ def compile_condition(condition: Condition) -> Check:
     if isinstance(condition, MetricBelow):
         metric, threshold = condition.metric, condition.threshold
 
-        def below(values: Mapping[str, float]) -> bool:
+        def below(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
             value = values.get(metric)
             return value is not None and value < threshold
 
         return below
-    children = tuple(compile_condition(child) for child in condition.conditions)
+    if isinstance(condition, ThresholdCondition):
+        if not sustained and (condition.for_ is not None or condition.window is not None):
+            raise ValueError("a 'for' or 'window' condition is judged over stored samples")
+        if condition.aggregate == "count":
+            return _never
+        return _compare(condition.metric, condition.operator, condition.threshold)
+    if isinstance(condition, Rate):
+        if not sustained:
+            raise ValueError("a 'rate' condition is judged over stored samples")
+        compare, threshold, metric = (
+            COMPARE[condition.operator],
+            condition.threshold,
+            condition.metric,
+        )
+
+        def steady(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+            return metric in values and compare(0.0, threshold)
+
+        return steady
+    if isinstance(condition, Absent):
+        if not sustained:
+            raise ValueError("an 'absent' condition is judged over stored samples")
+        metric = condition.metric
+
+        def missing(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+            return metric not in values
+
+        return missing
+    if isinstance(condition, Expr):
+        return condition.compiled.holds
+    children = tuple(
+        compile_condition(child, sustained=sustained) for child in condition.conditions
+    )
     # Plain loops: all()/any() over a generator cost more than the checks themselves.
     if isinstance(condition, AllOf):
 
-        def every(values: Mapping[str, float]) -> bool:
+        def every(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
             for child in children:  # noqa: SIM110
-                if not child(values):
+                if not child(values, tags):
                     return False
             return True
 
         return every
     assert isinstance(condition, AnyOf)
 
-    def some(values: Mapping[str, float]) -> bool:
+    def some(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
         for child in children:  # noqa: SIM110
-            if child(values):
+            if child(values, tags):
                 return True
         return False
 
     return some
+
+
+def _never(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+    return False
+
+
+def _compare(metric: str, operator: str, threshold: float) -> Check:
+    # The two common operators inline: a call through ``operator.gt`` costs more.
+    if operator == ">":
+
+        def greater(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+            value = values.get(metric)
+            return value is not None and value > threshold
+
+        return greater
+    if operator == "<":
+
+        def less(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+            value = values.get(metric)
+            return value is not None and value < threshold
+
+        return less
+    compare = COMPARE[operator]
+
+    def compared(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+        value = values.get(metric)
+        return value is not None and compare(value, threshold)
+
+    return compared

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from vigil.policy.conditions import Check, compile_condition, metrics_of
+from vigil.policy.conditions import Check, compile_condition, is_instant, metrics_of
 from vigil.policy.matcher import target_matches
-from vigil.policy.models import AllOf, AnyOf, Condition, MetricBelow, MetricExceeds, PolicySpec
+from vigil.policy.models import (
+    AllOf,
+    AnyOf,
+    Condition,
+    MetricBelow,
+    MetricExceeds,
+    PolicySpec,
+    ThresholdCondition,
+)
 
 _MAX_PLANS = 65_536
 """How many (metric, target) plans an index remembers before starting afresh."""
@@ -33,6 +41,12 @@ def guard(condition: Condition, metric: str) -> Guard:
         return (condition.threshold, -math.inf) if condition.metric == metric else _ANY
     if isinstance(condition, MetricBelow):
         return (math.inf, condition.threshold) if condition.metric == metric else _ANY
+    if isinstance(condition, ThresholdCondition):
+        if condition.metric != metric or not is_instant(condition):
+            return _ANY
+        return _THRESHOLD_GUARDS[condition.operator](condition.threshold)
+    if not isinstance(condition, AllOf | AnyOf):
+        return _ANY  # an expression, or a condition ingest does not evaluate
     children = [guard(child, metric) for child in condition.conditions]
     if isinstance(condition, AnyOf):
         # The union of "v > a or v < b" parts is exactly "v > min(a) or v < max(b)".
@@ -53,6 +67,17 @@ def guard(condition: Condition, metric: str) -> Guard:
         else:
             above, below = max(above, a), min(below, b)
     return (above, below)
+
+
+_THRESHOLD_GUARDS: dict[str, Callable[[float], Guard]] = {
+    ">": lambda t: (t, -math.inf),
+    ">=": lambda t: (math.nextafter(t, -math.inf), -math.inf),
+    "<": lambda t: (math.inf, t),
+    "<=": lambda t: (math.inf, math.nextafter(t, math.inf)),
+    "==": lambda t: (math.nextafter(t, -math.inf), -math.inf),
+    "!=": lambda t: _ANY,
+}
+"""The guard of ``value OP t`` for each operator (``==`` keeps the values from ``t`` up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,41 +108,59 @@ class Plan:
     unguarded: tuple[int, ...]
     """Positions of the candidates whose verdict the sample's value alone cannot settle."""
 
-    def evaluate(self, target: str, value: float, values: Mapping[str, float]) -> list[Violation]:
+    def evaluate(
+        self, target: str, value: float, values: Mapping[str, float], tags: Mapping[str, str]
+    ) -> list[Violation]:
         """The candidates violated given the target's latest ``values`` (the new sample of
-        value ``value`` included), in policy order."""
+        value ``value`` included) and the sample's ``tags``, in policy order."""
         candidates, checks = self.candidates, self.checks
         if value > self.above or value < self.below:
             return [
-                Violation(policy, target, value)
+                Violation(policy, target, value, tags)
                 for policy, check in zip(candidates, checks, strict=True)
-                if check(values)
+                if check(values, tags)
             ]
         return [
-            Violation(candidates[i], target, value) for i in self.unguarded if checks[i](values)
+            Violation(candidates[i], target, value, tags)
+            for i in self.unguarded
+            if checks[i](values, tags)
         ]
 
 
 class PolicyIndex:
-    """Enabled policies, indexed by the metric names their conditions read.
+    """Enabled policies; the instant ones indexed by the metric names their conditions read.
 
     Only policies that read a sample's metric can change their verdict when it arrives,
-    so ingest evaluates just those.
+    so ingest evaluates just those. Policies that need stored samples (``for``, ``window``,
+    ``rate``, ``absent``) are the runner's: they are listed in :attr:`historic`.
     """
 
     def __init__(self, policies: Iterable[PolicySpec]) -> None:
         self.policies: tuple[PolicySpec, ...] = tuple(p for p in policies if p.enabled)
+        self.instant: tuple[PolicySpec, ...] = tuple(
+            p for p in self.policies if is_instant(p.condition)
+        )
+        self.historic: tuple[PolicySpec, ...] = tuple(
+            p for p in self.policies if not is_instant(p.condition)
+        )
         by_metric: dict[str, list[PolicySpec]] = defaultdict(list)
         self._reads: dict[str, frozenset[str]] = {}
-        for policy in self.policies:
+        for policy in self.instant:
             reads = metrics_of(policy.condition)
             self._reads[policy.name] = reads
             for metric in reads:
                 by_metric[metric].append(policy)
         self._by_metric = {name: tuple(items) for name, items in by_metric.items()}
         self._checks: dict[str, Check] = {
-            p.name: compile_condition(p.condition) for p in self.policies
+            p.name: compile_condition(p.condition) for p in self.instant
         }
+        self.clears: dict[str, Check | None] = {
+            p.name: compile_condition(p.clear) if is_instant(p.clear) else None
+            for p in self.instant
+            if p.clear is not None
+        }
+        """The compiled ``clear`` of each instant policy that has one (None when it needs
+        history: such a policy resolves only in the runner)."""
         self.plans: dict[tuple[str, str], Plan] = {}
         """Plans made so far, by (metric, target): look here before calling :meth:`plan`."""
 
@@ -155,11 +198,15 @@ class PolicyIndex:
         self.plans[key] = made
         return made
 
-    def evaluate_values(self, target: str, values: Mapping[str, float]) -> list[Violation]:
-        """Every enabled policy applying to ``target`` whose condition holds over ``values``."""
-        checks = self._checks
+    def evaluate_values(
+        self, target: str, values: Mapping[str, float], tags: Mapping[str, str] | None = None
+    ) -> list[Violation]:
+        """Every enabled policy applying to ``target`` whose condition holds over ``values``,
+        taken as sustained (a dry run: see :func:`compile_condition`)."""
+        tags = tags or {}
         return [
-            Violation(p, target, None)
+            Violation(p, target, None, tags)
             for p in self.policies
-            if target_matches(p.target, target) and checks[p.name](values)
+            if target_matches(p.target, target)
+            and compile_condition(p.condition, sustained=True)(values, tags)
         ]

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from vigil.durations import Duration
+from vigil.policy.expr import Expression, compile_expression
 from vigil.text import JsonObject, Name, SafeStr
 
 Severity = Literal["info", "warning", "critical"]
@@ -27,10 +36,17 @@ ActionName = Annotated[
 Description = Annotated[SafeStr, StringConstraints(max_length=4096)]
 TargetPattern = Annotated[Name, StringConstraints(max_length=255)]
 StrictBool = Annotated[bool, Field(strict=True)]
+Limit = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+
+
+Operator = Literal[">", ">=", "<", "<=", "==", "!="]
+OPERATORS: tuple[Operator, ...] = (">", ">=", "<", "<=", "==", "!=")
+Aggregate = Literal["avg", "min", "max", "sum", "count", "p95", "last"]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class MetricExceeds(_Wire):
@@ -49,6 +65,80 @@ class MetricBelow(_Wire):
     threshold: Threshold
 
 
+class ThresholdCondition(_Wire):
+    """The metric compared with ``threshold``: its latest value; with ``for``, every sample
+    for that long; with ``window`` and ``aggregate``, an aggregate of the window's samples."""
+
+    type: Literal["threshold"]
+    metric: Name
+    operator: Operator
+    threshold: Threshold
+    for_: PositiveDuration | None = Field(default=None, alias="for")
+    window: PositiveDuration | None = None
+    aggregate: Aggregate | None = None
+
+    model_config = ConfigDict(
+        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
+    )
+
+    @model_validator(mode="after")
+    def _window_and_aggregate(self) -> ThresholdCondition:
+        if (self.window is None) != (self.aggregate is None):
+            raise ValueError("'window' and 'aggregate' go together: give both or neither")
+        if self.window is not None and self.for_ is not None:
+            raise ValueError(
+                "'for' and 'window' cannot be combined: a window already looks at a span"
+                " of samples; use one of them"
+            )
+        return self
+
+
+class Absent(_Wire):
+    """True when the target has sent no sample of ``metric`` for ``for``."""
+
+    type: Literal["absent"]
+    metric: Name
+    for_: PositiveDuration = Field(alias="for")
+
+    model_config = ConfigDict(
+        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
+    )
+
+
+class Rate(_Wire):
+    """The metric's per-second change over ``window`` compared with ``threshold``."""
+
+    type: Literal["rate"]
+    metric: Name
+    window: PositiveDuration
+    operator: Operator
+    threshold: Threshold
+
+
+class Expr(_Wire):
+    """A boolean expression over the target's latest metric values (by name) and its tags
+    (``tags.<key>``); a metric or tag the target lacks makes it false."""
+
+    type: Literal["expr"]
+    expression: str
+
+    @field_validator("expression")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        compiled = compile_expression(value)  # raises ValueError naming the problem
+        if not compiled.metrics:
+            raise ValueError(
+                "expression: it must read at least one metric (it is evaluated when a"
+                " sample of a metric it reads arrives)"
+            )
+        return value
+
+    @cached_property
+    def compiled(self) -> Expression:
+        """The parsed and checked expression."""
+        return compile_expression(self.expression)
+
+
 class AllOf(_Wire):
     """True when every one of ``conditions`` is."""
 
@@ -63,7 +153,11 @@ class AnyOf(_Wire):
     conditions: list[Condition] = Field(min_length=1)
 
 
-Condition = Annotated[MetricExceeds | MetricBelow | AllOf | AnyOf, Field(discriminator="type")]
+Condition = Annotated[
+    MetricExceeds | MetricBelow | ThresholdCondition | Absent | Rate | Expr | AllOf | AnyOf,
+    Field(discriminator="type"),
+]
+Leaf = MetricExceeds | MetricBelow | ThresholdCondition | Absent | Rate | Expr
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
@@ -81,6 +175,12 @@ def condition_size(condition: Condition, depth: int = 1) -> tuple[int, int]:
     return 1, depth
 
 
+class Verify(_Wire):
+    """Check, after an action completes, that the policy resolved for its target."""
+
+    within_seconds: PositiveDuration
+
+
 class PolicySpec(_Wire):
     """A policy as stored and as returned by the API."""
 
@@ -91,26 +191,44 @@ class PolicySpec(_Wire):
     enabled: StrictBool = True
     auto_remediate: StrictBool = False
     condition: Condition
+    clear: Condition | None = None
+    """Hysteresis: once firing, the policy resolves only when this holds (not merely when
+    ``condition`` stops holding)."""
     action: ActionName
     params: JsonObject = Field(default_factory=dict)
     cooldown_seconds: Duration = 300.0
     shadow: StrictBool = False
     """Record what it would have done (suppressed as ``shadow``) and never act."""
+    max_actions_per_hour: Limit | None = None
+    """Circuit breaker: past this many actions in an hour, new ones are suppressed."""
+    max_concurrent_targets: Limit | None = None
+    """Blast radius: how many targets may have an open action of this policy at once."""
+    approval_required: StrictBool = False
+    """Actions wait as ``awaiting_approval`` until approved or rejected."""
+    approval_timeout_seconds: PositiveDuration = 3600.0
+    """An action awaiting approval longer than this is cancelled."""
+    verify: Verify | None = None
+    """After an action completes, the policy must resolve for the target within this."""
+    escalate: list[ActionName] = Field(default_factory=list, max_length=10)
+    """Actions to try next, in order, each time verification fails."""
 
     @model_validator(mode="after")
     def _bounded_condition(self) -> PolicySpec:
-        count, depth = condition_size(self.condition)
-        if depth > MAX_CONDITION_DEPTH:
-            raise ValueError(
-                f"condition is nested too deeply (at most {MAX_CONDITION_DEPTH} levels)"
-            )
-        if count > MAX_CONDITIONS:
-            raise ValueError(f"condition has too many parts (at most {MAX_CONDITIONS})")
+        for field, condition in (("condition", self.condition), ("clear", self.clear)):
+            if condition is None:
+                continue
+            count, depth = condition_size(condition)
+            if depth > MAX_CONDITION_DEPTH:
+                raise ValueError(
+                    f"{field} is nested too deeply (at most {MAX_CONDITION_DEPTH} levels)"
+                )
+            if count > MAX_CONDITIONS:
+                raise ValueError(f"{field} has too many parts (at most {MAX_CONDITIONS})")
         return self
 
     def document(self) -> dict[str, Any]:
         """The JSON document of this policy."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class PolicyUpdate(_Wire):
@@ -127,10 +245,17 @@ class PolicyUpdate(_Wire):
     enabled: StrictBool | None = None
     auto_remediate: StrictBool | None = None
     condition: Condition | None = None
+    clear: Condition | None = None
     action: ActionName | None = None
     params: JsonObject | None = None
     cooldown_seconds: Duration | None = None
     shadow: StrictBool | None = None
+    max_actions_per_hour: Limit | None = None
+    max_concurrent_targets: Limit | None = None
+    approval_required: StrictBool | None = None
+    approval_timeout_seconds: PositiveDuration | None = None
+    verify: Verify | None = None
+    escalate: list[ActionName] | None = None
 
 
 class PolicyFile(_Wire):

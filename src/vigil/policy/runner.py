@@ -1,5 +1,10 @@
-"""The background runner. For now it applies metric retention; later it evaluates
-duration, window and absence conditions over stored samples."""
+"""The background runner: evaluates the conditions that need stored samples (``for``,
+``window``, ``rate``, ``absent``), resolves firing pairs, expires approvals, and applies
+the retention of samples and decisions.
+
+Exactly one runner is active across processes: each pass starts by taking (or renewing) the
+``policy-runner`` lease in the database; a runner that does not hold it waits and asks
+again, so when the leader dies another takes over within two intervals."""
 
 from __future__ import annotations
 
@@ -7,15 +12,33 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.actions import approval, episodes
+from vigil.actions.automation import get_state
+from vigil.actions.dispatch import Dispatcher
+from vigil.actions.recorder import Decision, record_observations
+from vigil.actions.silences import active_rules
+from vigil.actions.verification import Verified, verify
 from vigil.clock import Clock
 from vigil.db.engine import Database
-from vigil.ingest.store import prune_before, prune_latest_before
+from vigil.errors import Unavailable
+from vigil.guard.silences import silencing
+from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
+from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
+from vigil.policy.models import PolicySpec
+from vigil.policy.store import PolicyCache
+from vigil.policy.sweep import sweep
+from vigil.worker import leases
 
 log = logging.getLogger(__name__)
+
+LEASE = "policy-runner"
 
 
 class PolicyRunner:
@@ -31,7 +54,19 @@ class PolicyRunner:
         interval: float,
         retention: float,
         prune_chunk: int,
+        name: str = "runner",
+        decision_retention: float = 30 * 86400.0,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
+        self.name = name
+        self.decision_retention = decision_retention
+        self._dispatcher = dispatcher
+        self._policies = PolicyCache()
+        self.leader = False
+        self.leader_name: str | None = None
+        self.last_evaluated = 0
+        self.last_decisions = 0
+        self.last_verified = 0
         self._db = database
         self._metrics = metrics
         self._clock = clock
@@ -61,19 +96,105 @@ class PolicyRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            if self.leader:
+                with contextlib.suppress(Exception):
+                    async with self._db.write() as conn:
+                        await leases.release(conn, name=LEASE, holder=self.name)
+                self.leader = False
 
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if await self.lead():
+                    await self.run_once()
             except Exception as exc:  # keep running: the next pass may succeed
                 self.last_error = repr(exc)
                 log.exception("runner pass failed")
-            await asyncio.sleep(self.interval)
+            # A follower asks twice an interval, so it takes over soon after a lease lapses.
+            await asyncio.sleep(self.interval if self.leader else self.interval / 2)
+
+    async def lead(self) -> bool:
+        """Take or renew the runner lease; whether this runner leads now."""
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                self.leader = await leases.acquire(
+                    conn, name=LEASE, holder=self.name, now=now, ttl=self.interval * 1.5
+                )
+                self.leader_name = await leases.holder_of(conn, name=LEASE, now=now)
+        except Unavailable:
+            self.leader = False
+            raise
+        return self.leader
+
+    async def evaluate(self) -> list[Decision]:
+        """Judge the history conditions and settle firing pairs; the decisions made."""
+        now = self._clock.now()
+        created: list[Decision] = []
+        async with self._db.write() as conn:
+            index = await self._policies.index(conn)
+            observations = await sweep(conn, index=index, now=now)
+            self.last_evaluated = len(observations)
+            if observations:
+                await lock_targets(conn, targets=(o.target for o in observations))
+                created = await record_observations(
+                    conn, observations=observations, now=now, actor=Actor()
+                )
+            expired = await approval.expire(conn, now=now)
+            verified = await self._verify(conn, index.policies, now)
+        self.last_verified = len(verified)
+        escalations = [v.escalation for v in verified if v.escalation is not None]
+        for record in escalations:
+            self._metrics.actions_total.labels(
+                action=record["action"], status=record["status"]
+            ).inc()
+        for record in expired:
+            self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
+        self._count(created)
+        pending = [
+            d.action for d in created if d.action is not None and d.action["status"] == "pending"
+        ] + [record for record in escalations if record["status"] == "pending"]
+        if pending and self._dispatcher is not None:
+            await self._dispatcher.dispatch(pending)
+        return created
+
+    async def _verify(
+        self, conn: AsyncConnection, policies: Sequence[PolicySpec], now: datetime
+    ) -> list[Verified]:
+        """Verify completed actions whose window has closed (or whose policy resolved)."""
+        with_verify = {p.name: p for p in policies if p.verify is not None}
+        if not with_verify:
+            return []
+        paused = (await get_state(conn)).paused
+        rules = await active_rules(conn, now=now)
+
+        def silenced(policy: str, target: str, tags: Mapping[str, str]) -> bool:
+            found = silencing(rules, policy=policy, target=target, tags=tags, now=now)
+            return found is not None
+
+        return await verify(
+            conn, policies=with_verify, now=now, paused=paused, silenced=silenced, actor=Actor()
+        )
+
+    def _count(self, decisions: list[Decision]) -> None:
+        m = self._metrics
+        for d in decisions:
+            policy = d.violation.policy
+            m.policy_violations_total.labels(
+                policy_name=policy.name, severity=policy.severity
+            ).inc()
+            if d.action is not None:
+                m.decisions_total.labels(outcome="acted", reason="").inc()
+                m.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()
+            elif d.suppressed is not None:
+                m.decisions_total.labels(outcome="suppressed", reason=d.suppressed.value).inc()
 
     async def run_once(self) -> int:
-        """One pass: delete samples older than the retention; how many were deleted."""
+        """One pass: evaluate, then delete samples older than the retention and decisions
+        older than theirs; how many samples were deleted."""
         started = time.perf_counter()
+        decisions = await self.evaluate()
+        self.last_decisions = len(decisions)
         cutoff = self._clock.now() - timedelta(seconds=self.retention)
         pruned = 0
         while True:
@@ -84,6 +205,14 @@ class PolicyRunner:
                 break
         async with self._db.write() as conn:
             await prune_latest_before(conn, cutoff=cutoff)
+        decided_before = self._clock.now() - timedelta(seconds=self.decision_retention)
+        while True:
+            async with self._db.write() as conn:
+                deleted = await episodes.prune_decisions(
+                    conn, before=decided_before, limit=self._prune_chunk
+                )
+            if deleted < self._prune_chunk:
+                break
         duration = time.perf_counter() - started
         self.last_run_at = self._clock.now()
         self.last_duration_ms = round(duration * 1000, 3)
@@ -102,6 +231,15 @@ class PolicyRunner:
         async with self._ran:
             await self._ran.wait_for(lambda: self.runs >= count)
 
+    async def describe(self) -> dict[str, Any]:
+        """:meth:`status`, with the lease holder read from the database: who leads now."""
+        status = self.status()
+        async with self._db.read() as conn:
+            holder = await leases.holder_of(conn, name=LEASE, now=self._clock.now())
+        status["leader"] = holder == self.name
+        status["leader_name"] = holder
+        return status
+
     def status(self) -> dict[str, Any]:
         """The runner's state, as ``GET /api/v1/policies/runner/status`` shows it."""
         return {
@@ -110,8 +248,14 @@ class PolicyRunner:
             "interval_seconds": self.interval,
             "last_run_at": self.last_run_at,
             "last_duration_ms": self.last_duration_ms,
-            "leader": True,
+            "leader": self.leader,
+            "leader_name": self.leader_name,
+            "name": self.name,
             "runs": self.runs,
+            "last_evaluated": self.last_evaluated,
+            "last_decisions": self.last_decisions,
+            "last_verified": self.last_verified,
+            "decision_retention_seconds": self.decision_retention,
             "retention_seconds": self.retention,
             "last_pruned": self.last_pruned,
             "last_error": self.last_error,

@@ -9,7 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vigil.actions import episodes
 from vigil.actions.automation import get_state
+from vigil.actions.recorder import breaker_state, reset_breaker
 from vigil.actions.silences import active_rules
 from vigil.actions.store import pair_states, policy_key
 from vigil.clock import Clock
@@ -17,13 +19,39 @@ from vigil.db.engine import Database
 from vigil.db.migrate import startup_lock
 from vigil.errors import PolicyInvalid
 from vigil.guard.decide import PairState, decide
+from vigil.guard.reasons import Suppressed
 from vigil.guard.silences import silencing
-from vigil.observability.audit import Actor
+from vigil.observability.audit import Actor, append_audit
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
+from vigil.policy.conditions import history_parts
 from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
+from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
+
+
+def jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` with its timestamps as ISO 8601 text (for an audit row)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()}
+
+
+def episode_out(e: episodes.Episode) -> dict[str, Any]:
+    """One (policy, target)'s state as the API shows it."""
+    p = e.phase
+    return {
+        "target": e.target,
+        "state": p.phase.value,
+        "episode": p.episode,
+        "since": p.since,
+        "pending_since": p.pending_since,
+        "fired_at": p.fired_at,
+        "resolved_at": p.resolved_at,
+        "action_id": e.action_id,
+        "acted": e.acted,
+        "suppressed": e.reason,
+        "escalated_at": e.escalated_at,
+    }
 
 
 def validate_policy(
@@ -45,17 +73,22 @@ def validate_policy(
 def check_action(
     spec: PolicySpec, knows: Callable[[str], bool], *, loc_prefix: tuple[str, ...] = ("body",)
 ) -> None:
-    """:class:`PolicyInvalid` unless a remediation handles the policy's action."""
-    if not knows(spec.action):
+    """:class:`PolicyInvalid` unless a remediation handles the policy's action and each of
+    its escalation actions."""
+    named: list[tuple[tuple[str | int, ...], str]] = [(("action",), spec.action)]
+    named += [(("escalate", i), action) for i, action in enumerate(spec.escalate)]
+    unknown = [(loc, action) for loc, action in named if not knows(action)]
+    if unknown:
         raise PolicyInvalid(
-            f"no remediation handles action {spec.action!r}",
+            f"no remediation handles action {unknown[0][1]!r}",
             detail=[
                 {
-                    "loc": [*loc_prefix, "action"],
-                    "msg": f"no remediation handles action {spec.action!r}; add one to the "
+                    "loc": [*loc_prefix, *loc],
+                    "msg": f"no remediation handles action {action!r}; add one to the "
                     "remediations file (VIGIL_REMEDIATIONS_FILE) or use a known action",
                     "type": "value_error",
                 }
+                for loc, action in unknown
             ],
         )
 
@@ -127,6 +160,40 @@ class PolicyService:
     async def delete(self, name: str, *, actor: Actor) -> None:
         async with self._db.write() as conn:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
+            await episodes.forget_policy(conn, policy_name=name)
+
+    async def state(self, name: str) -> dict[str, Any]:
+        """The policy's breaker and the state of each of its targets."""
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            spec = store.spec_of(await store.get_policy(conn, name=name))
+            breaker = await breaker_state(conn, policy=spec, now=now)
+            pairs = await episodes.of_policy(conn, policy_name=name)
+        return {
+            "ok": True,
+            "policy": name,
+            "breaker": breaker,
+            "targets": [episode_out(e) for e in pairs],
+        }
+
+    async def reset(self, name: str, *, actor: Actor) -> dict[str, Any]:
+        """Close the policy's circuit breaker (audited)."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            spec = store.spec_of(await store.get_policy(conn, name=name, for_update=True))
+            before = await breaker_state(conn, policy=spec, now=now)
+            await reset_breaker(conn, policy_name=name, now=now)
+            after = await breaker_state(conn, policy=spec, now=now)
+            await append_audit(
+                conn,
+                at=now,
+                actor=actor,
+                kind="policy.breaker_reset",
+                subject=f"policy:{name}",
+                before=jsonable(before),
+                after=jsonable(after),
+            )
+        return {"ok": True, "message": f"Policy '{name}' breaker reset", "breaker": after}
 
     async def reload(self, *, actor: Actor) -> tuple[str, store.LoadReport]:
         """Upsert the policy file into the store; nothing changes if the file is invalid.
@@ -152,21 +219,38 @@ class PolicyService:
                 self._metrics.policy_loaded(row.name, row.severity)
 
     async def evaluate(
-        self, values: Mapping[str, float], target: str
-    ) -> tuple[datetime, list[dict[str, Any]], list[dict[str, Any]]]:
-        """A dry run: which policies the given values violate and what the guards would do.
+        self, values: Mapping[str, float], target: str, tags: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """A dry run: which policies the given values violate and what the guards would do
+        were it a new firing episode.
 
-        Reads only; nothing is stored. The values given are all the evaluation sees.
+        Reads only; nothing is stored. The values given are all the evaluation sees, taken
+        as sustained: conditions that need history (``for``, ``window``, ``rate``,
+        ``absent``) are judged as if the values had held all along, and are named in
+        ``needs_history``.
         """
         now = self._clock.now()
+        tags = tags or {}
         async with self._db.read() as conn:
             specs = [store.spec_of(row) for row in await store.list_policies(conn)]
-            found = PolicyIndex(specs).evaluate_values(target, values)
+            index = PolicyIndex(specs)
+            found = index.evaluate_values(target, values, tags)
             states = await pair_states(
                 conn, pairs=[(policy_key(v.policy.name), target) for v in found]
             )
             paused = (await get_state(conn)).paused
             rules = await active_rules(conn, now=now)
+            breakers = {
+                v.policy.name: await breaker_state(conn, policy=v.policy, now=now)
+                for v in found
+                if v.policy.max_actions_per_hour is not None
+                or v.policy.max_concurrent_targets is not None
+            }
+        needs_history = {
+            p.name: history_parts(p.condition)
+            for p in index.historic
+            if target_matches(p.target, target)
+        }
         violations = []
         triggered = []
         for v in found:
@@ -187,11 +271,20 @@ class PolicyService:
                 cooldown_seconds=p.cooldown_seconds,
                 state=states.get((policy_key(p.name), target), PairState()),
                 now=now,
-                silenced=silencing(rules, policy=p.name, target=target, tags={}, now=now)
+                silenced=silencing(rules, policy=p.name, target=target, tags=tags, now=now)
                 is not None,
                 paused=paused,
                 shadow=p.shadow,
             )
+            breaker = breakers.get(p.name)
+            if reason is None and breaker is not None:
+                if breaker["open"]:
+                    reason = Suppressed.CIRCUIT_OPEN
+                elif (
+                    p.max_concurrent_targets is not None
+                    and breaker["open_targets"] >= p.max_concurrent_targets
+                ):
+                    reason = Suppressed.MAX_CONCURRENT_TARGETS
             triggered.append(
                 {
                     "action_id": None,
@@ -201,4 +294,10 @@ class PolicyService:
                     "status": "would_trigger" if reason is None else f"suppressed: {reason.value}",
                 }
             )
-        return now, violations, triggered
+        return {
+            "ok": True,
+            "violations": violations,
+            "actions_triggered": triggered,
+            "needs_history": needs_history,
+            "timestamp": now,
+        }

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.engine import sqlite_fetch
-from vigil.db.tables import policies, policy_revision
+from vigil.db.tables import policies, policy_revision, policy_states
 from vigil.errors import DuplicatePolicy, NotFound
 from vigil.observability.audit import Actor, append_audit
 from vigil.policy.evaluator import PolicyIndex
@@ -47,6 +47,36 @@ async def revision(conn: AsyncConnection) -> int:
             await conn.execute(select(policy_revision.c.revision).where(policy_revision.c.id == 1))
         ).scalar_one()
     )
+
+
+async def revisions(conn: AsyncConnection) -> tuple[int, int]:
+    """The policy revision and the firing revision (see ``policy_revision``)."""
+    if conn.dialect.name == "sqlite":
+        ((value, firing),) = await sqlite_fetch(
+            conn, "SELECT revision, firing_revision FROM policy_revision WHERE id = 1"
+        )
+        return int(value), int(firing)
+    row = (
+        await conn.execute(
+            select(policy_revision.c.revision, policy_revision.c.firing_revision).where(
+                policy_revision.c.id == 1
+            )
+        )
+    ).one()
+    return int(row.revision), int(row.firing_revision)
+
+
+async def firing_pairs(conn: AsyncConnection) -> dict[str, frozenset[str]]:
+    """The policies firing for each target."""
+    rows = await conn.execute(
+        select(policy_states.c.target, policy_states.c.policy_name).where(
+            policy_states.c.phase == "firing"
+        )
+    )
+    by_target: dict[str, set[str]] = {}
+    for target, policy_name in rows:
+        by_target.setdefault(target, set()).add(policy_name)
+    return {target: frozenset(names) for target, names in by_target.items()}
 
 
 async def list_policies(conn: AsyncConnection, *, severity: str | None = None) -> list[Any]:
@@ -222,12 +252,24 @@ class PolicyCache:
     def __init__(self) -> None:
         self._revision = -1
         self._index = PolicyIndex(())
+        self._firing_revision = -1
+        self._firing: dict[str, frozenset[str]] = {}
 
     async def index(self, conn: AsyncConnection) -> PolicyIndex:
         """The policy index as of ``conn``'s transaction."""
-        current = await revision(conn)
+        return (await self.snapshot(conn))[0]
+
+    async def snapshot(
+        self, conn: AsyncConnection
+    ) -> tuple[PolicyIndex, dict[str, frozenset[str]]]:
+        """The policy index and the policies firing for each target, as of ``conn``'s
+        transaction (both revisions are read in one trip)."""
+        current, firing = await revisions(conn)
         if current != self._revision:
             rows = await list_policies(conn)
             self._index = PolicyIndex(spec_of(row) for row in rows)
             self._revision = current
-        return self._index
+        if firing != self._firing_revision:
+            self._firing = await firing_pairs(conn)
+            self._firing_revision = firing
+        return self._index, self._firing

@@ -208,3 +208,45 @@ async def cancel_action(
         action_id, reason=body.reason if body else None, actor=actor
     )
     return store.action_out(record)
+
+
+class ApprovalIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    comment: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+
+
+@router.post(
+    "/{action_id}/approve",
+    response_model=ActionOut,
+    responses=error_responses(404, 409, 413, 422, 503),
+)
+async def approve_action(
+    action_id: ActionId,
+    container: ContainerDep,
+    actor: ActorDep,
+    body: Annotated[ApprovalIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Approve an action `awaiting_approval`: it becomes `pending` and runs. 409 otherwise."""
+    record = await container.actions.approve(
+        action_id, comment=body.comment if body else None, actor=actor
+    )
+    return store.action_out(record)
+
+
+@router.post(
+    "/{action_id}/reject",
+    response_model=ActionOut,
+    responses=error_responses(404, 409, 413, 422, 503),
+)
+async def reject_action(
+    action_id: ActionId,
+    container: ContainerDep,
+    actor: ActorDep,
+    body: Annotated[ApprovalIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Reject an action `awaiting_approval`: it is `cancelled`. 409 otherwise."""
+    record = await container.actions.reject(
+        action_id, comment=body.comment if body else None, actor=actor
+    )
+    return store.action_out(record)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
@@ -48,6 +48,9 @@ class EvaluateIn(BaseModel):
         min_length=1, max_length=1000
     )
     target: Name
+    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
+        default_factory=dict, max_length=64, description="The target's tags (expressions read them)"
+    )
 
 
 class EvaluatedViolation(BaseModel):
@@ -71,7 +74,48 @@ class EvaluateOut(BaseModel):
     ok: bool
     violations: list[EvaluatedViolation]
     actions_triggered: list[WouldTrigger]
+    needs_history: dict[str, list[str]] = Field(
+        description="Policies for this target with conditions judged over stored samples"
+        " (`for`, `window`, `rate`, `absent`): where, in each"
+    )
     timestamp: datetime
+
+
+class BreakerOut(BaseModel):
+    open: bool
+    actions_last_hour: int
+    max_actions_per_hour: int | None
+    opened_at: datetime | None
+    reset_at: datetime | None
+    open_targets: int
+    max_concurrent_targets: int | None
+
+
+class TargetState(BaseModel):
+    target: str
+    state: str
+    episode: int
+    since: datetime | None
+    pending_since: datetime | None
+    fired_at: datetime | None
+    resolved_at: datetime | None
+    action_id: int | None
+    acted: bool
+    suppressed: str | None
+    escalated_at: datetime | None
+
+
+class PolicyStateOut(BaseModel):
+    ok: bool
+    policy: str
+    breaker: BreakerOut
+    targets: list[TargetState]
+
+
+class ResetOut(BaseModel):
+    ok: bool
+    message: str
+    breaker: BreakerOut
 
 
 class RunnerStatus(BaseModel):
@@ -82,7 +126,8 @@ class RunnerStatus(BaseModel):
     interval_seconds: float
     last_run_at: datetime | None
     last_duration_ms: float | None
-    leader: bool
+    leader: bool = Field(description="Whether this process's runner holds the lease")
+    leader_name: str | None = Field(description="The process that holds the runner lease")
 
 
 class RunnerStatusOut(BaseModel):
@@ -118,10 +163,10 @@ async def create_policy(
     return await container.policies.create(spec, actor=actor)
 
 
-@router.get("/runner/status", response_model=RunnerStatusOut)
+@router.get("/runner/status", response_model=RunnerStatusOut, responses=error_responses(503))
 async def runner_status(container: ContainerDep) -> dict[str, Any]:
     """The background runner: whether it runs, when it last ran and how long it took."""
-    return {"ok": True, "runner": container.runner.status()}
+    return {"ok": True, "runner": await container.runner.describe()}
 
 
 @router.get("/severity/{severity}", response_model=PolicyList, responses=error_responses(422, 503))
@@ -143,9 +188,11 @@ async def reload_policies(container: ContainerDep, actor: ActorDep) -> dict[str,
 
 @router.post("/evaluate", response_model=EvaluateOut, responses=error_responses(413, 422, 503))
 async def evaluate(body: EvaluateIn, container: ContainerDep) -> dict[str, Any]:
-    """Dry run: which policies these values would violate and what would happen. Stores nothing."""
-    now, violations, triggered = await container.policies.evaluate(body.metrics, body.target)
-    return {"ok": True, "violations": violations, "actions_triggered": triggered, "timestamp": now}
+    """Dry run: which policies these values would violate and what would happen. Stores nothing.
+
+    The values are taken as sustained; `needs_history` names the conditions that the
+    runner judges over stored samples instead."""
+    return await container.policies.evaluate(body.metrics, body.target, body.tags)
 
 
 @router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
@@ -186,3 +233,16 @@ async def disable_policy(
 ) -> dict[str, Any]:
     await container.policies.set_enabled(name, False, actor=actor)
     return {"ok": True, "message": f"Policy '{name}' disabled"}
+
+
+@router.get("/{name}/state", response_model=PolicyStateOut, responses=error_responses(404, 503))
+async def policy_state(name: NameParam, container: ContainerDep) -> dict[str, Any]:
+    """The policy's circuit breaker and blast radius, and each target's state (`ok`,
+    `pending`, `firing`, `resolved`) with its current episode."""
+    return await container.policies.state(name)
+
+
+@router.post("/{name}/reset", response_model=ResetOut, responses=error_responses(404, 503))
+async def reset_policy(name: NameParam, container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
+    """Close the policy's circuit breaker: only actions created from now on count."""
+    return await container.policies.reset(name, actor=actor)

@@ -1,0 +1,283 @@
+"""The state of each (policy, target) and the decisions made about it, in the database.
+
+Data-access functions run inside the caller's transaction, keyword-only, connection first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.db.tables import decisions, policy_revision, policy_states
+from vigil.policy.state import PairPhase, Phase
+
+Pair = tuple[str, str]
+"""(policy name, target)."""
+
+
+@dataclass(slots=True)
+class Episode:
+    """One (policy, target)'s stored state: its phase and what its episode has done."""
+
+    policy_name: str
+    target: str
+    phase: PairPhase = field(default_factory=PairPhase)
+    tags: dict[str, str] | None = None
+    action_id: int | None = None
+    """The episode's latest action (its own, or an escalation)."""
+    acted: bool = False
+    """Whether the episode's own action was created."""
+    decision_id: int | None = None
+    reason: str | None = None
+    """The reason of the episode's last suppression (None once it acted)."""
+    escalated_at: datetime | None = None
+
+    @property
+    def pair(self) -> Pair:
+        return (self.policy_name, self.target)
+
+    def new_episode(self, phase: PairPhase) -> Episode:
+        """This pair at the start of a new firing episode."""
+        return replace(
+            self,
+            phase=phase,
+            action_id=None,
+            acted=False,
+            decision_id=None,
+            reason=None,
+            escalated_at=None,
+        )
+
+
+def _episode(row: Any) -> Episode:
+    return Episode(
+        policy_name=row.policy_name,
+        target=row.target,
+        phase=PairPhase(
+            phase=Phase(row.phase),
+            episode=row.episode,
+            since=row.since,
+            pending_since=row.pending_since,
+            fired_at=row.fired_at,
+            resolved_at=row.resolved_at,
+        ),
+        tags=row.tags,
+        action_id=row.action_id,
+        acted=bool(row.acted),
+        decision_id=row.decision_id,
+        reason=row.reason,
+        escalated_at=row.escalated_at,
+    )
+
+
+async def load(conn: AsyncConnection, *, pairs: Iterable[Pair]) -> dict[Pair, Episode]:
+    """The stored state of each pair that has one."""
+    wanted = list(dict.fromkeys(pairs))
+    if not wanted:
+        return {}
+    found: dict[Pair, Episode] = {}
+    # In chunks: a group of ingest requests can name thousands of pairs.
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await conn.execute(
+            select(policy_states).where(
+                tuple_(policy_states.c.policy_name, policy_states.c.target).in_(chunk)
+            )
+        )
+        for row in rows:
+            episode = _episode(row)
+            found[episode.pair] = episode
+    return found
+
+
+async def unsettled(conn: AsyncConnection) -> list[Episode]:
+    """Every pair that is pending or firing."""
+    rows = await conn.execute(
+        select(policy_states).where(
+            policy_states.c.phase.in_((Phase.PENDING.value, Phase.FIRING.value))
+        )
+    )
+    return [_episode(row) for row in rows]
+
+
+async def of_policy(conn: AsyncConnection, *, policy_name: str) -> list[Episode]:
+    """Every pair of one policy, by target."""
+    rows = await conn.execute(
+        select(policy_states)
+        .where(policy_states.c.policy_name == policy_name)
+        .order_by(policy_states.c.target)
+    )
+    return [_episode(row) for row in rows]
+
+
+async def save(
+    conn: AsyncConnection, *, episodes: Sequence[Episode], now: datetime, firing_changed: bool
+) -> None:
+    """Store these pairs' states (insert or replace); ``firing_changed`` when any of them
+    started or stopped firing, so every process's ingest re-reads the firing pairs."""
+    if episodes:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(policy_states)
+        columns = [c.name for c in policy_states.c if c.name not in ("policy_name", "target")]
+        statement = statement.on_conflict_do_update(
+            index_elements=[policy_states.c.policy_name, policy_states.c.target],
+            set_={name: statement.excluded[name] for name in columns},
+        )
+        await conn.execute(statement, [_row(e, now) for e in episodes])
+    if firing_changed:
+        await conn.execute(
+            policy_revision.update()
+            .where(policy_revision.c.id == 1)
+            .values(firing_revision=policy_revision.c.firing_revision + 1)
+        )
+
+
+def _row(e: Episode, now: datetime) -> dict[str, Any]:
+    p = e.phase
+    return {
+        "policy_name": e.policy_name,
+        "target": e.target,
+        "phase": p.phase.value,
+        "episode": p.episode,
+        "since": p.since,
+        "pending_since": p.pending_since,
+        "fired_at": p.fired_at,
+        "resolved_at": p.resolved_at,
+        "tags": e.tags,
+        "action_id": e.action_id,
+        "acted": e.acted,
+        "decision_id": e.decision_id,
+        "reason": e.reason,
+        "escalated_at": e.escalated_at,
+        "updated_at": now,
+    }
+
+
+async def forget_policy(conn: AsyncConnection, *, policy_name: str) -> None:
+    """Drop a deleted policy's states (its decisions stay, as history)."""
+    await conn.execute(delete(policy_states).where(policy_states.c.policy_name == policy_name))
+
+
+# Decisions ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NewDecision:
+    policy_name: str
+    target: str
+    severity: str
+    episode: int
+    value: float | None
+    outcome: str
+    reason: str | None
+    action_id: int | None
+    count: int = 1
+
+
+async def add_decisions(
+    conn: AsyncConnection, *, items: Sequence[NewDecision], now: datetime
+) -> list[int]:
+    """Record new decision rows; their ids, in order."""
+    if not items:
+        return []
+    rows = await conn.execute(
+        decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "at": now,
+                "last_at": now,
+                "policy_name": d.policy_name,
+                "target": d.target,
+                "severity": d.severity,
+                "episode": d.episode,
+                "value": d.value,
+                "outcome": d.outcome,
+                "reason": d.reason,
+                "action_id": d.action_id,
+                "count": d.count,
+            }
+            for d in items
+        ],
+    )
+    return [int(row.id) for row in rows]
+
+
+async def count_again(conn: AsyncConnection, *, ids: Sequence[int], now: datetime) -> None:
+    """The same suppression happened again: one more on each of these rows."""
+    if not ids:
+        return
+    await conn.execute(
+        decisions.update()
+        .where(decisions.c.id == bindparam("decision_id"))
+        .values(count=decisions.c.count + 1, last_at=now),
+        [{"decision_id": i} for i in ids],
+    )
+
+
+def decision_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": row.at,
+        "last_at": row.last_at,
+        "policy_name": row.policy_name,
+        "target": row.target,
+        "severity": row.severity,
+        "episode": row.episode,
+        "value": row.value,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "action_id": row.action_id,
+        "count": row.count,
+    }
+
+
+async def list_decisions(
+    conn: AsyncConnection,
+    *,
+    page: int,
+    limit: int,
+    policy: str | None = None,
+    target: str | None = None,
+    outcome: str | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of decisions, newest first, and how many match in all. The time range
+    selects decisions made (or repeated) within it."""
+    conditions = []
+    if policy is not None:
+        conditions.append(decisions.c.policy_name == policy)
+    if target is not None:
+        conditions.append(decisions.c.target == target)
+    if outcome is not None:
+        conditions.append(decisions.c.outcome == outcome)
+    if start_time is not None:
+        conditions.append(decisions.c.last_at >= start_time)
+    if end_time is not None:
+        conditions.append(decisions.c.at <= end_time)
+    where = and_(True, *conditions)
+    total = (
+        await conn.execute(select(func.count()).select_from(decisions).where(where))
+    ).scalar_one()
+    rows = await conn.execute(
+        select(decisions)
+        .where(where)
+        .order_by(decisions.c.id.desc())
+        .limit(limit)
+        .offset((page - 1) * limit)
+    )
+    return [decision_out(r) for r in rows], int(total)
+
+
+async def prune_decisions(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` decisions last seen before ``before``; how many went."""
+    doomed = select(decisions.c.id).where(decisions.c.last_at < before).limit(limit)
+    result = await conn.execute(delete(decisions).where(decisions.c.id.in_(doomed)))
+    return int(result.rowcount or 0)

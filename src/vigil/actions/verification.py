@@ -1,0 +1,253 @@
+"""Verification and escalation: did the fix work?
+
+After a policy's action completes, the runner checks that the policy resolved for that
+target within the policy's ``verify.within_seconds``, and records ``verified`` or ``failed``
+on the action (its ``verification`` field and a history row). A failure creates the next
+action of the policy's ``escalate`` list for the same target and episode, subject to the
+guards; once the list is exhausted the episode is marked escalated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.actions import episodes
+from vigil.actions.episodes import Episode, NewDecision
+from vigil.actions.recorder import restrict
+from vigil.actions.status import Status
+from vigil.actions.store import create_action, pair_states, policy_key
+from vigil.db.tables import action_history, actions
+from vigil.errors import ActionAlreadyOpen
+from vigil.guard.decide import PairState, decide
+from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.observability.audit import Actor, append_audit
+from vigil.policy.models import PolicySpec
+from vigil.policy.state import Phase
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What one verification found, and what it started."""
+
+    action_id: int
+    result: str
+    """``verified`` or ``failed``."""
+    escalation: dict[str, Any] | None = None
+    """The escalation action created, if any."""
+    suppressed: Suppressed | None = None
+    """Why the escalation was held back, if it was."""
+    exhausted: bool = False
+    """The escalation list is used up: the episode is marked escalated."""
+    policy: str = ""
+    target: str = ""
+
+
+async def verify(
+    conn: AsyncConnection,
+    *,
+    policies: Mapping[str, PolicySpec],
+    now: datetime,
+    paused: bool,
+    silenced: Any,
+    actor: Actor,
+    limit: int = 200,
+) -> list[Verified]:
+    """Verify the completed actions of policies with ``verify`` whose result is due.
+
+    ``silenced(policy, target, tags)`` says whether an active silence holds back an
+    escalation; ``paused`` whether automation is paused.
+    """
+    wanted = [name for name, p in policies.items() if p.verify is not None]
+    if not wanted:
+        return []
+    rows = (
+        await conn.execute(
+            select(actions)
+            .where(
+                actions.c.status == Status.COMPLETED.value,
+                actions.c.verification.is_(None),
+                actions.c.policy_name.in_(wanted),
+                actions.c.episode.is_not(None),
+            )
+            .order_by(actions.c.id)
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        return []
+    states = await episodes.load(conn, pairs=[(r.policy_name, r.target) for r in rows])
+    found: list[Verified] = []
+    for row in rows:
+        policy = policies[row.policy_name]
+        assert policy.verify is not None
+        within = policy.verify.within_seconds
+        deadline = row.completed_at + timedelta(seconds=within)
+        episode = states.get((row.policy_name, row.target))
+        if _resolved(episode, row.episode, deadline):
+            result = "verified"
+        elif now >= deadline:
+            result = "failed"
+        else:
+            continue  # not yet: the window is still open
+        await _record(conn, row=row, result=result, within=within, now=now, actor=actor)
+        outcome = Verified(row.id, result, policy=policy.name, target=row.target)
+        if result == "failed" and episode is not None and episode.phase.episode == row.episode:
+            outcome = await _escalate(
+                conn,
+                policy=policy,
+                episode=episode,
+                step=row.escalation_step,
+                outcome=outcome,
+                now=now,
+                paused=paused,
+                silenced=silenced,
+                actor=actor,
+            )
+        found.append(outcome)
+    return found
+
+
+def _approval(policy: PolicySpec, now: datetime) -> dict[str, Any]:
+    """How an escalation of a policy that needs approval is created."""
+    if not policy.approval_required:
+        return {}
+    return {
+        "status": Status.AWAITING_APPROVAL,
+        "approval_expires_at": now + timedelta(seconds=policy.approval_timeout_seconds),
+    }
+
+
+def _resolved(episode: Episode | None, number: int, deadline: datetime) -> bool:
+    """Whether episode ``number`` of the pair resolved by ``deadline``."""
+    if episode is None:
+        return False
+    phase = episode.phase
+    if phase.episode > number:
+        return True  # a later episode began, so this one ended
+    return (
+        phase.episode == number
+        and phase.phase in (Phase.RESOLVED, Phase.OK)
+        and phase.resolved_at is not None
+        and phase.resolved_at <= deadline
+    )
+
+
+async def _record(
+    conn: AsyncConnection, *, row: Any, result: str, within: float, now: datetime, actor: Actor
+) -> None:
+    verification = {"result": result, "at": now.isoformat(), "within_seconds": within}
+    await conn.execute(
+        actions.update()
+        .where(actions.c.id == row.id)
+        .values(verification=verification, updated_at=now)
+    )
+    reason = (
+        f"verification: verified (the policy resolved within {within:g}s)"
+        if result == "verified"
+        else f"verification: failed (the policy did not resolve within {within:g}s)"
+    )
+    await conn.execute(
+        action_history.insert().values(
+            action_id=row.id,
+            from_status=row.status,
+            to_status=row.status,
+            at=now,
+            reason=reason,
+            attempt=row.attempts,
+            actor=actor.name,
+        )
+    )
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind=f"action.verification_{result}",
+        subject=f"action:{row.id}",
+        after=verification,
+    )
+
+
+async def _escalate(
+    conn: AsyncConnection,
+    *,
+    policy: PolicySpec,
+    episode: Episode,
+    step: int,
+    outcome: Verified,
+    now: datetime,
+    paused: bool,
+    silenced: Any,
+    actor: Actor,
+) -> Verified:
+    """The next action of the escalation list for the pair, or the episode marked escalated."""
+    if step >= len(policy.escalate):
+        episode.escalated_at = now
+        await episodes.save(conn, episodes=[episode], now=now, firing_changed=False)
+        return replace(outcome, exhausted=True)
+    action = policy.escalate[step]
+    target = episode.target
+    opened = await pair_states(conn, pairs=[(policy_key(policy.name), target)])
+    reason = decide(
+        auto_remediate=policy.auto_remediate,
+        enabled=policy.enabled,
+        cooldown_seconds=0,  # within the episode: the cooldown is between episodes
+        state=opened.get((policy_key(policy.name), target), PairState()),
+        now=now,
+        silenced=bool(silenced(policy.name, target, episode.tags or {})),
+        paused=paused,
+        shadow=policy.shadow,
+    )
+    if reason is None:
+        reason = await restrict(conn, policy=policy, target=target, now=now)
+    record = None
+    if reason is None:
+        try:
+            record = await create_action(
+                conn,
+                now=now,
+                actor=actor,
+                dedup_key=policy_key(policy.name),
+                policy_name=policy.name,
+                target=target,
+                action=action,
+                params=dict(policy.params),
+                severity=policy.severity,
+                details=f"escalation {step + 1} of {policy.name}: {action}",
+                reason=f"escalated: verification of the previous action failed ({action})",
+                episode=episode.phase.episode,
+                escalation_step=step + 1,
+                **_approval(policy, now),
+            )
+        except ActionAlreadyOpen:
+            reason = Suppressed.ALREADY_OPEN
+    [decision_id] = await episodes.add_decisions(
+        conn,
+        items=[
+            NewDecision(
+                policy_name=policy.name,
+                target=target,
+                severity=policy.severity,
+                episode=episode.phase.episode,
+                value=None,
+                outcome=outcome_of(reason),
+                reason=None if reason is None else reason.value,
+                action_id=None if record is None else int(record["id"]),
+            )
+        ],
+        now=now,
+    )
+    episode.decision_id = decision_id
+    if record is not None:
+        episode.action_id = int(record["id"])
+        episode.reason = None
+    else:
+        assert reason is not None
+        episode.reason = reason.value
+    await episodes.save(conn, episodes=[episode], now=now, firing_changed=False)
+    return replace(outcome, escalation=record, suppressed=reason)
