@@ -55,6 +55,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/silences"): {413, 422},
     ("GET", "/api/v1/silences"): {422},
     ("DELETE", "/api/v1/silences/{silence_id}"): {404, 422},
+    ("GET", "/api/v1/notifications"): {422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
@@ -224,6 +225,17 @@ async def test_no_500_from_action_bodies(
     await _send(client, "PUT", f"/api/v1/actions/{action_id}/cancel", cancel)
 
 
+_query_parameters = [
+    "page",
+    "limit",
+    "status",
+    "event",
+    "delivery",
+    "target",
+    "policy",
+    "start_time",
+    "end_time",
+]
 _query_values = (
     st.text(max_size=12)
     | st.integers().map(str)
@@ -236,7 +248,7 @@ _query_values = (
 @_fuzz
 @given(
     params=st.dictionaries(
-        st.sampled_from(["page", "limit", "status", "target", "policy", "start_time", "end_time"]),
+        st.sampled_from(_query_parameters),
         _query_values,
         max_size=4,
     ),
@@ -253,6 +265,7 @@ async def test_no_500_from_paths_and_queries(
         f"/api/v1/actions/status/{quoted}",
         f"/api/v1/policies/{quoted}",
         f"/api/v1/policies/severity/{quoted}",
+        "/api/v1/notifications",
     ):
         r = await client.get(path, params=params)
         assert r.status_code < 500, (path, params, r.text)

@@ -16,7 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.api.errors import install_error_handlers
-from vigil.api.routes import actions, automation, health, ingest, policies, queue, silences
+from vigil.api.routes import (
+    actions,
+    automation,
+    health,
+    ingest,
+    notifications,
+    policies,
+    queue,
+    silences,
+)
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
 from vigil.settings import Settings
@@ -68,6 +77,7 @@ def create_app(
     app.include_router(queue.router)
     app.include_router(automation.router)
     app.include_router(silences.router)
+    app.include_router(notifications.router)
     _document_raw_bodies(app, components.limits)
     return app
 
