@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vigil.api.deps import ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
@@ -25,8 +25,10 @@ class WebhookDeliveryOut(BaseModel):
     delivered_at: datetime | None
 
 
+# Statuses and events are plain strings on the way out (as an action's status is), so a
+# row written by a newer Vigil never makes the list fail; the filters take the closed sets.
 class DeliveryOut(BaseModel):
-    status: DeliveryStatus
+    status: str = Field(description="pending, delivered, failed or none")
     attempts: int
     last_error: str | None
     delivered_at: datetime | None
@@ -37,7 +39,7 @@ class DeliveryOut(BaseModel):
 class NotificationOut(BaseModel):
     id: int
     at: datetime
-    event: NotificationEvent
+    event: str = Field(description=", ".join(NotificationEvent))
     policy_name: str | None
     target: str | None
     action_id: int | None
