@@ -19,6 +19,7 @@ from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
+from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.runner import PolicyRunner
@@ -69,6 +70,7 @@ class Container:
     actions: ActionService
     ingest: IngestPipeline
     runner: PolicyRunner
+    notifier: Notifier
     name: str
     worker: Worker | None = None
     reconciler: Reconciler | None = None
@@ -78,7 +80,9 @@ class Container:
     async def start(
         self, *, run_runner: bool = True, run_worker: bool = False, run_ingest: bool = True
     ) -> None:
-        """Migrate and load the policy file (each under the start-up lock), then start the loops."""
+        """Migrate and load the policy file (each under the start-up lock), then start the loops.
+
+        API processes (``run_ingest``) also send notifications to the configured webhooks."""
         if self.settings.auto_migrate:
             async with startup_lock(self.database):
                 await upgrade(self.database)
@@ -94,6 +98,8 @@ class Container:
             await self.policies.register_metrics()
             await self.ingest.start()
             self._started.append("ingest")
+            await self.notifier.start()
+            self._started.append("notifier")
         if run_runner:
             await self.runner.start()
             self._started.append("runner")
@@ -120,6 +126,8 @@ class Container:
             await self.runner.stop()
         if "ingest" in self._started:
             await self.ingest.stop()
+        if "notifier" in self._started:
+            await self.notifier.stop()
         self._started.clear()
         await self._close_executor()
         await self.queue.close()
@@ -271,6 +279,19 @@ def build_container(
             name=name,
             decision_retention=settings.decision_retention,
             dispatcher=dispatcher,
+        ),
+        notifier=Notifier(
+            database=database,
+            clock=clock,
+            metrics=metrics,
+            urls=settings.notify_webhook_urls,
+            timeout=settings.notify_timeout_seconds,
+            retry=RetryPolicy(
+                max_attempts=settings.notify_max_attempts,
+                base_seconds=settings.notify_retry_base_seconds,
+                max_seconds=settings.notify_retry_max_seconds,
+            ),
+            interval=settings.notify_interval_seconds,
         ),
         name=name,
     )

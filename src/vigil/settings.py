@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -108,6 +109,13 @@ class Settings(BaseSettings):
     remediator_port: int = Field(default=8081, ge=1, le=65535)
     remediator_timeout_seconds: Duration = 30.0
 
+    notify_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    notify_timeout_seconds: Duration = 5.0
+    notify_max_attempts: int = Field(default=5, ge=1, le=100)
+    notify_retry_base_seconds: Duration = 1.0
+    notify_retry_max_seconds: Duration = 300.0
+    notify_interval_seconds: Duration = 2.0
+
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_seconds: Duration = 30.0
     sqlite_cache_mib: int = Field(default=16, ge=1)
@@ -149,6 +157,30 @@ class Settings(BaseSettings):
             raise ValueError("use http://HOST:PORT or https://HOST:PORT")
         return value
 
+    @field_validator("notify_webhook_urls", mode="before")
+    @classmethod
+    def _split_webhook_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            try:
+                parts = urlsplit(url)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port  # noqa: B018 -- raises on a port that is not a number
+            except ValueError:
+                valid = False
+            if not valid:
+                # Never echo the URL: a webhook's path or query often is its token.
+                raise ValueError(
+                    "each URL must be http://HOST/... or https://HOST/... (comma-separated)"
+                )
+        return list(dict.fromkeys(value))
+
     @field_validator("remediator_secret")
     @classmethod
     def _remediator_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -169,6 +201,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "VIGIL_WORKER_RETRY_MAX_SECONDS must not be below VIGIL_WORKER_RETRY_BASE_SECONDS"
             )
+        if self.notify_retry_max_seconds < self.notify_retry_base_seconds:
+            raise ValueError(
+                "VIGIL_NOTIFY_RETRY_MAX_SECONDS must not be below VIGIL_NOTIFY_RETRY_BASE_SECONDS"
+            )
         return self
 
     @field_validator(
@@ -179,6 +215,10 @@ class Settings(BaseSettings):
         "worker_retry_base_seconds",
         "worker_retry_max_seconds",
         "remediator_timeout_seconds",
+        "notify_timeout_seconds",
+        "notify_retry_base_seconds",
+        "notify_retry_max_seconds",
+        "notify_interval_seconds",
     )
     @classmethod
     def _positive_interval(cls, value: float) -> float:

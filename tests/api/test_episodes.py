@@ -73,6 +73,13 @@ async def decisions(client: httpx.AsyncClient, **query: Any) -> list[dict[str, A
     return items
 
 
+async def notifications(client: httpx.AsyncClient, event: str) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/notifications", params={"event": event})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["notifications"]
+    return items
+
+
 def suppressed(body: dict[str, Any]) -> list[str | None]:
     return [v.get("suppressed") for v in body["violations"]]
 
@@ -214,6 +221,9 @@ async def test_the_circuit_breaker_opens_past_max_actions_per_hour_and_resets(
     assert breaker["open"] is True
     assert breaker["actions_last_hour"] == 2
     assert breaker["opened_at"] is not None
+    assert suppressed(await send(client, 95, "web-04")) == ["circuit open"]
+    [opened] = await notifications(client, "breaker_opened")  # once, not per suppression
+    assert (opened["policy_name"], opened["target"]) == ("cpu-hot", "web-03")
 
     # The breaker holds for the whole episode, even once it closes.
     reset = await client.post("/api/v1/policies/cpu-hot/reset")
@@ -273,6 +283,9 @@ async def test_approval_required_waits_for_an_operator(
     [waiting] = (await send(client, 95, "web-01"))["actions"]
     assert waiting["status"] == "awaiting_approval"
     assert await container.queue.depth() == 0  # not dispatched
+    [note] = await notifications(client, "approval_waiting")
+    assert note["action_id"] == waiting["action_id"]
+    assert f"/api/v1/actions/{waiting['action_id']}/approve" in note["reason"]
     # Still open: a second violation is held back by it.
     assert suppressed(await send(client, 96, "web-01")) == ["action already open"]
 
@@ -584,6 +597,12 @@ async def test_a_failed_verification_escalates_until_the_list_is_exhausted(
     pair = await target_state(client, "web-01")
     assert pair["escalated_at"] is not None
     assert pair["action_id"] == escalation["id"]  # nothing further was created
+    [note] = await notifications(client, "escalation_exhausted")
+    assert (note["policy_name"], note["target"], note["action_id"]) == (
+        "cpu-hot",
+        "web-01",
+        escalation["id"],
+    )
     total = (await client.get("/api/v1/actions")).json()["total"]
     assert total == 2
 

@@ -60,6 +60,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/actions/{action_id}/reject"): {404, 409, 413, 422},
     ("GET", "/api/v1/policies/{name}/state"): {404, 422},
     ("POST", "/api/v1/policies/{name}/reset"): {404, 422},
+    ("GET", "/api/v1/notifications"): {422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
@@ -254,6 +255,17 @@ async def test_no_500_from_action_bodies(
     await _send(client, "PUT", f"/api/v1/actions/{action_id}/cancel", cancel)
 
 
+_query_parameters = [
+    "page",
+    "limit",
+    "status",
+    "event",
+    "delivery",
+    "target",
+    "policy",
+    "start_time",
+    "end_time",
+]
 _query_values = (
     st.text(max_size=12)
     | st.integers().map(str)
@@ -266,7 +278,7 @@ _query_values = (
 @_fuzz
 @given(
     params=st.dictionaries(
-        st.sampled_from(["page", "limit", "status", "target", "policy", "start_time", "end_time"]),
+        st.sampled_from(_query_parameters),
         _query_values,
         max_size=4,
     ),
@@ -283,6 +295,7 @@ async def test_no_500_from_paths_and_queries(
         f"/api/v1/actions/status/{quoted}",
         f"/api/v1/policies/{quoted}",
         f"/api/v1/policies/severity/{quoted}",
+        "/api/v1/notifications",
     ):
         r = await client.get(path, params=params)
         assert r.status_code < 500, (path, params, r.text)

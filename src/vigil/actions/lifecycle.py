@@ -20,6 +20,8 @@ from vigil.actions.status import Status
 from vigil.actions.store import transition
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor
 
 
@@ -149,8 +151,8 @@ async def fail(
     error: str,
     result: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """running → failed for good."""
-    return await _settle(
+    """running → failed for good, with an ``action_failed`` notification."""
+    record = await _settle(
         conn,
         action_id=action_id,
         attempt=attempt,
@@ -161,6 +163,17 @@ async def fail(
         result=result,
         error_message=error,
     )
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.ACTION_FAILED,
+        policy_name=record["policy_name"],
+        target=record["target"],
+        action_id=action_id,
+        reason=f"{record['action']} on {record['target']} failed at attempt {attempt}: {error}",
+        details={"action": record["action"], "attempt": attempt, "error": error},
+    )
+    return record
 
 
 async def retry_later(
@@ -216,9 +229,10 @@ async def record_late_result(
 async def fail_pending(
     conn: AsyncConnection, *, action_id: int, attempt: int, actor: Actor, now: datetime, error: str
 ) -> dict[str, Any] | None:
-    """pending → failed without running (a task delivered too often); ``None`` if not pending."""
+    """pending → failed without running (a task delivered too often), with an
+    ``action_dead_lettered`` notification; ``None`` if not pending."""
     try:
-        return await transition(
+        record = await transition(
             conn,
             action_id=action_id,
             to=Status.FAILED,
@@ -230,6 +244,17 @@ async def fail_pending(
         )
     except (NotFound, IllegalTransition, StaleAttempt):
         return None
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.ACTION_DEAD_LETTERED,
+        policy_name=record["policy_name"],
+        target=record["target"],
+        action_id=action_id,
+        reason=f"{record['action']} on {record['target']} dead-lettered: {error}",
+        details={"action": record["action"], "attempt": attempt, "error": error},
+    )
+    return record
 
 
 async def stale_dispatches(

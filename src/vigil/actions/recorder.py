@@ -32,6 +32,8 @@ from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
 from vigil.guard.reasons import Suppressed, outcome_of
 from vigil.guard.silences import silencing
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 from vigil.policy.history import Verdict
@@ -285,13 +287,9 @@ async def _limit(
                 continue
             if policy.max_actions_per_hour is not None and recent >= policy.max_actions_per_hour:
                 attempt.reason = Suppressed.CIRCUIT_OPEN
-                if guard.opened_at is None or guard.opened_at < now - HOUR:
-                    guard = replace(guard, opened_at=now)
-                    await conn.execute(
-                        policy_guards.update()
-                        .where(policy_guards.c.policy_name == name)
-                        .values(opened_at=now)
-                    )
+                guard = await _breaker_opened(
+                    conn, guard, policy, attempt.violation.target, recent, now
+                )
             elif (
                 policy.max_concurrent_targets is not None
                 and open_targets >= policy.max_concurrent_targets
@@ -303,6 +301,48 @@ async def _limit(
                 continue
             key = (policy_key(name), attempt.violation.target)
             actions_of[key] = PairState()  # not opened after all
+
+
+async def _breaker_opened(
+    conn: AsyncConnection, guard: Guard, policy: PolicySpec, target: str, recent: int, now: datetime
+) -> Guard:
+    """Note that the breaker stopped an action: the first time in its hour, it opened --
+    record when, and a ``breaker_opened`` notification."""
+    if guard.opened_at is not None and guard.opened_at >= now - HOUR:
+        return guard
+    await conn.execute(
+        policy_guards.update()
+        .where(policy_guards.c.policy_name == policy.name)
+        .values(opened_at=now)
+    )
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.BREAKER_OPENED,
+        policy_name=policy.name,
+        target=target,
+        reason=f"policy {policy.name} created {recent} actions within the hour"
+        f" (max_actions_per_hour {policy.max_actions_per_hour}); it acts again once they"
+        f" age out, or after POST /api/v1/policies/{policy.name}/reset",
+        details={"actions_last_hour": recent, "max_actions_per_hour": policy.max_actions_per_hour},
+    )
+    return replace(guard, opened_at=now)
+
+
+async def approval_waiting(conn: AsyncConnection, *, record: dict[str, Any], now: datetime) -> None:
+    """A ``approval_waiting`` notification for an action created awaiting approval."""
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.APPROVAL_WAITING,
+        policy_name=record["policy_name"],
+        target=record["target"],
+        action_id=int(record["id"]),
+        reason=f"action {record['action']} on {record['target']} awaits approval until"
+        f" {record['approval_expires_at'].isoformat()}: POST /api/v1/actions/{record['id']}"
+        "/approve or /reject",
+        details={"action": record["action"], "params": record["params"]},
+    )
 
 
 async def restrict(
@@ -318,6 +358,7 @@ async def restrict(
             conn, policy_name=policy.name, now=now, reset_at=guard.reset_at
         )
         if recent >= policy.max_actions_per_hour:
+            await _breaker_opened(conn, guard, policy, target, recent, now)
             return Suppressed.CIRCUIT_OPEN
     limit = policy.max_concurrent_targets
     if limit is not None and await open_target_count(conn, policy_name=policy.name) >= limit:
@@ -402,6 +443,9 @@ async def _create(
             except ActionAlreadyOpen:
                 # Another process created it between our read and our insert.
                 records.append(None)
+    for record in records:
+        if record is not None and record["status"] == Status.AWAITING_APPROVAL.value:
+            await approval_waiting(conn, record=record, now=now)
     return {
         attempt.index: record
         for attempt, record in zip(acting, records, strict=True)

@@ -19,13 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
 from vigil.actions.episodes import Episode, NewDecision
-from vigil.actions.recorder import restrict
+from vigil.actions.recorder import approval_waiting, restrict
 from vigil.actions.status import Status
 from vigil.actions.store import create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
 from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor, append_audit
 from vigil.policy.models import PolicySpec
 from vigil.policy.state import Phase
@@ -189,6 +191,18 @@ async def _escalate(
     if step >= len(policy.escalate):
         episode.escalated_at = now
         await episodes.save(conn, episodes=[episode], now=now, firing_changed=False)
+        tried = ", ".join([policy.action, *policy.escalate])
+        await record_notification(
+            conn,
+            now=now,
+            event=NotificationEvent.ESCALATION_EXHAUSTED,
+            policy_name=policy.name,
+            target=episode.target,
+            action_id=outcome.action_id,
+            reason=f"policy {policy.name} still fires for {episode.target} after {tried};"
+            " nothing is left to try",
+            details={"episode": episode.phase.episode, "tried": [policy.action, *policy.escalate]},
+        )
         return replace(outcome, exhausted=True)
     action = policy.escalate[step]
     target = episode.target
@@ -246,6 +260,8 @@ async def _escalate(
     if record is not None:
         episode.action_id = int(record["id"])
         episode.reason = None
+        if record["status"] == Status.AWAITING_APPROVAL.value:
+            await approval_waiting(conn, record=record, now=now)
     else:
         assert reason is not None
         episode.reason = reason.value

@@ -22,6 +22,7 @@ from vigil.api.routes import (
     decisions,
     health,
     ingest,
+    notifications,
     policies,
     queue,
     silences,
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(automation.router)
     app.include_router(silences.router)
     app.include_router(decisions.router)
+    app.include_router(notifications.router)
     _document_raw_bodies(app, components.limits)
     return app
 

@@ -278,3 +278,31 @@ policy_guards = Table(
 )
 """One row per policy with a breaker or blast radius: locked while they are checked and
 counted, so replicas cannot race past them; ``reset_at`` closes the breaker early."""
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("policy_name", String(255), nullable=True),
+    Column("target", String(255), nullable=True),
+    # No foreign key: a notification outlives what it tells about.
+    Column("action_id", BigId, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("details", Json, nullable=True),
+    # Delivery to the configured webhooks: pending → delivered | failed, or none when no
+    # webhook is configured. While pending, next_attempt_at is when the next try is due (a
+    # sender's claim pushes it ahead); attempts counts tries, deliveries holds each webhook's
+    # own state, keyed by a digest of its URL (never the URL, which may carry a token).
+    Column("delivery_status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("deliveries", Json, nullable=True),
+    Index("ix_notifications_delivery_status_next_attempt_at", "delivery_status", "next_attempt_at"),
+    Index("ix_notifications_at", "at"),
+)
+"""Notification events (breaker opened, action failed, ...), listed by the API and sent to
+the configured webhooks."""

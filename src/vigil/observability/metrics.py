@@ -98,6 +98,13 @@ class VigilMetrics:
             ["reason"],
             registry=r,
         )
+        self.notification_deliveries_total = Counter(
+            "vigil_notification_deliveries_total",
+            "Tries at sending a notification to the webhooks, by result (delivered, retrying, "
+            "failed, none when no webhook is configured).",
+            ["result"],
+            registry=r,
+        )
 
     def policy_loaded(self, name: str, severity: str) -> None:
         """Make a policy's violation series exist (at zero) as soon as it is loaded."""

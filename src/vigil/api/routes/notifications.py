@@ -1,0 +1,97 @@
+"""Notifications: breaker opened, escalation exhausted, action failed or dead-lettered,
+approval waiting -- listed here, and sent to the configured webhooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from vigil.api.deps import ContainerDep, VigilRoute
+from vigil.api.errors import error_responses
+from vigil.notify import store
+from vigil.notify.events import DeliveryStatus, NotificationEvent
+from vigil.text import SafeStr, UtcTimestamp
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=VigilRoute)
+
+
+class WebhookDeliveryOut(BaseModel):
+    url: str
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+# Statuses and events are plain strings on the way out (as an action's status is), so a
+# row written by a newer Vigil never makes the list fail; the filters take the closed sets.
+class DeliveryOut(BaseModel):
+    status: str = Field(description="pending, delivered, failed or none")
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+    webhooks: list[WebhookDeliveryOut]
+
+
+class NotificationOut(BaseModel):
+    id: int
+    at: datetime
+    event: str = Field(description=", ".join(NotificationEvent))
+    policy_name: str | None
+    target: str | None
+    action_id: int | None
+    reason: str
+    details: dict[str, Any] | None
+    delivery: DeliveryOut
+
+
+class NotificationList(BaseModel):
+    count: int
+    total: int
+    page: int
+    page_size: int
+    notifications: list[NotificationOut]
+
+
+Page = Annotated[int, Query(ge=1, le=1_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("", response_model=NotificationList, responses=error_responses(422, 503))
+async def list_notifications(
+    container: ContainerDep,
+    page: Page = 1,
+    limit: Limit = 50,
+    event: NotificationEvent | None = None,
+    policy: Annotated[SafeStr | None, Query(max_length=255)] = None,
+    target: Annotated[SafeStr | None, Query(max_length=255)] = None,
+    delivery: Annotated[
+        DeliveryStatus | None, Query(description="Only notifications in this delivery status")
+    ] = None,
+    start_time: UtcTimestamp | None = None,
+    end_time: UtcTimestamp | None = None,
+) -> dict[str, Any]:
+    """Notifications, newest first, filtered and paginated; ``start_time`` and ``end_time``
+    bound when they happened."""
+    async with container.database.read() as conn:
+        rows, total = await store.list_notifications(
+            conn,
+            page=page,
+            limit=limit,
+            event=event,
+            policy=policy,
+            target=target,
+            delivery=delivery,
+            start_time=start_time,
+            end_time=end_time,
+        )
+    return {
+        "count": len(rows),
+        "total": total,
+        "page": page,
+        "page_size": limit,
+        "notifications": [store.notification_out(r) for r in rows],
+    }

@@ -1,0 +1,1 @@
+"""Notifications: events worth a human's attention, recorded, listed and sent to webhooks."""

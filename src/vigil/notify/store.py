@@ -1,0 +1,217 @@
+"""Notifications in the database: recorded with what caused them, listed, and the sender's
+claims and outcomes.
+
+:func:`record_notification` runs inside the caller's transaction, so a notification commits
+with the change it tells about, or not at all. Data-access functions are keyword-only with
+the connection first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.db.tables import notifications
+from vigil.notify.events import DeliveryStatus, NotificationEvent
+
+RECORDED = "vigil.notification_recorded"
+"""Set in a connection's ``info`` when a notification was recorded on it, so a sender in
+this process can be woken when the transaction commits (see :mod:`vigil.notify.sender`)."""
+
+
+async def record_notification(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    event: NotificationEvent,
+    policy_name: str | None = None,
+    target: str | None = None,
+    action_id: int | None = None,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Record a notification in the caller's transaction, due for sending at once; its id."""
+    notification_id = (
+        await conn.execute(
+            notifications.insert()
+            .values(
+                at=now,
+                event=NotificationEvent(event).value,
+                policy_name=policy_name,
+                target=target,
+                action_id=action_id,
+                reason=reason,
+                details=details,
+                delivery_status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+            )
+            .returning(notifications.c.id)
+        )
+    ).scalar_one()
+    conn.info[RECORDED] = True
+    return int(notification_id)
+
+
+async def list_notifications(
+    conn: AsyncConnection,
+    *,
+    page: int,
+    limit: int,
+    event: NotificationEvent | None = None,
+    policy: str | None = None,
+    target: str | None = None,
+    delivery: DeliveryStatus | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of notifications, newest first, and how many match in all."""
+    conditions = []
+    if event is not None:
+        conditions.append(notifications.c.event == event.value)
+    if policy is not None:
+        conditions.append(notifications.c.policy_name == policy)
+    if target is not None:
+        conditions.append(notifications.c.target == target)
+    if delivery is not None:
+        conditions.append(notifications.c.delivery_status == delivery.value)
+    if start_time is not None:
+        conditions.append(notifications.c.at >= start_time)
+    if end_time is not None:
+        conditions.append(notifications.c.at <= end_time)
+    where = and_(True, *conditions)
+    total = (
+        await conn.execute(select(func.count()).select_from(notifications).where(where))
+    ).scalar_one()
+    query: Select[Any] = (
+        select(notifications)
+        .where(where)
+        .order_by(notifications.c.id.desc())
+        .limit(limit)
+        .offset((page - 1) * limit)
+    )
+    return [dict(r._mapping) for r in await conn.execute(query)], int(total)
+
+
+async def get_notification(conn: AsyncConnection, *, notification_id: int) -> dict[str, Any] | None:
+    """One notification, or ``None``."""
+    row = (
+        await conn.execute(select(notifications).where(notifications.c.id == notification_id))
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+# --- the sender's side ---------------------------------------------------------------------
+
+
+async def claim_due(
+    conn: AsyncConnection, *, now: datetime, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Pending notifications due by ``now``, each claimed until ``until`` (its next try is
+    pushed there), oldest first. A compare-and-set on the due time read: two senders cannot
+    both claim one notification, and one whose sender died is due again at ``until``."""
+    rows = (
+        await conn.execute(
+            select(notifications.c.id, notifications.c.next_attempt_at)
+            .where(
+                notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+                notifications.c.next_attempt_at <= now,
+            )
+            .order_by(notifications.c.next_attempt_at, notifications.c.id)
+            .limit(limit)
+        )
+    ).all()
+    claimed = []
+    for row in rows:
+        updated = (
+            await conn.execute(
+                update(notifications)
+                .where(
+                    notifications.c.id == row.id,
+                    notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+                    notifications.c.next_attempt_at == row.next_attempt_at,
+                )
+                .values(next_attempt_at=until)
+                .returning(notifications)
+            )
+        ).one_or_none()
+        if updated is not None:
+            claimed.append(dict(updated._mapping))
+    return claimed
+
+
+async def record_attempt(
+    conn: AsyncConnection,
+    *,
+    notification_id: int,
+    claimed_until: datetime,
+    status: DeliveryStatus,
+    attempts: int,
+    next_attempt_at: datetime | None,
+    last_error: str | None,
+    delivered_at: datetime | None,
+    deliveries: dict[str, Any],
+) -> bool:
+    """Record a try's outcome if the claim taken until ``claimed_until`` still holds."""
+    result = await conn.execute(
+        update(notifications)
+        .where(
+            notifications.c.id == notification_id,
+            notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+            notifications.c.next_attempt_at == claimed_until,
+        )
+        .values(
+            delivery_status=status.value,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+            last_error=last_error,
+            delivered_at=delivered_at,
+            deliveries=deliveries,
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> int:
+    """Mark pending notifications due by ``now`` as ``none`` (no webhook is configured);
+    how many."""
+    result = await conn.execute(
+        update(notifications)
+        .where(
+            notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+            notifications.c.next_attempt_at <= now,
+        )
+        .values(delivery_status=DeliveryStatus.NONE.value, next_attempt_at=None)
+    )
+    return int(result.rowcount)
+
+
+def notification_out(record: dict[str, Any]) -> dict[str, Any]:
+    """A notification as the API shows it."""
+    return {
+        "id": record["id"],
+        "at": record["at"],
+        "event": record["event"],
+        "policy_name": record["policy_name"],
+        "target": record["target"],
+        "action_id": record["action_id"],
+        "reason": record["reason"],
+        "details": record["details"],
+        "delivery": {
+            "status": record["delivery_status"],
+            "attempts": record["attempts"],
+            "last_error": record["last_error"],
+            "delivered_at": record["delivered_at"],
+            "next_attempt_at": (
+                record["next_attempt_at"]
+                if record["delivery_status"] == DeliveryStatus.PENDING.value
+                else None
+            ),
+            "webhooks": sorted(
+                (record["deliveries"] or {}).values(), key=lambda entry: str(entry["url"])
+            ),
+        },
+    }

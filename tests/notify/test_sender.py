@@ -1,0 +1,317 @@
+"""The notification sender against real HTTP servers, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from vigil.clock import FakeClock
+from vigil.db.engine import Database, create_engine
+from vigil.notify import store
+from vigil.notify.events import NotificationEvent
+from vigil.notify.sender import Notifier
+from vigil.observability.metrics import VigilMetrics
+from vigil.settings import Settings
+from vigil.worker.backoff import RetryPolicy
+
+TOKEN = "T0K3N-s3cret"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class Endpoint:
+    """A local HTTP server answering the POSTs to each path with the next of its
+    ``statuses`` (the last repeats; 200 for a path not given), keeping every request."""
+
+    url: str
+    statuses: dict[str, list[int]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    holder: list[Endpoint] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            state = holder[0]
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                state.received.append(
+                    Received(
+                        path=self.path,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        body=body,
+                    )
+                )
+                statuses = state.statuses.get(self.path, [200])
+                seen = sum(r.path == self.path for r in state.received)
+                status = statuses[min(seen, len(statuses)) - 1]
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder.append(Endpoint(url=f"http://127.0.0.1:{server.server_address[1]}"))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Setup:
+    database: Database
+    clock: FakeClock
+    metrics: VigilMetrics
+
+    def notifier(self, urls: list[str], **overrides: Any) -> Notifier:
+        options: dict[str, Any] = {
+            "database": self.database,
+            "clock": self.clock,
+            "metrics": self.metrics,
+            "urls": urls,
+            "timeout": 2.0,
+            "retry": RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=60),
+            "interval": 3600.0,  # only a wake (or a test) runs a pass
+        }
+        options.update(overrides)
+        return Notifier(**options)
+
+    async def record(self, **fields: Any) -> int:
+        values: dict[str, Any] = {
+            "event": NotificationEvent.ACTION_FAILED,
+            "policy_name": "web-cpu-high",
+            "target": "web-01",
+            "action_id": 42,
+            "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
+            "details": {"action": "scale-up", "attempt": 3},
+            **fields,
+        }
+        async with self.database.write() as conn:
+            return await store.record_notification(conn, now=self.clock.now(), **values)
+
+    async def row(self, notification_id: int) -> dict[str, Any]:
+        async with self.database.read() as conn:
+            row = await store.get_notification(conn, notification_id=notification_id)
+        assert row is not None
+        return row
+
+
+@asynccontextmanager
+async def setup(database_url: str) -> AsyncIterator[Setup]:
+    database = Database(create_engine(Settings(database_url=database_url, db_pool_size=4)))
+    try:
+        yield Setup(database=database, clock=FakeClock(), metrics=VigilMetrics())
+    finally:
+        await database.dispose()
+
+
+def sent(metrics: VigilMetrics, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "vigil_notification_deliveries_total", {"result": result}
+    )
+    return value or 0.0
+
+
+async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delivered(
+    database_url: str, endpoint: Endpoint
+) -> None:
+    endpoint.statuses[f"/hooks/{TOKEN}"] = [500, 204]
+    async with setup(database_url) as s:
+        notifier = s.notifier([f"{endpoint.url}/hooks/{TOKEN}"])
+        notification_id = await s.record()
+        recorded_at = s.clock.now()
+
+        assert await notifier.run_once() == 1
+        row = await s.row(notification_id)
+        assert (row["delivery_status"], row["attempts"]) == ("pending", 1)
+        assert row["last_error"] == f"http://{endpoint.url.split('//')[1]}/…: answered 500"
+        # Base 1 s with equal jitter: the next try is due between 0.5 and 1 s later.
+        wait = (row["next_attempt_at"] - recorded_at).total_seconds()
+        assert 0.5 <= wait <= 1.0
+        assert await notifier.run_once() == 0  # not due yet
+
+        s.clock.advance(1)
+        assert await notifier.run_once() == 1
+        row = await s.row(notification_id)
+        assert (row["delivery_status"], row["attempts"]) == ("delivered", 2)
+        assert row["delivered_at"] == s.clock.now()
+        assert row["last_error"] is None
+        assert row["next_attempt_at"] is None
+        assert await notifier.run_once() == 0
+
+    assert len(endpoint.received) == 2
+    first = endpoint.received[0]
+    assert first.path == f"/hooks/{TOKEN}"
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-vigil-event"] == "action_failed"
+    assert first.body == {
+        "id": notification_id,
+        "event": "action_failed",
+        "at": "2026-01-19T12:00:00Z",
+        "policy": "web-cpu-high",
+        "target": "web-01",
+        "action": 42,
+        "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
+        "details": {"action": "scale-up", "attempt": 3},
+        "links": {
+            "action": "/api/v1/actions/42",
+            "policy": "/api/v1/policies/web-cpu-high",
+            "notifications": "/api/v1/notifications",
+        },
+    }
+    assert endpoint.received[1].body == first.body
+    assert (sent(s.metrics, "retrying"), sent(s.metrics, "delivered")) == (1, 1)
+
+
+async def test_an_unreachable_webhook_fails_after_the_last_attempt(database_url: str) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hooks/{TOKEN}?key={TOKEN}"
+    async with setup(database_url) as s:
+        notifier = s.notifier([url])
+        notification_id = await s.record(event=NotificationEvent.APPROVAL_WAITING)
+        for attempt in (1, 2, 3):
+            assert await notifier.run_once() == 1
+            row = await s.row(notification_id)
+            assert row["attempts"] == attempt
+            s.clock.advance(2 ** (attempt - 1))  # the nominal backoff, jitter or not
+        assert row["delivery_status"] == "failed"
+        assert row["next_attempt_at"] is None
+        assert "ConnectError" in row["last_error"]
+        assert await notifier.run_once() == 0
+        async with s.database.read() as conn:
+            [listed], _ = await store.list_notifications(conn, page=1, limit=10)
+        out = store.notification_out(listed)
+        assert out["delivery"]["status"] == "failed"
+        [webhook] = out["delivery"]["webhooks"]
+        assert webhook["url"].startswith("http://127.0.0.1:")
+        assert webhook["attempts"] == 3
+        assert webhook["delivered_at"] is None
+    assert TOKEN not in json.dumps(out, default=str)
+    assert sent(s.metrics, "failed") == 1
+
+
+async def test_a_webhook_that_took_it_is_not_sent_it_again(
+    database_url: str, endpoint: Endpoint
+) -> None:
+    endpoint.statuses["/second"] = [503, 200]
+    async with setup(database_url) as s:
+        notifier = s.notifier([f"{endpoint.url}/first", f"{endpoint.url}/second"])
+        notification_id = await s.record(action_id=None, policy_name=None)
+        await notifier.run_once()
+        row = await s.row(notification_id)
+        assert (row["delivery_status"], row["attempts"]) == ("pending", 1)
+        assert row["last_error"].endswith("/…: answered 503")
+        s.clock.advance(1)
+        await notifier.run_once()
+        row = await s.row(notification_id)
+        assert (row["delivery_status"], row["attempts"]) == ("delivered", 2)
+        webhooks = store.notification_out(row)["delivery"]["webhooks"]
+        assert sorted(w["attempts"] for w in webhooks) == [1, 2]
+    assert sorted(r.path for r in endpoint.received) == ["/first", "/second", "/second"]
+    links = endpoint.received[0].body["links"]
+    assert links == {"action": None, "policy": None, "notifications": "/api/v1/notifications"}
+
+
+async def test_two_senders_send_each_notification_once(
+    database_url: str, endpoint: Endpoint
+) -> None:
+    async with setup(database_url) as s, setup(database_url) as other:
+        other.clock = s.clock
+        ids = [await s.record(target=f"web-{i:02}") for i in range(10)]
+        one = s.notifier([endpoint.url], batch=4)
+        two = other.notifier([endpoint.url], batch=4)
+        while sum(await asyncio.gather(one.run_once(), two.run_once())):
+            pass
+        rows = [await s.row(i) for i in ids]
+    assert {r["delivery_status"] for r in rows} == {"delivered"}
+    assert sorted(r.body["id"] for r in endpoint.received) == ids
+
+
+async def test_without_webhooks_nothing_is_sent_and_notifications_settle_as_none(
+    database_url: str,
+) -> None:
+    async with setup(database_url) as s:
+        notifier = s.notifier([])
+        notification_id = await s.record()
+        assert await notifier.run_once() == 1
+        row = await s.row(notification_id)
+        assert (row["delivery_status"], row["attempts"]) == ("none", 0)
+        assert await notifier.run_once() == 0
+
+
+async def test_a_commit_that_recorded_a_notification_wakes_the_sender(
+    database_url: str, endpoint: Endpoint
+) -> None:
+    async with setup(database_url) as s:
+        notifier = s.notifier([endpoint.url])  # an hour between passes otherwise
+        await notifier.start()
+        try:
+            async with asyncio.timeout(10):
+                await notifier.wait_for_passes(1)
+                notification_id = await s.record()
+                while (await s.row(notification_id))["delivery_status"] != "delivered":
+                    await notifier.wait_for_passes(notifier.passes + 1)
+        finally:
+            await notifier.stop()
+    assert [r.body["id"] for r in endpoint.received] == [notification_id]
+
+
+async def test_a_failing_pass_does_not_stop_the_sender(
+    database_url: str, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim_due = store.claim_due
+    calls = 0
+
+    async def flaky_claim(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a surprise")
+        return await claim_due(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_due", flaky_claim)
+    async with setup(database_url) as s:
+        notifier = s.notifier([endpoint.url])
+        notification_id = await s.record()
+        await notifier.start()
+        try:
+            async with asyncio.timeout(10):
+                await notifier.wait_for_passes(1)  # the one that failed
+                notifier.wake()
+                await notifier.wait_for_passes(2)
+        finally:
+            await notifier.stop()
+        assert (await s.row(notification_id))["delivery_status"] == "delivered"
