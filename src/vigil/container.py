@@ -251,6 +251,7 @@ def build_container(
             metrics=metrics,
             policies_file=settings.policies_file,
             knows_action=remediations.knows,
+            runner_interval=settings.runner_interval_seconds,
         ),
         actions=ActionService(
             database=database,

@@ -3,7 +3,7 @@ through the API on SQLite and PostgreSQL (issue 4)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -613,3 +613,73 @@ async def test_an_escalation_action_must_be_known(client: httpx.AsyncClient) -> 
     )
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["detail"]] == [["body", "escalate", 1]]
+
+
+# --- backtest -------------------------------------------------------------------------------
+
+
+async def test_backtest_replays_stored_samples_and_changes_nothing(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    await create(client, auto_remediate=False)  # it never acted on these samples
+    for ago, target, value in (
+        (500, "web-01", 95),
+        (490, "web-01", 96),
+        (400, "web-01", 40),
+        (300, "web-01", 97),
+        (200, "web-02", 99),
+        (100, "db-01", 99),  # not a web-* target
+    ):
+        await send(client, value, target, ago=ago, clock=clock)
+    start = (clock.now() - timedelta(minutes=10)).isoformat()
+    end = clock.now().isoformat()
+    before = await table_counts(container)
+
+    saved = await client.post("/api/v1/policies/cpu-hot/backtest", json={"from": start, "to": end})
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert (body["ok"], body["policy"], body["samples"]) == (True, "cpu-hot", 5)
+    assert [(d["target"], d["episode"], d["outcome"]) for d in body["decisions"]] == [
+        ("web-01", 1, "recorded"),
+        ("web-01", 2, "recorded"),
+        ("web-02", 1, "recorded"),
+    ]
+
+    # The same policy as it would be: acting, with a cooldown that holds back episode 2.
+    unsaved = await client.post(
+        "/api/v1/policies/backtest",
+        json={
+            "policy": {**BASE_POLICY, "name": "draft", "cooldown_seconds": "10m"},
+            "from": start,
+            "to": end,
+        },
+    )
+    assert unsaved.status_code == 200, unsaved.text
+    summary = unsaved.json()["summary"]
+    assert summary["acted"] == 2
+    assert summary["suppressed"] == {"cooldown": 1}
+    assert summary["targets"]["web-01"]["acted"] == 1
+    first = datetime.fromisoformat(summary["targets"]["web-02"]["first"])
+    assert first == clock.now() - timedelta(seconds=200)
+    assert await table_counts(container) == before
+
+
+async def test_backtest_refuses_bad_requests(client: httpx.AsyncClient, clock: FakeClock) -> None:
+    await create(client)
+    now = clock.now().isoformat()
+    earlier = (clock.now() - timedelta(hours=1)).isoformat()
+    unknown = await client.post("/api/v1/policies/nope/backtest", json={"from": earlier, "to": now})
+    assert unknown.status_code == 404
+    backwards = await client.post(
+        "/api/v1/policies/cpu-hot/backtest", json={"from": now, "to": earlier}
+    )
+    assert backwards.status_code == 422
+    assert backwards.json()["detail"][0]["loc"] == ["body", "to"]
+    invalid = await client.post(
+        "/api/v1/policies/backtest",
+        json={"policy": {**BASE_POLICY, "action": "teleport"}, "from": earlier, "to": now},
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["loc"] == ["body", "policy", "action"]
+    missing = await client.post("/api/v1/policies/cpu-hot/backtest", json={"to": now})
+    assert missing.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -89,17 +90,19 @@ async def expire_silence(
 
 async def active_rules(conn: AsyncConnection, *, now: datetime) -> list[SilenceRule]:
     """The silences in force now, as the guard reads them."""
-    return [
-        SilenceRule(
-            id=int(r["id"]),
-            starts_at=r["starts_at"],
-            ends_at=r["ends_at"],
-            policy=r["matchers"].get("policy"),
-            target=r["matchers"].get("target"),
-            tags=r["matchers"].get("tags") or {},
-        )
-        for r in await list_silences(conn, now=now, active=True)
-    ]
+    return [_rule(r) for r in await list_silences(conn, now=now, active=True)]
+
+
+def _rule(record: Mapping[str, Any]) -> SilenceRule:
+    matchers = record["matchers"]
+    return SilenceRule(
+        id=int(record["id"]),
+        starts_at=record["starts_at"],
+        ends_at=record["ends_at"],
+        policy=matchers.get("policy"),
+        target=matchers.get("target"),
+        tags=matchers.get("tags") or {},
+    )
 
 
 def silence_out(record: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -113,3 +116,14 @@ def silence_out(record: dict[str, Any], now: datetime) -> dict[str, Any]:
         "created_by": record["created_by"],
         "active": record["starts_at"] <= now < record["ends_at"],
     }
+
+
+async def rules_between(
+    conn: AsyncConnection, *, start: datetime, end: datetime
+) -> list[SilenceRule]:
+    """Every silence in force at some moment between ``start`` and ``end`` (a backtest
+    replays them as they were)."""
+    rows = await conn.execute(
+        select(silences).where(silences.c.starts_at < end, silences.c.ends_at > start)
+    )
+    return [_rule(dict(r._mapping)) for r in rows]

@@ -8,27 +8,33 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
 from vigil.actions import episodes
 from vigil.actions.automation import get_state
 from vigil.actions.recorder import breaker_state, reset_breaker
-from vigil.actions.silences import active_rules
+from vigil.actions.silences import active_rules, rules_between
 from vigil.actions.store import pair_states, policy_key
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.db.migrate import startup_lock
-from vigil.errors import PolicyInvalid
+from vigil.db.tables import metrics as stored_samples
+from vigil.errors import InvalidInput, PolicyInvalid
 from vigil.guard.decide import PairState, decide
 from vigil.guard.reasons import Suppressed
 from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor, append_audit
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
-from vigil.policy.conditions import history_parts
+from vigil.policy.backtest import backtest as replay
+from vigil.policy.conditions import history_parts, metrics_of
 from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
+
+MAX_BACKTEST_SAMPLES = 500_000
+"""The most samples one backtest replays (a wider range is refused with 422)."""
 
 
 def jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +110,9 @@ class PolicyService:
         metrics: VigilMetrics,
         policies_file: Path | None,
         knows_action: Callable[[str], bool] = lambda _action: True,
+        runner_interval: float = 10.0,
     ) -> None:
+        self.runner_interval = runner_interval
         self._db = database
         self._clock = clock
         self._metrics = metrics
@@ -161,6 +169,65 @@ class PolicyService:
         async with self._db.write() as conn:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
             await episodes.forget_policy(conn, policy_name=name)
+
+    async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> dict[str, Any]:
+        """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
+        simulated clock: the decisions it would have made. Reads only."""
+        if end <= start:
+            message = "must be later than 'from'"
+            raise InvalidInput(
+                message, detail=[{"loc": ["body", "to"], "msg": message, "type": "value_error"}]
+            )
+        names = set(metrics_of(spec.condition))
+        if spec.clear is not None:
+            names |= metrics_of(spec.clear)
+        in_range = (
+            stored_samples.c.name.in_(sorted(names)),
+            stored_samples.c.ts >= start,
+            stored_samples.c.ts <= end,
+            stored_samples.c.target.is_not(None),
+        )
+        async with self._db.read() as conn:
+            count = (
+                await conn.execute(
+                    select(func.count()).select_from(stored_samples).where(*in_range)
+                )
+            ).scalar_one()
+            if count > MAX_BACKTEST_SAMPLES:
+                message = (
+                    f"the range holds {count:,} samples of the policy's metrics; a backtest"
+                    f" replays at most {MAX_BACKTEST_SAMPLES:,}: narrow it"
+                )
+                raise InvalidInput(
+                    message,
+                    detail=[{"loc": ["body", "from"], "msg": message, "type": "value_error"}],
+                )
+            rows = await conn.execute(
+                select(
+                    stored_samples.c.ts,
+                    stored_samples.c.target,
+                    stored_samples.c.name,
+                    stored_samples.c.value,
+                    stored_samples.c.tags,
+                )
+                .where(*in_range)
+                .order_by(stored_samples.c.ts, stored_samples.c.id)
+            )
+            samples = [(r.ts, r.target, r.name, r.value, r.tags or {}) for r in rows]
+            rules = await rules_between(conn, start=start, end=end)
+
+        def silenced(policy: str, target: str, tags: Mapping[str, str], at: datetime) -> bool:
+            return silencing(rules, policy=policy, target=target, tags=tags, now=at) is not None
+
+        result = replay(
+            spec, samples, start=start, end=end, interval=self.runner_interval, silenced=silenced
+        )
+        return {"ok": True, "policy": spec.name, "from": start, "to": end, **result}
+
+    async def stored(self, name: str) -> PolicySpec:
+        """A stored policy; :class:`NotFound` if there is none of that name."""
+        async with self._db.read() as conn:
+            return store.spec_of(await store.get_policy(conn, name=name))
 
     async def state(self, name: str) -> dict[str, Any]:
         """The policy's breaker and the state of each of its targets."""

@@ -12,7 +12,8 @@ from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
-from vigil.text import Name, SafeStr
+from vigil.policy.service import check_action, validate_policy
+from vigil.text import Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
 
@@ -79,6 +80,59 @@ class EvaluateOut(BaseModel):
         " (`for`, `window`, `rate`, `absent`): where, in each"
     )
     timestamp: datetime
+
+
+class BacktestIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [{"from": "2026-01-19T11:00:00Z", "to": "2026-01-19T12:00:00Z"}]
+        },
+    )
+
+    from_: UtcTimestamp = Field(alias="from", description="Start of the range replayed")
+    to: UtcTimestamp = Field(description="End of the range replayed")
+
+
+class BacktestPolicyIn(BacktestIn):
+    policy: dict[str, Any] = Field(description="A full policy body, as for POST /policies")
+
+
+class BacktestDecision(BaseModel):
+    at: datetime
+    target: str
+    episode: int
+    value: float | None
+    outcome: str
+    reason: str | None
+    action: str | None
+    count: int
+
+
+class BacktestTarget(BaseModel):
+    acted: int
+    suppressed: int
+    first: datetime
+    last: datetime
+
+
+class BacktestSummary(BaseModel):
+    acted: int
+    suppressed: dict[str, int]
+    targets: dict[str, BacktestTarget]
+
+
+class BacktestOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    ok: bool
+    policy: str
+    from_: datetime = Field(alias="from", serialization_alias="from")
+    to: datetime
+    samples: int
+    decisions: list[BacktestDecision]
+    summary: BacktestSummary
 
 
 class BreakerOut(BaseModel):
@@ -195,6 +249,15 @@ async def evaluate(body: EvaluateIn, container: ContainerDep) -> dict[str, Any]:
     return await container.policies.evaluate(body.metrics, body.target, body.tags)
 
 
+@router.post("/backtest", response_model=BacktestOut, responses=error_responses(413, 422, 503))
+async def backtest_unsaved(body: BacktestPolicyIn, container: ContainerDep) -> dict[str, Any]:
+    """Replay stored samples through a policy that is not saved: the decisions it would
+    have made. Changes nothing."""
+    spec = validate_policy(body.policy, loc_prefix=("body", "policy"))
+    check_action(spec, container.remediations.knows, loc_prefix=("body", "policy"))
+    return await container.policies.backtest(spec, body.from_, body.to)
+
+
 @router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
 async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]:
     async with container.database.read() as conn:
@@ -246,3 +309,18 @@ async def policy_state(name: NameParam, container: ContainerDep) -> dict[str, An
 async def reset_policy(name: NameParam, container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
     """Close the policy's circuit breaker: only actions created from now on count."""
     return await container.policies.reset(name, actor=actor)
+
+
+@router.post(
+    "/{name}/backtest",
+    response_model=BacktestOut,
+    responses=error_responses(404, 413, 422, 503),
+)
+async def backtest_policy(
+    name: NameParam, body: BacktestIn, container: ContainerDep
+) -> dict[str, Any]:
+    """Replay the stored samples of `from`..`to` through the policy and its guards with a
+    simulated clock: the decisions it would have made (counts per target, first and last,
+    suppressed and why). Changes nothing."""
+    spec = await container.policies.stored(name)
+    return await container.policies.backtest(spec, body.from_, body.to)

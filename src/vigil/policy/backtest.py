@@ -1,0 +1,237 @@
+"""Backtest: replay stored samples through one policy's evaluation and guards with a
+simulated clock, and say what it would have decided. Pure: the samples and the silences
+of the range in, decisions out; nothing is read or written here.
+
+The replay follows production: instant conditions are judged at each sample (as ingest
+does), history conditions at simulated runner passes every ``interval`` seconds, and each
+(policy, target) walks the same state machine. What it cannot know it assumes, and says so
+in the documentation: a simulated action stays open until its episode resolves and ends
+then (so the cooldown counts from the resolution, and the blast radius sees the targets
+still firing); the global pause is not replayed; silences are, as they were at each moment.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from vigil.guard.decide import PairState, decide
+from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.policy.conditions import compile_condition, is_instant, metrics_of
+from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
+from vigil.policy.matcher import target_matches
+from vigil.policy.models import PolicySpec
+from vigil.policy.state import Change, PairPhase, Phase, step
+
+Sample = tuple[datetime, str, str, float, Mapping[str, str]]
+"""(ts, target, metric, value, tags), as stored."""
+
+Silenced = Callable[[str, str, Mapping[str, str], datetime], bool]
+"""Whether a silence held back (policy, target, tags) at a moment."""
+
+STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
+HOUR = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class _Pair:
+    phase: PairPhase = field(default_factory=PairPhase)
+    values: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, datetime] = field(default_factory=dict)
+    series: dict[str, list[Point]] = field(default_factory=lambda: defaultdict(list))
+    tags: Mapping[str, str] = field(default_factory=dict)
+    acted: bool = False
+    open: bool = False
+    last_ended: datetime | None = None
+    reason: Suppressed | None = None
+
+
+def backtest(
+    policy: PolicySpec,
+    samples: Iterable[Sample],
+    *,
+    start: datetime,
+    end: datetime,
+    interval: float,
+    silenced: Silenced,
+) -> dict[str, Any]:
+    """The decisions ``policy`` would have made over ``samples`` (sorted by time) from
+    ``start`` to ``end``, and their summary."""
+    instant = is_instant(policy.condition)
+    check = compile_condition(policy.condition) if instant else None
+    clear_instant = policy.clear is None or is_instant(policy.clear)
+    clear = compile_condition(policy.clear) if policy.clear is not None and clear_instant else None
+    keep: dict[str, float] = {}
+    for condition in (policy.condition, policy.clear):
+        if condition is not None:
+            keep.update(lookbacks(condition))
+    pairs: dict[str, _Pair] = defaultdict(_Pair)
+    decisions: list[dict[str, Any]] = []
+    created: list[datetime] = []
+    counted = 0
+
+    def attempt(target: str, pair: _Pair, now: datetime, value: float | None) -> None:
+        """A violation of a firing pair: act, or say why not (once per repeated reason)."""
+        if pair.acted:
+            return
+        if pair.reason in STICKY:
+            reason: Suppressed | None = pair.reason
+        else:
+            reason = decide(
+                auto_remediate=policy.auto_remediate,
+                enabled=True,
+                cooldown_seconds=policy.cooldown_seconds,
+                state=PairState(
+                    open_action_id=1 if pair.open else None, last_ended_at=pair.last_ended
+                ),
+                now=now,
+                silenced=silenced(policy.name, target, pair.tags, now),
+                shadow=policy.shadow,
+            )
+            if reason is None:
+                recent = bisect_left(created, now - HOUR)
+                if (
+                    policy.max_actions_per_hour is not None
+                    and len(created) - recent >= policy.max_actions_per_hour
+                ):
+                    reason = Suppressed.CIRCUIT_OPEN
+                elif policy.max_concurrent_targets is not None and (
+                    sum(1 for p in pairs.values() if p.open) >= policy.max_concurrent_targets
+                ):
+                    reason = Suppressed.MAX_CONCURRENT_TARGETS
+        if reason is not None and reason == pair.reason:
+            decisions[_last(decisions, target)]["count"] += 1
+            return
+        pair.reason = reason
+        if reason is None:
+            pair.acted = pair.open = True
+            created.append(now)
+        decisions.append(
+            {
+                "at": now,
+                "target": target,
+                "episode": pair.phase.episode,
+                "value": value,
+                "outcome": outcome_of(reason),
+                "reason": None if reason is None else reason.value,
+                "action": None if reason is not None else policy.action,
+                "count": 1,
+            }
+        )
+
+    def observe(
+        target: str,
+        pair: _Pair,
+        verdict: Verdict,
+        cleared: Verdict | None,
+        now: datetime,
+        value: float | None,
+    ) -> None:
+        phase, change = step(pair.phase, verdict, cleared, now)
+        if change is Change.FIRED:
+            pair.phase = phase
+            pair.acted, pair.reason = False, None
+            attempt(target, pair, now, value)
+        elif change is Change.RESOLVED:
+            pair.phase = phase
+            if pair.open:
+                pair.open, pair.last_ended = False, now
+        else:
+            pair.phase = phase
+            if phase.phase is Phase.FIRING and verdict is Verdict.TRUE:
+                attempt(target, pair, now, value)
+
+    def runner_pass(now: datetime) -> None:
+        for target, pair in pairs.items():
+            view = TargetView(pair.values, pair.seen, pair.series, pair.tags)
+            firing = pair.phase.phase is Phase.FIRING
+            if instant:
+                if not firing or clear_instant:
+                    continue  # ingest's business
+                verdict = (
+                    Verdict.TRUE
+                    if check is not None and check(pair.values, pair.tags)
+                    else Verdict.FALSE
+                )
+            else:
+                verdict = judge(policy.condition, view, now)
+            cleared = (
+                judge(policy.clear, view, now) if policy.clear is not None and firing else None
+            )
+            observe(target, pair, verdict, cleared, now, _first_value(policy, pair))
+
+    tick = start + timedelta(seconds=interval)
+    for ts, target, metric, value, tags in samples:
+        while tick <= ts and tick <= end:
+            runner_pass(tick)
+            tick += timedelta(seconds=interval)
+        if not target_matches(policy.target, target):
+            continue
+        counted += 1
+        pair = pairs[target]
+        if metric not in pair.seen or ts >= pair.seen[metric]:
+            pair.values[metric], pair.seen[metric] = value, ts
+        if tags:
+            pair.tags = tags
+        if metric in keep:
+            points = pair.series[metric]
+            points.append((ts, value))
+            horizon = ts - timedelta(seconds=keep[metric])
+            while points and points[0][0] < horizon:
+                points.pop(0)
+        if instant and check is not None:
+            holds = check(pair.values, tags)
+            firing = pair.phase.phase is Phase.FIRING
+            if holds:
+                observe(target, pair, Verdict.TRUE, None, ts, value)
+            elif firing and clear_instant:
+                cleared = (
+                    (
+                        Verdict.TRUE
+                        if clear is not None and clear(pair.values, tags)
+                        else Verdict.FALSE
+                    )
+                    if policy.clear is not None
+                    else None
+                )
+                observe(target, pair, Verdict.FALSE, cleared, ts, value)
+    while tick <= end:
+        runner_pass(tick)
+        tick += timedelta(seconds=interval)
+    return {"samples": counted, "decisions": decisions, "summary": _summary(decisions)}
+
+
+def _last(decisions: list[dict[str, Any]], target: str) -> int:
+    for i in range(len(decisions) - 1, -1, -1):
+        if decisions[i]["target"] == target:
+            return i
+    raise LookupError(target)
+
+
+def _first_value(policy: PolicySpec, pair: _Pair) -> float | None:
+    for metric in sorted(metrics_of(policy.condition)):
+        if metric in pair.values:
+            return pair.values[metric]
+    return None
+
+
+def _summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    suppressed: Counter[str] = Counter()
+    targets: dict[str, dict[str, Any]] = {}
+    acted = 0
+    for d in decisions:
+        entry = targets.setdefault(
+            d["target"], {"acted": 0, "suppressed": 0, "first": d["at"], "last": d["at"]}
+        )
+        entry["last"] = d["at"]
+        if d["outcome"] == "acted":
+            acted += 1
+            entry["acted"] += 1
+        else:
+            suppressed[d["reason"]] += d["count"]
+            entry["suppressed"] += d["count"]
+    return {"acted": acted, "suppressed": dict(suppressed), "targets": targets}
