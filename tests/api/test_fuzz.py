@@ -21,7 +21,8 @@ Left out, and why (see ``CONFIG``):
   and nest at most 32 levels, a condition at most 8.
 - ``negative_data_rejection`` on request bodies, for the same trimming: a generated
   "too long" string that ends in whitespace is legitimately accepted once trimmed.
-- ``allow_header_conformance`` on ``/api/v1/policies/reload`` and ``/evaluate``: those URLs
+- ``allow_header_conformance`` on ``/api/v1/policies/reload``, ``/evaluate`` and
+  ``/backtest``: those URLs
   are also ``/api/v1/policies/{name}`` (a policy may be called ``reload``), so the server
   rightly answers ``Allow: DELETE, GET, POST, PUT`` where the document lists ``POST`` only.
 - No 413 check is needed: the generated bodies stay far below the 16 MiB body limit.
@@ -117,7 +118,11 @@ CONFIG = schemathesis.Config.from_dict(
                 "checks": {"negative_data_rejection": {"enabled": False}},
             },
             {
-                "include-path": ["/api/v1/policies/reload", "/api/v1/policies/evaluate"],
+                "include-path": [
+                    "/api/v1/policies/reload",
+                    "/api/v1/policies/evaluate",
+                    "/api/v1/policies/backtest",
+                ],
                 "checks": {"allow_header_conformance": {"enabled": False}},
             },
             {
