@@ -8,7 +8,8 @@ Every test action is ``restart-service`` on a target whose prefix picks the comm
 - ``brief-*``: appends the attempt, then sleeps 1 s;
 - anything else: appends the attempt.
 
-So ``runs(runs_dir, target)`` lists the attempts that actually ran, one line per run.
+``scale-up`` (the policies' action) appends the attempt on any target. So
+``runs(runs_dir, target)`` lists the attempts that actually ran, one line per run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from tests.e2e.procs import Processes, wait_for
 
 ACTION = "restart-service"
+SCALE_UP = "scale-up"
 
 
 def _command(runs_dir: Path, then: str) -> str:
@@ -34,16 +36,17 @@ def _command(runs_dir: Path, then: str) -> str:
 
 def write_remediations(directory: Path, runs_dir: Path) -> Path:
     entries = [
-        ("fail-*", "exit 1", "    retries: {max_attempts: 2, backoff_seconds: 0.1}\n"),
-        ("slow-*", "sleep 2", ""),
-        ("brief-*", "sleep 1", ""),
-        ("*", "", ""),
+        (ACTION, "fail-*", "exit 1", "    retries: {max_attempts: 2, backoff_seconds: 0.1}\n"),
+        (ACTION, "slow-*", "sleep 2", ""),
+        (ACTION, "brief-*", "sleep 1", ""),
+        (ACTION, "*", "", ""),
+        (SCALE_UP, "*", "", ""),
     ]
     lines = ["remediations:\n"]
-    for targets, then, extra in entries:
+    for action, targets, then, extra in entries:
         script = _command(runs_dir, then).replace("\\", "\\\\").replace('"', '\\"')
         lines.append(
-            f"  - action: {ACTION}\n"
+            f"  - action: {action}\n"
             f'    targets: "{targets}"\n'
             "    plugin: command\n"
             f'    with: {{argv: ["sh", "-c", "{script}", "{{target}}", "{{attempt}}"]}}\n'
@@ -95,6 +98,33 @@ class Api:
         result: list[dict[str, Any]] = self._json(
             self.http.get(f"/api/v1/actions/{action_id}/history")
         )
+        return result
+
+    def actions(self, **query: str) -> list[dict[str, Any]]:
+        """The actions ``GET /api/v1/actions`` lists for ``query`` (newest first)."""
+        body = self._json(self.http.get("/api/v1/actions", params={"limit": "500", **query}))
+        result: list[dict[str, Any]] = body["actions"]
+        return result
+
+    def ingest(self, name: str, value: float, target: str) -> None:
+        self._json(
+            self.http.post("/api/v1/ingest", json={"name": name, "value": value, "target": target}),
+            201,
+        )
+
+    def create_policy(self, policy: dict[str, Any]) -> None:
+        self._json(self.http.post("/api/v1/policies", json=policy), 201)
+
+    def policy_state(self, name: str) -> dict[str, dict[str, Any]]:
+        """Each target's state of policy ``name``, by target."""
+        body = self._json(self.http.get(f"/api/v1/policies/{name}/state"))
+        return {row["target"]: row for row in body["targets"]}
+
+    def runner(self) -> dict[str, Any]:
+        """This process's runner, as ``GET /api/v1/policies/runner/status`` shows it."""
+        result: dict[str, Any] = self._json(self.http.get("/api/v1/policies/runner/status"))[
+            "runner"
+        ]
         return result
 
     def stats(self) -> dict[str, Any]:
