@@ -683,3 +683,18 @@ async def test_backtest_refuses_bad_requests(client: httpx.AsyncClient, clock: F
     assert invalid.json()["detail"][0]["loc"] == ["body", "policy", "action"]
     missing = await client.post("/api/v1/policies/cpu-hot/backtest", json={"to": now})
     assert missing.status_code == 422
+
+
+async def test_decisions_are_counted_by_outcome_and_reason(client: httpx.AsyncClient) -> None:
+    await create(client, name="shadowed", shadow=True)
+    await create(client, name="acting")
+    await send(client, 95)
+    await send(client, 96)  # 'acting' is open: suppressed; 'shadowed' repeats its shadow
+    text = (await client.get("/metrics")).text
+    for line in (
+        'vigil_decisions_total{outcome="acted",reason=""} 1.0',
+        'vigil_decisions_total{outcome="shadow",reason="shadow"} 2.0',
+        'vigil_decisions_total{outcome="suppressed",reason="action already open"} 1.0',
+        'vigil_policy_violations_total{policy_name="acting",severity="warning"} 2.0',
+    ):
+        assert line in text, line

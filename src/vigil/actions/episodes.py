@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.db.tables import decisions, policy_revision, policy_states
+from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
 from vigil.policy.state import PairPhase, Phase
 
 Pair = tuple[str, str]
@@ -161,8 +161,9 @@ def _row(e: Episode, now: datetime) -> dict[str, Any]:
 
 
 async def forget_policy(conn: AsyncConnection, *, policy_name: str) -> None:
-    """Drop a deleted policy's states (its decisions stay, as history)."""
+    """Drop a deleted policy's states and guard row (its decisions stay, as history)."""
     await conn.execute(delete(policy_states).where(policy_states.c.policy_name == policy_name))
+    await conn.execute(delete(policy_guards).where(policy_guards.c.policy_name == policy_name))
 
 
 # Decisions ------------------------------------------------------------------------------

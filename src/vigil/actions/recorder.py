@@ -35,6 +35,7 @@ from vigil.guard.silences import silencing
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor
+from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Violation
 from vigil.policy.history import Verdict
 from vigil.policy.models import PolicySpec
@@ -509,3 +510,20 @@ async def reset_breaker(conn: AsyncConnection, *, policy_name: str, now: datetim
         .where(policy_guards.c.policy_name == policy_name)
         .values(reset_at=now, opened_at=None)
     )
+
+
+def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> None:
+    """Count violations, decisions and created actions in the Prometheus metrics."""
+    for d in decisions:
+        policy = d.violation.policy
+        metrics.policy_violations_total.labels(
+            policy_name=policy.name, severity=policy.severity
+        ).inc()
+        if d.episode_action_id is not None:
+            continue  # the episode acted already: nothing was decided
+        metrics.decisions_total.labels(
+            outcome=outcome_of(d.suppressed),
+            reason="" if d.suppressed is None else d.suppressed.value,
+        ).inc()
+        if d.action is not None:
+            metrics.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()

@@ -17,7 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.recorder import Decision, Observation, Settled, record_observations
+from vigil.actions.recorder import (
+    Decision,
+    Observation,
+    Settled,
+    count_decisions,
+    record_observations,
+)
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.errors import Unavailable
@@ -311,23 +317,11 @@ class IngestPipeline:
                 firing[target] = firing_here
             if found:
                 observations.extend(found)
-                if firing is not None:
-                    firing[target] = (firing_here or frozenset()) | {v.policy.name for v in found}
+                firing[target] = (firing_here or frozenset()) | {v.policy.name for v in found}
         if evaluations:
             self._metrics.policy_evaluations_total.inc(evaluations)
         return observations
 
     def _count(self, results: list[IngestResult]) -> None:
-        m = self._metrics
         for result in results:
-            for d in result.decisions:
-                policy = d.violation.policy
-                m.policy_violations_total.labels(
-                    policy_name=policy.name, severity=policy.severity
-                ).inc()
-                if d.action is not None:
-                    m.decisions_total.labels(outcome="acted", reason="").inc()
-                    m.actions_total.labels(action=d.action["action"], status="pending").inc()
-                else:
-                    reason = d.suppressed.value if d.suppressed else ""
-                    m.decisions_total.labels(outcome="suppressed", reason=reason).inc()
+            count_decisions(self._metrics, result.decisions)

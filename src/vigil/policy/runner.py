@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vigil.actions import approval, episodes
 from vigil.actions.automation import get_state
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.recorder import Decision, record_observations
+from vigil.actions.recorder import Decision, count_decisions, record_observations
 from vigil.actions.silences import active_rules
 from vigil.actions.verification import Verified, verify
 from vigil.clock import Clock
@@ -104,14 +104,18 @@ class PolicyRunner:
 
     async def _loop(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 if await self.lead():
                     await self.run_once()
             except Exception as exc:  # keep running: the next pass may succeed
                 self.last_error = repr(exc)
                 log.exception("runner pass failed")
-            # A follower asks twice an interval, so it takes over soon after a lease lapses.
-            await asyncio.sleep(self.interval if self.leader else self.interval / 2)
+            # The leader renews every interval, counted from its last renewal (so a long
+            # pass does not let the lease lapse); a follower asks twice an interval, so it
+            # takes over soon after a lease lapses.
+            wait = self.interval if self.leader else self.interval / 2
+            await asyncio.sleep(max(0.0, wait - (time.monotonic() - started)))
 
     async def lead(self) -> bool:
         """Take or renew the runner lease; whether this runner leads now."""
@@ -150,7 +154,7 @@ class PolicyRunner:
             ).inc()
         for record in expired:
             self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
-        self._count(created)
+        count_decisions(self._metrics, created)
         pending = [
             d.action for d in created if d.action is not None and d.action["status"] == "pending"
         ] + [record for record in escalations if record["status"] == "pending"]
@@ -175,19 +179,6 @@ class PolicyRunner:
         return await verify(
             conn, policies=with_verify, now=now, paused=paused, silenced=silenced, actor=Actor()
         )
-
-    def _count(self, decisions: list[Decision]) -> None:
-        m = self._metrics
-        for d in decisions:
-            policy = d.violation.policy
-            m.policy_violations_total.labels(
-                policy_name=policy.name, severity=policy.severity
-            ).inc()
-            if d.action is not None:
-                m.decisions_total.labels(outcome="acted", reason="").inc()
-                m.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()
-            elif d.suppressed is not None:
-                m.decisions_total.labels(outcome="suppressed", reason=d.suppressed.value).inc()
 
     async def run_once(self) -> int:
         """One pass: evaluate, then delete samples older than the retention and decisions
