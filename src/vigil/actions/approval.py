@@ -16,46 +16,47 @@ from vigil.errors import IllegalTransition
 from vigil.observability.audit import Actor
 
 
-def _awaiting(record: dict[str, Any]) -> None:
-    if record["status"] != Status.AWAITING_APPROVAL.value:
-        raise IllegalTransition(
-            f"action {record['id']} is {record['status']}; only an action awaiting approval"
-            " can be approved or rejected"
-        )
-
-
 async def approve(
     conn: AsyncConnection, *, action_id: int, now: datetime, actor: Actor, comment: str | None
 ) -> dict[str, Any]:
     """Approve an action awaiting approval: it becomes ``pending``, to be dispatched."""
-    _awaiting(await get_action(conn, action_id=action_id))
-    return await transition(
-        conn,
-        action_id=action_id,
-        to=Status.PENDING,
-        now=now,
-        actor=actor,
-        reason=f"approved by {actor.name}" + (f": {comment}" if comment else ""),
-        expect={"status": Status.AWAITING_APPROVAL.value},
-        dispatched_at=now,
-        approval_expires_at=None,
-    )
+    return await _answer(conn, action_id, Status.PENDING, "approved", now, actor, comment)
 
 
 async def reject(
     conn: AsyncConnection, *, action_id: int, now: datetime, actor: Actor, comment: str | None
 ) -> dict[str, Any]:
     """Reject an action awaiting approval: it is ``cancelled``."""
-    _awaiting(await get_action(conn, action_id=action_id))
+    return await _answer(conn, action_id, Status.CANCELLED, "rejected", now, actor, comment)
+
+
+async def _answer(
+    conn: AsyncConnection,
+    action_id: int,
+    to: Status,
+    verb: str,
+    now: datetime,
+    actor: Actor,
+    comment: str | None,
+) -> dict[str, Any]:
+    record = await get_action(conn, action_id=action_id)
+    if record["status"] != Status.AWAITING_APPROVAL.value:
+        raise IllegalTransition(
+            f"action {action_id} is {record['status']}; only an action awaiting approval"
+            " can be approved or rejected"
+        )
+    fields: dict[str, Any] = {"approval_expires_at": None}
+    if to is Status.PENDING:
+        fields["dispatched_at"] = now  # the caller hands it to the queue
     return await transition(
         conn,
         action_id=action_id,
-        to=Status.CANCELLED,
+        to=to,
         now=now,
         actor=actor,
-        reason=f"rejected by {actor.name}" + (f": {comment}" if comment else ""),
+        reason=f"{verb} by {actor.name}" + (f": {comment}" if comment else ""),
         expect={"status": Status.AWAITING_APPROVAL.value},
-        approval_expires_at=None,
+        **fields,
     )
 
 
