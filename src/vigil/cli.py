@@ -27,6 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(policies_app, name="policies")
 remediations_app = typer.Typer(help="Remediations files.", no_args_is_help=True)
 app.add_typer(remediations_app, name="remediations")
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -218,6 +220,41 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit trail's hash chain in DATABASE_URL: exit 0 when every row checks out,
+    1 naming the first broken link when a row was altered, removed or reordered."""
+    settings = load_settings()
+
+    async def run() -> tuple[int, Any]:
+        from vigil.db.engine import Database, create_engine
+        from vigil.observability.audit import verify_chain
+
+        database = Database(create_engine(settings, pooled=False))
+        try:
+            async with database.read() as conn:
+                return await verify_chain(conn)
+        finally:
+            await database.dispose()
+
+    try:
+        checked, broken = asyncio.run(run())
+    except Unavailable as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    except (OSError, DBAPIError) as exc:
+        typer.echo(f"error: cannot read the audit trail: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if broken is not None:
+        where = "at its end" if broken.id is None else f"at row {broken.id}"
+        typer.echo(
+            f"audit chain BROKEN {where}: {broken.reason} ({checked} rows before it check out)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"audit chain intact: {checked} rows")
 
 
 @db_app.command("upgrade")

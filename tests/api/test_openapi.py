@@ -56,6 +56,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/silences"): {422},
     ("DELETE", "/api/v1/silences/{silence_id}"): {404, 422},
     ("GET", "/api/v1/decisions"): {422},
+    ("GET", "/api/v1/audit"): {422},
     ("POST", "/api/v1/policies/backtest"): {413, 422},
     ("POST", "/api/v1/policies/{name}/backtest"): {404, 413, 422},
     ("POST", "/api/v1/actions/{action_id}/approve"): {404, 409, 413, 422},

@@ -18,6 +18,7 @@ import vigil
 from vigil.api.errors import install_error_handlers
 from vigil.api.routes import (
     actions,
+    audit,
     automation,
     decisions,
     health,
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(silences.router)
     app.include_router(decisions.router)
     app.include_router(notifications.router)
+    app.include_router(audit.router)
     _document_raw_bodies(app, components.limits)
     return app
 

@@ -168,8 +168,21 @@ audit = Table(
     Column("before", Json, nullable=True),
     Column("after", Json, nullable=True),
     Column("request_id", String(128), nullable=True),
+    # The hash chain: the previous row's hash (the first row: the genesis hash) and this
+    # row's own, over its content and that link.
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
     Index("ix_audit_at", "at"),
 )
+
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_hash", String(64), nullable=False),
+)
+"""The end of the audit chain (one row, id 1): appends lock it, so the chain never forks,
+and a chain whose last rows were removed no longer ends where it says."""
 
 remediation_runs = Table(
     "remediation_runs",

@@ -1,17 +1,31 @@
-"""The audit trail: one append-only row per mutation, written in the mutation's transaction."""
+"""The audit trail: one append-only row per mutation, written in the mutation's transaction.
+
+Rows are hash-chained: each stores the hash of the row before it (the first, that of a
+fixed genesis) and its own hash over its content and that link, so altering, removing or
+reordering any row breaks the chain (:func:`verify_chain` finds where). Appends take the
+chain's tail row under a lock, so two transactions cannot both extend the same tail and
+fork the chain.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.db.tables import audit
+from vigil.db.tables import audit, audit_chain
 
 SYSTEM = "system"
 ANONYMOUS = "anonymous"
+GENESIS = hashlib.sha256(b"vigil audit genesis").hexdigest()
+"""The link the first row of the chain points back to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +34,68 @@ class Actor:
 
     name: str = SYSTEM
     request_id: str | None = None
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every number as a float where it fits one, so a row hashes the same
+    whichever database gave it back (PostgreSQL's JSONB may turn ``1e16`` into an integer)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return str(value)
+        return number if math.isfinite(number) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return str(value)
+
+
+def row_hash(
+    prev_hash: str,
+    *,
+    at: datetime,
+    actor: str,
+    kind: str,
+    subject: str,
+    before: Any,
+    after: Any,
+    request_id: str | None,
+) -> str:
+    """The hash of one audit row, chained to ``prev_hash``."""
+    when = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).astimezone(UTC)
+    body = json.dumps(
+        [
+            prev_hash,
+            when.isoformat(timespec="microseconds"),
+            actor,
+            kind,
+            subject,
+            _canonical(before),
+            _canonical(after),
+            request_id,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def _tail(conn: AsyncConnection) -> str:
+    """The hash at the end of the chain, locked until the transaction ends (on SQLite the
+    write transaction already excludes every other writer)."""
+    query = select(audit_chain.c.last_hash).where(audit_chain.c.id == 1)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = (await conn.execute(query)).scalar_one_or_none()
+    if found is None:
+        await conn.execute(audit_chain.insert().values(id=1, last_hash=GENESIS))
+        return GENESIS
+    return str(found)
 
 
 async def append_audit(
@@ -33,17 +109,7 @@ async def append_audit(
     after: Any = None,
 ) -> None:
     """Append one audit row inside the caller's transaction."""
-    await conn.execute(
-        audit.insert().values(
-            at=at,
-            actor=actor.name,
-            kind=kind,
-            subject=subject,
-            before=before,
-            after=after,
-            request_id=actor.request_id,
-        )
-    )
+    await append_audits(conn, at=at, actor=actor, entries=[(kind, subject, before, after)])
 
 
 async def append_audits(
@@ -56,9 +122,20 @@ async def append_audits(
     """Append several audit rows, ``(kind, subject, before, after)`` each, in one statement."""
     if not entries:
         return
-    await conn.execute(
-        audit.insert(),
-        [
+    prev = await _tail(conn)
+    rows = []
+    for kind, subject, before, after in entries:
+        digest = row_hash(
+            prev,
+            at=at,
+            actor=actor.name,
+            kind=kind,
+            subject=subject,
+            before=before,
+            after=after,
+            request_id=actor.request_id,
+        )
+        rows.append(
             {
                 "at": at,
                 "actor": actor.name,
@@ -67,7 +144,115 @@ async def append_audits(
                 "before": before,
                 "after": after,
                 "request_id": actor.request_id,
+                "prev_hash": prev,
+                "hash": digest,
             }
-            for kind, subject, before, after in entries
-        ],
+        )
+        prev = digest
+    await conn.execute(audit.insert(), rows)
+    await conn.execute(audit_chain.update().where(audit_chain.c.id == 1).values(last_hash=prev))
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Where the chain is broken, and how."""
+
+    id: int | None
+    """The first row that does not check out (None: the end of the chain is missing)."""
+    reason: str
+
+
+async def _rows(conn: AsyncConnection, chunk: int = 1000) -> AsyncIterator[Any]:
+    last = 0
+    while True:
+        rows = (
+            await conn.execute(
+                select(audit).where(audit.c.id > last).order_by(audit.c.id).limit(chunk)
+            )
+        ).all()
+        for row in rows:
+            yield row
+        if len(rows) < chunk:
+            return
+        last = rows[-1].id
+
+
+async def verify_chain(conn: AsyncConnection) -> tuple[int, Break | None]:
+    """Walk the chain in order: how many rows checked out, and the first break, if any."""
+    prev = GENESIS
+    checked = 0
+    async for row in _rows(conn):
+        if row.prev_hash != prev:
+            return checked, Break(
+                row.id,
+                "its link does not match the row before it: a row was removed or reordered"
+                if row.prev_hash is not None
+                else "it has no link",
+            )
+        expected = row_hash(
+            prev,
+            at=row.at,
+            actor=row.actor,
+            kind=row.kind,
+            subject=row.subject,
+            before=row.before,
+            after=row.after,
+            request_id=row.request_id,
+        )
+        if row.hash != expected:
+            return checked, Break(row.id, "its content does not match its hash: it was altered")
+        prev = expected
+        checked += 1
+    tail = (
+        await conn.execute(select(audit_chain.c.last_hash).where(audit_chain.c.id == 1))
+    ).scalar_one_or_none()
+    if tail is not None and tail != prev:
+        return checked, Break(None, "the chain ends early: its last rows were removed")
+    return checked, None
+
+
+def entry_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": row.at,
+        "actor": row.actor,
+        "kind": row.kind,
+        "subject": row.subject,
+        "before": row.before,
+        "after": row.after,
+        "request_id": row.request_id,
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+async def list_entries(
+    conn: AsyncConnection,
+    *,
+    page: int,
+    limit: int,
+    actor: str | None = None,
+    kind: str | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of audit rows, newest first, and how many match in all."""
+    conditions = []
+    if actor is not None:
+        conditions.append(audit.c.actor == actor)
+    if kind is not None:
+        conditions.append(audit.c.kind == kind)
+    if start_time is not None:
+        conditions.append(audit.c.at >= start_time)
+    if end_time is not None:
+        conditions.append(audit.c.at <= end_time)
+    where = and_(True, *conditions)
+    total = (await conn.execute(select(func.count()).select_from(audit).where(where))).scalar_one()
+    rows = await conn.execute(
+        select(audit)
+        .where(where)
+        .order_by(audit.c.id.desc())
+        .limit(limit)
+        .offset((page - 1) * limit)
     )
+    return [entry_out(r) for r in rows], int(total)
