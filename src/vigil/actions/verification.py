@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
 from vigil.actions.episodes import Episode, NewDecision
-from vigil.actions.recorder import approval_waiting, restrict
+from vigil.actions.recorder import approval_waiting, lock_guards, restrict
 from vigil.actions.status import Status
 from vigil.actions.store import create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
@@ -83,6 +83,18 @@ async def verify(
     ).all()
     if not rows:
         return []
+    # The guard rows an escalation may count under, locked before anything is appended to
+    # the audit trail: ingest takes them in that order too (guards, then the chain's tail).
+    limited = sorted(
+        {
+            r.policy_name
+            for r in rows
+            if policies[r.policy_name].max_actions_per_hour is not None
+            or policies[r.policy_name].max_concurrent_targets is not None
+        }
+    )
+    if limited:
+        await lock_guards(conn, names=limited)
     states = await episodes.load(conn, pairs=[(r.policy_name, r.target) for r in rows])
     found: list[Verified] = []
     for row in rows:

@@ -144,7 +144,17 @@ class PolicyRunner:
                 created = await record_observations(
                     conn, observations=observations, now=now, actor=Actor()
                 )
-            expired = await approval.expire(conn, now=now)
+        # Each in a transaction of its own: a transaction that has appended to the audit
+        # trail holds the chain's tail, so it must not go on to lock rows that a worker or
+        # an API request may hold while they wait for that tail.
+        expired = []
+        while True:
+            async with self._db.write() as conn:
+                found = await approval.expire(conn, now=now, limit=1)
+            expired += found
+            if not found:
+                break
+        async with self._db.write() as conn:
             verified = await self._verify(conn, index.policies, now)
         self.last_verified = len(verified)
         escalations = [v.escalation for v in verified if v.escalation is not None]
