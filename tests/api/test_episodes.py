@@ -605,6 +605,7 @@ async def test_a_failed_verification_escalates_until_the_list_is_exhausted(
     )
     total = (await client.get("/api/v1/actions")).json()["total"]
     assert total == 2
+    assert 'vigil_verifications_total{result="failed"} 2.0' in (await client.get("/metrics")).text
 
 
 async def test_an_escalation_action_must_be_known(client: httpx.AsyncClient) -> None:
@@ -698,3 +699,19 @@ async def test_decisions_are_counted_by_outcome_and_reason(client: httpx.AsyncCl
         'vigil_policy_violations_total{policy_name="acting",severity="warning"} 2.0',
     ):
         assert line in text, line
+
+
+async def test_http_requests_are_counted_by_route_template(client: httpx.AsyncClient) -> None:
+    await create(client)
+    await client.get("/api/v1/actions/12345")  # 404, counted under its template
+    await client.get("/no/such/path")
+    text = (await client.get("/metrics")).text
+    for line in (
+        'vigil_http_requests_total{method="POST",route="/api/v1/policies",status="201"} 1.0',
+        'vigil_http_requests_total{method="GET",route="/api/v1/actions/{action_id}",status="404"}'
+        " 1.0",
+        'vigil_http_requests_total{method="GET",route="unmatched",status="404"} 1.0',
+        'vigil_http_request_duration_seconds_count{method="POST",route="/api/v1/policies"} 1.0',
+    ):
+        assert line in text, line
+    assert "12345" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +31,7 @@ from vigil.api.routes import (
 )
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
+from vigil.observability.metrics import VigilMetrics
 from vigil.settings import Settings
 
 
@@ -64,6 +66,7 @@ def create_app(
     # JSON one) to a request whose Content-Length is over the limit. Added before CORS so
     # that a 413 still carries the CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics, metrics=components.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -84,6 +87,52 @@ def create_app(
     app.include_router(audit.router)
     _document_raw_bodies(app, components.limits)
     return app
+
+
+class HttpMetrics:
+    """Count and time every HTTP request by method, route template (never the raw path,
+    which would carry ids) and status: ``vigil_http_requests_total`` and
+    ``vigil_http_request_duration_seconds``. A path no route matched counts as
+    ``unmatched``."""
+
+    def __init__(self, app: ASGIApp, metrics: VigilMetrics) -> None:
+        self.app = app
+        self.requests = metrics.http_requests_total
+        self.duration = metrics.http_request_duration_seconds
+        # Label lookups cost more than the count itself: each series' child is kept.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            key = (method, template, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.requests.labels(
+                    method=method, route=template, status=str(status)
+                )
+            counter.inc()
+            timer = self._timers.get(key[:2])
+            if timer is None:
+                timer = self._timers[key[:2]] = self.duration.labels(method=method, route=template)
+            timer.observe(time.perf_counter() - started)
 
 
 class BodySizeLimit:

@@ -229,8 +229,9 @@ class Notifier:
         if not self.webhooks:
             async with self._db.write() as conn:
                 unsendable = await store.settle_unsendable(conn, now=now)
-            self._metrics.notification_deliveries_total.labels(result="none").inc(unsendable)
-            return unsendable
+            for event in unsendable:
+                self._metrics.notifications_total.labels(event=event, result="none").inc()
+            return len(unsendable)
         until = now + timedelta(seconds=self._timeout + CLAIM_MARGIN_SECONDS)
         async with self._db.write() as conn:
             claimed = await store.claim_due(conn, now=now, until=until, limit=self._batch)
@@ -306,7 +307,7 @@ class Notifier:
             DeliveryStatus.DELIVERED: "delivered",
             DeliveryStatus.FAILED: "failed",
         }.get(result.status, "retrying")
-        self._metrics.notification_deliveries_total.labels(result=result_label).inc()
+        self._metrics.notifications_total.labels(event=record["event"], result=result_label).inc()
         if result.status is DeliveryStatus.FAILED:
             log.error(
                 "notifier: notification %s (%s) not delivered after %d attempts: %s",

@@ -175,9 +175,9 @@ async def record_attempt(
     return bool(result.rowcount)
 
 
-async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> int:
+async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> list[str]:
     """Mark pending notifications due by ``now`` as ``none`` (no webhook is configured);
-    how many."""
+    the event of each."""
     result = await conn.execute(
         update(notifications)
         .where(
@@ -185,8 +185,9 @@ async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> int:
             notifications.c.next_attempt_at <= now,
         )
         .values(delivery_status=DeliveryStatus.NONE.value, next_attempt_at=None)
+        .returning(notifications.c.event)
     )
-    return int(result.rowcount)
+    return [str(event) for event in result.scalars()]
 
 
 def notification_out(record: dict[str, Any]) -> dict[str, Any]:

@@ -98,11 +98,30 @@ class VigilMetrics:
             ["reason"],
             registry=r,
         )
-        self.notification_deliveries_total = Counter(
-            "vigil_notification_deliveries_total",
-            "Tries at sending a notification to the webhooks, by result (delivered, retrying, "
-            "failed, none when no webhook is configured).",
+        self.notifications_total = Counter(
+            "vigil_notifications_total",
+            "Tries at sending a notification to the webhooks, by event and result (delivered, "
+            "retrying, failed, none when no webhook is configured).",
+            ["event", "result"],
+            registry=r,
+        )
+        self.verifications_total = Counter(
+            "vigil_verifications_total",
+            "Actions verified after they completed, by result (verified, failed).",
             ["result"],
+            registry=r,
+        )
+        self.http_requests_total = Counter(
+            "vigil_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_request_duration_seconds = Histogram(
+            "vigil_http_request_duration_seconds",
+            "Time to answer HTTP requests, by method and route template.",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
 

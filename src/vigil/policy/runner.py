@@ -157,6 +157,8 @@ class PolicyRunner:
         async with self._db.write() as conn:
             verified = await self._verify(conn, index.policies, now)
         self.last_verified = len(verified)
+        for outcome in verified:
+            self._metrics.verifications_total.labels(result=outcome.result).inc()
         escalations = [v.escalation for v in verified if v.escalation is not None]
         for record in escalations:
             self._metrics.actions_total.labels(
