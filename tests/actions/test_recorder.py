@@ -37,12 +37,13 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 async def record(database: Database, targets: list[str]) -> list[recorder.Decision]:
     async with database.write() as conn:
-        return await recorder.record_observations(
+        recorded = await recorder.record_observations(
             conn,
             observations=[Violation(POLICY, t, 95.0) for t in targets],
             now=NOW,
             actor=Actor(),
         )
+        return recorded.decisions
 
 
 async def test_one_action_per_pair_in_order(database: Database) -> None:

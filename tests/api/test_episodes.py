@@ -715,3 +715,79 @@ async def test_http_requests_are_counted_by_route_template(client: httpx.AsyncCl
     ):
         assert line in text, line
     assert "12345" not in text
+
+
+# --- regressions found in review -----------------------------------------------------------
+
+
+async def batch(client: httpx.AsyncClient, *items: tuple[str, float]) -> dict[str, Any]:
+    metrics = [{"name": "cpu", "value": value, "target": target} for target, value in items]
+    response = await client.post("/api/v1/ingest/batch", json={"metrics": metrics})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_firing_and_resolving_in_one_batch_ends_resolved(client: httpx.AsyncClient) -> None:
+    await create(client)
+    body = await batch(client, ("web-01", 95), ("web-01", 20))
+    assert len(body["actions"]) == 1
+    pair = await target_state(client, "web-01")
+    assert (pair["state"], pair["episode"], pair["acted"]) == ("resolved", 1, True)
+    assert pair["action_id"] == body["actions"][0]["action_id"]
+
+
+async def test_a_second_sample_in_the_same_batch_follows_the_first(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, max_actions_per_hour=1)
+    await send(client, 95, "web-01")
+    body = await batch(client, ("web-02", 95), ("web-02", 96))
+    assert suppressed(body) == ["circuit open", "circuit open"]
+    [row] = await decisions(client, target="web-02")
+    assert (row["reason"], row["count"]) == ("circuit open", 2)
+    # The breaker's suppression holds for the whole episode, even after a reset.
+    assert (await client.post("/api/v1/policies/cpu-hot/reset")).status_code == 200
+    assert suppressed(await send(client, 97, "web-02")) == ["circuit open"]
+
+
+async def test_an_instant_condition_with_a_for_clear_resolves_in_the_runner(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    await create(
+        client,
+        clear={
+            "type": "threshold",
+            "metric": "cpu",
+            "operator": "<",
+            "threshold": 70,
+            "for": "30s",
+        },
+    )
+    await send(client, 95)
+    for _ in range(5):
+        clock.advance(10)
+        await send(client, 20, ago=0, clock=clock)
+        await container.runner.run_once()
+    assert (await target_state(client, "web-01"))["state"] == "resolved"
+
+
+async def test_a_pair_the_policy_no_longer_targets_settles(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    window = {
+        "type": "threshold",
+        "metric": "cpu",
+        "operator": ">",
+        "threshold": 80,
+        "window": "1m",
+        "aggregate": "max",
+    }
+    await create(client, condition=window)
+    await send(client, 95, ago=0, clock=clock)
+    await container.runner.run_once()
+    assert (await target_state(client, "web-01"))["state"] == "firing"
+    response = await client.put("/api/v1/policies/cpu-hot", json={"target": "api-*"})
+    assert response.status_code == 200
+    await container.runner.run_once()
+    assert (await target_state(client, "web-01"))["state"] == "resolved"

@@ -117,11 +117,8 @@ async def of_policy(conn: AsyncConnection, *, policy_name: str) -> list[Episode]
     return [_episode(row) for row in rows]
 
 
-async def save(
-    conn: AsyncConnection, *, episodes: Sequence[Episode], now: datetime, firing_changed: bool
-) -> None:
-    """Store these pairs' states (insert or replace); ``firing_changed`` when any of them
-    started or stopped firing, so every process's ingest re-reads the firing pairs."""
+async def save(conn: AsyncConnection, *, episodes: Sequence[Episode], now: datetime) -> None:
+    """Store these pairs' states (insert or replace)."""
     if episodes:
         insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         statement = insert(policy_states)
@@ -131,12 +128,16 @@ async def save(
             set_={name: statement.excluded[name] for name in columns},
         )
         await conn.execute(statement, [_row(e, now) for e in episodes])
-    if firing_changed:
-        await conn.execute(
-            policy_revision.update()
-            .where(policy_revision.c.id == 1)
-            .values(firing_revision=policy_revision.c.firing_revision + 1)
-        )
+
+
+async def bump_firing(conn: AsyncConnection) -> None:
+    """Some pair started or stopped firing: every process's ingest re-reads the firing
+    pairs. Call it last in the transaction (it locks the one revision row)."""
+    await conn.execute(
+        policy_revision.update()
+        .where(policy_revision.c.id == 1)
+        .values(firing_revision=policy_revision.c.firing_revision + 1)
+    )
 
 
 def _row(e: Episode, now: datetime) -> dict[str, Any]:

@@ -12,7 +12,7 @@ not. The same suppression repeated within an episode counts on its decision row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,9 @@ class Settled:
 
     policy: PolicySpec
     target: str
+    episode: int | None = None
+    """The episode the caller saw (the runner reads before it locks): a pair that has
+    started another episode since is left alone."""
 
 
 Observation = Violation | Pending | Settled
@@ -85,17 +88,31 @@ class _Attempt:
     violation: Violation
     episode: Episode
     reason: Suppressed | None = None
+    followers: list[tuple[int, Violation]] = field(default_factory=list)
+    """Later violations of the same pair in the same call: (result index, violation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :func:`record_observations` did."""
+
+    decisions: list[Decision]
+    firing_changed: bool
+    """Whether a pair started or stopped firing: the caller calls
+    :func:`vigil.actions.episodes.bump_firing` before it commits (last, so that no lock is
+    taken after that row's)."""
 
 
 async def record_observations(
     conn: AsyncConnection, *, observations: Sequence[Observation], now: datetime, actor: Actor
-) -> list[Decision]:
+) -> Recorded:
     """Apply ``observations`` in order to their pairs' states; the decision on each violation.
 
     The guards are decided for all attempts first (a pair that gets an action is open for
     the attempts after it), then the actions are created together; should another process
     have opened one of them meanwhile, they are created one by one instead, and that one is
-    suppressed as ``action already open``.
+    suppressed as ``action already open``. A later violation of a pair whose attempt is
+    being decided in this same call follows that attempt's outcome.
     """
     pairs = [(o.policy.name, o.target) for o in observations]
     states = await episodes.load(conn, pairs=pairs)
@@ -105,34 +122,51 @@ async def record_observations(
         if isinstance(o, Violation) and o.policy.auto_remediate
     ]
     actions_of = await pair_states(conn, pairs=acting_pairs)
-    dirty: dict[Pair, Episode] = {}
+    dirty: set[Pair] = set()
     firing_changed = False
     results: list[Decision | None] = []
     attempts: list[_Attempt] = []
+    deciding: dict[Pair, _Attempt] = {}
     book = _Book()
 
     for observation in observations:
         pair = (observation.policy.name, observation.target)
-        episode = states.get(pair) or Episode(*pair)
+        episode = states.get(pair)
+        if episode is None:
+            episode = states[pair] = Episode(*pair)
         if not isinstance(observation, Violation):
+            if (
+                isinstance(observation, Settled)
+                and observation.episode is not None
+                and observation.episode != episode.phase.episode
+            ):
+                continue  # another episode began since the caller looked
             verdict = Verdict.PENDING if isinstance(observation, Pending) else Verdict.FALSE
             cleared = Verdict.TRUE if isinstance(observation, Settled) else None
             if observation.policy.clear is None:
                 cleared = None
             phase, change = step(episode.phase, verdict, cleared, now)
             if change is not None:
-                episode = replace(episode, phase=phase)
-                states[pair] = dirty[pair] = episode
+                episode.phase = phase  # in place: an attempt of this episode may hold it
+                dirty.add(pair)
                 firing_changed |= change is Change.RESOLVED
+                deciding.pop(pair, None)
             continue
         violation = observation
         if episode.phase.phase is not Phase.FIRING:
             phase, _ = step(episode.phase, Verdict.TRUE, None, now)
-            episode = episode.new_episode(phase)
+            episode = states[pair] = episode.new_episode(phase)
             episode.tags = dict(violation.tags) or None
-            states[pair] = dirty[pair] = episode
+            dirty.add(pair)
             firing_changed = True
-            attempts.append(_Attempt(len(results), violation, episode))
+            attempt = _Attempt(len(results), violation, episode)
+            attempts.append(attempt)
+            deciding[pair] = attempt
+            results.append(None)
+            continue
+        leader = deciding.get(pair)
+        if leader is not None:
+            leader.followers.append((len(results), violation))
             results.append(None)
             continue
         key = (policy_key(violation.policy.name), violation.target)
@@ -144,10 +178,13 @@ async def record_observations(
         elif episode.reason is not None and Suppressed(episode.reason) in STICKY:
             reason = Suppressed(episode.reason)
         else:
-            attempts.append(_Attempt(len(results), violation, episode))
+            attempt = _Attempt(len(results), violation, episode)
+            attempts.append(attempt)
+            deciding[pair] = attempt
             results.append(None)
             continue
-        results.append(book.suppressed(violation, episode, reason, dirty))
+        dirty.add(pair)
+        results.append(book.suppressed(violation, episode, reason))
 
     if attempts:
         await _decide(conn, attempts, actions_of, now)
@@ -155,6 +192,7 @@ async def record_observations(
         created = await _create(conn, [a for a in attempts if a.reason is None], now, actor)
         for attempt in attempts:
             violation, episode = attempt.violation, attempt.episode
+            dirty.add(episode.pair)
             action = created.get(attempt.index) if attempt.reason is None else None
             if attempt.reason is None and action is None:
                 attempt.reason = Suppressed.ALREADY_OPEN  # lost a race with another process
@@ -162,52 +200,51 @@ async def record_observations(
                 episode.acted = True
                 episode.action_id = int(action["id"])
                 episode.reason = None
-                dirty[episode.pair] = episode
                 book.acted(violation, episode, action)
                 results[attempt.index] = Decision(violation, None, action)
+                follow = Suppressed.ALREADY_OPEN  # the action just created is open
             else:
                 assert attempt.reason is not None
-                results[attempt.index] = book.suppressed(violation, episode, attempt.reason, dirty)
-    await book.write(conn, dirty, now)
-    await episodes.save(conn, episodes=list(dirty.values()), now=now, firing_changed=firing_changed)
-    return [d for d in results if d is not None]
+                results[attempt.index] = book.suppressed(violation, episode, attempt.reason)
+                follow = attempt.reason
+            for index, follower in attempt.followers:
+                results[index] = book.suppressed(follower, episode, follow)
+    await book.write(conn, now)
+    await episodes.save(conn, episodes=[states[p] for p in dirty], now=now)
+    return Recorded([d for d in results if d is not None], firing_changed)
 
 
 class _Book:
     """The decision rows to write: new ones (a pair's repeated suppression within this
-    batch counts on its new row) and repeats of rows already stored."""
+    call counts on its new row) and repeats of rows already stored."""
 
     def __init__(self) -> None:
         self.fresh: list[tuple[Episode, NewDecision]] = []
-        self._open: dict[Pair, int] = {}
+        self._open: dict[tuple[Pair, int], int] = {}
         self.repeats: list[int] = []
 
-    def suppressed(
-        self, violation: Violation, episode: Episode, reason: Suppressed, dirty: dict[Pair, Episode]
-    ) -> Decision:
-        pair = episode.pair
+    def suppressed(self, violation: Violation, episode: Episode, reason: Suppressed) -> Decision:
+        key = (episode.pair, episode.phase.episode)
         if episode.reason == reason.value:
-            if pair in self._open:
-                self.fresh[self._open[pair]][1].count += 1
+            if key in self._open:
+                self.fresh[self._open[key]][1].count += 1
                 return Decision(violation, reason, None)
             if episode.decision_id is not None:
                 self.repeats.append(episode.decision_id)
                 return Decision(violation, reason, None)
         episode.reason = reason.value
-        dirty[pair] = episode
-        self._open[pair] = len(self.fresh)
+        self._open[key] = len(self.fresh)
         self.fresh.append((episode, _row(violation, episode, reason, None)))
         return Decision(violation, reason, None)
 
     def acted(self, violation: Violation, episode: Episode, action: dict[str, Any]) -> None:
-        self._open.pop(episode.pair, None)
+        self._open.pop((episode.pair, episode.phase.episode), None)
         self.fresh.append((episode, _row(violation, episode, None, int(action["id"]))))
 
-    async def write(self, conn: AsyncConnection, dirty: dict[Pair, Episode], now: datetime) -> None:
+    async def write(self, conn: AsyncConnection, now: datetime) -> None:
         ids = await episodes.add_decisions(conn, items=[d for _, d in self.fresh], now=now)
         for (episode, _), decision_id in zip(self.fresh, ids, strict=True):
             episode.decision_id = decision_id  # the last one written wins: the newest
-            dirty[episode.pair] = episode
         await episodes.count_again(conn, ids=self.repeats, now=now)
 
 

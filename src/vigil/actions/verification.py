@@ -202,7 +202,7 @@ async def _escalate(
     """The next action of the escalation list for the pair, or the episode marked escalated."""
     if step >= len(policy.escalate):
         episode.escalated_at = now
-        await episodes.save(conn, episodes=[episode], now=now, firing_changed=False)
+        await episodes.save(conn, episodes=[episode], now=now)
         tried = ", ".join([policy.action, *policy.escalate])
         await record_notification(
             conn,
@@ -277,5 +277,5 @@ async def _escalate(
     else:
         assert reason is not None
         episode.reason = reason.value
-    await episodes.save(conn, episodes=[episode], now=now, firing_changed=False)
+    await episodes.save(conn, episodes=[episode], now=now)
     return replace(outcome, escalation=record, suppressed=reason)

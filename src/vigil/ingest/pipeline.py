@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from vigil.actions.dispatch import Dispatcher
+from vigil.actions.episodes import bump_firing
 from vigil.actions.recorder import (
     Decision,
     Observation,
@@ -242,18 +243,23 @@ class IngestPipeline:
             ids = await stored
             results: list[IngestResult] = []
             position = 0
+            firing_changed = False
             for request, (result, observations) in zip(group, evaluated, strict=True):
                 count = len(request.samples)
                 result.metric_ids = ids[position : position + count]
                 position += count
                 if observations:
-                    result.decisions = await record_observations(
+                    recorded = await record_observations(
                         conn,
                         observations=observations,
                         now=now,
                         actor=Actor("system", request.actor.request_id),
                     )
+                    result.decisions = recorded.decisions
+                    firing_changed |= recorded.firing_changed
                 results.append(result)
+            if firing_changed:
+                await bump_firing(conn)
         self._count(results)
         return results
 

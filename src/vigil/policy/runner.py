@@ -141,9 +141,12 @@ class PolicyRunner:
             self.last_evaluated = len(observations)
             if observations:
                 await lock_targets(conn, targets=(o.target for o in observations))
-                created = await record_observations(
+                recorded = await record_observations(
                     conn, observations=observations, now=now, actor=Actor()
                 )
+                created = recorded.decisions
+                if recorded.firing_changed:
+                    await episodes.bump_firing(conn)
         # Each in a transaction of its own: a transaction that has appended to the audit
         # trail holds the chain's tail, so it must not go on to lock rows that a worker or
         # an API request may hold while they wait for that tail.

@@ -59,6 +59,8 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
         names |= metrics_of(policy.condition)
         if policy.clear is not None:
             names |= metrics_of(policy.clear)
+            for metric, seconds in lookbacks(policy.clear).items():
+                needs[metric] = max(needs.get(metric, 0.0), seconds)
     latest = await _latest(conn, names)
     series, tags = await _series(conn, needs, now)
 
@@ -71,9 +73,11 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
         }
         targets |= {target for (name, target) in unsettled if name == policy.name}
         for target in sorted(targets):
-            if not target_matches(policy.target, target):
-                continue
             episode = unsettled.get((policy.name, target))
+            if not target_matches(policy.target, target):
+                if episode is not None:  # the policy's target changed: the pair settles
+                    observations.append(Settled(policy, target, episode.phase.episode))
+                continue
             view = _view(latest, series, tags, target, episode)
             observation = _observe(policy, target, view, episode, now)
             if observation is not None:
@@ -82,8 +86,8 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
         if episode.phase.phase is not Phase.FIRING:
             continue
         view = _view(latest, series, tags, episode.target, episode)
-        if _resolves(policy, view, now):
-            observations.append(Settled(policy, episode.target))
+        if not target_matches(policy.target, episode.target) or _resolves(policy, view, now):
+            observations.append(Settled(policy, episode.target, episode.phase.episode))
     for episode in gone:
         # A disabled policy: its pairs settle (a deleted one's states went with it).
         placeholder = PolicySpec.model_validate(
@@ -93,7 +97,7 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
                 "action": "noop",
             }
         )
-        observations.append(Settled(placeholder, episode.target))
+        observations.append(Settled(placeholder, episode.target, episode.phase.episode))
     return observations
 
 
@@ -104,7 +108,7 @@ def _observe(
     phase = episode.phase.phase if episode is not None else Phase.OK
     if phase is Phase.FIRING:
         if _resolves(policy, view, now, verdict):
-            return Settled(policy, target)
+            return Settled(policy, target, episode.phase.episode if episode else None)
         if verdict is Verdict.TRUE:
             # Still firing: an attempt a silence or the pause held back may act now.
             return Violation(policy, target, _value(policy, view), view.tags)
