@@ -16,6 +16,13 @@ from vigil.clock import FakeClock
 from vigil.container import Container
 from vigil.observability.audit import Actor
 
+FOR_CPU: dict[str, Any] = {
+    "type": "threshold",
+    "metric": "cpu",
+    "operator": ">",
+    "threshold": 90,
+    "for": "30s",
+}
 BASE_POLICY: dict[str, Any] = {
     "name": "cpu-hot",
     "target": "web-*",
@@ -321,6 +328,10 @@ async def test_an_unapproved_action_expires_to_cancelled(
     response = await client.get(f"/api/v1/actions/{waiting['action_id']}")
     assert response.json()["status"] == "awaiting_approval"
     clock.advance(1)
+    # Timed out, though the runner has not cancelled it yet: too late to approve.
+    late = await client.post(f"/api/v1/actions/{waiting['action_id']}/approve")
+    assert late.status_code == 409
+    assert "timed out" in late.json()["detail"]
     await container.runner.run_once()
     action = (await client.get(f"/api/v1/actions/{waiting['action_id']}")).json()
     assert action["status"] == "cancelled"
@@ -658,7 +669,7 @@ async def test_backtest_replays_stored_samples_and_changes_nothing(
     assert unsaved.status_code == 200, unsaved.text
     summary = unsaved.json()["summary"]
     assert summary["acted"] == 2
-    assert summary["suppressed"] == {"cooldown": 1}
+    assert summary["suppressed"] == {"action already open": 1, "cooldown": 1}
     assert summary["targets"]["web-01"]["acted"] == 1
     first = datetime.fromisoformat(summary["targets"]["web-02"]["first"])
     assert first == clock.now() - timedelta(seconds=200)
@@ -684,6 +695,18 @@ async def test_backtest_refuses_bad_requests(client: httpx.AsyncClient, clock: F
     assert invalid.json()["detail"][0]["loc"] == ["body", "policy", "action"]
     missing = await client.post("/api/v1/policies/cpu-hot/backtest", json={"to": now})
     assert missing.status_code == 422
+    # The whole calendar: the end is clamped to now; an instant policy needs no passes...
+    everything = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}
+    whole = await client.post("/api/v1/policies/cpu-hot/backtest", json=everything)
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["to"] == now.replace("+00:00", "Z")
+    # ... but one judged by the runner would take too many passes.
+    sustained = {**BASE_POLICY, "condition": {**FOR_CPU}}
+    too_long = await client.post(
+        "/api/v1/policies/backtest", json={"policy": sustained, **everything}
+    )
+    assert too_long.status_code == 422
+    assert "runner passes" in too_long.json()["detail"][0]["msg"]
 
 
 async def test_decisions_are_counted_by_outcome_and_reason(client: httpx.AsyncClient) -> None:
@@ -791,3 +814,44 @@ async def test_a_pair_the_policy_no_longer_targets_settles(
     assert response.status_code == 200
     await container.runner.run_once()
     assert (await target_state(client, "web-01"))["state"] == "resolved"
+
+
+async def test_an_escalation_held_back_by_the_pause_runs_once_it_is_lifted(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    await create(client, **VERIFIED_POLICY)
+    [action] = (await send(client, 95))["actions"]
+    await complete(container, action["action_id"])
+    await client.post("/api/v1/automation/pause", json={"reason": "change freeze"})
+    clock.advance(61)
+    await container.runner.run_once()
+    await container.runner.run_once()
+    detail = (await client.get(f"/api/v1/actions/{action['action_id']}")).json()
+    assert detail["verification"] is None  # decided once the escalation can happen
+    [held] = await decisions(client, outcome="suppressed")
+    assert (held["reason"], held["count"]) == ("paused", 2)
+
+    await client.post("/api/v1/automation/resume", json={})
+    await container.runner.run_once()
+    detail = (await client.get(f"/api/v1/actions/{action['action_id']}")).json()
+    assert detail["verification"]["result"] == "failed"
+    pair = await target_state(client, "web-01")
+    escalation = (await client.get(f"/api/v1/actions/{pair['action_id']}")).json()
+    assert escalation["action"] == "restart-service"
+
+
+async def test_a_resolved_episode_is_never_escalated(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    await create(client)  # no verify yet
+    [action] = (await send(client, 95))["actions"]
+    await complete(container, action["action_id"])
+    clock.advance(120)
+    await send(client, 20)  # resolved two minutes after the action completed
+    # verify is added later, with a window the old episode did not meet.
+    assert (await client.put("/api/v1/policies/cpu-hot", json=VERIFIED_POLICY)).status_code == 200
+    await container.runner.run_once()
+    detail = (await client.get(f"/api/v1/actions/{action['action_id']}")).json()
+    assert detail["verification"]["result"] == "failed"
+    assert (await client.get("/api/v1/actions")).json()["total"] == 1  # no escalation
+    assert await notifications(client, "escalation_exhausted") == []

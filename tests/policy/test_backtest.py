@@ -61,16 +61,17 @@ def test_episodes_cooldown_and_summary() -> None:
         for d in result["decisions"]
     ] == [
         (at(0), "web-01", 1, "acted", None, 1),
+        (at(5), "web-01", 1, "suppressed", "action already open", 1),
         (at(30), "web-01", 2, "suppressed", "cooldown", 2),
         (at(200), "web-01", 3, "acted", None, 1),
         (at(210), "db-01", 1, "acted", None, 1),
     ]
     summary = result["summary"]
     assert summary["acted"] == 3
-    assert summary["suppressed"] == {"cooldown": 2}
+    assert summary["suppressed"] == {"cooldown": 2, "action already open": 1}
     assert summary["targets"]["web-01"] == {
         "acted": 2,
-        "suppressed": 2,
+        "suppressed": 3,
         "first": at(0),
         "last": at(200),
     }
@@ -87,8 +88,10 @@ def test_a_for_condition_fires_at_a_simulated_runner_pass() -> None:
         }
     )
     data = samples(*[(t, "web-01", 95) for t in range(0, 61, 5)])
-    [decision] = run(spec, data, end=60)["decisions"]
-    assert (decision["at"], decision["outcome"]) == (at(30), "acted")
+    acted, held = run(spec, data, end=60)["decisions"]
+    assert (acted["at"], acted["outcome"]) == (at(30), "acted")
+    # Each later pass finds the episode's action still open (it ends when the episode does).
+    assert (held["at"], held["reason"], held["count"]) == (at(40), "action already open", 3)
 
 
 def test_breaker_blast_radius_and_silences_are_replayed() -> None:

@@ -45,6 +45,12 @@ async def _answer(
             f"action {action_id} is {record['status']}; only an action awaiting approval"
             " can be approved or rejected"
         )
+    expires = record["approval_expires_at"]
+    if to is Status.PENDING and expires is not None and expires <= now:
+        raise IllegalTransition(
+            f"action {action_id}'s approval timed out at {expires.isoformat()}; it is being"
+            " cancelled"
+        )
     fields: dict[str, Any] = {"approval_expires_at": None}
     if to is Status.PENDING:
         fields["dispatched_at"] = now  # the caller hands it to the queue

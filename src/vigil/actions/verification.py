@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
 from vigil.actions.episodes import Episode, NewDecision
-from vigil.actions.recorder import approval_waiting, lock_guards, restrict
+from vigil.actions.recorder import STICKY, approval_waiting, lock_guards, restrict
 from vigil.actions.status import Status
 from vigil.actions.store import create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
 from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.ingest.store import lock_targets
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor, append_audit
@@ -83,8 +84,10 @@ async def verify(
     ).all()
     if not rows:
         return []
-    # The guard rows an escalation may count under, locked before anything is appended to
-    # the audit trail: ingest takes them in that order too (guards, then the chain's tail).
+    # Locks in the order ingest takes them (targets, guard rows, then the audit chain's
+    # tail), so this transaction cannot deadlock with an ingest group; holding the targets
+    # also keeps ingest from changing these pairs' states under us.
+    await lock_targets(conn, targets=(r.target for r in rows))
     limited = sorted(
         {
             r.policy_name
@@ -109,9 +112,13 @@ async def verify(
             result = "failed"
         else:
             continue  # not yet: the window is still open
-        await _record(conn, row=row, result=result, within=within, now=now, actor=actor)
         outcome = Verified(row.id, result, policy=policy.name, target=row.target)
-        if result == "failed" and episode is not None and episode.phase.episode == row.episode:
+        still_firing = (
+            episode is not None
+            and episode.phase.episode == row.episode
+            and episode.phase.phase is Phase.FIRING
+        )
+        if result == "failed" and episode is not None and still_firing:
             outcome = await _escalate(
                 conn,
                 policy=policy,
@@ -123,7 +130,13 @@ async def verify(
                 silenced=silenced,
                 actor=actor,
             )
-        found.append(outcome)
+            if outcome.suppressed is not None and outcome.suppressed not in STICKY:
+                # Held back by something that ends (a silence, the pause, an open action,
+                # the blast radius): try again next pass; the verdict is recorded then.
+                found.append(outcome)
+                continue
+        if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
+            found.append(outcome)
     return found
 
 
@@ -154,13 +167,16 @@ def _resolved(episode: Episode | None, number: int, deadline: datetime) -> bool:
 
 async def _record(
     conn: AsyncConnection, *, row: Any, result: str, within: float, now: datetime, actor: Actor
-) -> None:
+) -> bool:
+    """Record the verdict on the action (if no other runner did meanwhile)."""
     verification = {"result": result, "at": now.isoformat(), "within_seconds": within}
-    await conn.execute(
+    updated = await conn.execute(
         actions.update()
-        .where(actions.c.id == row.id)
+        .where(actions.c.id == row.id, actions.c.verification.is_(None))
         .values(verification=verification, updated_at=now)
     )
+    if not updated.rowcount:
+        return False
     reason = (
         f"verification: verified (the policy resolved within {within:g}s)"
         if result == "verified"
@@ -185,6 +201,7 @@ async def _record(
         subject=f"action:{row.id}",
         after=verification,
     )
+    return True
 
 
 async def _escalate(
@@ -252,6 +269,10 @@ async def _escalate(
             )
         except ActionAlreadyOpen:
             reason = Suppressed.ALREADY_OPEN
+    if record is None and reason is not None and episode.reason == reason.value:
+        if episode.decision_id is not None:
+            await episodes.count_again(conn, ids=[episode.decision_id], now=now)
+        return replace(outcome, suppressed=reason)
     [decision_id] = await episodes.add_decisions(
         conn,
         items=[

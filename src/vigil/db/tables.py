@@ -278,6 +278,7 @@ decisions = Table(
     Column("action_id", BigId, nullable=True),
     Column("count", Integer, nullable=False, server_default=text("1")),
     Index("ix_decisions_at", "at"),
+    Index("ix_decisions_last_at", "last_at"),
     Index("ix_decisions_policy_name_at", "policy_name", "at"),
 )
 """Every firing transition and every suppressed attempt to act, with its outcome."""

@@ -77,9 +77,11 @@ def backtest(
     def attempt(target: str, pair: _Pair, now: datetime, value: float | None) -> None:
         """A violation of a firing pair: act, or say why not (once per repeated reason)."""
         if pair.acted:
-            return
-        if pair.reason in STICKY:
-            reason: Suppressed | None = pair.reason
+            if not pair.open:
+                return  # the episode acted and its action ended: nothing is attempted
+            reason: Suppressed | None = Suppressed.ALREADY_OPEN
+        elif pair.reason in STICKY:
+            reason = pair.reason
         else:
             reason = decide(
                 auto_remediate=policy.auto_remediate,
@@ -164,7 +166,9 @@ def backtest(
             )
             observe(target, pair, verdict, cleared, now, _first_value(policy, pair))
 
-    tick = start + timedelta(seconds=interval)
+    # Passes of the simulated runner, when the policy needs any (an instant policy whose
+    # clear, if any, is instant too is judged at its samples alone).
+    tick = start + timedelta(seconds=interval) if needs_runner(policy) else end + HOUR
     for ts, target, metric, value, tags in samples:
         while tick <= ts and tick <= end:
             runner_pass(tick)
@@ -180,7 +184,7 @@ def backtest(
         if metric in keep:
             points = pair.series[metric]
             points.append((ts, value))
-            horizon = ts - timedelta(seconds=keep[metric])
+            horizon = _minus(ts, keep[metric])
             while points and points[0][0] < horizon:
                 points.pop(0)
         if instant and check is not None:
@@ -203,6 +207,20 @@ def backtest(
         runner_pass(tick)
         tick += timedelta(seconds=interval)
     return {"samples": counted, "decisions": decisions, "summary": _summary(decisions)}
+
+
+def needs_runner(policy: PolicySpec) -> bool:
+    """Whether replaying ``policy`` takes simulated runner passes."""
+    return not is_instant(policy.condition) or (
+        policy.clear is not None and not is_instant(policy.clear)
+    )
+
+
+def _minus(when: datetime, seconds: float) -> datetime:
+    try:
+        return when - timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=when.tzinfo)
 
 
 def _last(decisions: list[dict[str, Any]], target: str) -> int:

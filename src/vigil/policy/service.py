@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from vigil.observability.audit import Actor, append_audit
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
 from vigil.policy.backtest import backtest as replay
+from vigil.policy.backtest import needs_runner
 from vigil.policy.conditions import history_parts, metrics_of
 from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
@@ -35,6 +37,8 @@ from vigil.policy.models import PolicySpec
 
 MAX_BACKTEST_SAMPLES = 500_000
 """The most samples one backtest replays (a wider range is refused with 422)."""
+MAX_BACKTEST_PASSES = 100_000
+"""The most simulated runner passes one backtest makes (11.5 days at the default 10 s)."""
 
 
 def jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -173,10 +177,20 @@ class PolicyService:
     async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> dict[str, Any]:
         """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
         simulated clock: the decisions it would have made. Reads only."""
+        end = min(end, self._clock.now())  # nothing is stored after now
         if end <= start:
-            message = "must be later than 'from'"
+            message = "must be later than 'from' (and 'from' earlier than now)"
             raise InvalidInput(
                 message, detail=[{"loc": ["body", "to"], "msg": message, "type": "value_error"}]
+            )
+        passes = (end - start).total_seconds() / self.runner_interval
+        if needs_runner(spec) and passes > MAX_BACKTEST_PASSES:
+            message = (
+                f"the range spans {passes:,.0f} runner passes of {self.runner_interval:g}s;"
+                f" a backtest replays at most {MAX_BACKTEST_PASSES:,}: narrow it"
+            )
+            raise InvalidInput(
+                message, detail=[{"loc": ["body", "from"], "msg": message, "type": "value_error"}]
             )
         names = set(metrics_of(spec.condition))
         if spec.clear is not None:
@@ -219,8 +233,16 @@ class PolicyService:
         def silenced(policy: str, target: str, tags: Mapping[str, str], at: datetime) -> bool:
             return silencing(rules, policy=policy, target=target, tags=tags, now=at) is not None
 
-        result = replay(
-            spec, samples, start=start, end=end, interval=self.runner_interval, silenced=silenced
+        # In a thread: a long replay must not hold up this process's event loop (ingest,
+        # the runner's lease, the notifier).
+        result = await asyncio.to_thread(
+            replay,
+            spec,
+            samples,
+            start=start,
+            end=end,
+            interval=self.runner_interval,
+            silenced=silenced,
         )
         return {"ok": True, "policy": spec.name, "from": start, "to": end, **result}
 

@@ -83,6 +83,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_decisions"),
     )
     op.create_index("ix_decisions_at", "decisions", ["at"])
+    op.create_index("ix_decisions_last_at", "decisions", ["last_at"])
     op.create_index("ix_decisions_policy_name_at", "decisions", ["policy_name", "at"])
     op.create_table(
         "policy_guards",
@@ -96,6 +97,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("policy_guards")
     op.drop_index("ix_decisions_policy_name_at", table_name="decisions")
+    op.drop_index("ix_decisions_last_at", table_name="decisions")
     op.drop_index("ix_decisions_at", table_name="decisions")
     op.drop_table("decisions")
     op.drop_index("ix_policy_states_phase", table_name="policy_states")
