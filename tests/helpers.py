@@ -1,4 +1,4 @@
-"""Helpers shared by tests that run Vigil as a real process."""
+"""Helpers shared by tests: running Vigil as a real process, and the names of its metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry
+
+from vigil.observability.metrics import VigilMetrics
+from vigil.remediation.metrics import RemediatorMetrics
+
+# The series a metric family of each type exposes, by suffix of the family's name.
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
 
 
 def free_port() -> int:
@@ -65,3 +78,19 @@ def running_vigil(cwd: Path, env: dict[str, str], port: int) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def vigil_metric_series() -> dict[str, frozenset[str]]:
+    """Every metric of Vigil (the API's and worker's, and the remediator's), by the name
+    docs/api.md gives it (``vigil_ingest_total``, ``vigil_build_info``,
+    ``vigil_action_duration_seconds``), with the names of the series it exposes."""
+    registries = [VigilMetrics(CollectorRegistry()).registry]
+    registries.append(RemediatorMetrics(CollectorRegistry()).registry)
+    found: dict[str, frozenset[str]] = {}
+    for registry in registries:
+        for family in registry.collect():
+            series = [family.name + suffix for suffix in _SUFFIXES[family.type]]
+            found[series[0] if family.type in ("counter", "info") else family.name] = frozenset(
+                series
+            )
+    return found

@@ -1,4 +1,5 @@
-"""Reaching the real Redis and PostgreSQL of the machine, or skipping (failing in CI)."""
+"""Reaching the real Redis, PostgreSQL and Prometheus of the machine, or skipping (failing in
+CI)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,28 @@ def need_postgres() -> None:
 
 def need_redis() -> None:
     need("Redis", "127.0.0.1", 6379)
+
+
+def need_program(name: str, package: str) -> str:
+    """The path of program ``name``; skip the test when it is not installed (with
+    VIGIL_REQUIRE_SERVICES=1, fail instead)."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (Debian package {package})"
+    if REQUIRE:
+        pytest.fail(f"{message} (VIGIL_REQUIRE_SERVICES is set)")
+    pytest.skip(f"{message}; install it to run this test")
+
+
+def need_prometheus() -> str:
+    """The ``prometheus`` server binary (.ci/run installs it)."""
+    return need_program("prometheus", "prometheus")
+
+
+def need_promtool() -> str:
+    """``promtool``, which comes with the ``prometheus`` package."""
+    return need_program("promtool", "prometheus")
 
 
 def _admin_dsn() -> str:
@@ -93,12 +116,7 @@ def own_redis_server() -> Iterator[str]:
     For tests that destroy data (FLUSHALL, restarts) or stop the server: the shared one
     stays untouched. Nothing is persisted; the server is stopped when the block exits.
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed"
-        if REQUIRE:
-            pytest.fail(f"{message} (VIGIL_REQUIRE_SERVICES is set)")
-        pytest.skip(message)
+    binary = need_program("redis-server", "redis-server")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
