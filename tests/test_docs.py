@@ -1,10 +1,12 @@
-"""Docs travel with code: every setting is documented and in .env.example."""
+"""Docs travel with code: every setting is documented and in .env.example; every metric is
+listed in docs/api.md."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from tests.helpers import vigil_metric_series
 from vigil.settings import Settings, setting_env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +34,17 @@ def test_every_documented_setting_exists() -> None:
         re.findall(r"`((?:VIGIL_[A-Z_]+|DATABASE_URL|REDIS_URL|CORS_ORIGINS))`", reference)
     )
     assert in_reference <= known, f"documented but not settings: {sorted(in_reference - known)}"
+
+
+def test_every_metric_is_documented() -> None:
+    section = (ROOT / "docs" / "api.md").read_text().split("## Health and metrics", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    for name in vigil_metric_series():
+        assert f"`{name}`" in section, f"{name} is missing from docs/api.md, Health and metrics"
+
+
+def test_every_documented_metric_exists() -> None:
+    known = set(vigil_metric_series()).union(*vigil_metric_series().values())
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        named = set(re.findall(r"\bvigil_[a-z0-9_]*[a-z0-9]\b", path.read_text()))
+        assert named <= known, f"{path.name} names unknown metrics: {sorted(named - known)}"
