@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -125,9 +124,9 @@ def remediator(
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    from vigil.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def _build(settings: Settings, *, role: str) -> Container:
@@ -166,6 +165,7 @@ def _serve(api: Any, settings: Settings, host: str, port: int) -> None:
         host=host,
         port=port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through Vigil's renderer (configure_logging)
         access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,

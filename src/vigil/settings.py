@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
     access_log: bool = True
     policies_file: Path | None = None
     auto_migrate: bool = True

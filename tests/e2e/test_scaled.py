@@ -7,6 +7,7 @@ What these pin, with real processes killed and real Redis data lost (DESIGN.md i
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -202,3 +203,48 @@ def test_sigterm_lets_the_running_action_finish_before_the_worker_exits(
         cluster.procs.tails(),
     )
     assert runs(runs_dir, "brief-1") == [1]
+
+
+@pytest.mark.timeout(60)
+def test_one_request_id_follows_an_ingest_to_the_remediator(
+    cluster_factory: Any, shared_redis: str, runs_dir: Any
+) -> None:
+    cluster: Cluster = cluster_factory(redis_url=shared_redis, workers=1)
+    api = cluster.api
+    api.create_policy(
+        {
+            "name": "trace-cpu",
+            "target": "trace-*",
+            "auto_remediate": True,
+            "condition": {"type": "metric_exceeds", "metric": "cpu", "threshold": 90},
+            "action": "scale-up",
+        }
+    )
+    request_id = "trace-6f1c2b9e4d7a"
+    response = httpx.post(
+        f"{api.url}/api/v1/ingest",
+        json={"name": "cpu", "value": 99, "target": "trace-01"},
+        headers={"X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["x-request-id"] == request_id
+    [action] = response.json()["actions"]
+    api.wait_status(action["action_id"], "completed")
+    generated = httpx.get(f"{api.url}/health", timeout=5).headers["x-request-id"]
+    assert generated
+    assert generated != request_id
+
+    def lines_of(proc: Any) -> list[dict[str, Any]]:
+        text = proc.log_path.read_text(errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    api_proc = next(p for p in cluster.procs.started if p.name == "api")
+    for proc in (api_proc, cluster.workers[0], cluster.remediator):
+        lines = lines_of(proc)
+        assert lines, proc.tail()
+        story = [line for line in lines if line.get("request_id") == request_id]
+        assert story, f"{proc.name} logged nothing with the request id:\n{proc.tail()}"
+        assert all("event" in line and "level" in line for line in lines)
+        text = proc.log_path.read_text(errors="replace")
+        assert cluster.procs.base_env["VIGIL_REMEDIATOR_SECRET"] not in text

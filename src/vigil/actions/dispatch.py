@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from vigil.errors import Unavailable
+from vigil.observability.logging import bound, get_logger
 from vigil.queue.task import Task, TaskQueue
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 
 class Dispatcher:
@@ -29,9 +31,17 @@ class Dispatcher:
                 action_id=int(record["id"]),
                 attempt=int(record["next_attempt"]),
                 target=str(record["target"]),
+                request_id=record.get("request_id"),
             )
             try:
                 await self._queue.enqueue(task)
+                with bound(request_id=task.request_id):
+                    events.info(
+                        "task.enqueued",
+                        action_id=task.action_id,
+                        attempt=task.attempt,
+                        task_id=task.task_id,
+                    )
             except Unavailable as exc:
                 log.warning(
                     "%s; action %s will be re-dispatched by the reconciler",

@@ -79,6 +79,7 @@ async def create_action(
         "episode": episode,
         "approval_expires_at": approval_expires_at,
         "escalation_step": escalation_step,
+        "request_id": actor.request_id,
     }
     try:
         async with conn.begin_nested():
@@ -144,6 +145,7 @@ async def create_actions(
             "next_attempt": 1,
             "episode": item.get("episode"),
             "approval_expires_at": item.get("approval_expires_at"),
+            "request_id": actor.request_id,
         }
         for item in items
     ]

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.api.errors import install_error_handlers
+from vigil.api.middleware import RequestId
 from vigil.api.routes import (
     actions,
     audit,
@@ -67,6 +68,7 @@ def create_app(
     # that a 413 still carries the CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics, metrics=components.metrics)
+    app.add_middleware(RequestId)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -33,8 +33,10 @@ def container_of(request: Request) -> Container:
 
 def actor_of(request: Request) -> Actor:
     """Who is asking (``anonymous`` until access control exists) and the request id."""
-    given = request.headers.get("x-request-id", "")
-    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = getattr(request.state, "request_id", None)
+    if request_id is None:  # an app without the RequestId middleware (tests)
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     return Actor(ANONYMOUS, request_id)
 
 

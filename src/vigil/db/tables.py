@@ -122,6 +122,8 @@ actions = Table(
     Column("escalation_step", Integer, nullable=False, server_default=text("0")),
     # An action awaiting approval is cancelled when this passes.
     Column("approval_expires_at", UtcDateTime, nullable=True),
+    # The request that led to it (an ingest, a manual action): its logs share the id.
+    Column("request_id", String(128), nullable=True),
     # Invariant 2: at most one open action per (policy, target) -- dedup_key is
     # "policy:<name>" -- and per (action, target) for manual ones ("manual:<action>").
     Index(

@@ -31,11 +31,13 @@ from vigil.errors import Unavailable
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
+from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Plan, PolicyIndex
 from vigil.policy.store import PolicyCache
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -183,8 +185,20 @@ class IngestPipeline:
         for request, result in zip(group, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
-        for request in group:
+        for request, result in zip(group, results, strict=True):
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
+            if result.decisions:
+                with bound(request_id=request.actor.request_id):
+                    for d in result.decisions:
+                        events.info(
+                            "decision.made",
+                            policy=d.violation.policy.name,
+                            target=d.violation.target,
+                            value=d.violation.value,
+                            outcome="acted" if d.action is not None else "suppressed",
+                            reason=d.suppressed.value if d.suppressed is not None else None,
+                            action_id=d.action["id"] if d.action is not None else None,
+                        )
         if self._dispatcher is not None:
             created = [
                 d.action

@@ -27,22 +27,29 @@ class Task:
     attempt: int
     target: str
     task_id: str = field(default_factory=new_task_id)
+    request_id: str | None = None
+    """The request that led to the action: the worker and the remediator log under it."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "task_id": self.task_id,
             "action_id": self.action_id,
             "attempt": self.attempt,
             "target": self.target,
         }
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
+        request_id = data.get("request_id")
         return cls(
             action_id=int(data["action_id"]),
             attempt=int(data["attempt"]),
             target=str(data["target"]),
             task_id=str(data["task_id"]),
+            request_id=str(request_id) if request_id is not None else None,
         )
 
 

@@ -20,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 
 import vigil
 from vigil.api.errors import clean_errors, error_responses, install_error_handlers
+from vigil.api.middleware import RequestId
 from vigil.clock import Clock, SystemClock
 from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import PayloadTooLarge, VigilError
+from vigil.observability.logging import get_logger
 from vigil.remediation.metrics import UNKNOWN_ACTION, RemediatorMetrics
 from vigil.remediation.service import InProgress, Remediator, Run
 from vigil.remediation.signing import (
@@ -36,6 +38,7 @@ from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 SERVICE = "vigil-remediator"
 MAX_BODY_BYTES = 1024 * 1024
@@ -104,6 +107,7 @@ def create_remediator_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestId)
 
     @app.get("/health", response_model=HealthOut, tags=["health"])
     async def health() -> HealthOut:
@@ -170,7 +174,20 @@ def create_remediator_app(
         remediator: Remediator = request.app.state.remediator
         outcome = await remediator.remediate(remediate_request)
         if isinstance(outcome, InProgress):
+            events.info(
+                "remediation.in_progress",
+                action_id=remediate_request.action_id,
+                attempt=remediate_request.attempt,
+            )
             return JSONResponse(InProgressOut().model_dump(), status_code=409)
+        events.info(
+            "remediation.answered",
+            action_id=remediate_request.action_id,
+            attempt=remediate_request.attempt,
+            action=remediate_request.action,
+            target=remediate_request.target,
+            status=outcome.status,
+        )
         return JSONResponse(outcome.model_dump(mode="json"))
 
     return app

@@ -36,6 +36,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from vigil.clock import Clock, SystemClock
+from vigil.observability.logging import request_id_header
 from vigil.remediation.service import (
     EXPIRY_GRACE_SECONDS,
     Executor,
@@ -118,6 +119,7 @@ class RemoteExecutor(Executor):
             headers = {
                 "content-type": "application/json",
                 **signed_headers(self._secret, body, self._clock.now().timestamp()),
+                **request_id_header(),
             }
             try:
                 response = await self._client.post(

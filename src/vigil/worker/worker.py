@@ -21,6 +21,7 @@ from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
 from vigil.observability.audit import Actor
+from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.queue.task import Outcome, Reserved, Task, TaskQueue
 from vigil.remediation.config import Remediations
@@ -29,6 +30,7 @@ from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.worker.backoff import RetryPolicy
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 
 class Worker:
@@ -141,8 +143,11 @@ class Worker:
         self._metrics.worker_active_tasks.dec()
 
     async def _guarded(self, reserved: Reserved) -> None:
+        task = reserved.task
         try:
-            await self.handle(reserved)
+            with bound(request_id=task.request_id, action_id=task.action_id, task_id=task.task_id):
+                events.info("task.received", attempt=task.attempt, deliveries=reserved.deliveries)
+                await self.handle(reserved)
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
@@ -310,7 +315,12 @@ class Worker:
             self._metrics.tasks_total.labels(result="failed").inc()
             self._metrics.actions_total.labels(action=action, status="failed").inc()
         else:
-            next_task = Task(action_id=task.action_id, attempt=attempt + 1, target=task.target)
+            next_task = Task(
+                action_id=task.action_id,
+                attempt=attempt + 1,
+                target=task.target,
+                request_id=task.request_id,
+            )
             await self._queue.retry_at(reserved, next_task, due)
             self._metrics.tasks_total.labels(result="retried").inc()
             self._metrics.actions_total.labels(action=action, status="pending").inc()

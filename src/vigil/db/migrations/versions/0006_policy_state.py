@@ -44,6 +44,7 @@ def upgrade() -> None:
             sa.Column("escalation_step", sa.Integer(), nullable=False, server_default=sa.text("0"))
         )
         batch.add_column(sa.Column("approval_expires_at", UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column("request_id", sa.String(128), nullable=True))
     _open_index(_NEW_OPEN)
     op.create_index("ix_actions_policy_name_created_at", "actions", ["policy_name", "created_at"])
     op.create_table(
@@ -105,6 +106,7 @@ def downgrade() -> None:
     op.drop_index("ix_actions_policy_name_created_at", table_name="actions")
     _open_index(_OLD_OPEN)
     with op.batch_alter_table("actions") as batch:
+        batch.drop_column("request_id")
         batch.drop_column("approval_expires_at")
         batch.drop_column("escalation_step")
         batch.drop_column("episode")
