@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from vigil.cli import app
@@ -68,3 +69,36 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert proc.returncode == 0
     for command in ("serve", "db", "policies"):
         assert command in proc.stdout
+
+
+def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'keys.db'}")
+    created = runner.invoke(app, ["keys", "create", "deploy-bot", "--role", "operator"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert key.startswith("vk_")
+    assert len(key) > 40
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0
+    assert "deploy-bot\toperator" in listed.output
+    assert key not in listed.output
+    assert "active" in listed.output
+    duplicate = runner.invoke(app, ["keys", "create", "deploy-bot"])
+    assert duplicate.exit_code == 1
+    assert "already exists" in duplicate.output
+    bad_role = runner.invoke(app, ["keys", "create", "x", "--role", "root"])
+    assert bad_role.exit_code == 2
+    revoked = runner.invoke(app, ["keys", "revoke", "deploy-bot"])
+    assert revoked.exit_code == 0
+    assert "revoked" in runner.invoke(app, ["keys", "list"]).output
+    assert runner.invoke(app, ["keys", "revoke", "ghost"]).exit_code == 1
+
+
+def test_serve_refuses_a_public_address_with_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'open.db'}")
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "refusing to listen on 0.0.0.0" in result.output
+    assert "vigil keys create" in result.output

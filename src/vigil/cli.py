@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +17,8 @@ from sqlalchemy.exc import DBAPIError
 
 from vigil.errors import PolicyInvalid, Unavailable, VigilError
 from vigil.settings import Settings, describe_settings_error
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from vigil.container import Container
@@ -28,6 +32,116 @@ remediations_app = typer.Typer(help="Remediations files.", no_args_is_help=True)
 app.add_typer(remediations_app, name="remediations")
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="API keys and their roles.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+async def _with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(database)`` on DATABASE_URL, migrated first."""
+    from vigil.db.engine import Database, create_engine
+    from vigil.db.migrate import startup_lock, upgrade
+
+    database = Database(create_engine(settings, pooled=False))
+    try:
+        async with startup_lock(database):
+            await upgrade(database)
+        return await work(database)
+    finally:
+        await database.dispose()
+
+
+def _run_on_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_with_database(settings, work))
+    except VigilError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except (OSError, DBAPIError) as exc:
+        typer.echo(f"error: cannot use DATABASE_URL: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (who or what uses it)")],
+    role: Annotated[
+        str, typer.Option("--role", help="viewer, agent, operator or admin")
+    ] = "viewer",
+) -> None:
+    """Create an API key. The key is printed once, alone on the last line."""
+    from vigil.access.keys import create_key
+    from vigil.access.roles import Role
+    from vigil.observability.audit import Actor
+
+    settings = load_settings()
+    if role not in {r.value for r in Role}:
+        typer.echo(f"error: unknown role {role!r}: use viewer, agent, operator or admin", err=True)
+        raise typer.Exit(2)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        typer.echo("error: a key name is 1-64 letters, digits, '.', '_' or '-'", err=True)
+        raise typer.Exit(2)
+
+    async def work(database: Any) -> str:
+        async with database.write() as conn:
+            _, key = await create_key(
+                conn, name=name, role=Role(role), now=datetime.now(UTC), actor=Actor("cli")
+            )
+        return key
+
+    key = _run_on_database(settings, work)
+    typer.echo(f"created API key {name!r} with role {role}; it is shown only now:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the API keys (never the keys themselves)."""
+    from vigil.access.keys import list_keys
+
+    async def work(database: Any) -> list[dict[str, Any]]:
+        async with database.read() as conn:
+            return await list_keys(conn)
+
+    for item in _run_on_database(load_settings(), work):
+        state = f"revoked {item['revoked_at'].isoformat()}" if item["revoked_at"] else "active"
+        typer.echo(f"{item['name']}\t{item['role']}\t{item['prefix']}...\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Revoke an API key: every process refuses it within two seconds."""
+    from vigil.access.keys import revoke_key
+    from vigil.observability.audit import Actor
+
+    async def work(database: Any) -> None:
+        async with database.write() as conn:
+            await revoke_key(conn, name=name, now=datetime.now(UTC), actor=Actor("cli"))
+
+    _run_on_database(load_settings(), work)
+    typer.echo(f"revoked API key {name!r}")
+
+
+def _refuse_open_network(settings: Settings, host: str) -> None:
+    """Exit 2 when access control is on, no key exists and ``host`` is not loopback."""
+    if settings.auth == "off" or host in _LOOPBACK:
+        return
+    from vigil.access.keys import any_key
+
+    async def work(database: Any) -> bool:
+        async with database.read() as conn:
+            return await any_key(conn)
+
+    if not _run_on_database(settings, work):
+        typer.echo(
+            f"error: refusing to listen on {host}: access control is on (VIGIL_AUTH="
+            f"{settings.auth}) but no API key exists, so anyone could drive Vigil. Create one "
+            "with `vigil keys create NAME --role admin`, listen on 127.0.0.1, or set "
+            "VIGIL_AUTH=off",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -55,6 +169,7 @@ def serve(
     from vigil.api.app import create_app
 
     settings = load_settings(host=host, port=port)
+    _refuse_open_network(settings, settings.host)
     _configure_logging(settings)
     container = _build(settings, role="api")
     if no_worker and settings.redis_url is None:

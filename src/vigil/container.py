@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from vigil.access.keys import KeyGuard
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.service import ActionService
 from vigil.clock import Clock, SystemClock
@@ -70,6 +71,7 @@ class Container:
     actions: ActionService
     ingest: IngestPipeline
     runner: PolicyRunner
+    keys: KeyGuard
     notifier: Notifier
     name: str
     worker: Worker | None = None
@@ -294,5 +296,6 @@ def build_container(
             ),
             interval=settings.notify_interval_seconds,
         ),
+        keys=KeyGuard(database, settings.auth),
         name=name,
     )

@@ -26,6 +26,9 @@ Left out, and why (see ``CONFIG``):
   are also ``/api/v1/policies/{name}`` (a policy may be called ``reload``), so the server
   rightly answers ``Allow: DELETE, GET, POST, PUT`` where the document lists ``POST`` only.
 - No 413 check is needed: the generated bodies stay far below the 16 MiB body limit.
+- Access control (``ignored_auth``, ``missing_required_header`` on keys): the fuzzed app runs
+  with ``VIGIL_AUTH=off``, so that a key the fuzzer creates does not lock it out of the
+  operations after; ``tests/api/test_access.py`` walks every route with every role.
 
 Reproducible: derandomized, with a fixed seed and no example database, so CI sends the same
 requests every run; a failure prints the offending request as a curl command. Bounded: the
@@ -111,7 +114,10 @@ CONFIG = schemathesis.Config.from_dict(
             # would only exercise that one refusal.
             "allow-x00": False,
         },
-        "checks": {"positive_data_acceptance": {"enabled": False}},
+        "checks": {
+            "positive_data_acceptance": {"enabled": False},
+            "ignored_auth": {"enabled": False},
+        },
         "operations": [
             {
                 "include-name": BODY_OPERATIONS,
@@ -179,6 +185,11 @@ def postgres_template(postgres_template: str, seed_policies: Path) -> Iterator[s
 @pytest.fixture
 def policies_file(seed_policies: Path) -> Path:
     return seed_policies
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"auth": "off"}
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
+from vigil.access.roles import OPEN, permission_of
 from vigil.api.errors import install_error_handlers
-from vigil.api.middleware import RequestId
+from vigil.api.middleware import Auth, RequestId, SecurityHeaders
 from vigil.api.routes import (
     actions,
     audit,
@@ -25,6 +26,7 @@ from vigil.api.routes import (
     decisions,
     health,
     ingest,
+    keys,
     notifications,
     policies,
     queue,
@@ -67,6 +69,29 @@ def create_app(
     # JSON one) to a request whose Content-Length is over the limit. Added before CORS so
     # that a 413 still carries the CORS headers a browser needs to read it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Routes are matched in order: ingest, by far the most frequent request, goes first.
+    routers = (
+        ingest.router,
+        health.router,
+        policies.router,
+        actions.router,
+        queue.router,
+        automation.router,
+        silences.router,
+        decisions.router,
+        notifications.router,
+        audit.router,
+        keys.router,
+    )
+    # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
+    # matches the routers' own routes (their paths carry the prefixes), in the same order.
+    app.add_middleware(
+        Auth,
+        guard=components.keys,
+        routes=[route for router in routers for route in router.routes],
+        metrics_auth=settings.metrics_auth,
+    )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(HttpMetrics, metrics=components.metrics)
     app.add_middleware(RequestId)
     if settings.cors_origins:
@@ -76,18 +101,9 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    # Routes are matched in order: ingest, by far the most frequent request, goes first.
-    app.include_router(ingest.router)
-    app.include_router(health.router)
-    app.include_router(policies.router)
-    app.include_router(actions.router)
-    app.include_router(queue.router)
-    app.include_router(automation.router)
-    app.include_router(silences.router)
-    app.include_router(decisions.router)
-    app.include_router(notifications.router)
-    app.include_router(audit.router)
-    _document_raw_bodies(app, components.limits)
+    for router in routers:
+        app.include_router(router)
+    _document_raw_bodies(app, components.limits, settings.metrics_auth)
     return app
 
 
@@ -188,9 +204,10 @@ def _content_length(headers: Headers) -> int | None:
     return int(value)
 
 
-def _document_raw_bodies(app: FastAPI, limits: Limits) -> None:
+def _document_raw_bodies(app: FastAPI, limits: Limits, metrics_auth: bool) -> None:
     """Ingest routes parse their own bodies; put their schemas into the OpenAPI document,
-    with the configured tag limits (checked by the routes, not by the model)."""
+    with the configured tag limits (checked by the routes, not by the model). Every route
+    that needs a key says so: 401 without a valid one, 403 with a key of another role."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -207,7 +224,31 @@ def _document_raw_bodies(app: FastAPI, limits: Limits) -> None:
                 propertyNames={"minLength": 1, "maxLength": limits.max_tag_key_length},
                 additionalProperties={"type": "string", "maxLength": limits.max_tag_value_length},
             )
+            _document_access(schema, metrics_auth)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_access(schema: dict[str, Any], metrics_auth: bool) -> None:
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            allowed = permission_of(method.upper(), path, metrics_auth=metrics_auth)
+            if allowed is OPEN:
+                continue
+            roles = ", ".join(sorted(role.value for role in allowed))
+            responses = operation.setdefault("responses", {})
+            responses["401"] = {
+                "description": "No valid API key (when access control is on)",
+                "content": {"application/json": {"schema": error}},
+            }
+            responses["403"] = {
+                "description": f"The key's role may not do this (allowed: {roles})",
+                "content": {"application/json": {"schema": error}},
+            }
+            operation.setdefault("security", [{"ApiKey": []}, {"Bearer": []}])
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    schemes["Bearer"] = {"type": "http", "scheme": "bearer"}

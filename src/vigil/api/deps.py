@@ -33,11 +33,12 @@ def container_of(request: Request) -> Container:
 
 def actor_of(request: Request) -> Actor:
     """Who is asking (``anonymous`` until access control exists) and the request id."""
+    name = getattr(request.state, "actor", None) or ANONYMOUS
     request_id = getattr(request.state, "request_id", None)
     if request_id is None:  # an app without the RequestId middleware (tests)
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    return Actor(ANONYMOUS, request_id)
+    return Actor(name, request_id)
 
 
 async def get_container(request: Request) -> Container:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vigil.access.keys import KeyGuard
+from vigil.access.roles import OPEN, READ, Role, permission_of
 from vigil.observability.logging import bound
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -38,3 +43,110 @@ class RequestId:
 
         with bound(request_id=request_id):
             await self.app(scope, receive, send_with_id)
+
+
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class SecurityHeaders:
+    """Headers that keep browsers from sniffing, framing or caching API answers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(h for h in SECURITY_HEADERS if h[0] not in present),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Auth:
+    """API keys: a route that needs a role answers 401 without a valid key (``Authorization:
+    Bearer <key>`` or ``X-API-Key: <key>``) and 403 with a key of a role it does not allow.
+    The caller's key name becomes the actor of what the request changes."""
+
+    def __init__(
+        self, app: ASGIApp, *, guard: KeyGuard, routes: Sequence[BaseRoute], metrics_auth: bool
+    ) -> None:
+        self.app = app
+        self.guard = guard
+        self.routes = routes
+        self.metrics_auth = metrics_auth
+
+    def _permission(self, scope: Scope) -> frozenset[Role] | None:
+        """The roles the request's route allows (None: no route matches the path)."""
+        partial: BaseRoute | None = None
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return permission_of(
+                    scope["method"], getattr(route, "path", ""), metrics_auth=self.metrics_auth
+                )
+            if match is Match.PARTIAL and partial is None:
+                partial = route
+        if partial is not None:  # the path exists, not for this method: a 405 follows
+            return READ
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not await self.guard.required():
+            await self.app(scope, receive, send)
+            return
+        allowed = self._permission(scope)
+        if allowed is None or allowed is OPEN:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key = headers.get("x-api-key", "")
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if not key and scheme.lower() == "bearer":
+            key = credentials.strip()
+        if not key:
+            await _refuse(
+                scope,
+                receive,
+                send,
+                401,
+                "an API key is needed: send it as 'Authorization: Bearer <key>' or"
+                " 'X-API-Key: <key>'",
+            )
+            return
+        caller = await self.guard.caller(key)
+        if caller is None:
+            await _refuse(scope, receive, send, 401, "the API key is not valid (or revoked)")
+            return
+        if caller.role not in allowed:
+            needs = " or ".join(sorted(r.value for r in allowed))
+            await _refuse(
+                scope,
+                receive,
+                send,
+                403,
+                f"key {caller.name!r} has role {caller.role.value}; this needs {needs}",
+            )
+            return
+        scope.setdefault("state", {})["actor"] = caller.name
+        await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
+        scope, receive, send
+    )

@@ -322,3 +322,19 @@ notifications = Table(
 )
 """Notification events (breaker opened, action failed, ...), listed by the API and sent to
 the configured webhooks."""
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    # SHA-256 of the key (keys are long random strings: a fast hash is enough); the key
+    # itself is shown once, when created, and never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+"""API keys: a name, a role, the key's hash; revoked keys stay, for the audit trail."""

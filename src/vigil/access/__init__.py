@@ -1,0 +1,1 @@
+"""Access control: API keys with roles, and which role each route needs."""

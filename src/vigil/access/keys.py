@@ -1,0 +1,178 @@
+"""API keys in the database, and the per-process guard that checks them."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.access.roles import Role
+from vigil.db.engine import Database
+from vigil.db.tables import api_keys
+from vigil.errors import Conflict, NotFound
+from vigil.observability.audit import Actor, append_audit
+
+KEY_PREFIX = "vk_"
+CACHE_SECONDS = 2.0
+"""How long a process trusts what it read: a key created or revoked by another process is
+noticed within this."""
+
+
+def new_key() -> str:
+    """A fresh random API key (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_out(row: Any) -> dict[str, Any]:
+    """A key as listed: never the key or its hash."""
+    return {
+        "name": row.name,
+        "role": row.role,
+        "prefix": row.prefix,
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+        "revoked_at": row.revoked_at,
+    }
+
+
+async def create_key(
+    conn: AsyncConnection, *, name: str, role: Role, now: datetime, actor: Actor
+) -> tuple[dict[str, Any], str]:
+    """A new key: its listing and the key itself (shown once). :class:`Conflict` if the
+    name is taken (revoked keys keep their names)."""
+    key = new_key()
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(
+                    api_keys.insert()
+                    .values(
+                        name=name,
+                        role=role.value,
+                        key_hash=key_hash(key),
+                        prefix=key[: len(KEY_PREFIX) + 6],
+                        created_at=now,
+                        created_by=actor.name,
+                    )
+                    .returning(api_keys)
+                )
+            ).one()
+    except IntegrityError as exc:
+        raise Conflict(f"an API key named {name!r} already exists") from exc
+    out = key_out(row)
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind="key.created",
+        subject=f"key:{name}",
+        after={"name": name, "role": role.value, "prefix": out["prefix"]},
+    )
+    return out, key
+
+
+async def list_keys(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(select(api_keys).order_by(api_keys.c.name))
+    return [key_out(r) for r in rows]
+
+
+async def revoke_key(
+    conn: AsyncConnection, *, name: str, now: datetime, actor: Actor
+) -> dict[str, Any]:
+    """Revoke a key (it stops working within :data:`CACHE_SECONDS` everywhere)."""
+    row = (await conn.execute(select(api_keys).where(api_keys.c.name == name))).one_or_none()
+    if row is None:
+        raise NotFound(f"API key {name!r} not found")
+    if row.revoked_at is not None:
+        return key_out(row)
+    updated = (
+        await conn.execute(
+            api_keys.update()
+            .where(api_keys.c.name == name)
+            .values(revoked_at=now)
+            .returning(api_keys)
+        )
+    ).one()
+    await append_audit(
+        conn,
+        at=now,
+        actor=actor,
+        kind="key.revoked",
+        subject=f"key:{name}",
+        before={"revoked": False},
+        after={"revoked": True},
+    )
+    return key_out(updated)
+
+
+async def any_key(conn: AsyncConnection) -> bool:
+    """Whether any key was ever created (a revoked one too: revoking the last key does not
+    open the API again)."""
+    return (await conn.execute(select(api_keys.c.id).limit(1))).first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str
+    role: Role
+
+
+class KeyGuard:
+    """Answers "is a key needed?" and "whose key is this?" for one process, from the
+    database, remembering answers for :data:`CACHE_SECONDS`."""
+
+    def __init__(self, database: Database, mode: str) -> None:
+        self._db = database
+        self.mode = mode
+        self._required: tuple[float, bool] | None = None
+        self._callers: dict[str, tuple[float, Caller | None]] = {}
+
+    async def required(self) -> bool:
+        if self.mode == "off":
+            return False
+        if self.mode == "required":
+            return True
+        now = time.monotonic()
+        if self._required is not None and self._required[0] > now:
+            return self._required[1]
+        async with self._db.read() as conn:
+            found = await any_key(conn)
+        self._required = (now + CACHE_SECONDS, found)
+        return found
+
+    def forget(self) -> None:
+        """Drop what was remembered (this process just created or revoked a key)."""
+        self._required = None
+        self._callers.clear()
+
+    async def caller(self, key: str) -> Caller | None:
+        """Who holds ``key`` (None: unknown or revoked)."""
+        digest = key_hash(key)
+        now = time.monotonic()
+        cached = self._callers.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys.c.name, api_keys.c.role).where(
+                        api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).one_or_none()
+        found = Caller(row.name, Role(row.role)) if row is not None else None
+        if len(self._callers) > 10_000:
+            self._callers.clear()
+        self._callers[digest] = (now + CACHE_SECONDS, found)
+        return found
