@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contracts pytest bench bench-pipeline clean
+.PHONY: run test lint typecheck contracts pytest bench bench-policies bench-pipeline clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test: lint typecheck contracts pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-policies: $(STAMP)
+	$(BIN)/python bench/policies.py
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py

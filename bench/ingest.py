@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,13 +196,18 @@ end
 """
 
 
-def single_lua(host_names: list[str]) -> str:
-    """POST one metric per request, cycling through hosts and SINGLE_METRICS, never violating."""
-    ranges = ", ".join(f"{{{METRICS[m][0]}, {METRICS[m][1]}}}" for m in SINGLE_METRICS)
+def single_lua(
+    host_names: list[str], metrics: Mapping[str, tuple[float, float]] | None = None
+) -> str:
+    """POST one metric per request, cycling through hosts and ``metrics`` (name -> lowest,
+    highest value sent; by default SINGLE_METRICS), never violating."""
+    if metrics is None:
+        metrics = {m: METRICS[m] for m in SINGLE_METRICS}
+    ranges = ", ".join(f"{{{lo}, {hi}}}" for lo, hi in metrics.values())
     return (
         f"""
 local hosts = {_lua_list(host_names)}
-local names = {_lua_list(list(SINGLE_METRICS))}
+local names = {_lua_list(list(metrics))}
 local ranges = {{{ranges}}}
 local regions = {{"us-east-1", "eu-west-1", "ap-south-1"}}
 counter = 0
@@ -266,17 +271,24 @@ end
     )
 
 
-def batch_body(host_names: list[str], size: int, offset: int, spread: int) -> bytes:
-    """A batch of ``size`` samples: (host, metric) pairs in turn, as an agent fleet sends them.
+def batch_body(
+    host_names: list[str],
+    size: int,
+    offset: int,
+    spread: int,
+    metrics: Mapping[str, tuple[float, float]] = METRICS,
+) -> bytes:
+    """A batch of ``size`` samples: (host, metric) pairs in turn, as an agent fleet sends them,
+    over ``metrics`` (name -> lowest, highest value sent).
 
     Each timestamp is ``@AGE@``, filled in by the Lua script when the request is sent.
     """
-    names = list(METRICS)
+    names = list(metrics)
     items = []
     for i in range(offset, offset + size):
         host = host_names[i % len(host_names)]
         metric = names[(i // len(host_names)) % len(names)]
-        lo, hi = METRICS[metric]
+        lo, hi = metrics[metric]
         items.append(
             {
                 "name": metric,
@@ -290,6 +302,15 @@ def batch_body(host_names: list[str], size: int, offset: int, spread: int) -> by
 
 
 # --- processes ------------------------------------------------------------------------------
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without any Vigil setting (``VIGIL_*``, ``DATABASE_URL``,
+    ``REDIS_URL``): each server gets exactly the settings the bench gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    return env
 
 
 def free_port() -> int:
@@ -458,6 +479,48 @@ def wrk(url: str, script: Path, *, connections: int, seconds: float, timeout_s: 
     )
 
 
+@dataclass(frozen=True)
+class Load:
+    """One wrk load: ``script`` against ``path`` on ``server``."""
+
+    name: str
+    server: Server
+    path: str
+    script: Path
+    connections: int
+    request_timeout: float
+
+    def run(self, seconds: float) -> WrkResult:
+        result = wrk(
+            f"{self.server.url}{self.path}",
+            self.script,
+            connections=self.connections,
+            seconds=seconds,
+            timeout_s=self.request_timeout,
+        )
+        if self.server.process.poll() is not None:
+            raise RuntimeError(f"{self.server.name} died during the run:\n{self.server.log_tail()}")
+        return result
+
+
+def measure(
+    loads: list[Load], seconds: float, *, rounds: int = 1, warmup: float = 0.0
+) -> dict[str, WrkResult]:
+    """Warm each load up, then run them in turn ``rounds`` times (A B, then B A, ...),
+    ``seconds`` each time, so a change in the machine's load during the run falls on
+    all alike; each load's rounds added up, by load name."""
+    for load in loads:
+        if warmup > 0:
+            load.run(warmup)
+    names = " and ".join(load.name for load in loads)
+    print(f"  measuring {names}: {rounds} round(s) of {seconds:g}s ...", flush=True)
+    parts: dict[str, list[WrkResult]] = {load.name: [] for load in loads}
+    for n in range(rounds):
+        for load in loads if n % 2 == 0 else loads[::-1]:
+            parts[load.name].append(load.run(seconds))
+    return {name: combine(found) for name, found in parts.items()}
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -513,53 +576,12 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         "tags": {"host": host_names[0], "region": "us-east-1"},
     }
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    base_env.pop("DATABASE_URL", None)
-    base_env.pop("REDIS_URL", None)
+    clean_env = base_env()
     python = sys.executable
     here = Path(__file__).resolve()
-    warm = args.warmup
     conns = args.connections
     timeout = args.start_timeout
     results: dict[str, WrkResult] = {}
-
-    @dataclass(frozen=True)
-    class Load:
-        name: str
-        server: Server
-        path: str
-        script: Path
-        connections: int
-
-        def run(self, seconds: float) -> WrkResult:
-            result = wrk(
-                f"{self.server.url}{self.path}",
-                self.script,
-                connections=self.connections,
-                seconds=seconds,
-                timeout_s=args.request_timeout,
-            )
-            if self.server.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.server.name} died during the run:\n{self.server.log_tail()}"
-                )
-            return result
-
-    def measure(loads: list[Load], seconds: float, rounds: int = 1) -> None:
-        """Warm each load up, then run them in turn ``rounds`` times (A B, then B A, ...),
-        ``seconds`` each time, so a change in the machine's load during the run falls on
-        all alike; each load's rounds are added up."""
-        for load in loads:
-            if warm > 0:
-                load.run(warm)
-        names = " and ".join(load.name for load in loads)
-        print(f"  measuring {names}: {rounds} round(s) of {seconds:g}s ...", flush=True)
-        parts: dict[str, list[WrkResult]] = {load.name: [] for load in loads}
-        for n in range(rounds):
-            for load in loads if n % 2 == 0 else loads[::-1]:
-                parts[load.name].append(load.run(seconds))
-        for name, found in parts.items():
-            results[name] = combine(found)
 
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -571,7 +593,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     bare_port = free_port()
     port = free_port()
     env = {
-        **base_env,
+        **clean_env,
         "DATABASE_URL": f"sqlite:///{workdir / 'vigil.db'}",
         "VIGIL_PORT": str(port),
         "VIGIL_HOST": "127.0.0.1",
@@ -582,7 +604,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         running(
             "bare",
             [python, str(here), "--serve-bare", str(bare_port)],
-            base_env,
+            clean_env,
             bare_port,
             workdir,
             timeout,
@@ -597,17 +619,21 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
             raise RuntimeError(f"vigil did not load the {enabled} policies: {status} {listed}")
         check_single(vigil, "/api/v1/ingest", sample, vigil=True)
         ingest_path = "/api/v1/ingest"
-        measure(
+        wait = args.request_timeout
+        results |= measure(
             [
-                Load("bare", bare, ingest_path, single_script, conns),
-                Load("single", vigil, ingest_path, single_script, conns),
+                Load("bare", bare, ingest_path, single_script, conns, wait),
+                Load("single", vigil, ingest_path, single_script, conns, wait),
             ],
             args.duration / args.rounds,
-            args.rounds,
+            rounds=args.rounds,
+            warmup=args.warmup,
         )
-        measure(
-            [Load("batch", vigil, "/api/v1/ingest/batch", batch_script, args.batch_connections)],
+        batch_path = "/api/v1/ingest/batch"
+        results |= measure(
+            [Load("batch", vigil, batch_path, batch_script, args.batch_connections, wait)],
             args.batch_duration or args.duration,
+            warmup=args.warmup,
         )
         status, listed = http("GET", f"{vigil.url}/api/v1/actions?limit=1")
         actions = listed.get("total") if status == 200 else None

@@ -778,6 +778,40 @@ async def test_reload_leaves_api_changes_alone_until_the_file_changes(
     assert (await client.get(f"{BASE}/file-disk")).json()["enabled"] is False
 
 
+async def test_reload_of_a_large_file_creates_updates_and_audits_in_file_order(
+    client: httpx.AsyncClient, container: Container, policies_file: Path
+) -> None:
+    kept = policy(name="file-kept", condition=exceeds("cpu_percent", 90))
+    write_policies(policies_file, FILE_POLICY, kept)
+    await client.post(f"{BASE}/reload")
+    await client.put(f"{BASE}/file-kept/disable")
+    # More policies than one read of stored names takes, the edited one among the new.
+    new = [policy(name=f"file-{n:04d}", condition=exceeds(f"m{n}", n)) for n in range(1200)]
+    edited = {**FILE_POLICY, "description": "edited"}
+    write_policies(policies_file, *new[:600], edited, kept, *new[600:])
+    audited = len(await audit_rows(container))
+
+    r = await client.post(f"{BASE}/reload")
+
+    assert r.status_code == 200, r.text
+    assert "(1200 created, 1 updated, 1 unchanged)" in r.json()["message"]
+    body = await listing(client)
+    assert body["total"] == 1202
+    assert body["policies"]["file-0599"]["condition"]["threshold"] == 599
+    assert body["policies"]["file-disk"]["description"] == "edited"
+    assert body["policies"]["file-kept"]["enabled"] is False
+    rows = (await audit_rows(container))[audited:]
+    assert [(r["kind"], r["subject"]) for r in rows] == [
+        *(("policy.created", f"policy:file-{n:04d}") for n in range(600)),
+        ("policy.reloaded", "policy:file-disk"),
+        *(("policy.created", f"policy:file-{n:04d}") for n in range(600, 1200)),
+    ]
+    assert rows[600]["before"]["description"] != "edited"
+    assert rows[600]["after"]["description"] == "edited"
+    # The cache follows the new revision: ingest evaluates the new policies.
+    assert (await ingest(client, "m7", 8, "web-01"))["violations"][0]["policy_name"] == "file-0007"
+
+
 INVALID_FILES = [
     pytest.param("policies: [\n", id="not YAML"),
     pytest.param("- name: x\n", id="no policies key"),
