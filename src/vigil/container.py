@@ -33,6 +33,7 @@ from vigil.queue.task import TaskQueue
 from vigil.remediation.client import RemoteExecutor
 from vigil.remediation.config import Remediations, load_remediations
 from vigil.remediation.execute import runner_for
+from vigil.remediation.metrics import RemediatorMetrics
 from vigil.remediation.plugins.base import Plugin
 from vigil.remediation.registry import load_plugins
 from vigil.remediation.service import (
@@ -78,6 +79,7 @@ class Container:
     reconciler: Reconciler | None = None
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _remediator_metrics: RemediatorMetrics | None = None
 
     async def start(
         self, *, run_runner: bool = True, run_worker: bool = False, run_ingest: bool = True
@@ -180,12 +182,16 @@ class Container:
             remote = RemoteExecutor.from_settings(s, timeout_for=timeout_for, clock=self.clock)
             self._closers.append(remote.close)
             return remote
+        if self._remediator_metrics is None:
+            # On this process's registry: its /metrics shows what it remediated in-process.
+            self._remediator_metrics = RemediatorMetrics(self.metrics.registry)
         remediator = Remediator(
             database=self.database,
             clock=self.clock,
             run=run,
             timeout_for=timeout_for,
             owner=self.name,
+            metrics=self._remediator_metrics,
         )
         # Long enough for a copy of an attempt to wait out the longest remediation running it
         # (or its record turning "interrupted"), so it never gives up while that still runs.

@@ -165,3 +165,12 @@ async def test_an_action_no_remediation_handles_is_refused_and_nothing_is_record
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "action"]
     assert (await client.get("/api/v1/policies/reboot")).status_code == 404
+
+
+async def test_in_process_remediations_show_in_the_api_metrics(
+    working: httpx.AsyncClient,
+) -> None:
+    action_id = await manual(working, "web-07")
+    await settled(working, action_id, "completed")
+    text = (await working.get("/metrics")).text
+    assert 'vigil_remediations_total{action="restart-service",status="success"} 1.0' in text

@@ -327,6 +327,7 @@ async def test_metrics(remediator: Remediator) -> None:
     assert 'vigil_remediations_total{action="restart",status="success"} 1.0' in text
     assert 'vigil_remediations_total{action="restart",status="duplicate"} 1.0' in text
     assert 'vigil_remediation_duration_seconds_count{action="restart"} 1.0' in text
+    assert "vigil_build_info{version=" in text
 
 
 def test_refuses_to_start_without_a_secret(tmp_path: Any) -> None:

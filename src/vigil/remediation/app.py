@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Info, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -79,6 +79,9 @@ def create_remediator_app(
     secret = settings.remediator_secret.get_secret_value().encode()
     clock = clock or SystemClock()
     metrics = RemediatorMetrics(registry)
+    Info("vigil_build", "Vigil build information.", registry=metrics.registry).info(
+        {"version": vigil.__version__}
+    )
     owns_database = database is None
     db = database or Database(create_engine(settings), write_wait=settings.db_busy_timeout_seconds)
 
