@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import uuid
@@ -22,6 +21,7 @@ from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
 from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
+from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.runner import PolicyRunner
 from vigil.policy.service import PolicyService
@@ -47,7 +47,7 @@ from vigil.worker.backoff import RetryPolicy
 from vigil.worker.reconciler import Reconciler
 from vigil.worker.worker import Worker
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def process_name(role: str) -> str:
@@ -93,11 +93,11 @@ class Container:
         if run_ingest:
             source, report = await self.policies.reload(actor=Actor("system"))
             log.info(
-                "policies loaded from %s: %d created, %d updated, %d unchanged",
-                source,
-                report.created,
-                report.updated,
-                report.unchanged,
+                "policies.loaded",
+                source=source,
+                created=report.created,
+                updated=report.updated,
+                unchanged=report.unchanged,
             )
             await self.policies.register_metrics()
             await self.ingest.start()

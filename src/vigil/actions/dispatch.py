@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,8 +9,7 @@ from vigil.errors import Unavailable
 from vigil.observability.logging import bound, get_logger
 from vigil.queue.task import Task, TaskQueue
 
-log = logging.getLogger(__name__)
-events = get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Dispatcher:
@@ -36,7 +34,7 @@ class Dispatcher:
             try:
                 await self._queue.enqueue(task)
                 with bound(request_id=task.request_id):
-                    events.info(
+                    log.info(
                         "task.enqueued",
                         action_id=task.action_id,
                         attempt=task.attempt,
@@ -44,14 +42,16 @@ class Dispatcher:
                     )
             except Unavailable as exc:
                 log.warning(
-                    "%s; action %s will be re-dispatched by the reconciler",
-                    exc.message,
-                    task.action_id,
+                    "task.enqueue_failed",
+                    action_id=task.action_id,
+                    error=exc.message,
+                    note="the reconciler re-dispatches it",
                 )
             except Exception:
                 # Whatever the queue says, the action is recorded: never let a queue error
                 # reach the caller (the ingest writer must live on).
                 log.exception(
-                    "enqueue failed; action %s will be re-dispatched by the reconciler",
-                    task.action_id,
+                    "task.enqueue_failed",
+                    action_id=task.action_id,
+                    note="the reconciler re-dispatches it",
                 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,8 +14,9 @@ from starlette.routing import compile_path
 
 from vigil.db.engine import is_unavailable
 from vigil.errors import VigilError
+from vigil.observability.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ErrorOut(BaseModel):
@@ -60,7 +60,9 @@ async def _vigil_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if is_unavailable(exc):
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
-    log.error("database error on %s %s: %r", request.method, request.url.path, exc)
+    log.error(
+        "request.database_error", method=request.method, path=request.url.path, error=repr(exc)
+    )
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,8 +35,7 @@ from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Plan, PolicyIndex
 from vigil.policy.store import PolicyCache
 
-log = logging.getLogger(__name__)
-events = get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -164,7 +162,7 @@ class IngestPipeline:
         except BaseException as exc:
             if isinstance(exc, Exception) and is_transient(exc) and tries > 1:
                 # A deadlock or serialisation failure: nothing was written; try again.
-                log.warning("ingest group hit %r, retrying", exc)
+                log.warning("ingest.group_retried", error=repr(exc), tries_left=tries - 1)
                 await self._handle_group(group, tries - 1)
                 return
             if not isinstance(exc, Exception):
@@ -174,7 +172,7 @@ class IngestPipeline:
                         request.future.set_exception(Unavailable("ingest was interrupted"))
                 raise
             if len(group) > 1 and not isinstance(exc, Unavailable):
-                log.warning("ingest group of %d failed, retrying one by one: %r", len(group), exc)
+                log.warning("ingest.group_split", requests=len(group), error=repr(exc))
                 for request in group:
                     await self._handle_group([request])
                 return
@@ -190,7 +188,7 @@ class IngestPipeline:
             if result.decisions:
                 with bound(request_id=request.actor.request_id):
                     for d in result.decisions:
-                        events.info(
+                        log.info(
                             "decision.made",
                             policy=d.violation.policy.name,
                             target=d.violation.target,

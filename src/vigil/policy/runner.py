@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,13 +29,14 @@ from vigil.errors import Unavailable
 from vigil.guard.silences import silencing
 from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
 from vigil.observability.audit import Actor
+from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.models import PolicySpec
 from vigil.policy.store import PolicyCache
 from vigil.policy.sweep import sweep
 from vigil.worker import leases
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 LEASE = "policy-runner"
 
@@ -110,7 +110,7 @@ class PolicyRunner:
                     await self.run_once()
             except Exception as exc:  # keep running: the next pass may succeed
                 self.last_error = repr(exc)
-                log.exception("runner pass failed")
+                log.exception("runner.pass_failed", runner=self.name)
             # The leader renews every interval, counted from its last renewal (so a long
             # pass does not let the lease lapse); a follower asks twice an interval, so it
             # takes over soon after a lease lapses.

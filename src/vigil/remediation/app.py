@@ -9,7 +9,6 @@ recorded one for a repeated key) or 409 ``{"status": "in_progress"}``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -37,8 +36,7 @@ from vigil.remediation.signing import (
 from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
 
-log = logging.getLogger(__name__)
-events = get_logger(__name__)
+log = get_logger(__name__)
 
 SERVICE = "vigil-remediator"
 MAX_BODY_BYTES = 1024 * 1024
@@ -97,7 +95,7 @@ def create_remediator_app(
             app.state.remediator = Remediator(
                 database=db, clock=clock, run=runner, timeout_for=timeout_for, metrics=metrics
             )
-            log.info("remediator ready: owner=%s", app.state.remediator.owner)
+            log.info("remediator.ready", owner=app.state.remediator.owner)
             yield
         finally:
             if owns_database:
@@ -165,7 +163,7 @@ def create_remediator_app(
         except SignatureInvalid as exc:
             metrics.count(UNKNOWN_ACTION, "rejected")
             client = request.client.host if request.client else None
-            log.warning("remediate request refused: reason=%s client=%s", exc.reason, client)
+            log.warning("remediation.refused", reason=exc.reason, client=client)
             return JSONResponse({"detail": exc.message}, status_code=401)
         try:
             remediate_request = RemediateRequest.model_validate_json(body)
@@ -177,13 +175,13 @@ def create_remediator_app(
         remediator: Remediator = request.app.state.remediator
         outcome = await remediator.remediate(remediate_request)
         if isinstance(outcome, InProgress):
-            events.info(
+            log.info(
                 "remediation.in_progress",
                 action_id=remediate_request.action_id,
                 attempt=remediate_request.attempt,
             )
             return JSONResponse(InProgressOut().model_dump(), status_code=409)
-        events.info(
+        log.info(
             "remediation.answered",
             action_id=remediate_request.action_id,
             attempt=remediate_request.attempt,
@@ -231,7 +229,7 @@ def _real_runner(
     plugins = load_plugins()
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
     log.info(
-        "remediations loaded from %s: %d entries", remediations.source, len(remediations.entries)
+        "remediations.loaded", source=str(remediations.source), entries=len(remediations.entries)
     )
     return runner_for(
         remediations, plugins, clock, default_timeout=settings.remediator_timeout_seconds

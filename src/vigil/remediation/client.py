@@ -27,7 +27,6 @@ Results made here (not by the remediator) carry ``details.reason`` and, for HTTP
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from vigil.clock import Clock, SystemClock
-from vigil.observability.logging import request_id_header
+from vigil.observability.logging import get_logger, request_id_header
 from vigil.remediation.service import (
     EXPIRY_GRACE_SECONDS,
     Executor,
@@ -47,7 +46,7 @@ from vigil.remediation.signing import signed_headers
 from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PATH = "/v1/remediate"
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -136,20 +135,20 @@ class RemoteExecutor(Executor):
                         request, f"no answer from the remediator: {_describe(exc)}", "no_answer"
                     )
                 log.info(
-                    "remediator did not answer, asking again: action_id=%s attempt=%s error=%s",
-                    request.action_id,
-                    request.attempt,
-                    _describe(exc),
+                    "remediator.no_answer_retrying",
+                    action_id=request.action_id,
+                    attempt=request.attempt,
+                    error=_describe(exc),
                 )
             else:
                 if response.status_code >= 500 and time.monotonic() + self._poll < deadline:
                     # The remediator (or its database) failed, perhaps after the change was
                     # made: only the same key can learn that, so ask again with it.
                     log.info(
-                        "remediator error %s, asking again: action_id=%s attempt=%s",
-                        response.status_code,
-                        request.action_id,
-                        request.attempt,
+                        "remediator.error_retrying",
+                        status=response.status_code,
+                        action_id=request.action_id,
+                        attempt=request.attempt,
                     )
                     await asyncio.sleep(self._poll)
                     continue
@@ -158,9 +157,9 @@ class RemoteExecutor(Executor):
                 if time.monotonic() + self._poll >= deadline:
                     result = still_running(request, time.monotonic() - waited_from)
                     log.warning(
-                        "remediation still running at the remediator: action_id=%s attempt=%s",
-                        request.action_id,
-                        request.attempt,
+                        "remediator.still_running",
+                        action_id=request.action_id,
+                        attempt=request.attempt,
                     )
                     return result
             await asyncio.sleep(self._poll)
@@ -207,11 +206,11 @@ class RemoteExecutor(Executor):
         retryable: bool = True,
     ) -> RemediateResult:
         log.warning(
-            "remediation not run: action_id=%s attempt=%s reason=%s: %s",
-            request.action_id,
-            request.attempt,
-            reason,
-            message,
+            "remediation.not_run",
+            action_id=request.action_id,
+            attempt=request.attempt,
+            reason=reason,
+            error=message,
         )
         result = failure(message, reason=reason, retryable=retryable)
         if status is not None:

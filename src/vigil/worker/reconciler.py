@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from datetime import timedelta
 
 from vigil.actions import lifecycle
@@ -20,11 +19,13 @@ from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.observability.audit import Actor
+from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.queue.task import Task, TaskQueue
 from vigil.worker import leases
 
 LEASE = "reconciler"
+log = get_logger(__name__)
 
 
 class Reconciler:
@@ -67,14 +68,13 @@ class Reconciler:
                 await leases.release(conn, name=LEASE, holder=self.name)
 
     async def _run(self) -> None:
-        log = logging.getLogger(__name__)
         while not self._stopping.is_set():
             try:
                 await self.run_once()
             except Unavailable as exc:
-                log.warning("reconciler %s: %s", self.name, exc)
+                log.warning("reconciler.unavailable", reconciler=self.name, error=exc.message)
             except Exception:
-                log.exception("reconciler %s: pass failed", self.name)
+                log.exception("reconciler.pass_failed", reconciler=self.name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
 
@@ -109,11 +109,10 @@ class Reconciler:
                 )
                 self._metrics.reconciled_total.labels(reason=reason).inc()
         if reclaimed or stale:
-            log = logging.getLogger(__name__)
             log.info(
-                "reconciler %s: %d reclaimed, %d re-dispatched",
-                self.name,
-                len(reclaimed),
-                len(stale),
+                "reconciler.redispatched",
+                reconciler=self.name,
+                reclaimed=len(reclaimed),
+                redispatched=len(stale),
             )
         return len(reclaimed) + len(stale)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from datetime import timedelta
@@ -29,8 +28,7 @@ from vigil.remediation.service import Executor
 from vigil.remediation.wire import RemediateRequest, RemediateResult
 from vigil.worker.backoff import RetryPolicy
 
-log = logging.getLogger(__name__)
-events = get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Worker:
@@ -95,16 +93,17 @@ class Worker:
                 await self._loop
             self._loop = None
         if self._inflight:
-            log.info("worker %s: waiting for %d running tasks", self.name, len(self._inflight))
+            log.info("worker.draining", worker=self.name, running=len(self._inflight))
             _, pending = await asyncio.wait(set(self._inflight), timeout=self._shutdown_timeout)
             for task in pending:
                 task.cancel()
             if pending:
                 log.warning(
-                    "worker %s: %d tasks still running after %.1fs, left to be reclaimed",
-                    self.name,
-                    len(pending),
-                    self._shutdown_timeout,
+                    "worker.drain_timed_out",
+                    worker=self.name,
+                    still_running=len(pending),
+                    waited_seconds=self._shutdown_timeout,
+                    note="left to be reclaimed",
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
 
@@ -118,7 +117,7 @@ class Worker:
             try:
                 batch = await self._queue.reserve(self.name, count=free, block=self._block)
             except Unavailable:
-                log.warning("worker %s: queue unavailable, retrying in %.1fs", self.name, pause)
+                log.warning("worker.queue_unavailable", worker=self.name, retry_in=pause)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
                 pause = min(pause * 2, 5.0)
@@ -126,7 +125,7 @@ class Worker:
             except Exception:
                 # Never let a surprise end the loop: the process would look healthy and
                 # take no task again.
-                log.exception("worker %s: reserve failed, retrying in %.1fs", self.name, pause)
+                log.exception("worker.reserve_failed", worker=self.name, retry_in=pause)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
                 pause = min(pause * 2, 5.0)
@@ -146,16 +145,16 @@ class Worker:
         task = reserved.task
         try:
             with bound(request_id=task.request_id, action_id=task.action_id, task_id=task.task_id):
-                events.info("task.received", attempt=task.attempt, deliveries=reserved.deliveries)
+                log.info("task.received", attempt=task.attempt, deliveries=reserved.deliveries)
                 await self.handle(reserved)
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
             # The database or the queue went away mid-task: the task stays unsettled and
             # comes back after the visibility timeout (or the lease expires).
-            log.warning("worker %s: task %s left for later: %s", self.name, reserved.task, exc)
+            log.warning("task.left_for_later", worker=self.name, error=str(exc))
         except Exception:
-            log.exception("worker %s: task %s failed unexpectedly", self.name, reserved.task)
+            log.exception("task.failed_unexpectedly", worker=self.name)
 
     async def handle(self, reserved: Reserved) -> None:
         """Run one delivered task to its outcome and settle it."""
@@ -177,7 +176,7 @@ class Worker:
             # The database is down: drop this delivery rather than let it come back again
             # and again until it looks undeliverable. The action is still pending in the
             # database, and the reconciler sends it again once the database answers.
-            log.warning("worker %s: task %s dropped: %s", self.name, task, exc.message)
+            log.warning("task.dropped", worker=self.name, error=exc.message)
             with contextlib.suppress(Unavailable):
                 await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
@@ -226,7 +225,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor's contract is to answer, but be safe
-            log.exception("worker %s: executor raised for action %s", self.name, record["id"])
+            log.exception("task.executor_raised", worker=self.name, action_id=record["id"])
             result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
             done.set()
