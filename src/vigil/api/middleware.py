@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.access.keys import KeyGuard
 from vigil.access.roles import OPEN, READ, Role, permission_of
+from vigil.db.engine import is_unavailable
+from vigil.errors import Unavailable
 from vigil.observability.logging import bound
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -105,18 +107,28 @@ class Auth:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not await self.guard.required():
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The route first: an open one (/health, /ready) must answer without the database.
         allowed = self._permission(scope)
         if allowed is None or allowed is OPEN:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        key = headers.get("x-api-key", "")
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if not key and scheme.lower() == "bearer":
-            key = credentials.strip()
+        key = _key_of(Headers(scope=scope))
+        try:
+            needed = await self.guard.required()
+            caller = await self.guard.caller(key) if needed and key else None
+        except Exception as exc:
+            if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
+                raise
+            await JSONResponse({"detail": "database unavailable"}, status_code=503)(
+                scope, receive, send
+            )
+            return
+        if not needed:
+            await self.app(scope, receive, send)
+            return
         if not key:
             await _refuse(
                 scope,
@@ -127,7 +139,6 @@ class Auth:
                 " 'X-API-Key: <key>'",
             )
             return
-        caller = await self.guard.caller(key)
         if caller is None:
             await _refuse(scope, receive, send, 401, "the API key is not valid (or revoked)")
             return
@@ -143,6 +154,15 @@ class Auth:
             return
         scope.setdefault("state", {})["actor"] = caller.name
         await self.app(scope, receive, send)
+
+
+def _key_of(headers: Headers) -> str:
+    """The API key a request carries (``X-API-Key``, or ``Authorization: Bearer``)."""
+    key = headers.get("x-api-key", "")
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if not key and scheme.lower() == "bearer":
+        key = credentials.strip()
+    return key
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
