@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -537,6 +537,16 @@ def check_single(server: Server, path: str, body: dict[str, Any], vigil: bool) -
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_in_workdir(args, "vigil-bench-", _run)
+
+
+def run_in_workdir(
+    args: argparse.Namespace,
+    prefix: str,
+    body: Callable[[argparse.Namespace, Path], int],
+) -> int:
+    """``body(args, workdir)`` in a fresh temporary directory (kept with ``--keep``), once
+    wrk is known to be installed."""
     if shutil.which("wrk") is None:
         print(
             "error: wrk is not installed; install it with `apt-get install -y wrk` "
@@ -544,9 +554,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        return _run(args, workdir)
+        return body(args, workdir)
     finally:
         if args.keep:
             print(f"kept {workdir}")

@@ -31,9 +31,7 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +53,7 @@ from ingest import (
     http,
     measure,
     policies_yaml,
+    run_in_workdir,
     running,
     single_lua,
 )
@@ -182,21 +181,7 @@ class Started:
 
 
 def run(args: argparse.Namespace) -> int:
-    if shutil.which("wrk") is None:
-        print(
-            "error: wrk is not installed; install it with `apt-get install -y wrk` "
-            "(Debian/Ubuntu), then run this again.",
-            file=sys.stderr,
-        )
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-policies-"))
-    try:
-        return _run(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(args, "vigil-bench-policies-", _run)
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
