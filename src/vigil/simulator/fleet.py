@@ -1,0 +1,193 @@
+"""The simulated fleet and its load model: pure and seeded, so a run is reproducible.
+
+Each service has replicas and a load (in CPU-percent of one replica, so ``cpu_usage`` is
+about ``load / replicas``, plus noise). Memory drifts up on every host until the service is
+restarted; latency rises steeply with CPU; every live host sends a heartbeat. The mode
+shapes the load over time: ``steady``, ``burst`` (a step up, then back), ``ramp`` (a slow
+climb) or ``chaos`` (random spikes and a service that stops sending heartbeats).
+
+Service-level metrics (``cpu_usage``, ``latency_p99_ms``) carry the service as their target
+(``web``), host-level ones (``memory_percent``, ``heartbeat``) the host (``web-01``), so one
+scale-up answers one hot service (API.md "Simulator").
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["steady", "burst", "ramp", "chaos"]
+MODES: tuple[Mode, ...] = ("steady", "burst", "ramp", "chaos")
+MAX_REPLICAS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str
+    hosts: tuple[str, ...]
+    replicas: int
+    load: float
+    """Normal load, in CPU-percent of one replica."""
+
+
+DEFAULT_FLEET: tuple[ServiceSpec, ...] = (
+    ServiceSpec("web", tuple(f"web-{i:02d}" for i in range(1, 5)), replicas=2, load=100.0),
+    ServiceSpec("api", ("api-01",), replicas=2, load=60.0),
+    ServiceSpec("db", ("db-01",), replicas=1, load=40.0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The timing of the modes (seconds since the run started)."""
+
+    burst_at: float = 10.0
+    burst_for: float = 60.0
+    burst_factor: float = 1.9
+    ramp_for: float = 120.0
+    ramp_factor: float = 2.0
+    spike_chance: float = 0.05
+    """Chaos: the chance, each step, that a service's load spikes."""
+    spike_factor: tuple[float, float] = (1.5, 2.5)
+    spike_steps: tuple[int, int] = (2, 6)
+    silence_chance: float = 0.02
+    """Chaos: the chance, each step, that a service stops sending heartbeats."""
+    silence_steps: tuple[int, int] = (10, 30)
+
+
+@dataclass(slots=True)
+class Service:
+    name: str
+    hosts: tuple[str, ...]
+    replicas: int
+    load: float
+    memory: dict[str, float] = field(default_factory=dict)
+    cpu_usage: float = 0.0
+    latency_ms: float = 0.0
+    spike: float = 1.0
+    spike_left: int = 0
+    silent_left: int = 0
+    restarts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str
+    value: float
+    target: str
+    tags: dict[str, str]
+
+
+class Fleet:
+    """A fleet of services; :meth:`step` advances it and says what its agents would send."""
+
+    def __init__(
+        self,
+        specs: tuple[ServiceSpec, ...] = DEFAULT_FLEET,
+        *,
+        mode: Mode = "steady",
+        seed: int = 0,
+        shape: Shape | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        self.mode: Mode = mode
+        self.shape = shape or Shape()
+        self._random = random.Random(seed)
+        self.services: dict[str, Service] = {}
+        for spec in specs:
+            service = Service(spec.name, spec.hosts, spec.replicas, spec.load)
+            service.memory = {host: 40.0 + self._random.uniform(0, 10) for host in spec.hosts}
+            self.services[spec.name] = service
+        self.steps = 0
+
+    def factor(self, elapsed: float) -> float:
+        """The mode's load multiplier ``elapsed`` seconds into the run (chaos spikes aside)."""
+        s = self.shape
+        if self.mode == "burst":
+            return s.burst_factor if s.burst_at <= elapsed < s.burst_at + s.burst_for else 1.0
+        if self.mode == "ramp":
+            progress = min(1.0, max(0.0, elapsed / s.ramp_for))
+            return 1.0 + (s.ramp_factor - 1.0) * progress
+        return 1.0
+
+    def step(self, elapsed: float) -> list[Sample]:
+        """Advance one step, ``elapsed`` seconds into the run; the samples the fleet sends."""
+        self.steps += 1
+        factor = self.factor(elapsed)
+        samples: list[Sample] = []
+        for service in self.services.values():
+            if self.mode == "chaos":
+                self._chaos(service)
+            load = service.load * factor * service.spike
+            noise = self._random.gauss(0.0, 2.0)
+            service.cpu_usage = round(min(100.0, max(0.0, load / service.replicas + noise)), 2)
+            pressure = service.cpu_usage / 100.0
+            service.latency_ms = round(40.0 * (1.0 + 9.0 * pressure**4) + abs(noise), 2)
+            tags = {"service": service.name}
+            samples.append(Sample("cpu_usage", service.cpu_usage, service.name, tags))
+            samples.append(Sample("latency_p99_ms", service.latency_ms, service.name, tags))
+            for host in service.hosts:
+                drift = self._random.uniform(0.0, 0.4)
+                service.memory[host] = round(min(100.0, service.memory[host] + drift), 2)
+                host_tags = {"service": service.name, "host": host}
+                samples.append(Sample("memory_percent", service.memory[host], host, host_tags))
+                if service.silent_left == 0:
+                    samples.append(Sample("heartbeat", 1.0, host, host_tags))
+        return samples
+
+    def _chaos(self, service: Service) -> None:
+        s = self.shape
+        if service.spike_left > 0:
+            service.spike_left -= 1
+            if service.spike_left == 0:
+                service.spike = 1.0
+        elif self._random.random() < s.spike_chance:
+            service.spike = self._random.uniform(*s.spike_factor)
+            service.spike_left = self._random.randint(*s.spike_steps)
+        if service.silent_left > 0:
+            service.silent_left -= 1
+        elif self._random.random() < s.silence_chance:
+            service.silent_left = self._random.randint(*s.silence_steps)
+
+    def scale(self, name: str, *, delta: int | None = None, replicas: int | None = None) -> int:
+        """Change a service's replicas (by ``delta`` or to ``replicas``, kept within 1 and
+        :data:`MAX_REPLICAS`); the new count."""
+        service = self._service(name)
+        if (delta is None) == (replicas is None):
+            raise ValueError("give exactly one of delta and replicas")
+        wanted = service.replicas + delta if delta is not None else replicas
+        assert wanted is not None
+        service.replicas = min(MAX_REPLICAS, max(1, wanted))
+        return service.replicas
+
+    def restart(self, name: str) -> None:
+        """Restart a service: memory back to its base, heartbeats flowing again."""
+        service = self._service(name)
+        service.memory = dict.fromkeys(service.hosts, 40.0)
+        service.silent_left = 0
+        service.restarts += 1
+
+    def _service(self, name: str) -> Service:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise KeyError(f"no service {name!r} in the fleet") from None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fleet as ``GET /api/v1/simulator/fleet`` shows it."""
+        return {
+            "services": {
+                s.name: {
+                    "replicas": s.replicas,
+                    "cpu_usage": s.cpu_usage,
+                    "latency_p99_ms": s.latency_ms,
+                    "hosts": list(s.hosts),
+                    "memory_percent": dict(s.memory),
+                    "heartbeats": s.silent_left == 0,
+                    "restarts": s.restarts,
+                }
+                for s in self.services.values()
+            }
+        }
