@@ -43,6 +43,7 @@ from vigil.remediation.service import (
     Remediator,
 )
 from vigil.settings import Settings
+from vigil.simulator.fleet import Fleet
 from vigil.worker.backoff import RetryPolicy
 from vigil.worker.reconciler import Reconciler
 from vigil.worker.worker import Worker
@@ -80,6 +81,8 @@ class Container:
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _remediator_metrics: RemediatorMetrics | None = None
+    fleet: Fleet = field(default_factory=Fleet)
+    """The simulated fleet (issue 6): what the simulator's remediations act on."""
 
     async def start(
         self, *, run_runner: bool = True, run_worker: bool = False, run_ingest: bool = True

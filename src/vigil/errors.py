@@ -44,6 +44,10 @@ class PolicyInvalid(InvalidInput):
     """A policy (from the API or a file) does not validate; ``detail`` lists the fields."""
 
 
+class Forbidden(VigilError):
+    status_code = 403
+
+
 class NotFound(VigilError):
     status_code = 404
 

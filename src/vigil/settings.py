@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    env: Literal["development", "production"] = "development"
+    simulator_enabled: bool | None = None
     auth: Literal["auto", "required", "off"] = "auto"
     metrics_auth: bool = False
     access_log: bool = True

@@ -33,9 +33,17 @@ OPERATOR_ROUTES = {
     ("POST", "/api/v1/policies/evaluate"),
     ("POST", "/api/v1/policies/backtest"),
     ("POST", "/api/v1/policies/{name}/backtest"),
+    ("POST", "/api/v1/simulator/fleet/{service}/scale"),
+    ("POST", "/api/v1/simulator/fleet/{service}/restart"),
 }
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
-PARAMS = {"name": "nope", "action_id": "999", "silence_id": "999", "severity": "info"}
+PARAMS = {
+    "name": "nope",
+    "action_id": "999",
+    "silence_id": "999",
+    "severity": "info",
+    "service": "web",
+}
 
 
 def expected_roles(method: str, path: str) -> set[str]:

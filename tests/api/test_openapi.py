@@ -57,6 +57,9 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("DELETE", "/api/v1/silences/{silence_id}"): {404, 422},
     ("GET", "/api/v1/decisions"): {422},
     ("GET", "/api/v1/audit"): {422},
+    ("GET", "/api/v1/simulator/fleet"): {403},
+    ("POST", "/api/v1/simulator/fleet/{service}/scale"): {403, 404, 413, 422},
+    ("POST", "/api/v1/simulator/fleet/{service}/restart"): {403, 404, 422},
     ("GET", "/api/v1/keys"): set(),
     ("POST", "/api/v1/keys"): {409, 413, 422},
     ("DELETE", "/api/v1/keys/{name}"): {404, 422},
@@ -70,7 +73,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
-RESOURCE_PARAMS = {"name", "action_id", "silence_id"}
+RESOURCE_PARAMS = {"name", "action_id", "silence_id", "service"}
 
 
 def _operations(app: FastAPI) -> list[tuple[str, str]]:

@@ -40,6 +40,8 @@ _OPERATE: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/policies/evaluate"),
         ("POST", "/api/v1/policies/backtest"),
         ("POST", "/api/v1/policies/{name}/backtest"),
+        ("POST", "/api/v1/simulator/fleet/{service}/scale"),
+        ("POST", "/api/v1/simulator/fleet/{service}/restart"),
     }
 )
 

@@ -31,6 +31,7 @@ from vigil.api.routes import (
     policies,
     queue,
     silences,
+    simulator,
 )
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
@@ -82,6 +83,7 @@ def create_app(
         notifications.router,
         audit.router,
         keys.router,
+        simulator.router,
     )
     # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
     # matches the routers' own routes (their paths carry the prefixes), in the same order.

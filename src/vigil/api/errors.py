@@ -26,6 +26,7 @@ class ErrorOut(BaseModel):
 
 
 _DESCRIPTIONS = {
+    403: "Not allowed here (see the detail)",
     404: "No such resource",
     409: "Conflicts with the current state",
     413: "Body or batch above the configured limit",
