@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.paging import newest_first
 from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
 from vigil.policy.state import PairPhase, Phase
 
@@ -264,18 +265,8 @@ async def list_decisions(
         conditions.append(decisions.c.last_at >= start_time)
     if end_time is not None:
         conditions.append(decisions.c.at <= end_time)
-    where = and_(True, *conditions)
-    total = (
-        await conn.execute(select(func.count()).select_from(decisions).where(where))
-    ).scalar_one()
-    rows = await conn.execute(
-        select(decisions)
-        .where(where)
-        .order_by(decisions.c.id.desc())
-        .limit(limit)
-        .offset((page - 1) * limit)
-    )
-    return [decision_out(r) for r in rows], int(total)
+    rows, total = await newest_first(conn, decisions, conditions=conditions, page=page, limit=limit)
+    return [decision_out(r) for r in rows], total
 
 
 async def prune_decisions(conn: AsyncConnection, *, before: datetime, limit: int) -> int:

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
+from vigil.db.paging import newest_first
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.guard.decide import PairState
@@ -295,19 +296,8 @@ async def list_actions(
         conditions.append(actions.c.created_at >= start_time)
     if end_time is not None:
         conditions.append(actions.c.created_at <= end_time)
-    where = and_(True, *conditions)
-    total = (
-        await conn.execute(select(func.count()).select_from(actions).where(where))
-    ).scalar_one()
-    query: Select[Any] = (
-        select(actions)
-        .where(where)
-        .order_by(actions.c.id.desc())
-        .limit(limit)
-        .offset((page - 1) * limit)
-    )
-    rows = await conn.execute(query)
-    return [dict(r._mapping) for r in rows], int(total)
+    rows, total = await newest_first(conn, actions, conditions=conditions, page=page, limit=limit)
+    return [dict(r._mapping) for r in rows], total
 
 
 async def history(conn: AsyncConnection, *, action_id: int) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.paging import newest_first
 from vigil.db.tables import notifications
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 
@@ -82,18 +83,10 @@ async def list_notifications(
         conditions.append(notifications.c.at >= start_time)
     if end_time is not None:
         conditions.append(notifications.c.at <= end_time)
-    where = and_(True, *conditions)
-    total = (
-        await conn.execute(select(func.count()).select_from(notifications).where(where))
-    ).scalar_one()
-    query: Select[Any] = (
-        select(notifications)
-        .where(where)
-        .order_by(notifications.c.id.desc())
-        .limit(limit)
-        .offset((page - 1) * limit)
+    rows, total = await newest_first(
+        conn, notifications, conditions=conditions, page=page, limit=limit
     )
-    return [dict(r._mapping) for r in await conn.execute(query)], int(total)
+    return [dict(r._mapping) for r in rows], total
 
 
 async def get_notification(conn: AsyncConnection, *, notification_id: int) -> dict[str, Any] | None:

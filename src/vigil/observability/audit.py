@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.paging import newest_first
 from vigil.db.tables import audit, audit_chain
 
 SYSTEM = "system"
@@ -246,13 +247,5 @@ async def list_entries(
         conditions.append(audit.c.at >= start_time)
     if end_time is not None:
         conditions.append(audit.c.at <= end_time)
-    where = and_(True, *conditions)
-    total = (await conn.execute(select(func.count()).select_from(audit).where(where))).scalar_one()
-    rows = await conn.execute(
-        select(audit)
-        .where(where)
-        .order_by(audit.c.id.desc())
-        .limit(limit)
-        .offset((page - 1) * limit)
-    )
-    return [entry_out(r) for r in rows], int(total)
+    rows, total = await newest_first(conn, audit, conditions=conditions, page=page, limit=limit)
+    return [entry_out(r) for r in rows], total
