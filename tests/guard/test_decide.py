@@ -104,3 +104,21 @@ def test_a_shadow_policy_never_acts(state: PairState, paused: bool, expected: Su
         shadow=True,
     )
     assert found == expected
+
+
+def test_limit_reason_checks_the_breaker_before_the_blast_radius() -> None:
+    from vigil.guard.decide import limit_reason
+
+    def reason(per_hour: int | None, recent: int, targets: int | None, open_: int) -> object:
+        return limit_reason(
+            max_actions_per_hour=per_hour,
+            actions_last_hour=recent,
+            max_concurrent_targets=targets,
+            open_targets=open_,
+        )
+
+    assert reason(None, 99, None, 99) is None
+    assert reason(3, 2, 2, 1) is None
+    assert reason(3, 3, 2, 1) == "circuit open"
+    assert reason(3, 3, 1, 1) == "circuit open"
+    assert reason(3, 2, 1, 1) == "max concurrent targets"

@@ -29,7 +29,7 @@ from vigil.actions.status import OPEN, Status
 from vigil.actions.store import create_action, create_actions, pair_states, policy_key
 from vigil.db.tables import actions, policy_guards
 from vigil.errors import ActionAlreadyOpen
-from vigil.guard.decide import PairState, decide
+from vigil.guard.decide import PairState, decide, limit_reason
 from vigil.guard.reasons import Suppressed, outcome_of
 from vigil.guard.silences import silencing
 from vigil.notify.events import NotificationEvent
@@ -323,20 +323,20 @@ async def _limit(
         for attempt in attempts:
             if attempt.reason is not None or attempt.violation.policy.name != name:
                 continue
-            if policy.max_actions_per_hour is not None and recent >= policy.max_actions_per_hour:
-                attempt.reason = Suppressed.CIRCUIT_OPEN
-                guard = await _breaker_opened(
-                    conn, guard, policy, attempt.violation.target, recent, now
-                )
-            elif (
-                policy.max_concurrent_targets is not None
-                and open_targets >= policy.max_concurrent_targets
-            ):
-                attempt.reason = Suppressed.MAX_CONCURRENT_TARGETS
-            else:
+            attempt.reason = limit_reason(
+                max_actions_per_hour=policy.max_actions_per_hour,
+                actions_last_hour=recent,
+                max_concurrent_targets=policy.max_concurrent_targets,
+                open_targets=open_targets,
+            )
+            if attempt.reason is None:
                 recent += 1
                 open_targets += 1
                 continue
+            if attempt.reason is Suppressed.CIRCUIT_OPEN:
+                guard = await _breaker_opened(
+                    conn, guard, policy, attempt.violation.target, recent, now
+                )
             key = (policy_key(name), attempt.violation.target)
             actions_of[key] = PairState()  # not opened after all
 
@@ -391,17 +391,16 @@ async def restrict(
     if policy.max_actions_per_hour is None and policy.max_concurrent_targets is None:
         return None
     guard = (await lock_guards(conn, names=[policy.name]))[policy.name]
-    if policy.max_actions_per_hour is not None:
-        recent = await actions_in_hour(
-            conn, policy_name=policy.name, now=now, reset_at=guard.reset_at
-        )
-        if recent >= policy.max_actions_per_hour:
-            await _breaker_opened(conn, guard, policy, target, recent, now)
-            return Suppressed.CIRCUIT_OPEN
-    limit = policy.max_concurrent_targets
-    if limit is not None and await open_target_count(conn, policy_name=policy.name) >= limit:
-        return Suppressed.MAX_CONCURRENT_TARGETS
-    return None
+    recent = await actions_in_hour(conn, policy_name=policy.name, now=now, reset_at=guard.reset_at)
+    reason = limit_reason(
+        max_actions_per_hour=policy.max_actions_per_hour,
+        actions_last_hour=recent,
+        max_concurrent_targets=policy.max_concurrent_targets,
+        open_targets=await open_target_count(conn, policy_name=policy.name),
+    )
+    if reason is Suppressed.CIRCUIT_OPEN:
+        await _breaker_opened(conn, guard, policy, target, recent, now)
+    return reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,3 +48,19 @@ def decide(
     if shadow:
         return Suppressed.SHADOW
     return None
+
+
+def limit_reason(
+    *,
+    max_actions_per_hour: int | None,
+    actions_last_hour: int,
+    max_concurrent_targets: int | None,
+    open_targets: int,
+) -> Suppressed | None:
+    """None when one more action fits the policy's circuit breaker and blast radius (counts
+    read under the policy's guard-row lock), else the reason it does not."""
+    if max_actions_per_hour is not None and actions_last_hour >= max_actions_per_hour:
+        return Suppressed.CIRCUIT_OPEN
+    if max_concurrent_targets is not None and open_targets >= max_concurrent_targets:
+        return Suppressed.MAX_CONCURRENT_TARGETS
+    return None
