@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
@@ -11,11 +10,9 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from vigil.api.middleware import REQUEST_ID
 from vigil.container import Container
 from vigil.observability.audit import ANONYMOUS, Actor
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
 
 # Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
 # dependency in a worker thread, a thread hop per dependency per request (~25% of the
@@ -37,7 +34,7 @@ def actor_of(request: Request) -> Actor:
     request_id = getattr(request.state, "request_id", None)
     if request_id is None:  # an app without the RequestId middleware (tests)
         given = request.headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
     return Actor(name, request_id)
 
 
