@@ -36,19 +36,6 @@ async def _bump_revision(conn: AsyncConnection) -> None:
     )
 
 
-async def revision(conn: AsyncConnection) -> int:
-    """The policy revision: it grows with every change to any policy."""
-    if conn.dialect.name == "sqlite":
-        # Read by every ingest group: the one-trip path (see vigil.db.engine).
-        ((value,),) = await sqlite_fetch(conn, "SELECT revision FROM policy_revision WHERE id = 1")
-        return int(value)
-    return int(
-        (
-            await conn.execute(select(policy_revision.c.revision).where(policy_revision.c.id == 1))
-        ).scalar_one()
-    )
-
-
 async def revisions(conn: AsyncConnection) -> tuple[int, int]:
     """The policy revision and the firing revision (see ``policy_revision``)."""
     if conn.dialect.name == "sqlite":
@@ -310,8 +297,16 @@ class PolicyCache:
         self._firing: dict[str, frozenset[str]] = {}
 
     async def index(self, conn: AsyncConnection) -> PolicyIndex:
-        """The policy index as of ``conn``'s transaction."""
-        return (await self.snapshot(conn))[0]
+        """The policy index as of ``conn``'s transaction (the firing pairs are not read)."""
+        current, _ = await revisions(conn)
+        return await self._policies(conn, current)
+
+    async def _policies(self, conn: AsyncConnection, current: int) -> PolicyIndex:
+        if current != self._revision:
+            rows = await list_policies(conn)
+            self._index = PolicyIndex(spec_of(row) for row in rows)
+            self._revision = current
+        return self._index
 
     async def snapshot(
         self, conn: AsyncConnection
@@ -319,10 +314,7 @@ class PolicyCache:
         """The policy index and the policies firing for each target, as of ``conn``'s
         transaction (both revisions are read in one trip)."""
         current, firing = await revisions(conn)
-        if current != self._revision:
-            rows = await list_policies(conn)
-            self._index = PolicyIndex(spec_of(row) for row in rows)
-            self._revision = current
+        await self._policies(conn, current)
         if firing != self._firing_revision:
             self._firing = await firing_pairs(conn)
             self._firing_revision = firing
