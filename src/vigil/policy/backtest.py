@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from vigil.guard.decide import PairState, decide
+from vigil.guard.decide import PairState, decide, limit_reason
 from vigil.guard.reasons import Suppressed, outcome_of
 from vigil.policy.conditions import compile_condition, is_instant, metrics_of
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
@@ -95,16 +95,12 @@ def backtest(
                 shadow=policy.shadow,
             )
             if reason is None:
-                recent = bisect_left(created, now - HOUR)
-                if (
-                    policy.max_actions_per_hour is not None
-                    and len(created) - recent >= policy.max_actions_per_hour
-                ):
-                    reason = Suppressed.CIRCUIT_OPEN
-                elif policy.max_concurrent_targets is not None and (
-                    sum(1 for p in pairs.values() if p.open) >= policy.max_concurrent_targets
-                ):
-                    reason = Suppressed.MAX_CONCURRENT_TARGETS
+                reason = limit_reason(
+                    max_actions_per_hour=policy.max_actions_per_hour,
+                    actions_last_hour=len(created) - bisect_left(created, now - HOUR),
+                    max_concurrent_targets=policy.max_concurrent_targets,
+                    open_targets=sum(1 for p in pairs.values() if p.open),
+                )
         if reason is not None and reason == pair.reason:
             decisions[_last(decisions, target)]["count"] += 1
             return
