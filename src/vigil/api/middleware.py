@@ -110,24 +110,33 @@ class Auth:
         if scope["type"] != "http" or self.guard.mode == "off":
             await self.app(scope, receive, send)
             return
-        # The route first: an open one (/health, /ready) must answer without the database.
+        # Whether keys are needed at all first (remembered, so usually no database read):
+        # while none is, no route needs matching. When the database cannot say, an open
+        # route (/health, /ready) still answers and any other gets 503.
+        try:
+            needed: bool | None = await self.guard.required()
+        except Exception as exc:
+            if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
+                raise
+            needed = None
+        if needed is False:
+            await self.app(scope, receive, send)
+            return
         allowed = self._permission(scope)
         if allowed is None or allowed is OPEN:
             await self.app(scope, receive, send)
             return
         key = _key_of(Headers(scope=scope))
         try:
-            needed = await self.guard.required()
             caller = await self.guard.caller(key) if needed and key else None
         except Exception as exc:
             if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
                 raise
+            needed = None
+        if needed is None:
             await JSONResponse({"detail": "database unavailable"}, status_code=503)(
                 scope, receive, send
             )
-            return
-        if not needed:
-            await self.app(scope, receive, send)
             return
         if not key:
             await _refuse(
