@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import vigil
 from vigil.access.roles import OPEN, permission_of
 from vigil.api.errors import install_error_handlers
-from vigil.api.middleware import Auth, RequestId, SecurityHeaders
+from vigil.api.middleware import SECURITY_HEADERS, Auth, RequestId
 from vigil.api.routes import (
     actions,
     audit,
@@ -35,7 +34,6 @@ from vigil.api.routes import (
 )
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
-from vigil.observability.metrics import VigilMetrics
 from vigil.settings import Settings
 
 
@@ -93,9 +91,7 @@ def create_app(
         routes=[route for router in routers for route in router.routes],
         metrics_auth=settings.metrics_auth,
     )
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(HttpMetrics, metrics=components.metrics)
-    app.add_middleware(RequestId)
+    app.add_middleware(RequestId, headers=SECURITY_HEADERS, metrics=components.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -107,52 +103,6 @@ def create_app(
         app.include_router(router)
     _document_raw_bodies(app, components.limits, settings.metrics_auth)
     return app
-
-
-class HttpMetrics:
-    """Count and time every HTTP request by method, route template (never the raw path,
-    which would carry ids) and status: ``vigil_http_requests_total`` and
-    ``vigil_http_request_duration_seconds``. A path no route matched counts as
-    ``unmatched``."""
-
-    def __init__(self, app: ASGIApp, metrics: VigilMetrics) -> None:
-        self.app = app
-        self.requests = metrics.http_requests_total
-        self.duration = metrics.http_request_duration_seconds
-        # Label lookups cost more than the count itself: each series' child is kept.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            key = (method, template, status)
-            counter = self._counters.get(key)
-            if counter is None:
-                counter = self._counters[key] = self.requests.labels(
-                    method=method, route=template, status=str(status)
-                )
-            counter.inc()
-            timer = self._timers.get(key[:2])
-            if timer is None:
-                timer = self._timers[key[:2]] = self.duration.labels(method=method, route=template)
-            timer.observe(time.perf_counter() - started)
 
 
 class BodySizeLimit:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -16,6 +18,7 @@ from vigil.access.roles import OPEN, READ, Role, permission_of
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
 from vigil.observability.logging import bound
+from vigil.observability.metrics import VigilMetrics
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 """A request id a client may choose: short, and safe to write in a log line."""
@@ -24,27 +27,71 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class RequestId:
     """Give every request an id -- the client's ``X-Request-ID`` when it is a safe one, else
     a fresh one -- echo it in the response's ``X-Request-ID``, keep it in
-    ``request.state.request_id`` and add it to every log line written while answering."""
+    ``request.state.request_id`` and add it to every log line written while answering.
 
-    def __init__(self, app: ASGIApp) -> None:
+    One layer for everything done around each request (each layer costs every request,
+    ingest's included): it also adds ``headers`` to every response, and with ``metrics``
+    counts and times the request by method, route template (never the raw path, which
+    would carry ids; ``unmatched`` when no route matched) and status.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        metrics: VigilMetrics | None = None,
+    ) -> None:
         self.app = app
+        self.headers = list(headers)
+        self.metrics = metrics
+        # Label lookups cost more than the count itself: each series' child is kept.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        added = [(b"x-request-id", request_id.encode()), *self.headers]
+        status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
-        with bound(request_id=request_id):
-            await self.app(scope, receive, send_with_id)
+        try:
+            with bound(request_id=request_id):
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            if self.metrics is not None:
+                self._count(scope, status, time.perf_counter() - started)
+
+    def _count(self, scope: Scope, status: int, seconds: float) -> None:
+        assert self.metrics is not None
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        key = (method, template, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.http_requests_total.labels(
+                method=method, route=template, status=str(status)
+            )
+        counter.inc()
+        timer = self._timers.get(key[:2])
+        if timer is None:
+            timer = self._timers[key[:2]] = self.metrics.http_request_duration_seconds.labels(
+                method=method, route=template
+            )
+        timer.observe(seconds)
 
 
 SECURITY_HEADERS = (
@@ -53,29 +100,7 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-
-
-class SecurityHeaders:
-    """Headers that keep browsers from sniffing, framing or caching API answers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *(h for h in SECURITY_HEADERS if h[0] not in present),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+"""Headers that keep browsers from sniffing, framing or caching API answers."""
 
 
 class Auth:
