@@ -35,6 +35,7 @@ from vigil.remediation.config import Remediations, load_remediations
 from vigil.remediation.execute import runner_for
 from vigil.remediation.metrics import RemediatorMetrics
 from vigil.remediation.plugins.base import Plugin
+from vigil.remediation.plugins.simulator import SimulatorPlugin
 from vigil.remediation.registry import load_plugins
 from vigil.remediation.service import (
     EXPIRY_GRACE_SECONDS,
@@ -43,6 +44,7 @@ from vigil.remediation.service import (
     Remediator,
 )
 from vigil.settings import Settings
+from vigil.simulator.control import SimulatorControl, loopback_url
 from vigil.simulator.fleet import Fleet
 from vigil.worker.backoff import RetryPolicy
 from vigil.worker.reconciler import Reconciler
@@ -76,13 +78,17 @@ class Container:
     keys: KeyGuard
     notifier: Notifier
     name: str
+    simulator: SimulatorControl
     worker: Worker | None = None
     reconciler: Reconciler | None = None
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _remediator_metrics: RemediatorMetrics | None = None
-    fleet: Fleet = field(default_factory=Fleet)
-    """The simulated fleet (issue 6): what the simulator's remediations act on."""
+
+    @property
+    def fleet(self) -> Fleet:
+        """The simulated fleet: what the simulator sends and its remediations act on."""
+        return self.simulator.fleet
 
     async def start(
         self, *, run_runner: bool = True, run_worker: bool = False, run_ingest: bool = True
@@ -111,6 +117,11 @@ class Container:
             await self.runner.start()
             self._started.append("runner")
         if run_worker:
+            if run_ingest:
+                # This process serves the fleet API: its remediations act on its own fleet.
+                plugin = self.plugins.get("simulator")
+                if isinstance(plugin, SimulatorPlugin):
+                    plugin.attach(lambda: self.simulator.fleet)
             self.worker = self._build_worker()
             self.reconciler = Reconciler(
                 name=self.name,
@@ -125,6 +136,7 @@ class Container:
             await self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.simulator.close()
         if self.worker is not None:
             await self.worker.stop()
         if self.reconciler is not None:
@@ -241,6 +253,7 @@ def build_container(
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
     dispatcher = Dispatcher(queue)
     name = process_name(role)
+    keys = KeyGuard(database, settings.auth)
     return Container(
         settings=settings,
         clock=clock,
@@ -305,6 +318,11 @@ def build_container(
             ),
             interval=settings.notify_interval_seconds,
         ),
-        keys=KeyGuard(database, settings.auth),
+        keys=keys,
         name=name,
+        simulator=SimulatorControl(
+            base_url=loopback_url(settings.host, settings.port),
+            api_key=keys.internal_key,
+            clock=clock,
+        ),
     )

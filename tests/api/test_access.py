@@ -34,6 +34,10 @@ OPERATOR_ROUTES = {
     ("POST", "/api/v1/policies/backtest"),
     ("POST", "/api/v1/policies/{name}/backtest"),
     ("POST", "/api/v1/simulator/fleet/{service}/scale"),
+    ("POST", "/api/v1/simulator/start"),
+    ("POST", "/api/v1/simulator/stop"),
+    ("POST", "/api/v1/ui/simulator/start"),
+    ("POST", "/api/v1/ui/simulator/stop"),
     ("POST", "/api/v1/simulator/fleet/{service}/restart"),
 }
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.api.support import audit_rows, table_counts
+from vigil.access.keys import create_key
+from vigil.access.roles import Role
 from vigil.container import Container
+from vigil.observability.audit import Actor
 
 FLEET = "/api/v1/simulator/fleet"
 
@@ -61,3 +68,149 @@ async def test_production_refuses_the_simulator(client: httpx.AsyncClient) -> No
 @pytest.mark.parametrize("settings_overrides", [{"env": "production", "simulator_enabled": True}])
 async def test_production_may_enable_the_simulator(client: httpx.AsyncClient) -> None:
     assert (await client.get(FLEET)).status_code == 200
+
+
+START = "/api/v1/simulator/start"
+STOP = "/api/v1/simulator/stop"
+STATUS = "/api/v1/simulator/status"
+
+
+@pytest.fixture
+def loopback(app: FastAPI, container: Container) -> None:
+    """The simulator's requests go to this app (the tests run no socket)."""
+    container.simulator.transport = httpx.ASGITransport(app=app)
+
+
+async def until_stopped(client: httpx.AsyncClient, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = (await client.get(STATUS)).json()
+        if not status["running"]:
+            return status
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.usefixtures("loopback")
+async def test_a_run_sends_the_fleet_s_metrics_through_ingest(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    idle = (await client.get(STATUS)).json()
+    assert idle["running"] is False
+    assert idle["events_generated"] == 0
+    before = (await table_counts(container))["metrics"]
+
+    started = await client.post(
+        START, json={"rate": 400, "duration_seconds": 0.3, "scenario": "smoke", "seed": 3}
+    )
+    assert started.status_code == 200, started.text
+    assert started.json()["running"] is True
+    assert started.json()["config"]["seed"] == 3
+    done = await until_stopped(client)
+
+    assert done["stop_reason"] == "finished"
+    assert done["scenario"] == "smoke"
+    assert done["mode"] == "steady"
+    assert done["events_generated"] >= 18  # at least one step of the whole fleet
+    assert done["events_succeeded"] == done["events_generated"]
+    assert done["events_failed"] == done["events_rejected"] == done["server_errors"] == 0
+    stored = (await table_counts(container))["metrics"] - before
+    assert stored == done["events_succeeded"]
+    web = done["fleet"]["services"]["web"]
+    assert web["replicas"] == 2
+    assert 30 < web["cpu_usage"] < 70
+    kinds = [r["kind"] for r in await audit_rows(container)]
+    assert "simulator.started" in kinds
+
+
+@pytest.mark.usefixtures("loopback")
+async def test_one_run_at_a_time_and_stop_ends_it(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    assert (await client.post("/api/v1/ui/simulator/start", json={"rate": 50})).status_code == 200
+    again = await client.post(START, json={})
+    assert again.status_code == 409
+    assert "already running" in again.json()["detail"]
+    assert (await client.get("/api/v1/ui/simulator/status")).json()["running"] is True
+
+    stopped = await client.post("/api/v1/ui/simulator/stop")
+    assert stopped.status_code == 200
+    assert stopped.json()["running"] is False
+    assert stopped.json()["stop_reason"] == "stopped"
+    assert (await client.post(STOP)).json()["running"] is False  # stopping twice is fine
+    kinds = [r["kind"] for r in await audit_rows(container)]
+    assert kinds.count("simulator.stopped") == 1
+
+
+@pytest.mark.usefixtures("loopback")
+async def test_malformed_payloads_are_rejected_never_5xx(client: httpx.AsyncClient) -> None:
+    body = {"mode": "chaos", "rate": 500, "duration_seconds": 0.3, "malformed_rate": 1.0}
+    assert (await client.post(START, json=body)).status_code == 200
+    done = await until_stopped(client)
+    assert done["malformed"] == done["requests"] > 0
+    assert done["events_rejected"] == done["events_generated"]
+    assert done["events_succeeded"] == done["server_errors"] == 0
+
+
+@pytest.mark.usefixtures("loopback")
+async def test_single_metric_requests_and_chosen_services(client: httpx.AsyncClient) -> None:
+    body = {"rate": 300, "duration_seconds": 0.2, "batch": False, "targets": ["web"]}
+    assert (await client.post(START, json=body)).status_code == 200
+    done = await until_stopped(client)
+    assert set(done["fleet"]["services"]) == {"web"}
+    # web: cpu and latency, then memory and a heartbeat from each of four hosts.
+    assert done["events_generated"] % 10 == 0
+    assert done["requests"] == done["events_generated"] == done["events_succeeded"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"mode": "storm"},
+        {"rate": 0},
+        {"rate": -5},
+        {"targets": ["cache"]},
+        {"failure_rate": 1.5},
+        {"duration_seconds": 0},
+        {"rat": 10},
+        {"scenario": "Has Spaces"},
+        [1, 2],
+    ],
+)
+async def test_a_bad_start_is_422_and_starts_nothing(
+    client: httpx.AsyncClient, container: Container, body: Any
+) -> None:
+    before = await table_counts(container)
+    response = await client.post(START, json=body)
+    assert response.status_code == 422, response.text
+    assert container.simulator.running is False
+    assert await table_counts(container) == before
+
+
+@pytest.mark.parametrize("settings_overrides", [{"env": "production"}])
+async def test_production_refuses_to_start(client: httpx.AsyncClient) -> None:
+    assert (await client.post(START, json={})).status_code == 403
+    assert (await client.get(STATUS)).status_code == 403
+
+
+@pytest.mark.usefixtures("loopback")
+@pytest.mark.parametrize("settings_overrides", [{"auth": "required"}])
+async def test_a_run_ingests_when_keys_are_required(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    async with container.database.write() as conn:
+        _, key = await create_key(
+            conn, name="ops", role=Role.OPERATOR, now=container.clock.now(), actor=Actor()
+        )
+    headers = {"x-api-key": key}
+    assert (await client.post(START, json={})).status_code == 401
+    body = {"rate": 400, "duration_seconds": 0.2}
+    assert (await client.post(START, json=body, headers=headers)).status_code == 200
+    deadline = asyncio.get_running_loop().time() + 10
+    while (status := (await client.get(STATUS, headers=headers)).json())["running"]:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    assert status["events_succeeded"] == status["events_generated"] > 0, status
+    # The internal key only ingests: it is no way into the rest of the API.
+    internal = {"x-api-key": container.keys.internal_key}
+    assert (await client.get(STATUS, headers=internal)).status_code == 403

@@ -128,6 +128,10 @@ class Caller:
     role: Role
 
 
+INTERNAL_CALLER = Caller("simulator", Role.AGENT)
+"""Who sends with a process's :attr:`KeyGuard.internal_key`: it may only ingest."""
+
+
 class KeyGuard:
     """Answers "is a key needed?" and "whose key is this?" for one process, from the
     database, remembering answers for :data:`CACHE_SECONDS`."""
@@ -137,6 +141,9 @@ class KeyGuard:
         self.mode = mode
         self._required: tuple[float, bool] | None = None
         self._callers: dict[str, tuple[float, Caller | None]] = {}
+        self.internal_key = new_key()
+        """This process's own agent key (the in-process simulator's): held in memory only,
+        never stored, so it dies with the process."""
 
     async def required(self) -> bool:
         if self.mode == "off":
@@ -158,6 +165,8 @@ class KeyGuard:
 
     async def caller(self, key: str) -> Caller | None:
         """Who holds ``key`` (None: unknown or revoked)."""
+        if secrets.compare_digest(key.encode(), self.internal_key.encode()):
+            return INTERNAL_CALLER
         digest = key_hash(key)
         now = time.monotonic()
         cached = self._callers.get(digest)

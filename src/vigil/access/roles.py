@@ -41,6 +41,10 @@ _OPERATE: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/policies/backtest"),
         ("POST", "/api/v1/policies/{name}/backtest"),
         ("POST", "/api/v1/simulator/fleet/{service}/scale"),
+        ("POST", "/api/v1/simulator/start"),
+        ("POST", "/api/v1/simulator/stop"),
+        ("POST", "/api/v1/ui/simulator/start"),
+        ("POST", "/api/v1/ui/simulator/stop"),
         ("POST", "/api/v1/simulator/fleet/{service}/restart"),
     }
 )

@@ -82,6 +82,7 @@ def create_app(
         audit.router,
         keys.router,
         simulator.router,
+        simulator.ui_router,
     )
     # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
     # matches the routers' own routes (their paths carry the prefixes), in the same order.

@@ -169,6 +169,31 @@ class Fleet:
         service.silent_left = 0
         service.restarts += 1
 
+    def adopt(self, snapshot: dict[str, Any]) -> None:
+        """Take the replicas and restarts of another copy of the fleet (``snapshot`` as
+        :meth:`snapshot` gives it): a load generator in another process follows the fleet
+        that Vigil's remediations change. Services it does not know are left alone."""
+        for name, theirs in snapshot.get("services", {}).items():
+            service = self.services.get(name)
+            if service is None:
+                continue
+            replicas = theirs.get("replicas")
+            if isinstance(replicas, int) and 1 <= replicas <= MAX_REPLICAS:
+                service.replicas = replicas
+            restarts = theirs.get("restarts")
+            if isinstance(restarts, int) and restarts > service.restarts:
+                self.restart(name)
+                service.restarts = restarts
+
+    def service_of(self, target: str) -> str | None:
+        """The service ``target`` names: itself, or the service one of whose hosts it is."""
+        if target in self.services:
+            return target
+        for service in self.services.values():
+            if target in service.hosts:
+                return service.name
+        return None
+
     def _service(self, name: str) -> Service:
         try:
             return self.services[name]

@@ -1,10 +1,13 @@
-"""The simulated fleet: read it, scale a service, restart one (API.md "Simulator")."""
+"""The simulator (API.md "Simulator"): start, stop and watch a run, and the simulated fleet
+it drives (read it, scale a service, restart one). Start, stop and status answer under
+``/api/v1/simulator/`` and, as the seed's UI expects, ``/api/v1/ui/simulator/``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
@@ -12,9 +15,11 @@ from vigil.api.errors import error_responses
 from vigil.container import Container
 from vigil.errors import Forbidden, NotFound
 from vigil.observability.audit import append_audit
-from vigil.simulator.fleet import MAX_REPLICAS
+from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS, MODES
+from vigil.simulator.sender import RunConfig
 
 router = APIRouter(prefix="/api/v1/simulator", tags=["simulator"], route_class=VigilRoute)
+ui_router = APIRouter(prefix="/api/v1/ui/simulator", tags=["simulator"], route_class=VigilRoute)
 
 ServiceParam = Annotated[str, Path(max_length=64, description="The service's name")]
 
@@ -130,3 +135,160 @@ async def restart(
         )
     restarts = container.fleet.services[service].restarts
     return {"ok": True, "service": service, "restarts": restarts}
+
+
+SERVICES = tuple(s.name for s in DEFAULT_FLEET)
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+class StartIn(BaseModel):
+    """A run; every field is optional."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"mode": "burst", "rate": 50, "targets": ["web"], "duration_seconds": 120}]
+        },
+    )
+
+    scenario: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] = "default"
+    """A label for the run, shown in its status."""
+    rate: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    """Samples per second."""
+    mode: Literal["steady", "burst", "ramp", "chaos"] = "steady"
+    targets: Annotated[list[Literal["web", "api", "db"]], Field(max_length=len(SERVICES))] = []
+    """The services to simulate (default: the whole fleet)."""
+    duration_seconds: Seconds | None = None
+    failure_rate: Share | None = None
+    malformed_rate: Share | None = None
+    batch: bool = True
+    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+    burst_at_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None
+    burst_seconds: Seconds | None = None
+
+    def config(self) -> RunConfig:
+        return RunConfig(
+            scenario=self.scenario,
+            mode=self.mode,
+            rate=self.rate,
+            targets=tuple(dict.fromkeys(self.targets)),
+            duration_seconds=self.duration_seconds,
+            failure_rate=self.failure_rate,
+            malformed_rate=self.malformed_rate,
+            batch=self.batch,
+            seed=self.seed,
+            burst_at_seconds=self.burst_at_seconds,
+            burst_seconds=self.burst_seconds,
+        )
+
+
+class RunOut(BaseModel):
+    scenario: str
+    mode: str
+    rate: float
+    targets: list[str]
+    duration_seconds: float | None
+    failure_rate: float
+    malformed_rate: float
+    batch: bool
+    seed: int
+    burst_at_seconds: float | None
+    burst_seconds: float | None
+
+
+class StatusOut(BaseModel):
+    running: bool
+    scenario: str | None
+    mode: str | None
+    rate: float | None
+    config: RunOut | None
+    events_generated: int
+    events_succeeded: int
+    events_failed: int
+    events_rejected: int
+    requests: int
+    malformed: int
+    abandoned: int
+    server_errors: int
+    last_error: str | None
+    started_at: datetime | None
+    stopped_at: datetime | None
+    stop_reason: str | None
+    fleet: FleetOut
+
+
+assert set(MODES) == {"steady", "burst", "ramp", "chaos"}
+
+
+async def start(
+    container: ContainerDep,
+    actor: ActorDep,
+    body: Annotated[StartIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Start a run on a fresh fleet (409 while one runs). Samples go to this server's own
+    ingest API over HTTP, so they take the path any agent's do."""
+    _enabled(container)
+    config = (body or StartIn()).config()
+    status = await container.simulator.start(config)
+    async with container.database.write() as conn:
+        await append_audit(
+            conn,
+            at=container.clock.now(),
+            actor=actor,
+            kind="simulator.started",
+            subject="simulator",
+            after=config.as_dict(),
+        )
+    return status
+
+
+async def stop(container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
+    """Stop the run (nothing to stop is not an error: the status says so)."""
+    _enabled(container)
+    was_running = container.simulator.running
+    status = await container.simulator.stop()
+    if was_running:
+        async with container.database.write() as conn:
+            await append_audit(
+                conn,
+                at=container.clock.now(),
+                actor=actor,
+                kind="simulator.stopped",
+                subject="simulator",
+                after={k: status[k] for k in ("events_generated", "events_succeeded")},
+            )
+    return status
+
+
+async def status(container: ContainerDep) -> dict[str, Any]:
+    """The current (or last) run, its counts, and the fleet's replicas and CPU."""
+    _enabled(container)
+    return container.simulator.status()
+
+
+for _router in (router, ui_router):
+    _router.add_api_route(
+        "/start",
+        start,
+        methods=["POST"],
+        response_model=StatusOut,
+        responses=error_responses(403, 409, 413, 422, 503),
+        summary="Start a simulator run",
+    )
+    _router.add_api_route(
+        "/stop",
+        stop,
+        methods=["POST"],
+        response_model=StatusOut,
+        responses=error_responses(403, 503),
+        summary="Stop the simulator",
+    )
+    _router.add_api_route(
+        "/status",
+        status,
+        methods=["GET"],
+        response_model=StatusOut,
+        responses=error_responses(403),
+        summary="The simulator's status",
+    )
