@@ -81,8 +81,8 @@ def loopback(app: FastAPI, container: Container) -> None:
     container.simulator.transport = httpx.ASGITransport(app=app)
 
 
-async def until_stopped(client: httpx.AsyncClient, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until_stopped(client: httpx.AsyncClient, within: float = 10.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         status = (await client.get(STATUS)).json()
         if not status["running"]:
