@@ -238,6 +238,116 @@ def remediator(
     _serve(api, settings, settings.remediator_host, settings.remediator_port)
 
 
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+ModeOption = Annotated[
+    str, typer.Option("--mode", help="steady, burst, ramp or chaos", show_default=True)
+]
+
+
+def _run_config(**fields: Any) -> Any:
+    """A simulator RunConfig from CLI flags, or exit 2 naming the bad one."""
+    from vigil.simulator.fleet import MODES
+    from vigil.simulator.sender import RunConfig
+
+    if fields["mode"] not in MODES:
+        typer.echo(f"error: unknown --mode {fields['mode']!r}: use {', '.join(MODES)}", err=True)
+        raise typer.Exit(2)
+    config = RunConfig(**fields)
+    try:
+        config.fleet()
+    except ValueError as exc:
+        typer.echo(f"error: --targets: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return config
+
+
+@app.command()
+def simulate(
+    url: Annotated[
+        str, typer.Option(envvar="VIGIL_API_URL", help="The Vigil API to drive")
+    ] = DEFAULT_API_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="VIGIL_API_KEY", help="An API key (agent to send; viewer+ to follow)"),
+    ] = None,
+    mode: ModeOption = "steady",
+    rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Samples per second")] = 100.0,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds to run (0: until Ctrl-C)")] = 60.0,
+    targets: Annotated[
+        str, typer.Option(help="Comma-separated services to simulate (default: all)")
+    ] = "",
+    single: Annotated[
+        bool, typer.Option("--single", help="One request per sample instead of batches")
+    ] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the load (same seed, same run)")] = 0,
+    failure_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Share of requests given up on (chaos default 0.02)"),
+    ] = None,
+    malformed_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Share of requests sent malformed (chaos default 0.02)"),
+    ] = None,
+    burst_at: Annotated[
+        float | None, typer.Option(min=0, help="Burst mode: seconds before the burst [10]")
+    ] = None,
+    no_follow: Annotated[
+        bool,
+        typer.Option("--no-follow", help="Do not follow the replicas of Vigil's simulated fleet"),
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (no live display)")
+    ] = False,
+) -> None:
+    """Send a simulated fleet's metrics to a running Vigil, with a live display.
+
+    Exits 1 when Vigil cannot be reached, accepted nothing, or answered any request with a
+    5xx; 0 otherwise (rejections of deliberately malformed requests are expected)."""
+    import json
+
+    from rich.console import Console
+
+    from vigil.simulator.drive import DriveError, drive, summary_table
+
+    config = _run_config(
+        mode=mode,
+        rate=rate,
+        duration_seconds=duration or None,
+        targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
+        batch=not single,
+        seed=seed,
+        failure_rate=failure_rate,
+        malformed_rate=malformed_rate,
+        burst_at_seconds=burst_at,
+    )
+    console = Console(stderr=True)
+    try:
+        result = asyncio.run(
+            drive(
+                url,
+                config,
+                api_key=api_key,
+                follow=not no_follow,
+                console=console,
+                live=not json_out,
+            )
+        )
+    except DriveError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    counts = result.counts
+    if json_out:
+        replicas = {name: s.replicas for name, s in result.fleet.services.items()}
+        summary = {**counts.as_dict(), "seconds": round(result.seconds, 3), "replicas": replicas}
+        typer.echo(json.dumps(summary))
+    else:
+        console.print(summary_table(result))
+    if counts.succeeded == 0 or counts.server_errors:
+        if counts.last_error:
+            typer.echo(f"error: {counts.last_error}", err=True)
+        raise typer.Exit(1)
+
+
 def _configure_logging(settings: Settings) -> None:
     from vigil.observability.logging import configure_logging
 
