@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contracts pytest bench bench-policies bench-pipeline clean
+.PHONY: run demo test lint typecheck contracts pytest bench bench-policies bench-pipeline clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 
 run: $(RUN_STAMP)
 	$(BIN)/vigil serve
+
+demo: $(RUN_STAMP)
+	$(BIN)/vigil demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

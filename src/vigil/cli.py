@@ -348,6 +348,28 @@ def simulate(
         raise typer.Exit(1)
 
 
+@app.command()
+def demo(
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port for Vigil (default: a free one)")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave Vigil running afterwards, to look around")
+    ] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Shortened timings (for tests): `for: 2s`")
+    ] = False,
+) -> None:
+    """The "scale up the web tier" story, live: load rises, high-cpu-alert fires, the
+    remediator scales the simulated web tier, CPU falls and the action is verified.
+
+    Runs its own `vigil serve` on the embedded defaults in a temporary directory; exits 0
+    only when every step happened (checked through the API and /metrics)."""
+    from vigil.simulator.demo import run_demo
+
+    raise typer.Exit(run_demo(port=port, keep=keep, fast=fast))
+
+
 def _configure_logging(settings: Settings) -> None:
     from vigil.observability.logging import configure_logging
 

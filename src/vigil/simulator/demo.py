@@ -1,0 +1,453 @@
+"""``vigil demo``: the seed's "Scale up the web tier" story, with real components and real
+timing, on the embedded defaults in a temporary directory.
+
+It starts ``vigil serve`` (SQLite, in-process queue, worker and remediator) with one policy,
+``high-cpu-alert`` (CPU above 90% for 10 s → ``scale-up`` by 2 replicas, verified within a
+minute), and a remediations file that sends scale actions to the ``simulator`` plugin. It
+starts the server's simulator in ``burst`` mode and then only watches, through the API and
+``/metrics``, printing each step as it happens:
+
+1. the web tier runs at normal load;  2. load rises and CPU passes 90%;
+3. the policy fires and creates a ``scale-up`` action;  4. the worker hands it to the
+remediator, which scales the simulated deployment (2 → 4 replicas);  5. the action
+completes;  6. CPU falls below the threshold and the action is verified;
+7. ``vigil_policy_violations_total{policy_name="high-cpu-alert"}`` has increased.
+
+It exits 0 only when every step really happened, 1 otherwise (naming what did not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+POLICY = "high-cpu-alert"
+SERVICE = "web"
+THRESHOLD = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long each part of the story takes."""
+
+    for_seconds: float
+    """The policy's ``for``: how long CPU must stay above 90%."""
+    burst_at: float
+    """When the load rises, after the simulator starts."""
+    rate: float
+    """Samples per second the simulator sends."""
+    runner_interval: float
+    verify_within: float
+    deadline: float
+    """How long the whole story may take before the demo gives up."""
+
+
+NORMAL = Timing(
+    for_seconds=10, burst_at=8, rate=20, runner_interval=1, verify_within=60, deadline=110
+)
+FAST = Timing(
+    for_seconds=2, burst_at=2, rate=60, runner_interval=0.25, verify_within=30, deadline=60
+)
+
+STEPS = (
+    ("normal", "the web tier runs at normal load"),
+    ("hot", f"load rises and CPU passes {THRESHOLD:g}%"),
+    ("fired", f"{POLICY} fires and creates a scale-up action"),
+    ("scaled", "the remediator scales the web tier"),
+    ("completed", "the action completes"),
+    ("verified", "CPU falls below the threshold; the action is verified"),
+    ("counted", "the policy's violations counter (/metrics) increased"),
+)
+
+
+def policies_yaml(timing: Timing) -> str:
+    policy = {
+        "name": POLICY,
+        "description": f"Scale up the web tier when CPU stays above 90% for "
+        f"{timing.for_seconds:g}s",
+        "severity": "warning",
+        "target": SERVICE,
+        "auto_remediate": True,
+        "condition": {
+            "type": "threshold",
+            "metric": "cpu_usage",
+            "operator": ">",
+            "threshold": THRESHOLD,
+            "for": f"{timing.for_seconds:g}s",
+        },
+        "action": "scale-up",
+        "params": {"replicas": 2},
+        "cooldown_seconds": 300,
+        "verify": {"within_seconds": timing.verify_within},
+    }
+    return json.dumps({"policies": [policy]}, indent=2)  # JSON is YAML
+
+
+REMEDIATIONS_YAML = """\
+# vigil demo: the simulated fleet's remediations.
+remediations:
+  - action: scale-up
+    plugin: simulator
+  - action: scale-down
+    plugin: simulator
+  - action: restart-service
+    plugin: simulator
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without Vigil's settings: the demo runs on the embedded defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        env.pop(name, None)
+    return env
+
+
+class DemoFailed(Exception):
+    """The demo could not run (the server did not start); the message says why."""
+
+
+@dataclass
+class Story:
+    """What the demo has seen so far."""
+
+    started: float = field(default_factory=time.monotonic)
+    at: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, str] = field(default_factory=dict)
+    action_id: int | None = None
+    transitions: int = 0
+    replicas: int | None = None
+    normal_replicas: int | None = None
+    phase: str | None = None
+    violations_before: float = 0.0
+    last_tick: float = 0.0
+
+    def done(self, step: str) -> bool:
+        return step in self.at
+
+    def mark(self, step: str, evidence: str) -> None:
+        if step not in self.at:
+            self.at[step] = time.monotonic() - self.started
+            self.evidence[step] = evidence
+
+    @property
+    def complete(self) -> bool:
+        return all(step in self.at for step, _ in STEPS)
+
+
+class Demo:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        keep: bool = False,
+        fast: bool = False,
+        console: Console | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.keep = keep
+        self.timing = FAST if fast else NORMAL
+        # Not a terminal (a log, a pipe): wide enough that a timeline line stays one line.
+        self.console = console or (Console() if sys.stdout.isatty() else Console(width=120))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.story = Story()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+
+    # --- the timeline -------------------------------------------------------------------
+
+    def say(self, text: str, style: str = "") -> None:
+        elapsed = time.monotonic() - self.story.started
+        clock = time.strftime("%H:%M:%S")
+        self.console.print(
+            f"[dim]{clock} +{elapsed:5.1f}s[/]  {text}", style=style, highlight=False
+        )
+
+    def run(self) -> int:
+        """The whole demo; its exit code."""
+        self.workdir = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
+        kept = False
+        try:
+            self._start_server()
+            with httpx.Client(base_url=self.url, timeout=10.0) as client:
+                self.story.violations_before = self._violations(client)
+                self._start_load(client)
+                self._watch(client)
+                ok = self.story.complete
+                self._summary(client)
+            if ok and self.keep:
+                kept = True
+                assert self.process is not None
+                self.console.print(f"Vigil is running at {self.url}")
+                self.console.print(
+                    f"(pid {self.process.pid}, data and log in {self.workdir}; the simulator "
+                    f"keeps sending; stop it with: kill {self.process.pid})",
+                    style="dim",
+                    highlight=False,
+                )
+            return 0 if ok else 1
+        except DemoFailed as exc:
+            self.console.print(f"[red]error:[/] {exc}")
+            return 1
+        finally:
+            if not kept:
+                self._stop_server()
+                if self.workdir is not None:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _start_server(self) -> None:
+        assert self.workdir is not None
+        t = self.timing
+        (self.workdir / "policies.yaml").write_text(policies_yaml(t))
+        (self.workdir / "remediations.yaml").write_text(REMEDIATIONS_YAML)
+        env = {
+            **clean_env(),
+            "DATABASE_URL": f"sqlite:///{self.workdir / 'vigil.db'}",
+            "VIGIL_HOST": "127.0.0.1",
+            "VIGIL_PORT": str(self.port),
+            "VIGIL_POLICIES_FILE": str(self.workdir / "policies.yaml"),
+            "VIGIL_REMEDIATIONS_FILE": str(self.workdir / "remediations.yaml"),
+            "VIGIL_RUNNER_INTERVAL_SECONDS": f"{t.runner_interval:g}",
+            "VIGIL_ACCESS_LOG": "false",
+            "VIGIL_LOG_LEVEL": "warning",
+        }
+        log = (self.workdir / "vigil.log").open("ab")
+        self.say(f"starting vigil serve on {self.url} (SQLite and logs in {self.workdir})")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vigil", "serve"],
+            env=env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise DemoFailed(
+                    f"vigil serve exited with {self.process.returncode}:\n{self._log()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"vigil serve did not answer within 30s:\n{self._log()}")
+            time.sleep(0.1)
+        self.say(
+            f"policy [bold]{POLICY}[/]: cpu_usage > {THRESHOLD:g} on {SERVICE} for "
+            f"{self.timing.for_seconds:g}s → scale-up by 2 replicas, verified within "
+            f"{self.timing.verify_within:g}s"
+        )
+
+    def _log(self, lines: int = 20) -> str:
+        assert self.workdir is not None
+        with contextlib.suppress(OSError):
+            text = (self.workdir / "vigil.log").read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+    def _stop_server(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def _start_load(self, client: httpx.Client) -> None:
+        t = self.timing
+        body = {
+            "scenario": "scale-up-the-web-tier",
+            "mode": "burst",
+            "rate": t.rate,
+            "burst_at_seconds": t.burst_at,
+            "burst_seconds": 3600,
+            "seed": 1,
+        }
+        answer = client.post("/api/v1/simulator/start", json=body)
+        if answer.status_code != 200:
+            raise DemoFailed(f"the simulator did not start: {answer.status_code} {answer.text}")
+        self.say(
+            f"simulator started: web, api and db send metrics over HTTP at {t.rate:g}/s; "
+            f"the web tier's load rises after {t.burst_at:g}s"
+        )
+
+    # --- watching -------------------------------------------------------------------------
+
+    def _watch(self, client: httpx.Client) -> None:
+        story = self.story
+        deadline = story.started + self.timing.deadline
+        while not story.complete and time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                self.say(f"vigil serve exited with {self.process.returncode}", style="red")
+                break
+            with contextlib.suppress(httpx.HTTPError):
+                self._look(client)
+            time.sleep(0.25)
+        if not story.complete:
+            missing = [text for step, text in STEPS if not story.done(step)]
+            self.say(f"gave up after {self.timing.deadline:g}s; not seen: " + "; ".join(missing))
+
+    def _look(self, client: httpx.Client) -> None:
+        story = self.story
+        status = client.get("/api/v1/simulator/status").json()
+        web = status["fleet"]["services"][SERVICE]
+        cpu, replicas = float(web["cpu_usage"]), int(web["replicas"])
+        sent = status["events_succeeded"] > 0
+        now = time.monotonic()
+        if sent and now - story.last_tick >= 2.0:
+            story.last_tick = now
+            self.say(
+                f"[dim]web cpu {cpu:5.1f}% on {replicas} replicas; "
+                f"{status['events_succeeded']:,} samples ingested[/]"
+            )
+        if sent and cpu < THRESHOLD and not story.done("normal"):
+            story.mark("normal", f"cpu {cpu:.1f}% on {replicas} replicas")
+            story.normal_replicas = replicas
+            self.say(f"web tier at normal load: cpu {cpu:.1f}% on {replicas} replicas", "green")
+        if story.done("normal") and cpu > THRESHOLD and not story.done("hot"):
+            story.mark("hot", f"cpu {cpu:.1f}%")
+            self.say(f"load rises: web cpu {cpu:.1f}% > {THRESHOLD:g}%", "yellow")
+
+        state = client.get(f"/api/v1/policies/{POLICY}/state").json()
+        pair = next((p for p in state.get("targets", []) if p["target"] == SERVICE), None)
+        phase = pair["state"] if pair else None
+        if phase != story.phase and phase is not None:
+            self.say(f"{POLICY} for {SERVICE}: {story.phase or 'ok'} → {phase}")
+            story.phase = phase
+
+        if story.action_id is None:
+            listed = client.get("/api/v1/actions", params={"policy": POLICY}).json()["actions"]
+            if listed:
+                action = listed[-1]
+                story.action_id = int(action["id"])
+                story.mark(
+                    "fired",
+                    f"action #{action['id']} {action['action']} {action['target']} "
+                    f"params {action['params']}",
+                )
+                self.say(
+                    f"{POLICY} fired: action #{action['id']} {action['action']} "
+                    f"{action['target']} {action['params']} created",
+                    "bold",
+                )
+        if story.action_id is not None:
+            self._follow_action(client, story.action_id, replicas, cpu)
+        if story.replicas is not None and replicas != story.replicas:
+            self.say(f"web replicas {story.replicas} → {replicas}", style="bold")
+        story.replicas = replicas
+        if story.done("verified") and not story.done("counted"):
+            count = self._violations(client)
+            if count > story.violations_before:
+                story.mark(
+                    "counted",
+                    f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
+                    f"{story.violations_before:g} → {count:g}",
+                )
+                self.say(
+                    f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
+                    f"{story.violations_before:g} → {count:g}",
+                    "green",
+                )
+
+    def _follow_action(
+        self, client: httpx.Client, action_id: int, replicas: int, cpu: float
+    ) -> None:
+        story = self.story
+        rows = client.get(f"/api/v1/actions/{action_id}/history").json()
+        for row in rows[story.transitions :]:
+            self.say(
+                f"action #{action_id} {row['from'] or 'new'} → {row['to']} "
+                f"(attempt {row['attempt']}): {row['reason']}"
+            )
+        story.transitions = len(rows)
+        action = client.get(f"/api/v1/actions/{action_id}").json()
+        result = action.get("result") or {}
+        details = result.get("details") or {}
+        if (
+            story.normal_replicas is not None
+            and replicas > story.normal_replicas
+            and not story.done("scaled")
+        ):
+            story.mark("scaled", f"replicas {story.normal_replicas} → {replicas}")
+        if action["status"] == "completed" and not story.done("completed"):
+            story.mark(
+                "completed",
+                f"{action['status']} after {action['attempts']} attempt(s): "
+                f"{result.get('message', '')}",
+            )
+            if "replicas" in details:
+                self.say(f"remediator: {result.get('message')}", "bold")
+        verification = action.get("verification") or {}
+        if verification.get("result") == "verified" and not story.done("verified"):
+            story.mark("verified", f"cpu {cpu:.1f}% < {THRESHOLD:g}%; verified")
+            self.say(f"action #{action_id} verified: web cpu now {cpu:.1f}%", "green")
+        elif verification.get("result") == "failed":
+            self.say(f"action #{action_id} verification failed: {verification}", "red")
+
+    def _violations(self, client: httpx.Client) -> float:
+        text = client.get("/metrics").text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            if family.name != "vigil_policy_violations":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("policy_name") == POLICY:
+                    total += sample.value
+        return total
+
+    def _summary(self, client: httpx.Client) -> None:
+        table = Table(title="vigil demo: scale up the web tier", title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("step")
+        table.add_column("at", justify="right")
+        table.add_column("seen", overflow="fold")
+        for n, (step, text) in enumerate(STEPS, 1):
+            at = self.story.at.get(step)
+            seen = self.story.evidence.get(step, "[red]not seen[/]")
+            table.add_row(str(n), text, f"+{at:.1f}s" if at is not None else "-", seen)
+        self.console.print(table)
+        took = time.monotonic() - self.story.started
+        if self.story.complete:
+            self.console.print(f"[green]every step happened[/] in {took:.1f}s", highlight=False)
+        else:
+            self.console.print(f"[red]the story is incomplete[/] after {took:.1f}s")
+            self.console.print(self._log(), style="dim", markup=False, highlight=False)
+
+
+def run_demo(
+    *,
+    port: int | None = None,
+    keep: bool = False,
+    fast: bool = False,
+    console: Console | None = None,
+) -> int:
+    return Demo(port=port, keep=keep, fast=fast, console=console).run()
