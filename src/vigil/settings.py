@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9101, ge=1, le=65535)
 
+    api_url: str | None = None
+    api_key: SecretStr | None = None
+
     remediator_url: str | None = None
     remediator_secret: SecretStr | None = None
     remediator_host: str = "127.0.0.1"
@@ -152,7 +155,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("remediator_url")
+    @field_validator("remediator_url", "api_url")
     @classmethod
     def _remediator_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
