@@ -71,7 +71,7 @@ STEPS = (
     ("scaled", "the remediator scales the web tier"),
     ("completed", "the action completes"),
     ("verified", "CPU falls below the threshold; the action is verified"),
-    ("counted", "the policy's violations counter (/metrics) increased"),
+    ("counted", "vigil_policy_violations_total (/metrics) increased"),
 )
 
 
@@ -367,11 +367,7 @@ class Demo:
         if story.done("verified") and not story.done("counted"):
             count = self._violations(client)
             if count > story.violations_before:
-                story.mark(
-                    "counted",
-                    f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
-                    f"{story.violations_before:g} → {count:g}",
-                )
+                story.mark("counted", f"{POLICY}: {story.violations_before:g} → {count:g}")
                 self.say(
                     f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
                     f"{story.violations_before:g} → {count:g}",
@@ -384,14 +380,10 @@ class Demo:
         story = self.story
         rows = client.get(f"/api/v1/actions/{action_id}/history").json()
         for row in rows[story.transitions :]:
-            self.say(
-                f"action #{action_id} {row['from'] or 'new'} → {row['to']} "
-                f"(attempt {row['attempt']}): {row['reason']}"
-            )
+            self.say(f"action #{action_id} {row['from'] or 'new'} → {row['to']}: {row['reason']}")
         story.transitions = len(rows)
         action = client.get(f"/api/v1/actions/{action_id}").json()
         result = action.get("result") or {}
-        details = result.get("details") or {}
         if (
             story.normal_replicas is not None
             and replicas > story.normal_replicas
@@ -404,8 +396,6 @@ class Demo:
                 f"{action['status']} after {action['attempts']} attempt(s): "
                 f"{result.get('message', '')}",
             )
-            if "replicas" in details:
-                self.say(f"remediator: {result.get('message')}", "bold")
         verification = action.get("verification") or {}
         if verification.get("result") == "verified" and not story.done("verified"):
             story.mark("verified", f"cpu {cpu:.1f}% < {THRESHOLD:g}%; verified")
