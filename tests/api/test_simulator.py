@@ -12,8 +12,10 @@ from fastapi import FastAPI
 from tests.api.support import audit_rows, table_counts
 from vigil.access.keys import create_key
 from vigil.access.roles import Role
+from vigil.api.routes.simulator import StartIn
 from vigil.container import Container
 from vigil.observability.audit import Actor
+from vigil.simulator.fleet import DEFAULT_FLEET, MODES
 
 FLEET = "/api/v1/simulator/fleet"
 
@@ -214,3 +216,9 @@ async def test_a_run_ingests_when_keys_are_required(
     # The internal key only ingests: it is no way into the rest of the API.
     internal = {"x-api-key": container.keys.internal_key}
     assert (await client.get(STATUS, headers=internal)).status_code == 403
+
+
+def test_the_start_body_knows_every_mode_and_service() -> None:
+    schema = StartIn.model_json_schema()
+    assert set(schema["properties"]["mode"]["enum"]) == set(MODES)
+    assert set(schema["properties"]["targets"]["items"]["enum"]) == {s.name for s in DEFAULT_FLEET}

@@ -62,7 +62,7 @@ POLICIES = {
             "target": "*-0*",
             "auto_remediate": True,
             "condition": {"type": "threshold", "metric": "memory_percent", "operator": ">",
-                          "threshold": 75},
+                          "threshold": 50},
             "action": "restart-service",
             "cooldown_seconds": 5,
             "max_actions_per_hour": 4,

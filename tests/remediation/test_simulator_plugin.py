@@ -60,11 +60,12 @@ async def test_scale_down_never_goes_below_one(local: SimulatorPlugin, fleet: Fl
 
 async def test_a_host_target_restarts_its_service(local: SimulatorPlugin, fleet: Fleet) -> None:
     fleet.services["web"].memory["web-02"] = 97.0
-    fleet.services["web"].silent_left = 20
+    fleet.services["web"].silent_until = 1e9
+    assert not fleet.heartbeating("web")
     result = await local.run(call("restart-service", "web-02"))
     assert result.details["service"] == "web"
     assert fleet.services["web"].memory["web-02"] == 40.0
-    assert fleet.services["web"].silent_left == 0
+    assert fleet.heartbeating("web")
     assert fleet.services["web"].restarts == 1
     # `operation` makes any action name mean a restart.
     await local.run(call("custom", "api", operation="restart"))

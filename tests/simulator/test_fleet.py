@@ -82,7 +82,7 @@ def test_memory_drifts_up_until_a_restart() -> None:
 
 
 def test_chaos_spikes_load_and_silences_heartbeats() -> None:
-    shape = Shape(spike_chance=0.2, silence_chance=0.1)
+    shape = Shape(spike_chance=0.2, silence_chance=0.1, silence_seconds=(5.0, 10.0))
     fleet = Fleet(mode="chaos", seed=6, shape=shape)
     heartbeats = []
     spikes = 0
@@ -95,6 +95,36 @@ def test_chaos_spikes_load_and_silences_heartbeats() -> None:
     for name in fleet.services:
         fleet.restart(name)  # a restart brings heartbeats back
     assert all(s["heartbeats"] for s in fleet.snapshot()["services"].values())
+
+
+def test_chaos_follows_time_not_the_number_of_steps() -> None:
+    """Ten steps a second or one: the same share of time spiking and silent."""
+
+    def shares(steps_per_second: int) -> tuple[float, float]:
+        fleet = Fleet(mode="chaos", seed=9, shape=Shape(spike_chance=0.1, silence_chance=0.05))
+        ticks = 600 * steps_per_second
+        spiking = silent = 0
+        for n in range(ticks):
+            fleet.step(n / steps_per_second)
+            spiking += fleet.services["web"].spike > 1.0
+            silent += not fleet.heartbeating("web")
+        return spiking / ticks, silent / ticks
+
+    slow, fast = shares(1), shares(10)
+    for a, b in zip(slow, fast, strict=True):
+        assert 0.05 < a < 0.9
+        assert abs(a - b) < 0.2, (slow, fast)
+
+
+def test_memory_grows_with_time_not_steps() -> None:
+    one, many = Fleet(seed=3), Fleet(seed=3)
+    one.step(0.0)
+    one.step(100.0)
+    for n in range(1001):
+        many.step(n / 10)
+    a = sum(one.services["web"].memory.values())
+    b = sum(many.services["web"].memory.values())
+    assert abs(a - b) < 0.25 * a
 
 
 def test_scale_bounds_and_errors() -> None:

@@ -147,7 +147,7 @@ def fleet_table(fleet: Fleet, *, title: str = "fleet") -> Table:
             f"{s.cpu_usage:.1f}",
             f"{s.latency_ms:.0f}",
             f"{max(s.memory.values(), default=0.0):.1f}",
-            "yes" if s.silent_left == 0 else "[red]silent[/]",
+            "yes" if fleet.heartbeating(s.name) else "[red]silent[/]",
         )
     return table
 

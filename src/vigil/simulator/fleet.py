@@ -13,6 +13,7 @@ scale-up answers one hot service (API.md "Simulator").
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,12 +49,14 @@ class Shape:
     ramp_for: float = 120.0
     ramp_factor: float = 2.0
     spike_chance: float = 0.05
-    """Chaos: the chance, each step, that a service's load spikes."""
+    """Chaos: the chance, each second, that a service's load spikes."""
     spike_factor: tuple[float, float] = (1.5, 2.5)
-    spike_steps: tuple[int, int] = (2, 6)
+    spike_seconds: tuple[float, float] = (2.0, 6.0)
     silence_chance: float = 0.02
-    """Chaos: the chance, each step, that a service stops sending heartbeats."""
-    silence_steps: tuple[int, int] = (10, 30)
+    """Chaos: the chance, each second, that a service stops sending heartbeats."""
+    silence_seconds: tuple[float, float] = (10.0, 30.0)
+    memory_drift: float = 0.4
+    """The most a host's memory (percent) grows in a second; on average half that."""
 
 
 @dataclass(slots=True)
@@ -66,8 +69,9 @@ class Service:
     cpu_usage: float = 0.0
     latency_ms: float = 0.0
     spike: float = 1.0
-    spike_left: int = 0
-    silent_left: int = 0
+    spike_until: float = 0.0
+    silent_until: float = 0.0
+    """Chaos: no heartbeats until this many seconds into the run."""
     restarts: int = 0
 
 
@@ -101,6 +105,8 @@ class Fleet:
             service.memory = {host: 40.0 + self._random.uniform(0, 10) for host in spec.hosts}
             self.services[spec.name] = service
         self.steps = 0
+        self.now = 0.0
+        """Seconds into the run, as of the latest step."""
 
     def factor(self, elapsed: float) -> float:
         """The mode's load multiplier ``elapsed`` seconds into the run (chaos spikes aside)."""
@@ -113,13 +119,19 @@ class Fleet:
         return 1.0
 
     def step(self, elapsed: float) -> list[Sample]:
-        """Advance one step, ``elapsed`` seconds into the run; the samples the fleet sends."""
+        """Advance to ``elapsed`` seconds into the run; the samples the fleet sends then.
+
+        What happens over time (memory drift, chaos's spikes and silences) follows the
+        seconds since the last step, not the number of steps, so the fleet behaves the same
+        whatever rate it is sampled at."""
         self.steps += 1
+        seconds = max(0.0, elapsed - self.now)
+        self.now = max(self.now, elapsed)
         factor = self.factor(elapsed)
         samples: list[Sample] = []
         for service in self.services.values():
             if self.mode == "chaos":
-                self._chaos(service)
+                self._chaos(service, seconds)
             load = service.load * factor * service.spike
             noise = self._random.gauss(0.0, 2.0)
             service.cpu_usage = round(min(100.0, max(0.0, load / service.replicas + noise)), 2)
@@ -128,28 +140,33 @@ class Fleet:
             tags = {"service": service.name}
             samples.append(Sample("cpu_usage", service.cpu_usage, service.name, tags))
             samples.append(Sample("latency_p99_ms", service.latency_ms, service.name, tags))
+            heartbeats = self.heartbeating(service.name)
             for host in service.hosts:
-                drift = self._random.uniform(0.0, 0.4)
+                drift = self._random.uniform(0.0, self.shape.memory_drift) * seconds
                 service.memory[host] = round(min(100.0, service.memory[host] + drift), 2)
                 host_tags = {"service": service.name, "host": host}
                 samples.append(Sample("memory_percent", service.memory[host], host, host_tags))
-                if service.silent_left == 0:
+                if heartbeats:
                     samples.append(Sample("heartbeat", 1.0, host, host_tags))
         return samples
 
-    def _chaos(self, service: Service) -> None:
+    def heartbeating(self, name: str) -> bool:
+        """Whether the service's hosts send heartbeats (chaos silences them for a while)."""
+        return self._service(name).silent_until <= self.now
+
+    def _chaos(self, service: Service, seconds: float) -> None:
         s = self.shape
-        if service.spike_left > 0:
-            service.spike_left -= 1
-            if service.spike_left == 0:
-                service.spike = 1.0
-        elif self._random.random() < s.spike_chance:
+        if service.spike_until and service.spike_until <= self.now:
+            service.spike, service.spike_until = 1.0, 0.0
+        if not service.spike_until and self._happens(s.spike_chance, seconds):
             service.spike = self._random.uniform(*s.spike_factor)
-            service.spike_left = self._random.randint(*s.spike_steps)
-        if service.silent_left > 0:
-            service.silent_left -= 1
-        elif self._random.random() < s.silence_chance:
-            service.silent_left = self._random.randint(*s.silence_steps)
+            service.spike_until = self.now + self._random.uniform(*s.spike_seconds)
+        if self.heartbeating(service.name) and self._happens(s.silence_chance, seconds):
+            service.silent_until = self.now + self._random.uniform(*s.silence_seconds)
+
+    def _happens(self, chance_per_second: float, seconds: float) -> bool:
+        """Whether an event with this chance each second happens within ``seconds``."""
+        return self._random.random() < 1.0 - math.pow(1.0 - chance_per_second, seconds)
 
     def scale(self, name: str, *, delta: int | None = None, replicas: int | None = None) -> int:
         """Change a service's replicas (by ``delta`` or to ``replicas``, kept within 1 and
@@ -166,7 +183,7 @@ class Fleet:
         """Restart a service: memory back to its base, heartbeats flowing again."""
         service = self._service(name)
         service.memory = dict.fromkeys(service.hosts, 40.0)
-        service.silent_left = 0
+        service.silent_until = 0.0
         service.restarts += 1
 
     def adopt(self, snapshot: dict[str, Any]) -> None:
@@ -210,7 +227,7 @@ class Fleet:
                     "latency_p99_ms": s.latency_ms,
                     "hosts": list(s.hosts),
                     "memory_percent": dict(s.memory),
-                    "heartbeats": s.silent_left == 0,
+                    "heartbeats": self.heartbeating(s.name),
                     "restarts": s.restarts,
                 }
                 for s in self.services.values()

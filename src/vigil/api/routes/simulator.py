@@ -15,7 +15,7 @@ from vigil.api.errors import error_responses
 from vigil.container import Container
 from vigil.errors import Forbidden, NotFound
 from vigil.observability.audit import append_audit
-from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS, MODES
+from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS
 from vigil.simulator.sender import RunConfig
 
 router = APIRouter(prefix="/api/v1/simulator", tags=["simulator"], route_class=VigilRoute)
@@ -218,9 +218,6 @@ class StatusOut(BaseModel):
     fleet: FleetOut
 
 
-assert set(MODES) == {"steady", "burst", "ramp", "chaos"}
-
-
 async def start(
     container: ContainerDep,
     actor: ActorDep,
@@ -231,15 +228,19 @@ async def start(
     _enabled(container)
     config = (body or StartIn()).config()
     status = await container.simulator.start(config)
-    async with container.database.write() as conn:
-        await append_audit(
-            conn,
-            at=container.clock.now(),
-            actor=actor,
-            kind="simulator.started",
-            subject="simulator",
-            after=config.as_dict(),
-        )
+    try:
+        async with container.database.write() as conn:
+            await append_audit(
+                conn,
+                at=container.clock.now(),
+                actor=actor,
+                kind="simulator.started",
+                subject="simulator",
+                after=config.as_dict(),
+            )
+    except BaseException:
+        await container.simulator.stop("not audited")  # no unrecorded run
+        raise
     return status
 
 
