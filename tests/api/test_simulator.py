@@ -137,11 +137,32 @@ async def test_one_run_at_a_time_and_stop_ends_it(
 
     stopped = await client.post("/api/v1/ui/simulator/stop")
     assert stopped.status_code == 200
-    assert stopped.json()["running"] is False
-    assert stopped.json()["stop_reason"] == "stopped"
+    final = stopped.json()
+    assert final["running"] is False
+    assert final["stop_reason"] == "stopped"
+    # Stopped mid-run, every sample is still counted once.
+    answered = final["events_succeeded"] + final["events_rejected"] + final["events_failed"]
+    assert final["events_generated"] == answered
     assert (await client.post(STOP)).json()["running"] is False  # stopping twice is fine
     kinds = [r["kind"] for r in await audit_rows(container)]
     assert kinds.count("simulator.stopped") == 1
+
+
+@pytest.mark.usefixtures("loopback")
+@pytest.mark.parametrize("batch", [True, False])
+async def test_two_starts_at_once_begin_one_run(client: httpx.AsyncClient, batch: bool) -> None:
+    body = {"rate": 2000, "batch": batch}
+    # A run before, so the next start also closes its client first.
+    assert (await client.post(START, json=body)).status_code == 200
+    await client.post(STOP)
+    first, second = await asyncio.gather(
+        client.post(START, json=body), client.post(START, json=body)
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    final = (await client.post(STOP)).json()
+    assert final["running"] is False
+    answered = final["events_succeeded"] + final["events_rejected"] + final["events_failed"]
+    assert final["events_generated"] == answered > 0
 
 
 @pytest.mark.usefixtures("loopback")

@@ -59,6 +59,8 @@ class SimulatorControl:
         self.stop_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        """Start and stop one at a time: two starts at once must not both begin a run."""
 
     @property
     def running(self) -> bool:
@@ -67,6 +69,10 @@ class SimulatorControl:
     async def start(self, config: RunConfig) -> dict[str, Any]:
         """Start a run on a fresh fleet (:class:`Conflict` while one runs; ``ValueError``
         for a service the fleet does not have)."""
+        async with self._lock:
+            return await self._start(config)
+
+    async def _start(self, config: RunConfig) -> dict[str, Any]:
         if self.running:
             raise Conflict("the simulator is already running: stop it first")
         fleet = config.fleet()
@@ -103,13 +109,14 @@ class SimulatorControl:
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         """Stop the run (a no-op when none runs); its final status."""
-        task = self._task
-        if task is not None and not task.done():
-            self.stop_reason = reason
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return self.status()
+        async with self._lock:
+            task = self._task
+            if task is not None and not task.done():
+                self.stop_reason = reason
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            return self.status()
 
     async def close(self) -> None:
         await self.stop("shutdown")

@@ -309,7 +309,8 @@ class Demo:
             if self.process is not None and self.process.poll() is not None:
                 self.say(f"vigil serve exited with {self.process.returncode}", style="red")
                 break
-            with contextlib.suppress(httpx.HTTPError):
+            # A slow or odd answer (Vigil busy, restarting) is looked at again next time.
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
                 self._look(client)
             time.sleep(0.25)
         if not story.complete:

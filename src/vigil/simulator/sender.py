@@ -193,12 +193,13 @@ class Sender:
                         log.warning("simulator.sync_failed", error=str(exc))
                 samples = self.fleet.step(elapsed)
                 self.counts.steps += 1
-                self.counts.generated += len(samples)
                 if self.config.batch:
+                    self.counts.generated += len(samples)
                     await self._send_batch(samples)
                 else:
                     for sample in samples:
                         await limit.acquire()
+                        self.counts.generated += 1  # counted as it goes: a stop may come
                         task = asyncio.create_task(self._send_one(sample, limit))
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
@@ -257,6 +258,9 @@ class Sender:
                 headers={"content-type": "application/json"},
                 timeout=timeout,
             )
+        except asyncio.CancelledError:
+            counts.failed += samples  # the run was stopped with this request in flight
+            raise
         except httpx.HTTPError as exc:
             counts.failed += samples
             if not abandoned:
