@@ -264,11 +264,16 @@ def _run_config(**fields: Any) -> Any:
 @app.command()
 def simulate(
     url: Annotated[
-        str, typer.Option(envvar="VIGIL_API_URL", help="The Vigil API to drive")
-    ] = DEFAULT_API_URL,
+        str | None,
+        typer.Option(help=f"The Vigil API to drive [VIGIL_API_URL, else {DEFAULT_API_URL}]"),
+    ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="VIGIL_API_KEY", help="An API key (agent to send; viewer+ to follow)"),
+        typer.Option(help="An API key that may ingest: agent or admin [VIGIL_API_KEY]"),
+    ] = None,
+    follow_key: Annotated[
+        str | None,
+        typer.Option(help="A key that may read the fleet (viewer or better) [--api-key]"),
     ] = None,
     mode: ModeOption = "steady",
     rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Samples per second")] = 100.0,
@@ -320,13 +325,21 @@ def simulate(
         malformed_rate=malformed_rate,
         burst_at_seconds=burst_at,
     )
+    if url is None or api_key is None:
+        # VIGIL_API_URL and VIGIL_API_KEY as every setting: the environment, then .env.
+        with contextlib.suppress(ValidationError):
+            client = Settings()
+            url = url or client.api_url
+            if api_key is None and client.api_key is not None:
+                api_key = client.api_key.get_secret_value()
     console = Console(stderr=True)
     try:
         result = asyncio.run(
             drive(
-                url,
+                url or DEFAULT_API_URL,
                 config,
                 api_key=api_key,
+                follow_key=follow_key,
                 follow=not no_follow,
                 console=console,
                 live=not json_out,

@@ -15,7 +15,9 @@ from vigil.access.roles import Role
 from vigil.api.routes.simulator import StartIn
 from vigil.container import Container
 from vigil.observability.audit import Actor
+from vigil.simulator.drive import drive
 from vigil.simulator.fleet import DEFAULT_FLEET, MODES
+from vigil.simulator.sender import RunConfig
 
 FLEET = "/api/v1/simulator/fleet"
 
@@ -243,3 +245,46 @@ def test_the_start_body_knows_every_mode_and_service() -> None:
     schema = StartIn.model_json_schema()
     assert set(schema["properties"]["mode"]["enum"]) == set(MODES)
     assert set(schema["properties"]["targets"]["items"]["enum"]) == {s.name for s in DEFAULT_FLEET}
+
+
+@pytest.mark.usefixtures("loopback")
+async def test_two_stops_at_once_audit_one(client: httpx.AsyncClient, container: Container) -> None:
+    assert (await client.post(START, json={"rate": 100})).status_code == 200
+    first, second = await asyncio.gather(client.post(STOP), client.post(STOP))
+    assert first.status_code == second.status_code == 200
+    kinds = [r["kind"] for r in await audit_rows(container)]
+    assert kinds.count("simulator.stopped") == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"auth": "required"}])
+async def test_vigil_simulate_sends_with_one_key_and_follows_with_another(
+    app: FastAPI, container: Container
+) -> None:
+    keys = {}
+    async with container.database.write() as conn:
+        for role in (Role.AGENT, Role.VIEWER):
+            _, keys[role] = await create_key(
+                conn, name=role.value, role=role, now=container.clock.now(), actor=Actor()
+            )
+    container.fleet.scale("web", replicas=5)
+    transport = httpx.ASGITransport(app=app)
+    config = RunConfig(rate=500, duration_seconds=0.2)
+
+    alone = await drive(
+        "http://vigil.test", config, api_key=keys[Role.AGENT], live=False, transport=transport
+    )
+    assert alone.counts.succeeded == alone.counts.generated > 0
+    assert alone.following is False  # an agent may not read the fleet
+    assert alone.fleet.services["web"].replicas == 2
+
+    both = await drive(
+        "http://vigil.test",
+        config,
+        api_key=keys[Role.AGENT],
+        follow_key=keys[Role.VIEWER],
+        live=False,
+        transport=transport,
+    )
+    assert both.counts.succeeded == both.counts.generated > 0
+    assert both.following is True
+    assert both.fleet.services["web"].replicas == 5

@@ -5,10 +5,14 @@ fleet API. After a bounded drain, nothing is lost:
 
 - no request got a 5xx;
 - every action is terminal: actions = completed + failed + cancelled;
-- every decision is an action or a suppression: decisions = actions created + suppressed,
-  and each action created by a policy is the action of exactly one ``acted`` decision;
-- the counters agree with the rows (``vigil_decisions_total`` against ``GET
-  /api/v1/decisions``).
+- violations = actions created + suppressed decisions: every violation that reached a
+  decision (each firing transition, and each attempt a guard held back, counted on its
+  decision row) either created exactly one action or was suppressed with a reason. Checked
+  on the rows (each ``acted`` decision names one action, each action created by a policy
+  has one ``acted`` decision, and no other outcome occurs) and on the counters:
+  ``vigil_decisions_total`` = actions created + the suppressed rows' counts, and
+  ``vigil_policy_violations_total``, which also counts the samples that keep violating
+  within an episode that has already acted, is at least that.
 
 ``VIGIL_CHAOS_SECONDS`` sets the length of the load (default 60).
 """
@@ -61,11 +65,14 @@ POLICIES = {
             "name": "chaos-memory",
             "target": "*-0*",
             "auto_remediate": True,
+            # Memory starts at 40-50% and grows 0.2% a second: within half a minute all six
+            # hosts pass 45%, while the breaker allows two restarts an hour, so the guards
+            # certainly hold some back.
             "condition": {"type": "threshold", "metric": "memory_percent", "operator": ">",
-                          "threshold": 50},
+                          "threshold": 45},
             "action": "restart-service",
             "cooldown_seconds": 5,
-            "max_actions_per_hour": 4,
+            "max_actions_per_hour": 2,
         },
     ]
 }  # fmt: skip
@@ -187,10 +194,12 @@ def chaos_run(url: str, procs: Processes) -> None:
         completed = sum(a["status"] == "completed" for a in actions)
         assert completed > 0
 
-        assert total(found, "vigil_decisions_total", outcome="acted") == len(acted)
-        assert total(found, "vigil_decisions_total", outcome="suppressed") == sum(
-            d["count"] for d in suppressed
-        )
+        suppressed_count = sum(d["count"] for d in suppressed)
+        assert total(found, "vigil_decisions_total", outcome="acted") == len(by_policy)
+        assert total(found, "vigil_decisions_total", outcome="suppressed") == suppressed_count
+        assert total(found, "vigil_decisions_total") == len(by_policy) + suppressed_count
+        violations = total(found, "vigil_policy_violations_total")
+        assert violations >= len(by_policy) + suppressed_count
         server_errors = sum(
             value
             for (metric, labels), value in found.items()

@@ -3,6 +3,7 @@ the fleet API of another Vigil process."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,3 +167,19 @@ async def test_an_unreachable_api_is_a_retryable_failure() -> None:
     with pytest.raises(PluginFailed) as failed:
         await SimulatorPlugin().run(call("scale-up", "web", url="http://127.0.0.1:9"))
     assert failed.value.retryable is True
+
+
+async def test_the_api_url_and_key_come_from_dot_env_too(
+    app: FastAPI,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.delenv("VIGIL_API_URL", raising=False)
+    monkeypatch.delenv("VIGIL_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("VIGIL_API_URL=http://vigil.test\n")
+    plugin = SimulatorPlugin(transport=httpx.ASGITransport(app=app))
+    result = await plugin.run(call("scale-up", "api"))
+    assert result.details["via"] == "http://vigil.test"
+    assert container.fleet.services["api"].replicas == 3

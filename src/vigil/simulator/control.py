@@ -81,6 +81,9 @@ class SimulatorControl:
             base_url=self.base_url,
             transport=self.transport,
             headers={"x-api-key": self._api_key, "user-agent": "vigil-simulator"},
+            # Loopback only, carrying the internal key: never through a proxy from the
+            # environment (HTTP_PROXY), which would see the key and break every request.
+            trust_env=False,
         )
         self.fleet = fleet
         self.config = config
@@ -107,16 +110,18 @@ class SimulatorControl:
             self.stopped_at = self._clock.now()
             log.info("simulator.ended", reason=self.stop_reason, **self.counts.as_dict())
 
-    async def stop(self, reason: str = "stopped") -> dict[str, Any]:
-        """Stop the run (a no-op when none runs); its final status."""
+    async def stop(self, reason: str = "stopped") -> tuple[bool, dict[str, Any]]:
+        """Stop the run: whether this call stopped one (of several at once, only one did),
+        and the final status."""
         async with self._lock:
             task = self._task
-            if task is not None and not task.done():
+            stopped = task is not None and not task.done()
+            if task is not None and stopped:
                 self.stop_reason = reason
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            return self.status()
+            return stopped, self.status()
 
     async def close(self) -> None:
         await self.stop("shutdown")

@@ -39,9 +39,10 @@ class DriveResult:
     fleet: Fleet
 
 
-async def _follow(client: httpx.AsyncClient, fleet: Fleet) -> bool:
+async def _follow(client: httpx.AsyncClient, fleet: Fleet, key: str | None) -> bool:
     """Adopt Vigil's fleet; False when its fleet API cannot be read."""
-    response = await client.get(FLEET_PATH)
+    headers = {"x-api-key": key} if key else None
+    response = await client.get(FLEET_PATH, headers=headers)
     if response.status_code != 200:
         return False
     fleet.adopt(response.json())
@@ -53,13 +54,17 @@ async def drive(
     config: RunConfig,
     *,
     api_key: str | None = None,
+    follow_key: str | None = None,
     follow: bool = True,
     console: Console | None = None,
     live: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> DriveResult:
     """Run ``config`` against the Vigil at ``url`` until its duration ends (or the task is
-    cancelled, e.g. by Ctrl-C); raise :class:`DriveError` if Vigil cannot be reached."""
+    cancelled, e.g. by Ctrl-C); raise :class:`DriveError` if Vigil cannot be reached.
+
+    ``api_key`` sends the metrics (an agent's or an admin's, when access control is on);
+    ``follow_key`` (default: ``api_key``) reads the fleet (a viewer's or better)."""
     console = console or Console(stderr=True)
     headers = {"user-agent": "vigil-simulate"}
     if api_key:
@@ -76,15 +81,17 @@ async def drive(
             raise DriveError(
                 f"Vigil at {url} is not healthy: /health answered {health.status_code}"
             )
-        following = follow and await _follow(client, fleet)
+        reader = follow_key or api_key
+        following = follow and await _follow(client, fleet, reader)
         if follow and not following:
             console.print(
-                "[yellow]note:[/] Vigil's fleet API is not readable (simulator disabled, or the "
-                "key is not a viewer's); the fleet will not follow Vigil's remediations"
+                "[yellow]note:[/] Vigil's fleet API is not readable (the simulator is off, or "
+                "the key cannot read: pass a viewer's as --follow-key); the load will not "
+                "follow Vigil's remediations"
             )
 
         async def sync() -> None:
-            await _follow(client, fleet)
+            await _follow(client, fleet, reader)
 
         sender = Sender(fleet, config, client, sync=sync if following else None)
         started = time.monotonic()

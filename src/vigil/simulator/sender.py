@@ -205,6 +205,8 @@ class Sender:
                         task.add_done_callback(self._in_flight.discard)
                 next_step += max(len(samples), 1) / self.config.rate
                 delay = next_step - time.monotonic()
+                if self.config.duration_seconds is not None:  # a slow rate still ends on time
+                    delay = min(delay, started + self.config.duration_seconds - time.monotonic())
                 if delay > 0:
                     await asyncio.sleep(delay)
                 else:

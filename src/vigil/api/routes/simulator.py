@@ -154,7 +154,7 @@ class StartIn(BaseModel):
 
     scenario: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] = "default"
     """A label for the run, shown in its status."""
-    rate: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    rate: Annotated[float, Field(ge=0.1, le=10_000)] = 20.0
     """Samples per second."""
     mode: Literal["steady", "burst", "ramp", "chaos"] = "steady"
     targets: Annotated[list[Literal["web", "api", "db"]], Field(max_length=len(SERVICES))] = []
@@ -247,9 +247,8 @@ async def start(
 async def stop(container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
     """Stop the run (nothing to stop is not an error: the status says so)."""
     _enabled(container)
-    was_running = container.simulator.running
-    status = await container.simulator.stop()
-    if was_running:
+    stopped, status = await container.simulator.stop()
+    if stopped:
         async with container.database.write() as conn:
             await append_audit(
                 conn,

@@ -14,8 +14,9 @@ hosts (``web-01``, which means its service).
 Where the fleet is: in the ``vigil serve`` process that also runs the worker (the embedded
 default), the plugin acts on that process's fleet directly. Anywhere else (a separate
 ``vigil worker`` or ``vigil remediator``), or when ``url`` is given, it calls the fleet API
-of API.md at ``url`` (else ``VIGIL_API_URL``), with the key ``api_key`` (else
-``VIGIL_API_KEY``) when access control is on.
+of API.md at ``url`` (else the setting ``VIGIL_API_URL``), with the key ``api_key`` (else
+``VIGIL_API_KEY``) when access control is on; both settings are read as every setting is,
+from the environment or ``.env``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.settings import Settings
 from vigil.simulator.fleet import MAX_REPLICAS, Fleet
 
 OPTIONS = frozenset({"operation", "service", "replicas", "url", "api_key"})
@@ -113,14 +115,15 @@ class SimulatorPlugin:
         url = call.options.get("url")
         if url is None and self._local is not None:
             return self._run_local(self._local(), operation, service, count)
-        url = url or os.environ.get("VIGIL_API_URL")
+        default_url, default_key = _client_settings()
+        url = url or default_url
         if not url:
             raise PluginFailed(
                 "simulator: no fleet in this process; set the `url` option or VIGIL_API_URL "
                 "to the Vigil API that runs the simulator",
                 retryable=False,
             )
-        key = call.options.get("api_key") or os.environ.get("VIGIL_API_KEY")
+        key = call.options.get("api_key") or default_key
         return await self._run_remote(url, key, operation, service, count, call.timeout)
 
     def _run_local(self, fleet: Fleet, operation: str, target: str, count: int) -> PluginResult:
@@ -184,6 +187,17 @@ class SimulatorPlugin:
             f"scaled simulated service {service} from {before} to {after} replicas",
             {"service": service, "replicas_before": before, "replicas": after, "via": base},
         )
+
+
+def _client_settings() -> tuple[str | None, str | None]:
+    """``VIGIL_API_URL`` and ``VIGIL_API_KEY``, from the environment or ``.env`` as every
+    setting is read (straight from the environment if the settings do not load)."""
+    try:
+        settings = Settings()
+    except ValueError:  # pydantic's ValidationError: the process's own start-up says more
+        return os.environ.get("VIGIL_API_URL") or None, os.environ.get("VIGIL_API_KEY") or None
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return settings.api_url, key
 
 
 def _service_of(services: dict[str, Any], target: str) -> str:
