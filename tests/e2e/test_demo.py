@@ -4,13 +4,14 @@ through the API and /metrics of the server it leaves running (``--keep``)."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,11 +112,35 @@ def check_story(api: httpx.Client) -> None:
     assert status["server_errors"] == 0
 
 
-def test_the_demo_fails_clearly_when_vigil_cannot_start() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+def test_the_demo_refuses_a_taken_port_and_touches_nothing_there() -> None:
+    """Another server on the port would answer /health for the demo's own: the demo must
+    not drive it."""
+    seen: list[str] = []
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"GET {self.path}")
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "healthy"}')
+
+        def do_POST(self) -> None:
+            seen.append(f"POST {self.path}")
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = other.server_address[1]
         done = demo("--fast", "--port", str(port), timeout=60)
+    finally:
+        other.shutdown()
+        other.server_close()
     assert done.returncode == 1
-    assert "vigil serve exited with" in done.stdout
+    assert f"port {port} is in use" in done.stdout
+    assert seen == []
