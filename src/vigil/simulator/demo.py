@@ -4,7 +4,8 @@ timing, on the embedded defaults in a temporary directory.
 It starts ``vigil serve`` (SQLite, in-process queue, worker and remediator) with one policy,
 ``high-cpu-alert`` (CPU above 90% for 10 s → ``scale-up`` by 2 replicas, verified within a
 minute), and a remediations file that sends scale actions to the ``simulator`` plugin. It
-starts the server's simulator in ``burst`` mode and then only watches, through the API and
+starts the server's simulator at normal load and, once it has seen that for a few seconds,
+raises the web tier's load (a ``burst`` run); otherwise it only watches, through the API and
 ``/metrics``, printing each step as it happens:
 
 1. the web tier runs at normal load;  2. load rises and CPU passes 90%;
