@@ -17,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.sql.schema import Table
+from starlette.types import Message
 
+from tests.api.support import table_counts
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
@@ -1136,3 +1139,49 @@ async def test_timestamps_too_far_in_the_future_are_refused(
 
     at_limit = {"name": "mem", "value": 1, "target": "a", "timestamp": limit.isoformat()}
     assert (await client.post("/api/v1/ingest", json=at_limit)).status_code == 201
+
+
+async def test_a_client_that_gives_up_mid_body_is_499_not_an_error(
+    app: FastAPI, client: httpx.AsyncClient, container: Container
+) -> None:
+    """An agent that times out while sending its batch: nothing to answer, nothing stored,
+    counted as 499 (client closed request), never as a 5xx."""
+    before = (await table_counts(container))["metrics"]
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"metrics": [{"name": "cpu', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/ingest/batch",
+        "raw_path": b"/api/v1/ingest/batch",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("vigil.test", 80),
+    }
+    await app(scope, receive, send)  # no exception escapes
+
+    assert not any(m["type"] == "http.response.start" for m in sent)
+    assert (await table_counts(container))["metrics"] == before
+    text = (await client.get("/metrics")).text
+    assert (
+        'vigil_http_requests_total{method="POST",route="/api/v1/ingest/batch",status="499"} 1.0'
+        in text
+    )
+    assert 'status="500"' not in text

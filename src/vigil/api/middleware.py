@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,8 +18,13 @@ from vigil.access.keys import KeyGuard
 from vigil.access.roles import OPEN, READ, Role, permission_of
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
-from vigil.observability.logging import bound
+from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
+
+log = get_logger(__name__)
+
+CLIENT_CLOSED = 499
+"""The status counted for a request whose client disconnected before it could be answered."""
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 """A request id a client may choose: short, and safe to write in a log line."""
@@ -70,6 +76,12 @@ class RequestId:
         try:
             with bound(request_id=request_id):
                 await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # The client went away before its body arrived (it gave up): there is no one to
+            # answer and nothing went wrong here. Counted as 499 ("client closed request",
+            # as nginx says), never as a 5xx or an error line that would page someone.
+            status = CLIENT_CLOSED
+            log.info("http.client_disconnected", method=scope["method"], path=scope["path"])
         finally:
             if self.metrics is not None:
                 self._count(scope, status, time.perf_counter() - started)
