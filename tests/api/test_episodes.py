@@ -830,11 +830,20 @@ async def test_an_escalation_held_back_by_the_pause_runs_once_it_is_lifted(
     assert detail["verification"] is None  # decided once the escalation can happen
     [held] = await decisions(client, outcome="suppressed")
     assert (held["reason"], held["count"]) == ("paused", 2)
+    # The counters say the same: no verdict yet, two held-back escalation decisions.
+    registry = container.metrics.registry
+    verdicts = {"result": "failed"}
+    assert registry.get_sample_value("vigil_verifications_total", verdicts) is None
+    paused = {"outcome": "suppressed", "reason": "paused"}
+    assert registry.get_sample_value("vigil_decisions_total", paused) == 2
 
     await client.post("/api/v1/automation/resume", json={})
     await container.runner.run_once()
     detail = (await client.get(f"/api/v1/actions/{action['action_id']}")).json()
     assert detail["verification"]["result"] == "failed"
+    assert registry.get_sample_value("vigil_verifications_total", verdicts) == 1
+    acted = {"outcome": "acted", "reason": ""}
+    assert registry.get_sample_value("vigil_decisions_total", acted) == 2  # first, escalation
     pair = await target_state(client, "web-01")
     escalation = (await client.get(f"/api/v1/actions/{pair['action_id']}")).json()
     assert escalation["action"] == "restart-service"

@@ -45,10 +45,10 @@ class Verified:
     """The escalation action created, if any."""
     suppressed: Suppressed | None = None
     """Why the escalation was held back, if it was."""
-    exhausted: bool = False
-    """The escalation list is used up: the episode is marked escalated."""
-    policy: str = ""
-    target: str = ""
+    decided: bool = False
+    """An escalation was decided (created or held back): a decision, counted as ingest's are."""
+    held: bool = False
+    """Held back by something that ends: no verdict is recorded yet (it is at a later pass)."""
 
 
 async def verify(
@@ -112,7 +112,7 @@ async def verify(
             result = "failed"
         else:
             continue  # not yet: the window is still open
-        outcome = Verified(row.id, result, policy=policy.name, target=row.target)
+        outcome = Verified(row.id, result)
         still_firing = (
             episode is not None
             and episode.phase.episode == row.episode
@@ -133,7 +133,7 @@ async def verify(
             if outcome.suppressed is not None and outcome.suppressed not in STICKY:
                 # Held back by something that ends (a silence, the pause, an open action,
                 # the blast radius): try again next pass; the verdict is recorded then.
-                found.append(outcome)
+                found.append(replace(outcome, held=True))
                 continue
         if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
             found.append(outcome)
@@ -232,7 +232,7 @@ async def _escalate(
             " nothing is left to try",
             details={"episode": episode.phase.episode, "tried": [policy.action, *policy.escalate]},
         )
-        return replace(outcome, exhausted=True)
+        return outcome
     action = policy.escalate[step]
     target = episode.target
     opened = await pair_states(conn, pairs=[(policy_key(policy.name), target)])
@@ -272,7 +272,7 @@ async def _escalate(
     if record is None and reason is not None and episode.reason == reason.value:
         if episode.decision_id is not None:
             await episodes.count_again(conn, ids=[episode.decision_id], now=now)
-        return replace(outcome, suppressed=reason)
+        return replace(outcome, suppressed=reason, decided=True)
     [decision_id] = await episodes.add_decisions(
         conn,
         items=[
@@ -299,4 +299,4 @@ async def _escalate(
         assert reason is not None
         episode.reason = reason.value
     await episodes.save(conn, episodes=[episode], now=now)
-    return replace(outcome, escalation=record, suppressed=reason)
+    return replace(outcome, escalation=record, suppressed=reason, decided=True)

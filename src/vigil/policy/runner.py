@@ -26,6 +26,7 @@ from vigil.actions.verification import Verified, verify
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import Unavailable
+from vigil.guard.reasons import outcome_of
 from vigil.guard.silences import silencing
 from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
 from vigil.observability.audit import Actor
@@ -159,9 +160,16 @@ class PolicyRunner:
                 break
         async with self._db.write() as conn:
             verified = await self._verify(conn, index.policies, now)
-        self.last_verified = len(verified)
-        for outcome in verified:
+        verdicts = [v for v in verified if not v.held]
+        self.last_verified = len(verdicts)
+        for outcome in verdicts:
             self._metrics.verifications_total.labels(result=outcome.result).inc()
+        for outcome in verified:
+            if outcome.decided:  # escalations are decisions too, counted as ingest's are
+                self._metrics.decisions_total.labels(
+                    outcome=outcome_of(outcome.suppressed),
+                    reason="" if outcome.suppressed is None else outcome.suppressed.value,
+                ).inc()
         escalations = [v.escalation for v in verified if v.escalation is not None]
         for record in escalations:
             self._metrics.actions_total.labels(
