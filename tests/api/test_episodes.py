@@ -8,12 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tests.api.support import audit_rows, table_counts
 from vigil.actions.status import Status
 from vigil.actions.store import transition
 from vigil.clock import FakeClock
 from vigil.container import Container
+from vigil.db.tables import policy_states
 from vigil.observability.audit import Actor
 
 FOR_CPU: dict[str, Any] = {
@@ -864,3 +866,26 @@ async def test_a_resolved_episode_is_never_escalated(
     assert detail["verification"]["result"] == "failed"
     assert (await client.get("/api/v1/actions")).json()["total"] == 1  # no escalation
     assert await notifications(client, "escalation_exhausted") == []
+
+
+async def test_a_repeated_suppression_counts_without_rewriting_the_pair(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    """While an episode keeps being held back for the same reason, each sample counts on
+    its decision row; the pair's state row is not written again (ingest's hot path)."""
+    await create(client, auto_remediate=False)
+    await send(client, 95)
+
+    async def pair_updated_at() -> datetime:
+        async with container.database.read() as conn:
+            row = (await conn.execute(select(policy_states.c.updated_at))).one()
+        updated: datetime = row.updated_at
+        return updated
+
+    first = await pair_updated_at()
+    for _ in range(3):
+        clock.advance(5)
+        await send(client, 96)
+    [row] = await decisions(client)
+    assert (row["outcome"], row["count"]) == ("recorded", 4)
+    assert await pair_updated_at() == first

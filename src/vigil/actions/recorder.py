@@ -127,7 +127,7 @@ async def record_observations(
     results: list[Decision | None] = []
     attempts: list[_Attempt] = []
     deciding: dict[Pair, _Attempt] = {}
-    book = _Book()
+    book = _Book(dirty)
 
     for observation in observations:
         pair = (observation.policy.name, observation.target)
@@ -183,7 +183,6 @@ async def record_observations(
             deciding[pair] = attempt
             results.append(None)
             continue
-        dirty.add(pair)
         results.append(book.suppressed(violation, episode, reason))
 
     if attempts:
@@ -192,7 +191,6 @@ async def record_observations(
         created = await _create(conn, [a for a in attempts if a.reason is None], now, actor)
         for attempt in attempts:
             violation, episode = attempt.violation, attempt.episode
-            dirty.add(episode.pair)
             action = created.get(attempt.index) if attempt.reason is None else None
             if attempt.reason is None and action is None:
                 attempt.reason = Suppressed.ALREADY_OPEN  # lost a race with another process
@@ -216,9 +214,12 @@ async def record_observations(
 
 class _Book:
     """The decision rows to write: new ones (a pair's repeated suppression within this
-    call counts on its new row) and repeats of rows already stored."""
+    call counts on its new row) and repeats of rows already stored. A new row changes its
+    episode (its reason and decision), which then goes into ``dirty`` to be saved; a repeat
+    changes nothing there, so a pair that keeps violating is not rewritten each sample."""
 
-    def __init__(self) -> None:
+    def __init__(self, dirty: set[Pair]) -> None:
+        self.dirty = dirty
         self.fresh: list[tuple[Episode, NewDecision]] = []
         self._open: dict[tuple[Pair, int], int] = {}
         self.repeats: list[int] = []
@@ -233,12 +234,14 @@ class _Book:
                 self.repeats.append(episode.decision_id)
                 return Decision(violation, reason, None)
         episode.reason = reason.value
+        self.dirty.add(episode.pair)
         self._open[key] = len(self.fresh)
         self.fresh.append((episode, _row(violation, episode, reason, None)))
         return Decision(violation, reason, None)
 
     def acted(self, violation: Violation, episode: Episode, action: dict[str, Any]) -> None:
         self._open.pop((episode.pair, episode.phase.episode), None)
+        self.dirty.add(episode.pair)
         self.fresh.append((episode, _row(violation, episode, None, int(action["id"]))))
 
     async def write(self, conn: AsyncConnection, now: datetime) -> None:

@@ -27,6 +27,7 @@ from vigil.actions.recorder import (
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.errors import Unavailable
+from vigil.guard.reasons import outcome_of
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
@@ -188,12 +189,14 @@ class IngestPipeline:
             if result.decisions:
                 with bound(request_id=request.actor.request_id):
                     for d in result.decisions:
+                        if d.episode_action_id is not None:
+                            continue  # the episode acted already: nothing was decided
                         log.info(
                             "decision.made",
                             policy=d.violation.policy.name,
                             target=d.violation.target,
                             value=d.violation.value,
-                            outcome="acted" if d.action is not None else "suppressed",
+                            outcome=outcome_of(d.suppressed),
                             reason=d.suppressed.value if d.suppressed is not None else None,
                             action_id=d.action["id"] if d.action is not None else None,
                         )
