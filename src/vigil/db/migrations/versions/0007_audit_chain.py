@@ -1,6 +1,9 @@
 """Hash-chain the audit trail: each row links to the one before it.
 
-Rows written before this migration are chained in id order from the genesis hash.
+Rows written before this migration are chained in id order from the genesis hash. The
+audit table is described here as it is at this revision (not imported from the live
+schema, which may gain columns later); the hash is the live one on purpose: it is the
+chain's format, which ``vigil audit verify`` checks for every row, old or new.
 
 Revision ID: 0007
 Revises: 0006
@@ -12,13 +15,27 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from vigil.db.tables import audit
+from vigil.db.types import BigId, Json, UtcDateTime
 from vigil.observability.audit import GENESIS, row_hash
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+
+audit = sa.table(
+    "audit",
+    sa.column("id", BigId),
+    sa.column("at", UtcDateTime),
+    sa.column("actor", sa.String),
+    sa.column("kind", sa.String),
+    sa.column("subject", sa.String),
+    sa.column("before", Json),
+    sa.column("after", Json),
+    sa.column("request_id", sa.String),
+    sa.column("prev_hash", sa.String),
+    sa.column("hash", sa.String),
+)
 
 
 def upgrade() -> None:
@@ -36,7 +53,19 @@ def upgrade() -> None:
     last = 0
     while True:
         rows = bind.execute(
-            sa.select(audit).where(audit.c.id > last).order_by(audit.c.id).limit(1000)
+            sa.select(
+                audit.c.id,
+                audit.c.at,
+                audit.c.actor,
+                audit.c.kind,
+                audit.c.subject,
+                audit.c.before,
+                audit.c.after,
+                audit.c.request_id,
+            )
+            .where(audit.c.id > last)
+            .order_by(audit.c.id)
+            .limit(1000)
         ).all()
         for row in rows:
             digest = row_hash(
