@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from vigil.actions.status import Status
+from vigil.actions.status import OPEN, Status
 from vigil.actions.store import (
     create_action,
     create_actions,
@@ -20,7 +20,7 @@ from vigil.actions.store import (
     transition,
 )
 from vigil.db.engine import Database, create_engine
-from vigil.db.tables import action_history, actions, audit
+from vigil.db.tables import OPEN_STATUSES, action_history, actions, audit
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound
 from vigil.observability.audit import Actor
 from vigil.settings import Settings
@@ -366,3 +366,36 @@ async def test_a_clash_creates_none_of_the_group_and_leaves_the_transaction_usab
         targets = (await conn.execute(select(actions.c.target))).scalars().all()
     assert sorted(targets) == ["a", "b"]
     assert alone["target"] == "a"
+
+
+async def test_the_database_refuses_a_second_action_while_one_awaits_approval(
+    database: Database,
+) -> None:
+    """Invariant 2 for the newest open status: the unique index itself (not a check in the
+    recorder) refuses another action for the same key and target."""
+
+    async def create(status: Status) -> dict[str, Any]:
+        return await create_action(
+            conn,
+            now=NOW,
+            actor=Actor("tester"),
+            dedup_key="policy:cpu-hot",
+            policy_name="cpu-hot",
+            target="web-01",
+            action="scale-up",
+            params={},
+            reason="violated",
+            status=status,
+            approval_expires_at=NOW + timedelta(hours=1),
+        )
+
+    async with database.write() as conn:
+        await create(Status.AWAITING_APPROVAL)
+        with pytest.raises(ActionAlreadyOpen):
+            await create(Status.PENDING)
+        with pytest.raises(ActionAlreadyOpen):
+            await create(Status.AWAITING_APPROVAL)
+
+
+def test_the_unique_index_covers_every_open_status() -> None:
+    assert set(OPEN_STATUSES) == {s.value for s in OPEN}

@@ -30,6 +30,7 @@ metadata = MetaData(
 
 OPEN_STATUSES = ("pending", "running", "awaiting_approval")
 """Statuses of an action that is still open; the partial unique index below keys on them."""
+_OPEN = "status IN (" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
 
 metrics = Table(
     "metrics",
@@ -131,8 +132,8 @@ actions = Table(
         "dedup_key",
         "target",
         unique=True,
-        sqlite_where=text("status IN ('pending', 'running', 'awaiting_approval')"),
-        postgresql_where=text("status IN ('pending', 'running', 'awaiting_approval')"),
+        sqlite_where=text(_OPEN),
+        postgresql_where=text(_OPEN),
     ),
     Index("ix_actions_dedup_key_target_completed_at", "dedup_key", "target", "completed_at"),
     Index("ix_actions_status", "status"),
