@@ -21,8 +21,7 @@ from vigil.db.engine import Database
 from vigil.db.migrate import startup_lock
 from vigil.db.tables import metrics as stored_samples
 from vigil.errors import InvalidInput, PolicyInvalid
-from vigil.guard.decide import PairState, decide
-from vigil.guard.reasons import Suppressed
+from vigil.guard.decide import PairState, decide, limit_reason
 from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor, append_audit
 from vigil.observability.metrics import VigilMetrics
@@ -367,13 +366,12 @@ class PolicyService:
             )
             breaker = breakers.get(p.name)
             if reason is None and breaker is not None:
-                if breaker["open"]:
-                    reason = Suppressed.CIRCUIT_OPEN
-                elif (
-                    p.max_concurrent_targets is not None
-                    and breaker["open_targets"] >= p.max_concurrent_targets
-                ):
-                    reason = Suppressed.MAX_CONCURRENT_TARGETS
+                reason = limit_reason(
+                    max_actions_per_hour=p.max_actions_per_hour,
+                    actions_last_hour=breaker["actions_last_hour"],
+                    max_concurrent_targets=p.max_concurrent_targets,
+                    open_targets=breaker["open_targets"],
+                )
             triggered.append(
                 {
                     "action_id": None,
