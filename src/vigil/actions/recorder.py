@@ -30,7 +30,7 @@ from vigil.actions.store import create_action, create_actions, pair_states, poli
 from vigil.db.tables import actions, policy_guards
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide, limit_reason
-from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.guard.reasons import STICKY, Suppressed, outcome_of
 from vigil.guard.silences import silencing
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
@@ -40,9 +40,6 @@ from vigil.policy.evaluator import Violation
 from vigil.policy.history import Verdict
 from vigil.policy.models import PolicySpec
 from vigil.policy.state import Change, Phase, step
-
-STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
-"""Suppressions that hold for the rest of their episode."""
 
 HOUR = timedelta(hours=1)
 

@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
 from vigil.actions.episodes import Episode, NewDecision
-from vigil.actions.recorder import STICKY, approval_waiting, lock_guards, restrict
+from vigil.actions.recorder import approval_waiting, lock_guards, restrict
 from vigil.actions.status import Status
 from vigil.actions.store import create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide
-from vigil.guard.reasons import Suppressed, outcome_of
+from vigil.guard.reasons import STICKY, Suppressed, outcome_of
 from vigil.ingest.store import lock_targets
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification

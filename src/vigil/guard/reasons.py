@@ -25,6 +25,10 @@ class Suppressed(StrEnum):
     DISABLED = "disabled"
 
 
+STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
+"""Suppressions that hold for the rest of their episode (the others are tried again)."""
+
+
 def outcome_of(reason: Suppressed | None) -> str:
     """A decision's outcome: ``acted`` (no reason), ``shadow``, ``recorded`` (a policy that
     does not remediate) or ``suppressed``."""

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vigil.guard.decide import PairState, decide, limit_reason
-from vigil.guard.reasons import Suppressed, outcome_of
-from vigil.policy.conditions import compile_condition, is_instant, metrics_of
+from vigil.guard.reasons import STICKY, Suppressed, outcome_of
+from vigil.policy.conditions import compile_condition, first_value, is_instant
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
@@ -33,7 +33,6 @@ Sample = tuple[datetime, str, str, float, Mapping[str, str]]
 Silenced = Callable[[str, str, Mapping[str, str], datetime], bool]
 """Whether a silence held back (policy, target, tags) at a moment."""
 
-STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
 HOUR = timedelta(hours=1)
 
 
@@ -160,7 +159,7 @@ def backtest(
             cleared = (
                 judge(policy.clear, view, now) if policy.clear is not None and firing else None
             )
-            observe(target, pair, verdict, cleared, now, _first_value(policy, pair))
+            observe(target, pair, verdict, cleared, now, first_value(policy.condition, pair.values))
 
     # Passes of the simulated runner, when the policy needs any (an instant policy whose
     # clear, if any, is instant too is judged at its samples alone).
@@ -224,13 +223,6 @@ def _last(decisions: list[dict[str, Any]], target: str) -> int:
         if decisions[i]["target"] == target:
             return i
     raise LookupError(target)
-
-
-def _first_value(policy: PolicySpec, pair: _Pair) -> float | None:
-    for metric in sorted(metrics_of(policy.condition)):
-        if metric in pair.values:
-            return pair.values[metric]
-    return None
 
 
 def _summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:

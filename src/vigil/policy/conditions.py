@@ -46,6 +46,15 @@ def metrics_of(condition: Condition) -> frozenset[str]:
     return frozenset((condition.metric,))
 
 
+def first_value(condition: Condition, values: Mapping[str, float]) -> float | None:
+    """The value a violation reports: that of the first metric (by name) the condition
+    reads that ``values`` holds."""
+    for metric in sorted(metrics_of(condition)):
+        if metric in values:
+            return values[metric]
+    return None
+
+
 def history_parts(condition: Condition, path: str = "condition") -> list[str]:
     """Where ``condition`` needs stored samples rather than the latest values (``for``,
     ``window``, ``rate``, ``absent``), each as ``"<path>: <why>"``; empty for an instant one."""

@@ -20,7 +20,7 @@ from vigil.actions import episodes
 from vigil.actions.episodes import Episode
 from vigil.actions.recorder import Observation, Pending, Settled
 from vigil.db.tables import metric_latest, metrics
-from vigil.policy.conditions import metrics_of
+from vigil.policy.conditions import first_value, metrics_of
 from vigil.policy.evaluator import PolicyIndex, Violation
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
@@ -111,10 +111,10 @@ def _observe(
             return Settled(policy, target, episode.phase.episode if episode else None)
         if verdict is Verdict.TRUE:
             # Still firing: an attempt a silence or the pause held back may act now.
-            return Violation(policy, target, _value(policy, view), view.tags)
+            return Violation(policy, target, first_value(policy.condition, view.values), view.tags)
         return None
     if verdict is Verdict.TRUE:
-        return Violation(policy, target, _value(policy, view), view.tags)
+        return Violation(policy, target, first_value(policy.condition, view.values), view.tags)
     if verdict is Verdict.PENDING:
         return Pending(policy, target) if phase is not Phase.PENDING else None
     return Settled(policy, target) if phase is Phase.PENDING else None
@@ -130,13 +130,6 @@ def _resolves(
     if verdict is None:
         verdict = judge(policy.condition, view, now)
     return verdict is Verdict.FALSE
-
-
-def _value(policy: PolicySpec, view: TargetView) -> float | None:
-    for metric in sorted(metrics_of(policy.condition)):
-        if metric in view.values:
-            return view.values[metric]
-    return None
 
 
 def _view(
