@@ -28,8 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 
 # The bare endpoint's body model, imported here: FastAPI resolves its annotation in this module.
 from vigil.ingest.schemas import MetricIn
+from vigil.local import Server, clean_env, free_port, running
 
 RATIO_TARGET = 0.40
 BATCH_TARGET = 50_000.0
@@ -304,21 +303,6 @@ def batch_body(
 # --- processes ------------------------------------------------------------------------------
 
 
-def base_env() -> dict[str, str]:
-    """This process's environment without any Vigil setting (``VIGIL_*``, ``DATABASE_URL``,
-    ``REDIS_URL``): each server gets exactly the settings the bench gives it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
     """(status, decoded JSON body) of one request; bench traffic only goes to 127.0.0.1."""
     assert url.startswith("http://127.0.0.1:"), url
@@ -331,72 +315,6 @@ def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tupl
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def stop(server: Server) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
-    process = server.process
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def running(
-    name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path, timeout: float
-) -> Iterator[Server]:
-    """Start a server, wait until ``/health`` answers, and stop it on the way out."""
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(name, process, port, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
-            with contextlib.suppress(OSError):
-                if http("GET", f"{server.url}/health", timeout=1.0)[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not answer within {timeout}s:\n{server.log_tail()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        stop(server)
 
 
 # --- wrk ------------------------------------------------------------------------------------
@@ -586,7 +504,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         "tags": {"host": host_names[0], "region": "us-east-1"},
     }
 
-    clean_env = base_env()
+    base = clean_env()
     python = sys.executable
     here = Path(__file__).resolve()
     conns = args.connections
@@ -603,7 +521,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     bare_port = free_port()
     port = free_port()
     env = {
-        **clean_env,
+        **base,
         "DATABASE_URL": f"sqlite:///{workdir / 'vigil.db'}",
         "VIGIL_PORT": str(port),
         "VIGIL_HOST": "127.0.0.1",
@@ -614,7 +532,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         running(
             "bare",
             [python, str(here), "--serve-bare", str(bare_port)],
-            clean_env,
+            base,
             bare_port,
             workdir,
             timeout,

@@ -69,6 +69,7 @@ from typing import Any
 # bench/ingest.py's process helpers (this directory is on sys.path when run as a script).
 from ingest import Server, free_port, running
 from ingest import http as request_json
+from vigil.local import clean_env
 
 METRIC = "bench_pressure"
 THRESHOLD = 90.0
@@ -485,9 +486,7 @@ class Bench:
     cleanups: list[str] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
+        env = clean_env()
         env.update(
             {
                 "VIGIL_HOST": "127.0.0.1",

@@ -43,7 +43,6 @@ from ingest import (
     Load,
     Server,
     WrkResult,
-    base_env,
     batch_body,
     batch_lua,
     check_single,
@@ -57,6 +56,7 @@ from ingest import (
     running,
     single_lua,
 )
+from vigil.local import clean_env
 
 RATIO_TARGET = 0.80
 PER_NAME = 10
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         "tags": {"host": host_names[0], "region": "eu-west-1", "env": "prod"},
     }
 
-    clean_env = base_env()
+    base = clean_env()
     started_at = time.monotonic()
     load_before = os.getloadavg()[0]
     print(
@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     def start(stack: contextlib.ExitStack, name: str) -> Started:
         port = free_port()
         env = {
-            **clean_env,
+            **base,
             "DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
             "VIGIL_PORT": str(port),
             "VIGIL_HOST": "127.0.0.1",

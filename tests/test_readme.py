@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import clean_env, free_port, running_vigil
+from tests.helpers import running_vigil
+from vigil.local import clean_env, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)

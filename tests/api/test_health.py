@@ -11,9 +11,9 @@ from asgi_lifespan import LifespanManager
 
 import vigil
 from tests import services
-from tests.helpers import free_port
 from vigil.api.app import create_app
 from vigil.container import build_container
+from vigil.local import free_port
 from vigil.settings import Settings
 
 

@@ -20,7 +20,7 @@ from typing import IO, TypeVar
 
 import httpx
 
-from tests.helpers import clean_env, free_port
+from vigil.local import clean_env, free_port
 
 T = TypeVar("T")
 

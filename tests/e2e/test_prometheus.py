@@ -22,8 +22,8 @@ import yaml
 
 from tests.e2e.procs import LOG_TAIL_LINES, START_TIMEOUT, STOP_TIMEOUT, Processes, wait_for
 from tests.e2e.vigil_api import ACTION, Api
-from tests.helpers import free_port
 from tests.services import need_prometheus
+from vigil.local import free_port
 
 JOB = "vigil-api"
 POLICY = {

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import clean_env
+from vigil.local import clean_env
 
 
 def run_vigil(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

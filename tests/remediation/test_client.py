@@ -12,9 +12,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import free_port
 from tests.remediation.test_service import FakeRun
 from vigil.clock import FakeClock
+from vigil.local import free_port
 from vigil.remediation.app import create_remediator_app
 from vigil.remediation.client import RemoteExecutor
 from vigil.remediation.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER

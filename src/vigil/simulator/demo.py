@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +34,17 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
+
+from vigil.local import (
+    Server,
+    ServerFailed,
+    clean_env,
+    free_port,
+    port_free,
+    start,
+    stop,
+    wait_healthy,
+)
 
 POLICY = "high-cpu-alert"
 SERVICE = "web"
@@ -112,32 +120,8 @@ remediations:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port`` (so the server there will be ours)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without Vigil's settings: the demo runs on the embedded defaults."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    for name in ("DATABASE_URL", "REDIS_URL"):
-        env.pop(name, None)
-    return env
 
 
 class DemoFailed(Exception):
@@ -195,7 +179,7 @@ class Demo:
         self.console = console or (Console() if sys.stdout.isatty() else Console(width=120))
         self.url = f"http://127.0.0.1:{self.port}"
         self.story = Story()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server: Server | None = None
         self.workdir: Path | None = None
 
     # --- the timeline -------------------------------------------------------------------
@@ -231,11 +215,12 @@ class Demo:
                 self._summary(client)
             if ok and self.keep:
                 kept = True
-                assert self.process is not None
+                assert self.server is not None
+                pid = self.server.process.pid
                 self.console.print(f"Vigil is running at {self.url}")
                 self.console.print(
-                    f"(pid {self.process.pid}, data and log in {self.workdir}; the simulator "
-                    f"keeps sending; stop it with: kill {self.process.pid})",
+                    f"(pid {pid}, data and log in {self.workdir}; the simulator "
+                    f"keeps sending; stop it with: kill {pid})",
                     style="dim",
                     highlight=False,
                 )
@@ -245,7 +230,8 @@ class Demo:
             return 1
         finally:
             if not kept:
-                self._stop_server()
+                if self.server is not None:
+                    stop(self.server)
                 if self.workdir is not None:
                     shutil.rmtree(self.workdir, ignore_errors=True)
             for signum, handler in previous.items():
@@ -267,56 +253,18 @@ class Demo:
             "VIGIL_ACCESS_LOG": "false",
             "VIGIL_LOG_LEVEL": "warning",
         }
-        log = (self.workdir / "vigil.log").open("ab")
         self.say(f"starting vigil serve on {self.url} (SQLite and logs in {self.workdir})")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vigil", "serve"],
-            env=env,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise DemoFailed(
-                    f"vigil serve exited with {self.process.returncode}:\n{self._log()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"{self.url}/health", timeout=1.0, trust_env=False)
-                if health.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"vigil serve did not answer within 30s:\n{self._log()}")
-            time.sleep(0.1)
+        argv = [sys.executable, "-m", "vigil", "serve"]
+        self.server = start("vigil", argv, env, self.port, self.workdir)
+        try:
+            wait_healthy(self.server, timeout=30)
+        except ServerFailed as exc:
+            raise DemoFailed(str(exc)) from exc
         self.say(
             f"policy [bold]{POLICY}[/]: cpu_usage > {THRESHOLD:g} on {SERVICE} for "
             f"{self.timing.for_seconds:g}s → scale-up by 2 replicas, verified within "
             f"{self.timing.verify_within:g}s"
         )
-
-    def _log(self, lines: int = 20) -> str:
-        assert self.workdir is not None
-        with contextlib.suppress(OSError):
-            text = (self.workdir / "vigil.log").read_text(errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
-        return ""
-
-    def _stop_server(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
     def _start_load(self, client: httpx.Client, *, burst: bool = False) -> None:
         """The simulator at normal load, or (``burst``) a run whose web load is high."""
@@ -340,8 +288,9 @@ class Demo:
         story = self.story
         deadline = story.started + self.timing.deadline
         while not story.complete and time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                self.say(f"vigil serve exited with {self.process.returncode}", style="red")
+            if self.server is not None and self.server.process.poll() is not None:
+                code = self.server.process.returncode
+                self.say(f"vigil serve exited with {code}", style="red")
                 break
             # A slow or odd answer (Vigil busy, restarting) is looked at again next time.
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -476,7 +425,9 @@ class Demo:
             self.console.print(f"[green]every step happened[/] in {took:.1f}s", highlight=False)
         else:
             self.console.print(f"[red]the story is incomplete[/] after {took:.1f}s")
-            self.console.print(self._log(), style="dim", markup=False, highlight=False)
+            if self.server is not None:
+                tail = self.server.log_tail(20)
+                self.console.print(tail, style="dim", markup=False, highlight=False)
 
 
 def run_demo(
