@@ -22,7 +22,7 @@ from vigil.actions.store import (
 from vigil.db.engine import Database, create_engine
 from vigil.db.tables import OPEN_STATUSES, action_history, actions, audit
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound
-from vigil.observability.audit import Actor
+from vigil.observability.audit import Actor, verify_chain
 from vigil.settings import Settings
 
 NOW = datetime(2026, 1, 19, 12, 0, tzinfo=UTC)
@@ -399,3 +399,37 @@ async def test_the_database_refuses_a_second_action_while_one_awaits_approval(
 
 def test_the_unique_index_covers_every_open_status() -> None:
     assert set(OPEN_STATUSES) == {s.value for s in OPEN}
+
+
+async def test_audited_transactions_that_lock_rows_in_turn_do_not_deadlock(
+    database: Database,
+) -> None:
+    """A locks action a, B locks action b and commits, then A moves b too. Both append to
+    the audit trail; its chain lock is taken last, at commit, so A never holds it while it
+    waits for b (which would deadlock with B waiting for the chain)."""
+    if database.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite runs one write transaction at a time: the two cannot interleave")
+    a, b = await new_action(database, "web-a"), await new_action(database, "web-b")
+    a_moved, b_moved = asyncio.Event(), asyncio.Event()
+
+    async def move(conn: Any, action_id: int, to: Status) -> None:
+        await transition(conn, action_id=action_id, to=to, now=NOW, actor=Actor("t"), reason="")
+
+    async def first() -> None:
+        async with database.write() as conn:
+            await move(conn, a, Status.RUNNING)
+            a_moved.set()
+            await b_moved.wait()
+            await move(conn, b, Status.COMPLETED)  # waits for B's lock on b, then goes on
+
+    async def second() -> None:
+        await a_moved.wait()
+        async with database.write() as conn:
+            await move(conn, b, Status.RUNNING)
+            b_moved.set()
+            await asyncio.sleep(0.2)  # A is now waiting for b: commit under it
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), timeout=20)
+    async with database.read() as conn:
+        assert (await get_action(conn, action_id=b))["status"] == "completed"
+        assert (await verify_chain(conn))[1] is None

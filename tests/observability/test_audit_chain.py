@@ -75,6 +75,20 @@ async def test_appends_form_one_chain(database: Database) -> None:
         assert after.prev_hash == before.hash
 
 
+async def test_rows_holding_datetimes_verify(database: Database) -> None:
+    """An action's audit row holds its timestamps: they hash as the JSON column stores them."""
+    async with database.write() as conn:
+        await append_audit(
+            conn,
+            at=NOW,
+            actor=Actor(),
+            kind="action.created",
+            subject="action:1",
+            after={"created_at": NOW, "completed_at": None, "at": [NOW + timedelta(hours=1)]},
+        )
+    assert await check(database) == (1, None)
+
+
 async def test_an_altered_row_is_found(database: Database) -> None:
     await write(database, 4)
     third = (await ids(database))[2]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,6 +25,26 @@ from vigil.errors import Unavailable
 from vigil.settings import Settings
 
 _WRITE = "vigil_write"
+_LAST = "vigil_last"
+
+
+@dataclass
+class LastWork:
+    """What a :meth:`Database.write` transaction does last, just before it commits: the
+    audit trail appends its rows there, so the chain's lock is always the last lock a
+    transaction takes and is held only for that moment (no lock-order cycle with row locks
+    taken after an append)."""
+
+    hooks: list[Callable[[AsyncConnection], Awaitable[None]]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    """Each hook's own state, by a name of its choosing."""
+
+
+def last_work(conn: AsyncConnection) -> LastWork | None:
+    """The work ``conn``'s write transaction does before it commits (None: ``conn`` is not
+    in a :meth:`Database.write`, so there is no such moment to wait for)."""
+    found: LastWork | None = conn.info.get(_LAST)
+    return found
 
 
 def _json_dumps(value: Any) -> str:
@@ -159,14 +180,21 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A read-then-write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit.
+        """A read-then-write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on exit
+        after its :class:`LastWork`.
 
         Not to be nested: on SQLite a write inside another write of the same task would
         wait for itself."""
         async with self._turn(), self._connect() as conn:
             await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
-                yield conn
+            later = conn.info[_LAST] = LastWork()
+            try:
+                async with conn.begin():
+                    yield conn
+                    for hook in later.hooks:
+                        await hook(conn)
+            finally:
+                del conn.info[_LAST]  # the connection goes back to the pool
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.engine import last_work
 from vigil.db.paging import newest_first
 from vigil.db.tables import audit, audit_chain
 
@@ -52,7 +54,10 @@ def _canonical(value: Any) -> Any:
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
-    return str(value)
+    try:  # anything else (a datetime) as the JSON column stores it, and reads it back
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        return str(value)
 
 
 def row_hash(
@@ -92,11 +97,7 @@ async def _tail(conn: AsyncConnection) -> str:
     query = select(audit_chain.c.last_hash).where(audit_chain.c.id == 1)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    found = (await conn.execute(query)).scalar_one_or_none()
-    if found is None:
-        await conn.execute(audit_chain.insert().values(id=1, last_hash=GENESIS))
-        return GENESIS
-    return str(found)
+    return str((await conn.execute(query)).scalar_one())  # seeded by migration 0007
 
 
 async def append_audit(
@@ -120,35 +121,44 @@ async def append_audits(
     actor: Actor,
     entries: list[tuple[str, str, Any, Any]],
 ) -> None:
-    """Append several audit rows, ``(kind, subject, before, after)`` each, in one statement."""
+    """Append several audit rows, ``(kind, subject, before, after)`` each, to the caller's
+    transaction. In a :meth:`~vigil.db.engine.Database.write` they are chained and written
+    just before it commits (see :class:`~vigil.db.engine.LastWork`); elsewhere at once."""
     if not entries:
         return
+    rows = [
+        {
+            "at": at,
+            "actor": actor.name,
+            "kind": kind,
+            "subject": subject,
+            "before": before,
+            "after": after,
+            "request_id": actor.request_id,
+        }
+        for kind, subject, before, after in entries
+    ]
+    later = last_work(conn)
+    if later is None:
+        await _chain(conn, rows)
+        return
+    queued: list[dict[str, Any]] | None = later.data.get(_QUEUED)
+    if queued is None:
+        queued = later.data[_QUEUED] = []
+        later.hooks.append(lambda c: _chain(c, queued))
+    queued.extend(rows)
+
+
+_QUEUED = "audit"
+
+
+async def _chain(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Link ``rows`` to the end of the chain and insert them (the chain's tail is locked
+    from here to the commit)."""
     prev = await _tail(conn)
-    rows = []
-    for kind, subject, before, after in entries:
-        digest = row_hash(
-            prev,
-            at=at,
-            actor=actor.name,
-            kind=kind,
-            subject=subject,
-            before=before,
-            after=after,
-            request_id=actor.request_id,
-        )
-        rows.append(
-            {
-                "at": at,
-                "actor": actor.name,
-                "kind": kind,
-                "subject": subject,
-                "before": before,
-                "after": after,
-                "request_id": actor.request_id,
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
+    for row in rows:
+        digest = row_hash(prev, **row)
+        row["prev_hash"], row["hash"] = prev, digest
         prev = digest
     await conn.execute(audit.insert(), rows)
     await conn.execute(audit_chain.update().where(audit_chain.c.id == 1).values(last_hash=prev))
