@@ -4,7 +4,8 @@ Rows are hash-chained: each stores the hash of the row before it (the first, tha
 fixed genesis) and its own hash over its content and that link, so altering, removing or
 reordering any row breaks the chain (:func:`verify_chain` finds where). Appends take the
 chain's tail row under a lock, so two transactions cannot both extend the same tail and
-fork the chain.
+fork the chain; in a :meth:`~vigil.db.engine.Database.write` they do it last, just before
+the commit, so that lock never waits on (or holds up) any other.
 """
 
 from __future__ import annotations

@@ -148,16 +148,8 @@ class PolicyRunner:
                 created = recorded.decisions
                 if recorded.firing_changed:
                     await episodes.bump_firing(conn)
-        # Each in a transaction of its own: a transaction that has appended to the audit
-        # trail holds the chain's tail, so it must not go on to lock rows that a worker or
-        # an API request may hold while they wait for that tail.
-        expired = []
-        while True:
-            async with self._db.write() as conn:
-                found = await approval.expire(conn, now=now, limit=1)
-            expired += found
-            if not found:
-                break
+        async with self._db.write() as conn:
+            expired = await approval.expire(conn, now=now)
         async with self._db.write() as conn:
             verified = await self._verify(conn, index.policies, now)
         verdicts = [v for v in verified if not v.held]
