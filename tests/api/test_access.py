@@ -123,6 +123,20 @@ async def test_keys_travel_in_either_header_and_bad_ones_are_refused(
     assert (await client.get("/metrics")).status_code == 200
 
 
+async def test_the_api_documents_need_a_reader_and_refusals_count_under_their_route(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    keys = await make_keys(container)
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert (await client.get(path)).status_code == 401, path
+        assert (await client.get(path, headers={"X-API-Key": keys["viewer"]})).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/actions",status="401"' not in text
+    assert (await client.get("/api/v1/actions")).status_code == 401
+    text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/actions",status="401"} 1.0' in text
+
+
 async def test_the_key_name_is_the_actor_and_revoked_keys_stop_working(
     client: httpx.AsyncClient, container: Container
 ) -> None:

@@ -85,11 +85,12 @@ def create_app(
         simulator.ui_router,
     )
     # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
-    # matches the routers' own routes (their paths carry the prefixes), in the same order.
+    # matches the routers' own routes (their paths carry the prefixes), in the same order,
+    # after FastAPI's own (/openapi.json, /docs, /redoc: readers' too, like every GET).
     app.add_middleware(
         Auth,
         guard=components.keys,
-        routes=[route for router in routers for route in router.routes],
+        routes=[*app.router.routes, *(route for router in routers for route in router.routes)],
         metrics_auth=settings.metrics_auth,
     )
     app.add_middleware(RequestId, headers=SECURITY_HEADERS, metrics=components.metrics)

@@ -129,11 +129,13 @@ class Auth:
         self.metrics_auth = metrics_auth
 
     def _permission(self, scope: Scope) -> frozenset[Role] | None:
-        """The roles the request's route allows (None: no route matches the path)."""
+        """The roles the request's route allows (None: no route matches the path). The
+        matched route goes into the scope, so a refusal is counted under its template."""
         partial: BaseRoute | None = None
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
+                scope["route"] = route
                 return permission_of(
                     scope["method"], getattr(route, "path", ""), metrics_auth=self.metrics_auth
                 )
