@@ -15,7 +15,6 @@ import structlog
 from tests.api.support import audit_rows
 from vigil.container import Container
 from vigil.observability.logging import (
-    bind_request_id,
     bound,
     configure_logging,
     get_logger,
@@ -80,11 +79,8 @@ def test_redact_leaves_ordinary_text_alone() -> None:
 
 def test_the_request_id_travels_in_a_header() -> None:
     assert request_id_header() == {}
-    bind_request_id("trace-9")
-    try:
+    with bound(request_id="trace-9"):
         assert request_id_header() == {"X-Request-ID": "trace-9"}
-    finally:
-        structlog.contextvars.clear_contextvars()
 
 
 async def test_the_api_echoes_or_makes_up_a_request_id_and_audits_under_it(

@@ -2,7 +2,7 @@
 with an event and its fields, and the request id of whatever the line is about.
 
 Everything goes through one renderer: Vigil's own loggers (stdlib or structlog), uvicorn's
-and SQLAlchemy's. A request id bound with :func:`bind_request_id` is added to every line
+and SQLAlchemy's. A request id bound with :func:`bound` is added to every line
 logged in that context (a request, a worker's task, a remediation), so ``grep`` on one id
 shows the whole story. Secrets never reach the output: fields whose names say they hold
 one are masked, and so are passwords inside URLs.
@@ -67,8 +67,6 @@ def configure_logging(
         processors=[
             *_shared(),
             structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.processors.format_exc_info,
-            _redact_secrets,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -76,11 +74,8 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[
-            *_shared(),
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            _redact_secrets,
-        ],
+        foreign_pre_chain=[*_shared(), structlog.stdlib.PositionalArgumentsFormatter()],
+        # For every line, Vigil's and uvicorn's or SQLAlchemy's alike: once.
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -110,12 +105,6 @@ def bound(**fields: Any) -> Iterator[None]:
     """Add ``fields`` to every line logged inside the block (in this task or thread)."""
     with structlog.contextvars.bound_contextvars(**fields):
         yield
-
-
-def bind_request_id(request_id: str | None) -> None:
-    """Add ``request_id`` to every line logged from here on in this context."""
-    if request_id:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
 
 
 def request_id_header() -> dict[str, str]:
