@@ -38,15 +38,19 @@ app.add_typer(keys_app, name="keys")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-async def _with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work(database)`` on DATABASE_URL, migrated first."""
+async def _with_database(
+    settings: Settings, work: Callable[[Any], Awaitable[T]], *, migrate: bool | None = None
+) -> T:
+    """Run ``work(database)`` on DATABASE_URL, migrated first if ``migrate`` (by default:
+    when ``VIGIL_AUTO_MIGRATE`` says so)."""
     from vigil.db.engine import Database, create_engine
     from vigil.db.migrate import startup_lock, upgrade
 
     database = Database(create_engine(settings, pooled=False))
     try:
-        async with startup_lock(database):
-            await upgrade(database)
+        if settings.auto_migrate if migrate is None else migrate:
+            async with startup_lock(database):
+                await upgrade(database)
         return await work(database)
     finally:
         await database.dispose()
@@ -488,19 +492,14 @@ def audit_verify() -> None:
     1 naming the first broken link when a row was altered, removed or reordered."""
     settings = load_settings()
 
-    async def run() -> tuple[int, Any]:
-        from vigil.db.engine import Database, create_engine
+    async def work(database: Any) -> tuple[int, Any]:
         from vigil.observability.audit import verify_chain
 
-        database = Database(create_engine(settings, pooled=False))
-        try:
-            async with database.read() as conn:
-                return await verify_chain(conn)
-        finally:
-            await database.dispose()
+        async with database.read() as conn:
+            return await verify_chain(conn)
 
     try:
-        checked, broken = asyncio.run(run())
+        checked, broken = asyncio.run(_with_database(settings, work, migrate=False))
     except Unavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
@@ -522,20 +521,13 @@ def db_upgrade() -> None:
     """Apply every pending migration to DATABASE_URL."""
     settings = load_settings()
 
-    async def run() -> str:
-        from vigil.db.engine import Database, create_engine
-        from vigil.db.migrate import current_revision, startup_lock, upgrade
+    async def work(database: Any) -> str:
+        from vigil.db.migrate import current_revision
 
-        database = Database(create_engine(settings, pooled=False))
-        try:
-            async with startup_lock(database):
-                await upgrade(database)
-            return await current_revision(database) or "?"
-        finally:
-            await database.dispose()
+        return await current_revision(database) or "?"
 
     try:
-        revision = asyncio.run(run())
+        revision = asyncio.run(_with_database(settings, work, migrate=True))
     except Unavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
