@@ -330,12 +330,10 @@ def simulate(
         burst_at_seconds=burst_at,
     )
     if url is None or api_key is None:
-        # VIGIL_API_URL and VIGIL_API_KEY as every setting: the environment, then .env.
-        with contextlib.suppress(ValidationError):
-            client = Settings()
-            url = url or client.api_url
-            if api_key is None and client.api_key is not None:
-                api_key = client.api_key.get_secret_value()
+        from vigil.settings import client_settings
+
+        default_url, default_key = client_settings()
+        url, api_key = url or default_url, api_key or default_key
     console = Console(stderr=True)
     try:
         result = asyncio.run(

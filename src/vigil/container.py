@@ -117,7 +117,7 @@ class Container:
             await self.runner.start()
             self._started.append("runner")
         if run_worker:
-            if run_ingest:
+            if run_ingest and self.settings.simulator_on:
                 # This process serves the fleet API: its remediations act on its own fleet.
                 plugin = self.plugins.get("simulator")
                 if isinstance(plugin, SimulatorPlugin):

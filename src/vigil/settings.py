@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -155,6 +156,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @property
+    def simulator_on(self) -> bool:
+        """Whether the simulator's routes answer: as ``VIGIL_SIMULATOR_ENABLED`` says, else
+        everywhere but in production."""
+        if self.simulator_enabled is not None:
+            return self.simulator_enabled
+        return self.env != "production"
+
     @field_validator("remediator_url", "api_url")
     @classmethod
     def _remediator_url(cls, value: str | None) -> str | None:
@@ -240,6 +249,18 @@ _UNPREFIXED = {
     "redis_url": "REDIS_URL",
     "cors_origins": "CORS_ORIGINS",
 }
+
+
+def client_settings() -> tuple[str | None, str | None]:
+    """``VIGIL_API_URL`` and ``VIGIL_API_KEY`` (for ``vigil simulate`` and the simulator
+    plugin), read as every setting is, from the environment or ``.env``; straight from the
+    environment when other settings do not load (the program's own start says why)."""
+    try:
+        settings = Settings()
+    except ValidationError:
+        return os.environ.get("VIGIL_API_URL") or None, os.environ.get("VIGIL_API_KEY") or None
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return settings.api_url, key
 
 
 def setting_env_name(field: str) -> str:

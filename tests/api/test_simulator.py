@@ -32,7 +32,7 @@ async def test_the_fleet_scales_and_restarts(
 
     scaled = await client.post(f"{FLEET}/web/scale", json={"delta": 2})
     assert scaled.status_code == 200, scaled.text
-    assert scaled.json() == {"ok": True, "service": "web", "replicas": 4}
+    assert scaled.json() == {"ok": True, "service": "web", "replicas_before": 2, "replicas": 4}
     assert (await client.post(f"{FLEET}/web/scale", json={"replicas": 3})).json()["replicas"] == 3
     assert (await client.get(FLEET)).json()["services"]["web"]["replicas"] == 3
 
@@ -59,6 +59,13 @@ async def test_a_bad_scale_is_422_and_changes_nothing(
 async def test_an_unknown_service_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post(f"{FLEET}/cache/scale", json={"delta": 1})).status_code == 404
     assert (await client.post(f"{FLEET}/cache/restart")).status_code == 404
+
+
+async def test_a_host_names_its_service(client: httpx.AsyncClient) -> None:
+    scaled = await client.post(f"{FLEET}/web-03/scale", json={"delta": 1})
+    assert scaled.json() == {"ok": True, "service": "web", "replicas_before": 2, "replicas": 3}
+    restarted = await client.post(f"{FLEET}/db-01/restart")
+    assert restarted.json() == {"ok": True, "service": "db", "restarts": 1}
 
 
 @pytest.mark.parametrize("settings_overrides", [{"env": "production"}])

@@ -44,12 +44,11 @@ class SimulatorControl:
         base_url: str,
         api_key: str,
         clock: Clock,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
         self._api_key = api_key
         self._clock = clock
-        self.transport = transport
+        self.transport: httpx.AsyncBaseTransport | None = None
         """Where requests go (None: the network); a test may route them to an app."""
         self.fleet = Fleet()
         self.config: RunConfig | None = None

@@ -104,7 +104,6 @@ class Fleet:
             service = Service(spec.name, spec.hosts, spec.replicas, spec.load)
             service.memory = {host: 40.0 + self._random.uniform(0, 10) for host in spec.hosts}
             self.services[spec.name] = service
-        self.steps = 0
         self.now = 0.0
         """Seconds into the run, as of the latest step."""
 
@@ -124,7 +123,6 @@ class Fleet:
         What happens over time (memory drift, chaos's spikes and silences) follows the
         seconds since the last step, not the number of steps, so the fleet behaves the same
         whatever rate it is sampled at."""
-        self.steps += 1
         seconds = max(0.0, elapsed - self.now)
         self.now = max(self.now, elapsed)
         factor = self.factor(elapsed)

@@ -7,21 +7,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.container import Container
 from vigil.errors import Forbidden, NotFound
-from vigil.observability.audit import append_audit
-from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS
+from vigil.observability.audit import Actor, append_audit
+from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS, Mode
 from vigil.simulator.sender import RunConfig
 
-router = APIRouter(prefix="/api/v1/simulator", tags=["simulator"], route_class=VigilRoute)
-ui_router = APIRouter(prefix="/api/v1/ui/simulator", tags=["simulator"], route_class=VigilRoute)
 
-ServiceParam = Annotated[str, Path(max_length=64, description="The service's name")]
+async def require_simulator(container: ContainerDep) -> None:
+    """403 on every simulator route unless the simulator is on (Settings.simulator_on)."""
+    if not container.settings.simulator_on:
+        raise Forbidden(
+            "the simulator is off in production (VIGIL_ENV=production); set "
+            "VIGIL_SIMULATOR_ENABLED=true to allow it"
+        )
+
+
+router = APIRouter(
+    prefix="/api/v1/simulator",
+    tags=["simulator"],
+    route_class=VigilRoute,
+    dependencies=[Depends(require_simulator)],
+)
+ui_router = APIRouter(
+    prefix="/api/v1/ui/simulator",
+    tags=["simulator"],
+    route_class=VigilRoute,
+    dependencies=[Depends(require_simulator)],
+)
+
+ServiceParam = Annotated[
+    str, Path(max_length=64, description="A service (`web`), or one of its hosts (`web-01`)")
+]
 
 
 class ServiceOut(BaseModel):
@@ -56,6 +78,7 @@ class ScaleIn(BaseModel):
 class ScaledOut(BaseModel):
     ok: bool
     service: str
+    replicas_before: int
     replicas: int
 
 
@@ -65,25 +88,26 @@ class RestartedOut(BaseModel):
     restarts: int
 
 
-def _enabled(container: Container) -> None:
-    s = container.settings
-    allowed = s.simulator_enabled if s.simulator_enabled is not None else s.env != "production"
-    if not allowed:
-        raise Forbidden(
-            "the simulator is off in production (VIGIL_ENV=production); set "
-            "VIGIL_SIMULATOR_ENABLED=true to allow it"
+def _service(container: Container, name: str) -> str:
+    """The service ``name`` is, or whose host it is; 404 when the fleet has neither."""
+    service = container.fleet.service_of(name)
+    if service is None:
+        raise NotFound(f"no service or host {name!r} in the simulated fleet")
+    return service
+
+
+async def _audit(
+    container: Container, actor: Actor, kind: str, subject: str, **change: Any
+) -> None:
+    async with container.database.write() as conn:
+        await append_audit(
+            conn, at=container.clock.now(), actor=actor, kind=kind, subject=subject, **change
         )
-
-
-def _known(container: Container, service: str) -> None:
-    if service not in container.fleet.services:
-        raise NotFound(f"no service {service!r} in the simulated fleet")
 
 
 @router.get("/fleet", response_model=FleetOut, responses=error_responses(403))
 async def fleet(container: ContainerDep) -> dict[str, Any]:
     """Each simulated service: replicas, current CPU and latency, hosts, memory, heartbeats."""
-    _enabled(container)
     return container.fleet.snapshot()
 
 
@@ -96,21 +120,18 @@ async def scale(
     service: ServiceParam, body: ScaleIn, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
     """Change a service's replicas by `delta` or to `replicas` (kept within 1 and 100)."""
-    _enabled(container)
-    _known(container, service)
+    service = _service(container, service)
     before = container.fleet.services[service].replicas
     replicas = container.fleet.scale(service, delta=body.delta, replicas=body.replicas)
-    async with container.database.write() as conn:
-        await append_audit(
-            conn,
-            at=container.clock.now(),
-            actor=actor,
-            kind="simulator.scaled",
-            subject=f"service:{service}",
-            before={"replicas": before},
-            after={"replicas": replicas},
-        )
-    return {"ok": True, "service": service, "replicas": replicas}
+    await _audit(
+        container,
+        actor,
+        "simulator.scaled",
+        f"service:{service}",
+        before={"replicas": before},
+        after={"replicas": replicas},
+    )
+    return {"ok": True, "service": service, "replicas_before": before, "replicas": replicas}
 
 
 @router.post(
@@ -122,17 +143,9 @@ async def restart(
     service: ServiceParam, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
     """Restart a service: its memory back to normal, its heartbeats flowing again."""
-    _enabled(container)
-    _known(container, service)
+    service = _service(container, service)
     container.fleet.restart(service)
-    async with container.database.write() as conn:
-        await append_audit(
-            conn,
-            at=container.clock.now(),
-            actor=actor,
-            kind="simulator.restarted",
-            subject=f"service:{service}",
-        )
+    await _audit(container, actor, "simulator.restarted", f"service:{service}")
     restarts = container.fleet.services[service].restarts
     return {"ok": True, "service": service, "restarts": restarts}
 
@@ -156,7 +169,7 @@ class StartIn(BaseModel):
     """A label for the run, shown in its status."""
     rate: Annotated[float, Field(ge=0.1, le=10_000)] = 20.0
     """Samples per second."""
-    mode: Literal["steady", "burst", "ramp", "chaos"] = "steady"
+    mode: Mode = "steady"
     targets: Annotated[list[Literal["web", "api", "db"]], Field(max_length=len(SERVICES))] = []
     """The services to simulate (default: the whole fleet)."""
     duration_seconds: Seconds | None = None
@@ -168,19 +181,8 @@ class StartIn(BaseModel):
     burst_seconds: Seconds | None = None
 
     def config(self) -> RunConfig:
-        return RunConfig(
-            scenario=self.scenario,
-            mode=self.mode,
-            rate=self.rate,
-            targets=tuple(dict.fromkeys(self.targets)),
-            duration_seconds=self.duration_seconds,
-            failure_rate=self.failure_rate,
-            malformed_rate=self.malformed_rate,
-            batch=self.batch,
-            seed=self.seed,
-            burst_at_seconds=self.burst_at_seconds,
-            burst_seconds=self.burst_seconds,
-        )
+        fields = self.model_dump(exclude={"targets"})
+        return RunConfig(**fields, targets=tuple(dict.fromkeys(self.targets)))
 
 
 class RunOut(BaseModel):
@@ -225,19 +227,10 @@ async def start(
 ) -> dict[str, Any]:
     """Start a run on a fresh fleet (409 while one runs). Samples go to this server's own
     ingest API over HTTP, so they take the path any agent's do."""
-    _enabled(container)
     config = (body or StartIn()).config()
     status = await container.simulator.start(config)
     try:
-        async with container.database.write() as conn:
-            await append_audit(
-                conn,
-                at=container.clock.now(),
-                actor=actor,
-                kind="simulator.started",
-                subject="simulator",
-                after=config.as_dict(),
-            )
+        await _audit(container, actor, "simulator.started", "simulator", after=config.as_dict())
     except BaseException:
         await container.simulator.stop("not audited")  # no unrecorded run
         raise
@@ -246,24 +239,15 @@ async def start(
 
 async def stop(container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
     """Stop the run (nothing to stop is not an error: the status says so)."""
-    _enabled(container)
     stopped, status = await container.simulator.stop()
     if stopped:
-        async with container.database.write() as conn:
-            await append_audit(
-                conn,
-                at=container.clock.now(),
-                actor=actor,
-                kind="simulator.stopped",
-                subject="simulator",
-                after={k: status[k] for k in ("events_generated", "events_succeeded")},
-            )
+        counts = {k: status[k] for k in ("events_generated", "events_succeeded")}
+        await _audit(container, actor, "simulator.stopped", "simulator", after=counts)
     return status
 
 
 async def status(container: ContainerDep) -> dict[str, Any]:
     """The current (or last) run, its counts, and the fleet's replicas and CPU."""
-    _enabled(container)
     return container.simulator.status()
 
 

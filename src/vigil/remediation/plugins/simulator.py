@@ -21,15 +21,15 @@ from the environment or ``.env``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from vigil.remediation.placeholders import PlaceholderError, has_placeholder
 from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
-from vigil.settings import Settings
+from vigil.settings import client_settings
 from vigil.simulator.fleet import MAX_REPLICAS, Fleet
 
 OPTIONS = frozenset({"operation", "service", "replicas", "url", "api_key"})
@@ -43,8 +43,12 @@ BY_ACTION = {
 FLEET_PATH = "/api/v1/simulator/fleet"
 
 
-def _placeholder(value: object) -> bool:
-    return isinstance(value, str) and "{" in value
+def _pending(value: object) -> bool:
+    """Whether ``value`` is text still holding a placeholder (checked once rendered)."""
+    try:
+        return isinstance(value, str) and has_placeholder(value)
+    except PlaceholderError:
+        return False  # a malformed one: the value is checked as it is, and refused
 
 
 def _check(options: dict[str, Any], *, rendered: bool) -> None:
@@ -61,14 +65,14 @@ def _check(options: dict[str, Any], *, rendered: bool) -> None:
             f"got {operation!r}"
         )
     replicas = options.get("replicas")
-    if replicas is not None and not (not rendered and _placeholder(replicas)):
+    if replicas is not None and not (not rendered and _pending(replicas)):
         _replicas(replicas)
     for name in ("service", "url", "api_key"):
         value = options.get(name)
         if value is not None and (not isinstance(value, str) or not value):
             raise PluginConfigError(f"simulator: `{name}` must be a non-empty string")
     url = options.get("url")
-    if isinstance(url, str) and not (not rendered and _placeholder(url)):
+    if isinstance(url, str) and not (not rendered and _pending(url)):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise PluginConfigError("simulator: `url` must be an http or https URL (Vigil's API)")
@@ -115,7 +119,7 @@ class SimulatorPlugin:
         url = call.options.get("url")
         if url is None and self._local is not None:
             return self._run_local(self._local(), operation, service, count)
-        default_url, default_key = _client_settings()
+        default_url, default_key = client_settings()
         url = url or default_url
         if not url:
             raise PluginFailed(
@@ -156,59 +160,35 @@ class SimulatorPlugin:
         count: int,
         seconds: float,
     ) -> PluginResult:
+        """One call to the fleet API (which takes a host for its service too)."""
         headers = {"x-api-key": key} if key else {}
         base = url.rstrip("/")
+        where = f"{FLEET_PATH}/{quote(target, safe='')}"
         try:
             async with httpx.AsyncClient(
                 base_url=base, headers=headers, timeout=seconds, transport=self._transport
             ) as client:
-                fleet = _answer(await client.get(FLEET_PATH), "reading the fleet")
-                services = fleet.get("services", {})
-                service = _service_of(services, target)
-                before = services[service]["replicas"]
-                where = f"{FLEET_PATH}/{quote(service, safe='')}"
                 if operation == "restart":
-                    done = _answer(await client.post(f"{where}/restart"), f"restarting {service}")
-                    return PluginResult(
-                        f"restarted simulated service {service}",
-                        {"service": service, "restarts": done["restarts"], "via": base},
-                    )
-                delta = count if operation == "scale-up" else -count
-                done = _answer(
-                    await client.post(f"{where}/scale", json={"delta": delta}),
-                    f"scaling {service}",
-                )
+                    response = await client.post(f"{where}/restart")
+                else:
+                    delta = count if operation == "scale-up" else -count
+                    response = await client.post(f"{where}/scale", json={"delta": delta})
         except httpx.TimeoutException as exc:
             raise PluginFailed(f"simulator: {base} timed out after {seconds:g}s") from exc
         except httpx.HTTPError as exc:
             raise PluginFailed(f"simulator: {base}: {exc or type(exc).__name__}") from exc
-        after = done["replicas"]
+        done = _answer(response, f"{operation} of {target}")
+        service = done["service"]
+        if operation == "restart":
+            return PluginResult(
+                f"restarted simulated service {service}",
+                {"service": service, "restarts": done["restarts"], "via": base},
+            )
+        before, after = done["replicas_before"], done["replicas"]
         return PluginResult(
             f"scaled simulated service {service} from {before} to {after} replicas",
             {"service": service, "replicas_before": before, "replicas": after, "via": base},
         )
-
-
-def _client_settings() -> tuple[str | None, str | None]:
-    """``VIGIL_API_URL`` and ``VIGIL_API_KEY``, from the environment or ``.env`` as every
-    setting is read (straight from the environment if the settings do not load)."""
-    try:
-        settings = Settings()
-    except ValueError:  # pydantic's ValidationError: the process's own start-up says more
-        return os.environ.get("VIGIL_API_URL") or None, os.environ.get("VIGIL_API_KEY") or None
-    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    return settings.api_url, key
-
-
-def _service_of(services: dict[str, Any], target: str) -> str:
-    if target in services:
-        return target
-    for name, service in services.items():
-        if target in service.get("hosts", []):
-            return str(name)
-    raise PluginFailed(
-        f"simulator: no service or host {target!r} in the simulated fleet", retryable=False
-    )
 
 
 def _answer(response: httpx.Response, doing: str) -> dict[str, Any]:
