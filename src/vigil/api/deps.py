@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 import orjson
@@ -10,7 +9,6 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from vigil.api.middleware import REQUEST_ID
 from vigil.container import Container
 from vigil.observability.audit import ANONYMOUS, Actor
 
@@ -29,13 +27,10 @@ def container_of(request: Request) -> Container:
 
 
 def actor_of(request: Request) -> Actor:
-    """Who is asking (``anonymous`` until access control exists) and the request id."""
+    """Who is asking (the API key's name, ``anonymous`` while none is needed) and the
+    request id the RequestId middleware gave the request."""
     name = getattr(request.state, "actor", None) or ANONYMOUS
-    request_id = getattr(request.state, "request_id", None)
-    if request_id is None:  # an app without the RequestId middleware (tests)
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-    return Actor(name, request_id)
+    return Actor(name, request.state.request_id)
 
 
 async def get_container(request: Request) -> Container:

@@ -157,7 +157,6 @@ Condition = Annotated[
     MetricExceeds | MetricBelow | ThresholdCondition | Absent | Rate | Expr | AllOf | AnyOf,
     Field(discriminator="type"),
 ]
-Leaf = MetricExceeds | MetricBelow | ThresholdCondition | Absent | Rate | Expr
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
