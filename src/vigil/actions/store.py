@@ -61,54 +61,27 @@ async def create_action(
     Raises :class:`ActionAlreadyOpen` when the database already holds an open action with the
     same dedup key and target; the caller's transaction stays usable.
     """
-    values = {
+    item = {
         "policy_name": policy_name,
         "dedup_key": dedup_key,
         "target": target,
         "action": action,
         "params": params,
         "severity": severity,
-        "status": status.value,
-        "attempts": 0,
         "details": details,
         "trigger_value": trigger_value,
-        "created_at": now,
-        "updated_at": now,
-        # The caller hands a pending action to the queue once this transaction commits.
-        "dispatched_at": now if status is Status.PENDING else None,
-        "next_attempt": 1,
+        "reason": reason,
+        "status": status,
         "episode": episode,
         "approval_expires_at": approval_expires_at,
         "escalation_step": escalation_step,
-        "request_id": actor.request_id,
     }
     try:
-        async with conn.begin_nested():
-            row = (await conn.execute(actions.insert().values(**values).returning(actions))).one()
-    except IntegrityError as exc:
+        [record] = await create_actions(conn, now=now, actor=actor, items=[item])
+    except ActionAlreadyOpen as exc:
         raise ActionAlreadyOpen(
             f"an action for {dedup_key.split(':', 1)[1]!r} on {target!r} is already open"
         ) from exc
-    record = dict(row._mapping)
-    await conn.execute(
-        action_history.insert().values(
-            action_id=record["id"],
-            from_status=None,
-            to_status=status.value,
-            at=now,
-            reason=reason,
-            attempt=0,
-            actor=actor.name,
-        )
-    )
-    await append_audit(
-        conn,
-        at=now,
-        actor=actor,
-        kind="action.created",
-        subject=f"action:{record['id']}",
-        after=action_out(record),
-    )
     return record
 
 
@@ -119,8 +92,8 @@ async def create_actions(
     actor: Actor,
     items: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Record several new ``pending`` actions at once, each as :func:`create_action` would
-    (its row, first history row and audit row), in a few statements instead of a few each.
+    """Record several new actions at once (``pending``, or ``awaiting_approval``), each with
+    its row, first history row and audit row, in a few statements instead of a few each.
 
     ``items`` hold :func:`create_action`'s keyword arguments but ``now`` and ``actor``. All or
     none: :class:`ActionAlreadyOpen` if any clashes with an open action (the caller's
@@ -146,6 +119,7 @@ async def create_actions(
             "next_attempt": 1,
             "episode": item.get("episode"),
             "approval_expires_at": item.get("approval_expires_at"),
+            "escalation_step": item.get("escalation_step", 0),
             "request_id": actor.request_id,
         }
         for item in items
