@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
@@ -69,3 +70,16 @@ class VigilRoute(APIRoute):
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """A JSON response serialised with orjson (datetimes as RFC 3339)."""
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
+
+
+Page = Annotated[int, Query(ge=1, le=1_000_000)]
+"""The page a list route returns (from 1)."""
+Limit = Annotated[int, Query(ge=1, le=500)]
+"""How many items a page of a list route holds."""
+
+
+def page_out(
+    key: str, items: Sequence[Any], *, total: int, page: int, limit: int
+) -> dict[str, Any]:
+    """A list route's answer: ``{"count", "total", "page", "page_size", key: items}``."""
+    return {"count": len(items), "total": total, "page": page, "page_size": limit, key: items}

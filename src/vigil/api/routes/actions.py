@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.actions import store
 from vigil.actions.status import Status
-from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
+from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
 from vigil.text import JsonObject, Name, SafeStr, UtcTimestamp
@@ -104,17 +104,8 @@ async def _page(
 ) -> dict[str, Any]:
     async with container.database.read() as conn:
         rows, total = await store.list_actions(conn, page=page, limit=limit, **filters)
-    return {
-        "count": len(rows),
-        "total": total,
-        "page": page,
-        "page_size": limit,
-        "actions": [store.action_out(r) for r in rows],
-    }
-
-
-Page = Annotated[int, Query(ge=1, le=1_000_000)]
-Limit = Annotated[int, Query(ge=1, le=500)]
+    items = [store.action_out(r) for r in rows]
+    return page_out("actions", items, total=total, page=page, limit=limit)
 
 
 @router.get("", response_model=ActionList, responses=error_responses(422, 503))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from vigil.api.deps import ContainerDep, VigilRoute
+from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.observability.audit import list_entries
 from vigil.text import SafeStr, UtcTimestamp
@@ -40,8 +40,8 @@ class AuditList(BaseModel):
 @router.get("", response_model=AuditList, responses=error_responses(422, 503))
 async def list_audit(
     container: ContainerDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: Page = 1,
+    limit: Limit = 50,
     actor: Annotated[SafeStr | None, Query(max_length=255)] = None,
     kind: Annotated[SafeStr | None, Query(max_length=64)] = None,
     start_time: UtcTimestamp | None = None,
@@ -59,4 +59,4 @@ async def list_audit(
             start_time=start_time,
             end_time=end_time,
         )
-    return {"count": len(rows), "total": total, "page": page, "page_size": limit, "entries": rows}
+    return page_out("entries", rows, total=total, page=page, limit=limit)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from vigil.actions import episodes
-from vigil.api.deps import ContainerDep, VigilRoute
+from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.text import SafeStr, UtcTimestamp
 
@@ -51,8 +51,8 @@ class DecisionList(BaseModel):
 @router.get("", response_model=DecisionList, responses=error_responses(422, 503))
 async def list_decisions(
     container: ContainerDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: Page = 1,
+    limit: Limit = 50,
     policy: Annotated[SafeStr | None, Query(max_length=255)] = None,
     target: Annotated[SafeStr | None, Query(max_length=255)] = None,
     outcome: Outcome | None = None,
@@ -74,4 +74,4 @@ async def list_decisions(
             start_time=start_time,
             end_time=end_time,
         )
-    return {"count": len(rows), "total": total, "page": page, "page_size": limit, "decisions": rows}
+    return page_out("decisions", rows, total=total, page=page, limit=limit)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from vigil.api.deps import ContainerDep, VigilRoute
+from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
@@ -56,10 +56,6 @@ class NotificationList(BaseModel):
     notifications: list[NotificationOut]
 
 
-Page = Annotated[int, Query(ge=1, le=1_000_000)]
-Limit = Annotated[int, Query(ge=1, le=500)]
-
-
 @router.get("", response_model=NotificationList, responses=error_responses(422, 503))
 async def list_notifications(
     container: ContainerDep,
@@ -88,10 +84,5 @@ async def list_notifications(
             start_time=start_time,
             end_time=end_time,
         )
-    return {
-        "count": len(rows),
-        "total": total,
-        "page": page,
-        "page_size": limit,
-        "notifications": [store.notification_out(r) for r in rows],
-    }
+    items = [store.notification_out(r) for r in rows]
+    return page_out("notifications", items, total=total, page=page, limit=limit)
