@@ -13,7 +13,8 @@ log = get_logger(__name__)
 
 
 class Dispatcher:
-    """Enqueues one task per pending action. Best effort: the database is the truth.
+    """Enqueues one task per pending action (others, such as those awaiting approval, are
+    not for the queue yet and are passed over). Best effort: the database is the truth.
 
     If the queue cannot take a task (Redis down), the action stays ``pending`` with its
     dispatch time, and the reconciler sends it again once that is older than the
@@ -25,6 +26,8 @@ class Dispatcher:
 
     async def dispatch(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
+            if record["status"] != "pending":
+                continue
             task = Task(
                 action_id=int(record["id"]),
                 attempt=int(record["next_attempt"]),

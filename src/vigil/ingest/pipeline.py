@@ -201,12 +201,7 @@ class IngestPipeline:
                             action_id=d.action["id"] if d.action is not None else None,
                         )
         if self._dispatcher is not None:
-            created = [
-                d.action
-                for r in results
-                for d in r.decisions
-                if d.action is not None and d.action["status"] == "pending"
-            ]
+            created = [d.action for r in results for d in r.decisions if d.action is not None]
             if created:
                 # Beside the writer, not in its way: a slow queue must not hold up ingest.
                 task = asyncio.create_task(self._dispatcher.dispatch(created))

@@ -170,11 +170,10 @@ class PolicyRunner:
         for record in expired:
             self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
         count_decisions(self._metrics, created)
-        pending = [
-            d.action for d in created if d.action is not None and d.action["status"] == "pending"
-        ] + [record for record in escalations if record["status"] == "pending"]
-        if pending and self._dispatcher is not None:
-            await self._dispatcher.dispatch(pending)
+        if self._dispatcher is not None:
+            await self._dispatcher.dispatch(
+                [*(d.action for d in created if d.action is not None), *escalations]
+            )
         return created
 
     async def _verify(
