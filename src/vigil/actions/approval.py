@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -14,6 +14,7 @@ from vigil.actions.store import get_action, transition
 from vigil.db.tables import actions
 from vigil.errors import IllegalTransition
 from vigil.observability.audit import Actor
+from vigil.policy.models import PolicySpec
 
 
 async def approve(
@@ -64,6 +65,17 @@ async def _answer(
         expect={"status": Status.AWAITING_APPROVAL.value},
         **fields,
     )
+
+
+def approval_fields(policy: PolicySpec, now: datetime) -> dict[str, Any]:
+    """How an action of ``policy`` is created: awaiting approval until its timeout, if the
+    policy requires approval (else nothing to add)."""
+    if not policy.approval_required:
+        return {}
+    return {
+        "status": Status.AWAITING_APPROVAL,
+        "approval_expires_at": now + timedelta(seconds=policy.approval_timeout_seconds),
+    }
 
 
 async def expire(conn: AsyncConnection, *, now: datetime, limit: int = 500) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
+from vigil.actions.approval import approval_fields
 from vigil.actions.automation import get_state
 from vigil.actions.episodes import Episode, NewDecision, Pair
 from vigil.actions.silences import active_rules
@@ -505,8 +506,7 @@ def _new_action(violation: Violation, episode: Episode, now: datetime) -> dict[s
         "episode": episode.phase.episode,
     }
     if policy.approval_required:
-        item["status"] = Status.AWAITING_APPROVAL
-        item["approval_expires_at"] = now + timedelta(seconds=policy.approval_timeout_seconds)
+        item |= approval_fields(policy, now)
         item["reason"] = f"policy {policy.name} violated; awaiting approval"
     return item
 

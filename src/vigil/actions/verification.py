@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import episodes
+from vigil.actions.approval import approval_fields
 from vigil.actions.episodes import Episode, NewDecision
 from vigil.actions.recorder import approval_waiting, lock_guards, restrict
 from vigil.actions.status import Status
@@ -140,16 +141,6 @@ async def verify(
     return found
 
 
-def _approval(policy: PolicySpec, now: datetime) -> dict[str, Any]:
-    """How an escalation of a policy that needs approval is created."""
-    if not policy.approval_required:
-        return {}
-    return {
-        "status": Status.AWAITING_APPROVAL,
-        "approval_expires_at": now + timedelta(seconds=policy.approval_timeout_seconds),
-    }
-
-
 def _resolved(episode: Episode | None, number: int, deadline: datetime) -> bool:
     """Whether episode ``number`` of the pair resolved by ``deadline``."""
     if episode is None:
@@ -265,7 +256,7 @@ async def _escalate(
                 reason=f"escalated: verification of the previous action failed ({action})",
                 episode=episode.phase.episode,
                 escalation_step=step + 1,
-                **_approval(policy, now),
+                **approval_fields(policy, now),
             )
         except ActionAlreadyOpen:
             reason = Suppressed.ALREADY_OPEN
