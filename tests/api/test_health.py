@@ -8,11 +8,15 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import event, select
+from sqlalchemy.engine import Connection
 
 import vigil
 from tests import services
 from vigil.api.app import create_app
-from vigil.container import build_container
+from vigil.api.errors import RETRY_AFTER_SECONDS
+from vigil.container import Container, build_container
+from vigil.db.tables import metrics
 from vigil.local import free_port
 from vigil.settings import Settings
 
@@ -76,15 +80,59 @@ async def test_database_down_gives_503_not_500(
         r = await client.get("/ready")
         assert r.status_code == 503
         assert r.json()["checks"] == {"database": "unavailable"}
+        assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
         r = await client.post("/api/v1/ingest", json={"name": "cpu", "value": 1, "target": "a"})
         assert r.status_code == 503
         assert r.json() == {"detail": "database unavailable"}
+        assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
         r = await client.get("/api/v1/actions")
         assert r.status_code == 503
+        assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
     finally:
         await _admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
     r = await client.post("/api/v1/ingest", json={"name": "cpu", "value": 1, "target": "a"})
     assert r.status_code == 201, "ingest recovers once the database is back"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("when", ["statement", "commit"])
+async def test_a_connection_lost_mid_ingest_gives_503_with_retry_after(
+    client: httpx.AsyncClient, container: Container, when: str
+) -> None:
+    """Ingest whose connection drops while it writes, or just as it commits, answers 503
+    (with Retry-After), not 500; what it sent is not stored, and the next request is served."""
+    losing = [True]
+    ingesting: set[int] = set()
+
+    def note_ingest(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO metrics "):
+            if when == "statement" and losing:
+                losing.clear()
+                conn.connection.driver_connection.terminate()  # type: ignore[union-attr]
+            ingesting.add(id(conn))
+
+    def lose_connection(conn: Connection) -> None:
+        if losing and id(conn) in ingesting:  # not another loop's transaction
+            losing.clear()
+            conn.connection.driver_connection.terminate()  # type: ignore[union-attr]
+
+    engine = container.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", note_ingest)
+    event.listen(engine, "commit", lose_connection)
+    try:
+        r = await client.post("/api/v1/ingest", json={"name": "cpu", "value": 1, "target": "a"})
+    finally:
+        event.remove(engine, "commit", lose_connection)
+        event.remove(engine, "before_cursor_execute", note_ingest)
+    assert not losing, "the connection was lost"
+    assert r.status_code == 503
+    assert r.json() == {"detail": "database unavailable"}
+    assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+    r = await client.post("/api/v1/ingest", json={"name": "cpu", "value": 2, "target": "a"})
+    assert r.status_code == 201
+    async with container.database.read() as conn:
+        stored = (await conn.execute(select(metrics.c.value))).scalars().all()
+    assert stored == [2.0]
 
 
 async def _admin(statement: str) -> Any:

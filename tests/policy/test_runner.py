@@ -1,17 +1,21 @@
-"""The background runner applies metric retention."""
+"""The background runner applies metric retention, and rides out an outage quietly."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import func, select
 
 from vigil.clock import FakeClock
-from vigil.container import Container
+from vigil.container import Container, build_container
 from vigil.db.tables import metric_latest, metrics
+from vigil.local import free_port
+from vigil.settings import Settings
 
 
 async def _count(container: Container, table: object) -> int:
@@ -68,3 +72,28 @@ async def test_runner_runs_in_the_background(container: Container) -> None:
     finally:
         await container.stop()
     assert container.runner.status()["running"] is False
+
+
+async def test_an_unreachable_database_is_one_warning_a_pass(tmp_path: Path) -> None:
+    """While the database is away each pass logs one warning line, with no traceback (an
+    outage is expected; a traceback is kept for what is not)."""
+    settings = Settings(
+        database_url=f"postgresql://root@127.0.0.1:{free_port()}/nothing_listens_here",
+        policies_file=tmp_path / "none.yaml",
+        auto_migrate=False,
+        runner_interval_seconds=0.05,
+    )
+    container = build_container(settings, clock=FakeClock())
+    with structlog.testing.capture_logs() as logs:
+        await container.start(run_runner=True, run_ingest=False)
+        try:
+            async with asyncio.timeout(10):
+                while sum(e["event"] == "runner.unavailable" for e in logs) < 2:
+                    await asyncio.sleep(0.01)
+        finally:
+            await container.stop()
+    passes = [e for e in logs if e["event"] in ("runner.unavailable", "runner.pass_failed")]
+    assert {e["event"] for e in passes} == {"runner.unavailable"}
+    assert all(e["log_level"] == "warning" and "exc_info" not in e for e in passes)
+    assert "database unavailable" in passes[0]["error"]
+    assert container.runner.status()["last_error"]

@@ -1,4 +1,8 @@
-"""Error responses: every Vigil error and every validation error becomes a clear 4xx/503."""
+"""Error responses: every Vigil error and every validation error becomes a clear 4xx/503.
+
+Every 503 and 429 answer carries ``Retry-After`` (:func:`error_response`): the client may
+send the same request again after that many seconds.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,31 @@ from vigil.observability.logging import get_logger
 log = get_logger(__name__)
 
 
+RETRY_AFTER_SECONDS = 2
+"""The ``Retry-After`` of a 503 or 429: a database or Redis that went away usually answers
+again within seconds, and clients retrying sooner would only add load."""
+
+_RETRY_LATER = frozenset({429, 503})
+
+
+def retry_headers(status_code: int) -> dict[str, str] | None:
+    """The headers an answer with ``status_code`` carries to say when to retry: a 503 or
+    429 has ``Retry-After``; others none."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code in _RETRY_LATER else None
+
+
+def error_response(detail: Any, status_code: int) -> JSONResponse:
+    """The JSON answer ``{"detail": ...}`` for an error (``Retry-After`` on a 503 or 429)."""
+    return JSONResponse(
+        {"detail": detail}, status_code=status_code, headers=retry_headers(status_code)
+    )
+
+
+def unavailable_response(detail: str = "database unavailable") -> JSONResponse:
+    """A 503 for a dependency that does not answer, with ``Retry-After``."""
+    return error_response(detail, 503)
+
+
 class ErrorOut(BaseModel):
     """The body of every error response."""
 
@@ -31,13 +60,27 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state",
     413: "Body or batch above the configured limit",
     422: "Invalid request; `detail` names the field",
-    503: "The database (or Redis) is unavailable",
+    429: "Too many requests; retry after `Retry-After` seconds",
+    503: "The database (or Redis) is unavailable; retry after `Retry-After` seconds",
+}
+
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again",
+        "schema": {"type": "integer"},
+    }
 }
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the error codes a route can answer with."""
-    return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in codes}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": ErrorOut, "description": _DESCRIPTIONS[code]}
+        if code in _RETRY_LATER:
+            entry["headers"] = _RETRY_AFTER_HEADER
+        out[code] = entry
+    return out
 
 
 def clean_errors(errors: Any) -> list[dict[str, Any]]:
@@ -55,12 +98,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _vigil_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VigilError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return error_response(exc.detail, exc.status_code)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if is_unavailable(exc):
-        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+        return unavailable_response()
     log.error(
         "request.database_error", method=request.method, path=request.url.path, error=repr(exc)
     )

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.access.keys import KeyGuard
 from vigil.access.roles import OPEN, READ, Role, permission_of
+from vigil.api.errors import unavailable_response
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
 from vigil.observability.logging import bound, get_logger
@@ -173,9 +174,7 @@ class Auth:
                 raise
             needed = None
         if needed is None:
-            await JSONResponse({"detail": "database unavailable"}, status_code=503)(
-                scope, receive, send
-            )
+            await unavailable_response()(scope, receive, send)
             return
         if not key:
             await _refuse(

@@ -43,7 +43,7 @@ class LastWork:
 def last_work(conn: AsyncConnection) -> LastWork | None:
     """The work ``conn``'s write transaction does before it commits (None: ``conn`` is not
     in a :meth:`Database.write`, so there is no such moment to wait for)."""
-    found: LastWork | None = conn.info.get(_LAST)
+    found: LastWork | None = conn.get_execution_options().get(_LAST)
     return found
 
 
@@ -186,15 +186,17 @@ class Database:
         Not to be nested: on SQLite a write inside another write of the same task would
         wait for itself."""
         async with self._turn(), self._connect() as conn:
-            await conn.execution_options(**{_WRITE: True})
-            later = conn.info[_LAST] = LastWork()
-            try:
-                async with conn.begin():
-                    yield conn
-                    for hook in later.hooks:
-                        await hook(conn)
-            finally:
-                del conn.info[_LAST]  # the connection goes back to the pool
+            # Kept in this connection object's execution options, which end with it: nothing
+            # to clean up afterwards. (The pooled connection's ``info`` would need cleaning,
+            # and touching it after the connection was lost -- a COMMIT that got no answer --
+            # makes SQLAlchemy reconnect synchronously, which fails with MissingGreenlet in
+            # place of the error that says the database is unavailable.)
+            later = LastWork()
+            await conn.execution_options(**{_WRITE: True, _LAST: later})
+            async with conn.begin():
+                yield conn
+                for hook in later.hooks:
+                    await hook(conn)
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:

@@ -198,7 +198,11 @@ class Notifier:
             self.wake()
 
     def _rolled_back(self, conn: Connection) -> None:
-        conn.info.pop(store.RECORDED, None)
+        # A lost connection (invalidated) must not be touched: its ``info`` would reconnect,
+        # failing in place of the error that says the database is unavailable. The pool
+        # clears its ``info`` when it connects afresh.
+        if not conn.invalidated:
+            conn.info.pop(store.RECORDED, None)
 
     async def wait_for_passes(self, count: int) -> None:
         """Return once at least ``count`` passes of the loop have finished."""

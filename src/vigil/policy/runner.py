@@ -109,6 +109,9 @@ class PolicyRunner:
             try:
                 if await self.lead():
                     await self.run_once()
+            except Unavailable as exc:  # an outage: one line a pass, no traceback
+                self.last_error = repr(exc)
+                log.warning("runner.unavailable", runner=self.name, error=exc.message)
             except Exception as exc:  # keep running: the next pass may succeed
                 self.last_error = repr(exc)
                 log.exception("runner.pass_failed", runner=self.name)

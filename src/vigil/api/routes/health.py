@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 import vigil
 from vigil.api.deps import ContainerDep
+from vigil.api.errors import retry_headers
 from vigil.errors import Unavailable
 
 router = APIRouter(tags=["health"])
@@ -52,7 +53,8 @@ async def ready(container: ContainerDep) -> Response:
             checks["redis"] = "unavailable"
     ok = all(v == "ok" for v in checks.values())
     body = ReadyOut(status="ready" if ok else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    status = 200 if ok else 503
+    return JSONResponse(body.model_dump(), status_code=status, headers=retry_headers(status))
 
 
 @router.get(
