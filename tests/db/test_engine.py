@@ -62,10 +62,14 @@ async def test_a_connection_lost_at_commit_is_unavailable(database_url: str) -> 
     a transient failure for the worker), and the next write gets a working connection."""
     database = Database(create_engine(Settings(database_url=database_url, db_pool_size=2)))
     try:
-        with pytest.raises(Unavailable):
+
+        async def lose_before_commit() -> None:
             async with database.write() as conn:
                 await conn.execute(text("SELECT 1"))
                 await _lose_connection(database, conn)
+
+        with pytest.raises(Unavailable):
+            await lose_before_commit()
         async with database.write() as conn:
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
@@ -77,10 +81,14 @@ async def test_a_connection_lost_inside_a_write_is_unavailable(database_url: str
     """A statement whose connection is gone raises Unavailable, not the rollback's error."""
     database = Database(create_engine(Settings(database_url=database_url, db_pool_size=2)))
     try:
-        with pytest.raises(Unavailable):
+
+        async def lose_before_a_statement() -> None:
             async with database.write() as conn:
                 await _lose_connection(database, conn)
                 await conn.execute(text("SELECT 1"))
+
+        with pytest.raises(Unavailable):
+            await lose_before_a_statement()
         async with database.read() as conn:
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -84,12 +86,21 @@ async def test_an_unreachable_database_is_one_warning_a_pass(tmp_path: Path) -> 
         runner_interval_seconds=0.05,
     )
     container = build_container(settings, clock=FakeClock())
-    with structlog.testing.capture_logs() as logs:
+    outages: list[str] = []
+    two_passes = asyncio.Event()
+
+    def count(_logger: object, _method: str, event: MutableMapping[str, Any]) -> Any:
+        if event["event"] in ("runner.unavailable", "runner.pass_failed"):
+            outages.append(event["event"])
+            if len(outages) >= 2:
+                two_passes.set()
+        return event
+
+    with structlog.testing.capture_logs(processors=[count]) as logs:
         await container.start(run_runner=True, run_ingest=False)
         try:
             async with asyncio.timeout(10):
-                while sum(e["event"] == "runner.unavailable" for e in logs) < 2:
-                    await asyncio.sleep(0.01)
+                await two_passes.wait()
         finally:
             await container.stop()
     passes = [e for e in logs if e["event"] in ("runner.unavailable", "runner.pass_failed")]
