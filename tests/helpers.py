@@ -1,4 +1,5 @@
-"""Helpers shared by tests: running Vigil as a real process, and the names of its metrics."""
+"""Helpers shared by tests: running Vigil as a real process, the names of its metrics, and
+a PostgreSQL connection lost at a chosen moment."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vigil.local import running
 from vigil.observability.metrics import VigilMetrics
@@ -45,3 +50,43 @@ def vigil_metric_series() -> dict[str, frozenset[str]]:
                 series
             )
     return found
+
+
+@contextlib.contextmanager
+def connection_lost(
+    engine: AsyncEngine, *, at: str = "commit", after: str = ""
+) -> Iterator[list[bool]]:
+    """Drop one PostgreSQL connection from the client side, as a crashed server would: at
+    the COMMIT (``at="commit"``) or the statement (``at="statement"``) of the first
+    transaction that runs a statement starting with ``after`` (any, when empty).
+
+    Yields a list that holds ``True`` once a connection was dropped.
+    """
+    dropped: list[bool] = []
+    chosen: set[int] = set()
+
+    def drop(conn: Connection) -> None:
+        dropped.append(True)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.terminate()
+
+    def on_statement(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if dropped or not statement.startswith(after):
+            return
+        if at == "statement":
+            drop(conn)
+        chosen.add(id(conn))
+
+    def on_commit(conn: Connection) -> None:
+        if not dropped and id(conn) in chosen:
+            drop(conn)
+
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", on_statement)
+    event.listen(sync_engine, "commit", on_commit)
+    try:
+        yield dropped
+    finally:
+        event.remove(sync_engine, "commit", on_commit)
+        event.remove(sync_engine, "before_cursor_execute", on_statement)

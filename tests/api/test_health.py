@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import event, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 
 import vigil
 from tests import services
+from tests.helpers import connection_lost
 from vigil.api.app import create_app
 from vigil.api.errors import RETRY_AFTER_SECONDS
 from vigil.container import Container, build_container
@@ -101,30 +101,9 @@ async def test_a_connection_lost_mid_ingest_gives_503_with_retry_after(
 ) -> None:
     """Ingest whose connection drops while it writes, or just as it commits, answers 503
     (with Retry-After), not 500; what it sent is not stored, and the next request is served."""
-    losing = [True]
-    ingesting: set[int] = set()
-
-    def note_ingest(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("INSERT INTO metrics "):
-            if when == "statement" and losing:
-                losing.clear()
-                conn.connection.driver_connection.terminate()  # type: ignore[union-attr]
-            ingesting.add(id(conn))
-
-    def lose_connection(conn: Connection) -> None:
-        if losing and id(conn) in ingesting:  # not another loop's transaction
-            losing.clear()
-            conn.connection.driver_connection.terminate()  # type: ignore[union-attr]
-
-    engine = container.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", note_ingest)
-    event.listen(engine, "commit", lose_connection)
-    try:
+    with connection_lost(container.database.engine, at=when, after="INSERT INTO metrics ") as lost:
         r = await client.post("/api/v1/ingest", json={"name": "cpu", "value": 1, "target": "a"})
-    finally:
-        event.remove(engine, "commit", lose_connection)
-        event.remove(engine, "before_cursor_execute", note_ingest)
-    assert not losing, "the connection was lost"
+    assert lost
     assert r.status_code == 503
     assert r.json() == {"detail": "database unavailable"}
     assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)

@@ -15,7 +15,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
+from tests.helpers import connection_lost
 from tests.remediation.test_service import FakeRun
+from vigil.api.errors import RETRY_AFTER_SECONDS
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
 from vigil.remediation.app import MAX_BODY_BYTES, RemediatorNotConfigured, create_remediator_app
@@ -214,6 +216,43 @@ async def test_signed_request_runs_once_and_repeats_get_the_record(
 
     assert (await remediator.post({**REQUEST, "attempt": 2})).status_code == 200
     assert [r.attempt for r in run.calls] == [1, 2]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("statement", "status"),
+    [
+        # The claim is lost: nothing ran; the worker asks again with the same key.
+        ("INSERT INTO remediation_runs ", 503),
+        # The result is lost: the remediator records it again itself.
+        ("UPDATE remediation_runs ", 200),
+    ],
+)
+async def test_a_connection_lost_at_commit_is_never_500(
+    database_url: str, run: FakeRun, clock: FakeClock, statement: str, status: int
+) -> None:
+    """A claim whose COMMIT loses its connection answers 503 with Retry-After; a result
+    whose COMMIT does is recorded again. Never 500, and the change runs once."""
+    database = Database(create_engine(settings_for(database_url)))
+    app = create_remediator_app(settings_for(database_url), run=run, clock=clock, database=database)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://remediator.test"
+        ) as client,
+    ):
+        remediator = Remediator(client, clock, CollectorRegistry())
+        with connection_lost(database.engine, after=statement) as lost:
+            first = await remediator.post(REQUEST)
+        assert lost
+        assert first.status_code == status, first.text
+        if status == 503:
+            assert first.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+        again = await remediator.post(REQUEST)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "success"
+    await database.dispose()
+    assert len(run.calls) == 1
 
 
 async def test_a_replayed_request_gets_the_record_not_a_second_run(
