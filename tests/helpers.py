@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
 from vigil.local import running
 from vigil.observability.metrics import VigilMetrics
@@ -54,39 +55,56 @@ def vigil_metric_series() -> dict[str, frozenset[str]]:
 
 @contextlib.contextmanager
 def connection_lost(
-    engine: AsyncEngine, *, at: str = "commit", after: str = ""
+    engine: AsyncEngine,
+    *,
+    at: str = "commit",
+    after: str = "",
+    nth: int = 1,
+    landed: bool = False,
 ) -> Iterator[list[bool]]:
     """Drop one PostgreSQL connection from the client side, as a crashed server would: at
-    the COMMIT (``at="commit"``) or the statement (``at="statement"``) of the first
-    transaction that runs a statement starting with ``after`` (any, when empty).
+    the COMMIT (``at="commit"``) or the statement (``at="statement"``) of the ``nth``
+    transaction that runs a statement starting with ``after`` (any, when empty). With
+    ``landed``, the COMMIT reaches the server first and only its answer is lost.
 
     Yields a list that holds ``True`` once a connection was dropped.
     """
     dropped: list[bool] = []
-    chosen: set[int] = set()
+    matching: set[int] = set()
+    seen = [0]
 
     def drop(conn: Connection) -> None:
         dropped.append(True)
         driver = conn.connection.driver_connection
         assert driver is not None
+        if landed:
+            await_only(driver.execute("COMMIT"))
         driver.terminate()
 
+    def on_begin(conn: Connection) -> None:
+        matching.discard(id(conn))
+
     def on_statement(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
-        if dropped or not statement.startswith(after):
+        if dropped or id(conn) in matching or not statement.startswith(after):
             return
-        if at == "statement":
+        matching.add(id(conn))
+        seen[0] += 1
+        if at == "statement" and seen[0] == nth:
             drop(conn)
-        chosen.add(id(conn))
 
     def on_commit(conn: Connection) -> None:
-        if not dropped and id(conn) in chosen:
+        if not dropped and id(conn) in matching and seen[0] == nth:
             drop(conn)
 
-    sync_engine = engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", on_statement)
-    event.listen(sync_engine, "commit", on_commit)
+    listeners = (
+        ("begin", on_begin),
+        ("before_cursor_execute", on_statement),
+        ("commit", on_commit),
+    )
+    for name, listener in listeners:
+        event.listen(engine.sync_engine, name, listener)
     try:
         yield dropped
     finally:
-        event.remove(sync_engine, "commit", on_commit)
-        event.remove(sync_engine, "before_cursor_execute", on_statement)
+        for name, listener in listeners:
+            event.remove(engine.sync_engine, name, listener)

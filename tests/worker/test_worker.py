@@ -10,11 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tests.helpers import connection_lost
 from tests.worker.support import ScriptedExecutor, World, failure, success, world
 from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.observability.audit import Actor
 from vigil.queue.task import Reserved
+from vigil.remediation.wire import RemediateResult
 
 
 async def take(w: World) -> Reserved:
@@ -312,3 +314,35 @@ async def test_an_entry_whose_action_is_no_longer_failed_leaves_the_dead_letter(
         assert redriven == []
         assert "pending" in skipped[0]["reason"]
         assert await w.queue.dead_letters(limit=10) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("landed", [False, True], ids=["commit-lost", "answer-lost"])
+@pytest.mark.parametrize(
+    ("answer", "status"), [(success(), "completed"), (failure("flaky"), "pending")]
+)
+async def test_an_outcome_whose_commit_loses_its_connection_is_recorded_once(
+    database_url: str, landed: bool, answer: RemediateResult, status: str
+) -> None:
+    """The remediator answered, then the COMMIT recording it lost its connection (before
+    reaching the server, or after, with only the answer lost): the worker records the
+    outcome again at once -- once -- instead of leaving the action running until its lease
+    expires."""
+    async with world(database_url) as w:
+        action_id = await w.manual()
+        executor = ScriptedExecutor([answer])
+        worker = w.worker(executor)
+        # The second transaction updating the action: the first is the claim.
+        with connection_lost(
+            w.database.engine, after="UPDATE actions ", nth=2, landed=landed
+        ) as lost:
+            await worker.handle(await take(w))
+        assert lost
+        action = await w.action(action_id)
+        assert (action["status"], action["attempts"], action["lease_owner"]) == (status, 1, None)
+        settled = [h for h in await w.history(action_id) if h["from"] == "running"]
+        assert [(h["to"], h["attempt"]) for h in settled] == [(status, 1)]
+        assert [c.attempt for c in executor.calls] == [1]
+        stats = await w.queue.stats()
+        settled_as = (stats.tasks_completed, stats.tasks_retried, stats.queue_length)
+        assert settled_as == ((1, 0, 0) if status == "completed" else (0, 1, 0))

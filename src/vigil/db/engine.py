@@ -43,7 +43,8 @@ class LastWork:
 def last_work(conn: AsyncConnection) -> LastWork | None:
     """The work ``conn``'s write transaction does before it commits (None: ``conn`` is not
     in a :meth:`Database.write`, so there is no such moment to wait for)."""
-    found: LastWork | None = conn.get_execution_options().get(_LAST)
+    sync = conn.sync_connection
+    found: LastWork | None = None if sync is None else sync.get_execution_options().get(_LAST)
     return found
 
 

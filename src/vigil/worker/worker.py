@@ -12,10 +12,15 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from vigil.actions import lifecycle
+from vigil.actions.status import Status
+from vigil.actions.store import get_action
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
@@ -285,16 +290,26 @@ class Worker:
             "owner": self.name,
             "now": now,
         }
+
+        async def write(conn: AsyncConnection) -> None:
+            if result.status == "success":
+                await lifecycle.complete(conn, **common, result=answer, message=result.message)
+            elif final:
+                await lifecycle.fail(conn, **common, error=result.message, result=answer)
+            else:
+                await lifecycle.retry_later(
+                    conn, **common, error=result.message, result=answer, due=due
+                )
+
+        outcome = (
+            Status.COMPLETED
+            if result.status == "success"
+            else Status.FAILED
+            if final
+            else Status.PENDING
+        )
         try:
-            async with self._db.write() as conn:
-                if result.status == "success":
-                    await lifecycle.complete(conn, **common, result=answer, message=result.message)
-                elif final:
-                    await lifecycle.fail(conn, **common, error=result.message, result=answer)
-                else:
-                    await lifecycle.retry_later(
-                        conn, **common, error=result.message, result=answer, due=due
-                    )
+            await self._write_outcome(write, action_id=task.action_id, attempt=attempt, to=outcome)
         except (StaleAttempt, IllegalTransition, NotFound):
             # Cancelled or reclaimed meanwhile: keep the result in its history only.
             async with self._db.write() as conn:
@@ -323,6 +338,49 @@ class Worker:
             await self._queue.retry_at(reserved, next_task, due)
             self._metrics.tasks_total.labels(result="retried").inc()
             self._metrics.actions_total.labels(action=action, status="pending").inc()
+
+    async def _write_outcome(
+        self,
+        write: Callable[[AsyncConnection], Awaitable[None]],
+        *,
+        action_id: int,
+        attempt: int,
+        to: Status,
+    ) -> None:
+        """Record an attempt's outcome with ``write``, trying again while the database is
+        unavailable (for up to a lease): the result is in hand and only this record keeps
+        it -- left alone, the action would stay ``running`` until its lease expired.
+
+        A COMMIT that got no answer may have landed, so before writing again the action is
+        read: if it already shows ``attempt`` settled as ``to``, nothing more is written.
+        Raises :class:`Unavailable` once the lease's time has passed.
+        """
+        deadline = time.monotonic() + self._lease
+        pause = 0.1
+        unsure = False
+        while True:
+            try:
+                async with self._db.write() as conn:
+                    if unsure and _shows(
+                        await get_action(conn, action_id=action_id), attempt=attempt, outcome=to
+                    ):
+                        log.info("task.outcome_was_recorded", worker=self.name, attempt=attempt)
+                        return
+                    await write(conn)
+                return
+            except Unavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "task.outcome_not_recorded_yet",
+                    worker=self.name,
+                    attempt=attempt,
+                    error=exc.message,
+                    retry_in=pause,
+                )
+                unsure = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def _give_up(self, reserved: Reserved) -> None:
         """A task delivered too often without being settled (workers crashing on it): its
@@ -356,6 +414,14 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
     return event.is_set()
+
+
+def _shows(record: dict[str, Any], *, attempt: int, outcome: Status) -> bool:
+    """Whether the action ``record`` already shows ``attempt`` settled as ``outcome``
+    (pending: its next attempt is due; a reclaim keeps the same attempt instead)."""
+    if outcome is Status.PENDING:
+        return int(record["next_attempt"]) > attempt
+    return record["status"] == outcome.value and int(record["attempts"]) == attempt
 
 
 def _failure(message: str, *, retryable: bool = False) -> RemediateResult:
