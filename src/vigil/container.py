@@ -292,6 +292,7 @@ def build_container(
             group_size=settings.ingest_group_size,
             queue_limit=settings.ingest_queue_limit,
             dispatcher=dispatcher,
+            key_ttl=settings.idempotency_ttl_seconds,
         ),
         runner=PolicyRunner(
             database=database,
@@ -304,6 +305,7 @@ def build_container(
             name=name,
             decision_retention=settings.decision_retention,
             dispatcher=dispatcher,
+            key_ttl=settings.idempotency_ttl_seconds,
         ),
         notifier=Notifier(
             database=database,

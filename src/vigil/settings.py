@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     max_future_seconds: Duration = 600.0
 
     metrics_retention_seconds: Duration = 86400.0
+    idempotency_ttl_seconds: Duration = 86400.0
     runner_enabled: bool = True
     runner_interval_seconds: Duration = 10.0
     decision_retention: Duration = 30 * 86400.0
@@ -226,6 +227,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "runner_interval_seconds",
+        "idempotency_ttl_seconds",
         "queue_visibility_timeout_seconds",
         "reconcile_interval_seconds",
         "worker_lease_seconds",

@@ -58,6 +58,22 @@ metric_latest = Table(
     Column("ts", UtcDateTime, nullable=False),
 )
 
+ingest_keys = Table(
+    "ingest_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_ingest_keys_created_at", "created_at"),
+)
+"""The ``Idempotency-Key`` of each ingest request stored, with the answer it got: written
+in the samples' transaction, so a retry of a request that was stored is answered from here
+(on any replica) instead of being stored twice. ``status_code`` and ``response`` (the JSON
+body as sent, byte for byte) are set before that transaction commits; pruned after
+``VIGIL_IDEMPOTENCY_TTL_SECONDS``."""
+
 policies = Table(
     "policies",
     metadata,

@@ -4,16 +4,22 @@ Concurrent requests are grouped: a single writer task takes every request waitin
 queue and handles them in one transaction (group commit), so a burst of small requests costs
 one commit instead of one each. Each request still gets its own answer; if a group fails,
 its requests are retried one by one so one bad request cannot fail its neighbours.
+
+A request may carry an :class:`IdempotencyKey`: its key is claimed, and its answer stored,
+in the same transaction as its samples (:mod:`vigil.ingest.keys`), so a retry of a request
+that was stored gets the same answer and stores nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.episodes import bump_firing
@@ -26,8 +32,9 @@ from vigil.actions.recorder import (
 )
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
-from vigil.errors import Unavailable
+from vigil.errors import InvalidInput, Unavailable
 from vigil.guard.reasons import outcome_of
+from vigil.ingest.keys import answer_keys, claim_keys
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
@@ -46,6 +53,10 @@ class IngestResult:
     metric_ids: list[int]
     evaluated: list[bool]
     decisions: list[Decision] = field(default_factory=list)
+    answer: bytes | None = None
+    """With an idempotency key: the answer's JSON body, as stored with the key."""
+    replayed: bool = False
+    """The key was stored before: ``answer`` is that request's, and nothing was stored."""
 
     def violations_out(self) -> list[dict[str, Any]]:
         out = []
@@ -74,12 +85,28 @@ class IngestResult:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A request's ``Idempotency-Key``, the fingerprint telling its request apart from
+    another sent with the same key, and how its answer's JSON body is made (stored with the
+    key in the samples' transaction)."""
+
+    key: str
+    fingerprint: str
+    answer: Callable[[IngestResult], bytes]
+
+
+ANSWERED = 201
+"""The status code of a stored request's answer (remembered with its key)."""
+
+
 @dataclass(slots=True)
 class _Request:
     samples: Sequence[Sample]
     source: str
     actor: Actor
     future: asyncio.Future[IngestResult]
+    key: IdempotencyKey | None = None
 
 
 class IngestPipeline:
@@ -95,8 +122,10 @@ class IngestPipeline:
         group_size: int,
         queue_limit: int = 10_000,
         dispatcher: Dispatcher | None = None,
+        key_ttl: float = 86400.0,
     ) -> None:
         self._db = database
+        self._key_ttl = key_ttl
         self._dispatcher = dispatcher
         self._dispatching: set[asyncio.Task[None]] = set()
         self._policies = policies
@@ -124,13 +153,25 @@ class IngestPipeline:
         if self._dispatching:
             await asyncio.gather(*self._dispatching)
 
-    async def ingest(self, samples: Sequence[Sample], *, source: str, actor: Actor) -> IngestResult:
-        """Store ``samples``, evaluate them and record the decisions; the result once committed."""
+    async def ingest(
+        self,
+        samples: Sequence[Sample],
+        *,
+        source: str,
+        actor: Actor,
+        key: IdempotencyKey | None = None,
+    ) -> IngestResult:
+        """Store ``samples``, evaluate them and record the decisions; the result once committed.
+
+        With ``key``: if a request with that key was stored within the key's time to live,
+        nothing is stored and the result is that request's answer (``replayed``); if that
+        request was another one (another fingerprint), :class:`InvalidInput`.
+        """
         if self._writer is None or self._stopping:
             raise Unavailable("ingest is not running")
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Request(samples, source, actor, future))
+            self._queue.put_nowait(_Request(samples, source, actor, future, key))
         except asyncio.QueueFull:
             raise Unavailable("ingest is overloaded; retry later") from None
         return await future
@@ -182,9 +223,18 @@ class IngestPipeline:
                     request.future.set_exception(exc)
             return
         for request, result in zip(group, results, strict=True):
-            if not request.future.done():
+            if request.future.done():
+                continue
+            if isinstance(result, Exception):
+                request.future.set_exception(result)
+            else:
                 request.future.set_result(result)
-        for request, result in zip(group, results, strict=True):
+        stored = [
+            (request, result)
+            for request, result in zip(group, results, strict=True)
+            if isinstance(result, IngestResult) and not result.replayed
+        ]
+        for request, result in stored:
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
             if result.decisions:
                 with bound(request_id=request.actor.request_id):
@@ -201,76 +251,142 @@ class IngestPipeline:
                             action_id=d.action["id"] if d.action is not None else None,
                         )
         if self._dispatcher is not None:
-            created = [d.action for r in results for d in r.decisions if d.action is not None]
+            created = [d.action for _, r in stored for d in r.decisions if d.action is not None]
             if created:
                 # Beside the writer, not in its way: a slow queue must not hold up ingest.
                 task = asyncio.create_task(self._dispatcher.dispatch(created))
                 self._dispatching.add(task)
                 task.add_done_callback(self._dispatching.discard)
 
-    async def _commit(self, group: list[_Request]) -> list[IngestResult]:
+    async def _commit(self, whole: list[_Request]) -> list[IngestResult | InvalidInput]:
+        """Store and evaluate a group in one transaction; each request's result (or, for a
+        reused idempotency key, the error it gets), in the group's order."""
         now = self._clock.now()
-        samples = [s for request in group for s in request.samples]
         async with self._db.write() as conn:
-            await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
-            index, firing = await self._policies.snapshot(conn)
-            # Each sample's plan, found once; and the targets whose other metrics matter.
-            plans = index.plans
-            sample_plans: list[Plan | None] = []
-            context_targets = set()
-            for s in samples:
-                target = s.target
-                if target is None:
-                    sample_plans.append(None)
-                    continue
-                plan = plans.get((s.name, target)) or index.plan(s.name, target)
-                sample_plans.append(plan)
-                if plan.needs_other_metrics:
-                    context_targets.add(target)
-            known = await latest_values(conn, targets=context_targets) if context_targets else {}
-            # On SQLite the samples are stored by the driver's thread while this one
-            # evaluates them (evaluating needs only the values read above).
-            stored = await store_samples(conn, samples=samples, now=now)
-            evaluated: list[tuple[IngestResult, list[Observation]]] = []
-            try:
-                values_of = {t: {n: v for n, (v, _) in d.items()} for t, d in known.items()}
-                stamps_of = {t: {n: ts for n, (_, ts) in d.items()} for t, d in known.items()}
-                # Which pairs fire, kept up to date as the group's samples go.
-                firing_now = dict(firing)
-                position = 0
-                for request in group:
-                    request_plans = sample_plans[position : position + len(request.samples)]
-                    position += len(request.samples)
-                    result = IngestResult([], [plan is not None for plan in request_plans])
-                    observations = self._evaluate(
-                        request.samples, request_plans, values_of, stamps_of, index, firing_now
-                    )
-                    evaluated.append((result, observations))
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await stored
-                raise
-            ids = await stored
-            results: list[IngestResult] = []
-            position = 0
-            firing_changed = False
-            for request, (result, observations) in zip(group, evaluated, strict=True):
-                count = len(request.samples)
-                result.metric_ids = ids[position : position + count]
-                position += count
-                if observations:
-                    recorded = await record_observations(
-                        conn,
-                        observations=observations,
-                        now=now,
-                        actor=Actor("system", request.actor.request_id),
-                    )
-                    result.decisions = recorded.decisions
-                    firing_changed |= recorded.firing_changed
-                results.append(result)
-            if firing_changed:
-                await bump_firing(conn)
+            keyed = [r for r in whole if r.key is not None]
+            settled = await self._settle_keys(conn, keyed, now) if keyed else {}
+            group = [r for r in whole if id(r) not in settled]
+            results = await self._store(conn, group, now) if group else []
+            answers = {}
+            for request, result in zip(group, results, strict=True):
+                if request.key is not None:
+                    result.answer = request.key.answer(result)
+                    answers[request.key.key] = (ANSWERED, result.answer)
+            if answers:
+                await answer_keys(conn, answers=answers)
         self._count(results)
+        fresh = iter(results)
+        out: list[IngestResult | InvalidInput] = []
+        for request in whole:
+            early = settled.get(id(request))
+            if early is None:
+                out.append(next(fresh))
+            elif isinstance(early, _SameKeyAs):
+                answer = results[group.index(early.request)].answer
+                out.append(IngestResult([], [], answer=answer, replayed=True))
+            else:
+                out.append(early)
+        return out
+
+    async def _settle_keys(
+        self, conn: AsyncConnection, keyed: list[_Request], now: datetime
+    ) -> dict[int, IngestResult | InvalidInput | _SameKeyAs]:
+        """Claim the keys of ``keyed``; what each request whose key is taken gets instead of
+        being stored (by ``id`` of the request): the answer stored with the key, a refusal
+        for another request under the same key, or -- a second request of this group with a
+        key the group claims -- the first one's answer."""
+        firsts: dict[str, _Request] = {}
+        settled: dict[int, IngestResult | InvalidInput | _SameKeyAs] = {}
+        for request in keyed:
+            assert request.key is not None
+            first = firsts.setdefault(request.key.key, request)
+            if first is not request:
+                assert first.key is not None
+                settled[id(request)] = (
+                    _SameKeyAs(first)
+                    if first.key.fingerprint == request.key.fingerprint
+                    else _reused(request.key)
+                )
+        answered = await claim_keys(
+            conn,
+            keys={k: r.key.fingerprint for k, r in firsts.items() if r.key is not None},
+            now=now,
+            forget_before=now - timedelta(seconds=self._key_ttl),
+        )
+        for key, earlier in answered.items():
+            for request in keyed:
+                if request.key is None or request.key.key != key:
+                    continue
+                settled[id(request)] = (
+                    IngestResult([], [], answer=earlier.body, replayed=True)
+                    if earlier.fingerprint == request.key.fingerprint
+                    else _reused(request.key)
+                )
+        return settled
+
+    async def _store(
+        self, conn: AsyncConnection, group: list[_Request], now: datetime
+    ) -> list[IngestResult]:
+        """Store and evaluate ``group``'s samples in ``conn``'s transaction; their results."""
+        samples = [s for request in group for s in request.samples]
+        await lock_targets(conn, targets=(s.target for s in samples if s.target is not None))
+        index, firing = await self._policies.snapshot(conn)
+        # Each sample's plan, found once; and the targets whose other metrics matter.
+        plans = index.plans
+        sample_plans: list[Plan | None] = []
+        context_targets = set()
+        for s in samples:
+            target = s.target
+            if target is None:
+                sample_plans.append(None)
+                continue
+            plan = plans.get((s.name, target)) or index.plan(s.name, target)
+            sample_plans.append(plan)
+            if plan.needs_other_metrics:
+                context_targets.add(target)
+        known = await latest_values(conn, targets=context_targets) if context_targets else {}
+        # On SQLite the samples are stored by the driver's thread while this one
+        # evaluates them (evaluating needs only the values read above).
+        stored = await store_samples(conn, samples=samples, now=now)
+        evaluated: list[tuple[IngestResult, list[Observation]]] = []
+        try:
+            values_of = {t: {n: v for n, (v, _) in d.items()} for t, d in known.items()}
+            stamps_of = {t: {n: ts for n, (_, ts) in d.items()} for t, d in known.items()}
+            # Which pairs fire, kept up to date as the group's samples go.
+            firing_now = dict(firing)
+            position = 0
+            for request in group:
+                request_plans = sample_plans[position : position + len(request.samples)]
+                position += len(request.samples)
+                result = IngestResult([], [plan is not None for plan in request_plans])
+                observations = self._evaluate(
+                    request.samples, request_plans, values_of, stamps_of, index, firing_now
+                )
+                evaluated.append((result, observations))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await stored
+            raise
+        ids = await stored
+        results: list[IngestResult] = []
+        position = 0
+        firing_changed = False
+        for request, (result, observations) in zip(group, evaluated, strict=True):
+            count = len(request.samples)
+            result.metric_ids = ids[position : position + count]
+            position += count
+            if observations:
+                recorded = await record_observations(
+                    conn,
+                    observations=observations,
+                    now=now,
+                    actor=Actor("system", request.actor.request_id),
+                )
+                result.decisions = recorded.decisions
+                firing_changed |= recorded.firing_changed
+            results.append(result)
+        if firing_changed:
+            await bump_firing(conn)
         return results
 
     def _evaluate(
@@ -341,3 +457,18 @@ class IngestPipeline:
     def _count(self, results: list[IngestResult]) -> None:
         for result in results:
             count_decisions(self._metrics, result.decisions)
+
+
+@dataclass(frozen=True, slots=True)
+class _SameKeyAs:
+    """A request of a group whose key an earlier request of the group claims: it gets that
+    request's answer once the group is stored."""
+
+    request: _Request
+
+
+def _reused(key: IdempotencyKey) -> InvalidInput:
+    return InvalidInput(
+        f"Idempotency-Key {key.key!r} was already used for another request (another body or "
+        "route); a new request needs a new key"
+    )

@@ -28,6 +28,7 @@ from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.guard.reasons import outcome_of
 from vigil.guard.silences import silencing
+from vigil.ingest.keys import prune_keys_before
 from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
@@ -58,9 +59,11 @@ class PolicyRunner:
         name: str = "runner",
         decision_retention: float = 30 * 86400.0,
         dispatcher: Dispatcher | None = None,
+        key_ttl: float = 86400.0,
     ) -> None:
         self.name = name
         self.decision_retention = decision_retention
+        self.key_ttl = key_ttl
         self._dispatcher = dispatcher
         self._policies = PolicyCache()
         self.leader = False
@@ -198,8 +201,9 @@ class PolicyRunner:
         )
 
     async def run_once(self) -> int:
-        """One pass: evaluate, then delete samples older than the retention and decisions
-        older than theirs; how many samples were deleted."""
+        """One pass: evaluate, then delete samples older than the retention, ingest
+        idempotency keys older than theirs, and decisions older than theirs; how many
+        samples were deleted."""
         started = time.perf_counter()
         decisions = await self.evaluate()
         self.last_decisions = len(decisions)
@@ -213,6 +217,12 @@ class PolicyRunner:
                 break
         async with self._db.write() as conn:
             await prune_latest_before(conn, cutoff=cutoff)
+        keys_before = self._clock.now() - timedelta(seconds=self.key_ttl)
+        while True:
+            async with self._db.write() as conn:
+                deleted = await prune_keys_before(conn, cutoff=keys_before, limit=self._prune_chunk)
+            if deleted < self._prune_chunk:
+                break
         decided_before = self._clock.now() - timedelta(seconds=self.decision_retention)
         while True:
             async with self._db.write() as conn:

@@ -1,12 +1,19 @@
 """Ingest routes. Bodies are parsed here, not by FastAPI: first by the fast path
 (:mod:`vigil.ingest.fast`, msgspec), which only ever accepts; whatever it is unsure of goes
 the slow path (orjson + pydantic), which gives the 422s. Either way the batch limit is checked
-before thousands of metrics are validated, and NaN/Infinity never get in."""
+before thousands of metrics are validated, and NaN/Infinity never get in.
+
+A request may carry an ``Idempotency-Key`` header (docs/api.md, "Retries and idempotency
+keys"): a valid body is then stored with its key, and a retry with the key is answered with
+the first answer, byte for byte, storing nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+import re
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,8 +26,9 @@ from starlette.responses import Response
 from vigil.api.deps import actor_of, container_of, json_response
 from vigil.api.errors import clean_errors, error_responses
 from vigil.container import Container
-from vigil.errors import PayloadTooLarge
+from vigil.errors import InvalidInput, PayloadTooLarge
 from vigil.ingest import fast
+from vigil.ingest.pipeline import ANSWERED, IdempotencyKey, IngestResult
 from vigil.ingest.schemas import (
     BatchOut,
     IngestOut,
@@ -36,13 +44,63 @@ _METRICS = TypeAdapter(list[MetricIn])
 _ERRORS: dict[int | str, dict[str, Any]] = error_responses(413, 422, 503)
 
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"^[!-~]{1,255}$")
+"""A key: 1 to 255 visible ASCII characters (a UUID is a good one)."""
+
+
 def _body_schema(name: str) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-        }
+        },
+        "parameters": [
+            {
+                "name": IDEMPOTENCY_KEY,
+                "in": "header",
+                "required": False,
+                "description": "Makes a retry safe: a request with a key stored within "
+                "VIGIL_IDEMPOTENCY_TTL_SECONDS gets the first answer and stores nothing; "
+                "the same key with another body or route is refused (422).",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": _KEY.pattern,
+                },
+            }
+        ],
     }
+
+
+def _idempotency_key(
+    request: Request, body: bytes, answer: Callable[[IngestResult], dict[str, Any]]
+) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key``, if it sent one; a 422 for a malformed one."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["header", IDEMPOTENCY_KEY],
+                    "msg": "an idempotency key is 1 to 255 visible ASCII characters",
+                    "type": "string_pattern_mismatch",
+                }
+            ]
+        )
+    # The route and the body, byte for byte: the same key for anything else is refused.
+    fingerprint = hashlib.sha256(request.url.path.encode() + b"\n" + body).hexdigest()
+    return IdempotencyKey(key, fingerprint, lambda result: orjson.dumps(answer(result)))
+
+
+def _answered(result: IngestResult, answer: Callable[[IngestResult], dict[str, Any]]) -> Response:
+    """The 201 for ``result``: as stored with its idempotency key, when it has one."""
+    if result.answer is not None:
+        return Response(result.answer, status_code=ANSWERED, media_type="application/json")
+    return json_response(answer(result), status_code=ANSWERED)
 
 
 def _json(body: bytes) -> Any:
@@ -126,7 +184,7 @@ def _refuse_future(samples: list[Sample], container: Container, now: datetime, b
 def _counting_rejections(container: Container) -> Iterator[None]:
     try:
         yield
-    except RequestValidationError:
+    except (RequestValidationError, InvalidInput):
         container.metrics.ingest_rejected_total.labels(reason="invalid").inc()
         raise
     except PayloadTooLarge:
@@ -139,26 +197,30 @@ async def _ingest_one(request: Request, source: str) -> Response:
     body = await request.body()
     now = container.clock.now()
     with _counting_rejections(container):
+        key = _idempotency_key(request, body, _one_answer)
         sample = fast.decode_one(body, container.limits, now)
         if sample is None:
             sample = _slow_one(body, container, now)
         _refuse_future([sample], container, now, batch=False)
-    result = await container.ingest.ingest([sample], source=source, actor=actor_of(request))
+        result = await container.ingest.ingest(
+            [sample], source=source, actor=actor_of(request), key=key
+        )
+    return _answered(result, _one_answer)
+
+
+def _one_answer(result: IngestResult) -> dict[str, Any]:
     evaluated = result.evaluated[0]
-    return json_response(
-        {
-            "ok": True,
-            "metric_id": result.metric_ids[0],
-            "status": "stored",
-            "policies_evaluated": evaluated,
-            "violations": result.violations_out(),
-            "actions": result.actions_out(),
-            "message": "Metric ingested successfully"
-            if evaluated
-            else "Metric ingested successfully; it has no target, so no policy was evaluated",
-        },
-        status_code=201,
-    )
+    return {
+        "ok": True,
+        "metric_id": result.metric_ids[0],
+        "status": "stored",
+        "policies_evaluated": evaluated,
+        "violations": result.violations_out(),
+        "actions": result.actions_out(),
+        "message": "Metric ingested successfully"
+        if evaluated
+        else "Metric ingested successfully; it has no target, so no policy was evaluated",
+    }
 
 
 @router.post(
@@ -198,19 +260,23 @@ async def ingest_batch(request: Request) -> Response:
     body = await request.body()
     now = container.clock.now()
     with _counting_rejections(container):
+        key = _idempotency_key(request, body, _batch_answer)
         samples = fast.decode_batch(body, container.limits, now, container.settings.max_batch_size)
         if samples is None:
             samples = _slow_batch(body, container, now)
         _refuse_future(samples, container, now, batch=True)
-    if not samples:
-        return json_response({"ok": True, "stored": 0, "violations": [], "actions": []}, 201)
-    result = await container.ingest.ingest(samples, source="batch", actor=actor_of(request))
-    return json_response(
-        {
-            "ok": True,
-            "stored": len(result.metric_ids),
-            "violations": result.violations_out(),
-            "actions": result.actions_out(),
-        },
-        status_code=201,
-    )
+        if not samples:  # nothing to store, so nothing to remember either
+            return json_response({"ok": True, "stored": 0, "violations": [], "actions": []}, 201)
+        result = await container.ingest.ingest(
+            samples, source="batch", actor=actor_of(request), key=key
+        )
+    return _answered(result, _batch_answer)
+
+
+def _batch_answer(result: IngestResult) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "stored": len(result.metric_ids),
+        "violations": result.violations_out(),
+        "actions": result.actions_out(),
+    }
