@@ -1,5 +1,5 @@
 """Reaching the real Redis, PostgreSQL and Prometheus of the machine, or skipping (failing in
-CI)."""
+CI); private Redis and PostgreSQL servers for tests that stop them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +140,81 @@ def own_redis_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server of one test (:func:`own_postgres_server`): its own data
+    directory and port, to stop and start at will. ``url`` reaches its ``postgres`` database
+    as ``root`` without a password."""
+
+    def __init__(self, bindir: Path, directory: Path, port: int) -> None:
+        self.bindir = bindir
+        self.data = directory / "data"
+        self.log = directory / "postgres.log"
+        self.port = port
+        self.url = f"postgresql://root@127.0.0.1:{port}/postgres"
+        # initdb and postgres refuse to run as root: run them as the postgres user then.
+        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._directory = directory
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [*self._as_owner, str(self.bindir / program), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            pytest.fail(f"{program} {' '.join(args)}: {done.stdout}{done.stderr}\n{log}")
+
+    def init(self) -> None:
+        if self._as_owner:
+            shutil.chown(self._directory, "postgres", "postgres")
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "root", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._directory} "
+            "-c fsync=off -c max_connections=100"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m MODE``: ``immediate`` ends every process at once, like a crash
+        (the next start recovers from the WAL)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    )
+    if not found:
+        if REQUIRE:
+            pytest.fail("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+        pytest.skip("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+    return found[-1].parent
+
+
+@contextlib.contextmanager
+def own_postgres_server() -> Iterator[PrivatePostgres]:
+    """Start a private, throwaway PostgreSQL server (initdb + pg_ctl, in a temporary
+    directory the postgres user can reach, on a free port); yield it. For tests that stop
+    the server: the shared one stays untouched. Stopped and deleted when the block exits."""
+    bindir = _postgres_bindir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    directory = Path(tempfile.mkdtemp(prefix="vigil-postgres-"))
+    server = PrivatePostgres(bindir, directory, port)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        if server.running():
+            server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
