@@ -2,7 +2,7 @@
 violation that starts a firing episode passes the guards and becomes an action, or is
 suppressed -- every outcome written down as a decision.
 
-The rules (issue 4): the policy's own action is created once per firing episode, on the
+The rules: the policy's own action is created once per firing episode, on the
 transition into ``firing``. While an episode fires, a violation whose attempt was suppressed
 by a silence, the pause, shadow mode, a missing ``auto_remediate``, the blast radius or a
 still-open action tries again; one suppressed by the cooldown or the circuit breaker does
