@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -163,7 +164,10 @@ def test_serve_uses_the_database_the_commands_use(default_database: Path, tmp_pa
         assert [k["name"] for k in keys.json()["keys"]] == ["ops"]
     finally:
         stop(server)
-    assert f"database: {default_database} (SQLite, the default data directory)" in server.log_tail()
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["event"] == "database.selected"
+    assert first["database"] == str(default_database)
+    assert first["source"] == "the default data directory"
     assert not (elsewhere / "vigil.db").exists()
 
 

@@ -90,5 +90,7 @@ def test_readme_curl_examples(tmp_path: Path) -> None:
                 if expected is not None:
                     contains(json.loads(proc.stdout), expected)
         [database] = temp.glob("*/vigil.db")
-        assert f"database: {database} (SQLite, VIGIL_DATA_DIR)" in server.log_tail(200)
+        lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+        *_, selected = (line for line in lines if line["event"] == "database.selected")
+        assert (selected["database"], selected["source"]) == (str(database), "VIGIL_DATA_DIR")
         assert not list(workdir.glob("vigil.db*")), "nothing in the working directory"

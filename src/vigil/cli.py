@@ -48,8 +48,8 @@ def _database_file(settings: Settings) -> Path | None:
     return Path(url.database).absolute()
 
 
-def _database_label(settings: Settings) -> str:
-    """Which database, and where the choice came from, for a person to read."""
+def _database_choice(settings: Settings) -> tuple[str, str]:
+    """Which database (a SQLite file, or a URL without its password), and what chose it."""
     from sqlalchemy.engine import make_url
 
     if "database_url" in settings.model_fields_set:
@@ -60,17 +60,31 @@ def _database_label(settings: Settings) -> str:
         source = "the default data directory"
     path = _database_file(settings)
     if path is not None:
-        return f"{path} (SQLite, {source})"
+        return str(path), source
     url = make_url(settings.database_url).set(drivername="postgresql")
-    return f"{url.render_as_string(hide_password=True)} ({source})"
+    return url.render_as_string(hide_password=True), source
 
 
 def _use_database(settings: Settings, *, create: bool) -> None:
-    """Say on stderr which database this command uses (stdout stays for its output).
+    """Say on stderr which database this command uses (stdout stays for its output), then
+    :func:`_prepare_database`."""
+    database, source = _database_choice(settings)
+    kind = "SQLite, " if _database_file(settings) is not None else ""
+    typer.echo(f"database: {database} ({kind}{source})", err=True)
+    _prepare_database(settings, create=create)
 
-    ``create``: the command may create the database (making the data directory for the
+
+def _log_database(settings: Settings) -> None:
+    """A server's first log line: which database it uses, and what chose it."""
+    from vigil.observability.logging import get_logger
+
+    database, source = _database_choice(settings)
+    get_logger(__name__).info("database.selected", database=database, source=source)
+
+
+def _prepare_database(settings: Settings, *, create: bool) -> None:
+    """``create``: the command may create the database (making the data directory for the
     default SQLite file); otherwise it must exist, else exit 2 saying there is none."""
-    typer.echo(f"database: {_database_label(settings)}", err=True)
     path = _database_file(settings)
     if path is None or path.exists():
         return
@@ -237,9 +251,10 @@ def serve(
 
     settings = load_settings(host=host, port=port)
     container = _build(settings, role="api")
-    _use_database(settings, create=True)
+    _prepare_database(settings, create=True)
     _refuse_open_network(settings, settings.host)
     _configure_logging(settings)
+    _log_database(settings)
     if no_worker and settings.redis_url is None:
         typer.echo(
             "warning: --no-worker without REDIS_URL: actions are queued in this process, "
@@ -276,7 +291,8 @@ def worker(
         raise typer.Exit(2)
     _configure_logging(settings)
     container = _build(settings, role="worker")
-    _use_database(settings, create=True)
+    _prepare_database(settings, create=True)
+    _log_database(settings)
     _serve(
         create_worker_app(container),
         settings,
@@ -303,7 +319,8 @@ def remediator(
         raise typer.Exit(2)
     _configure_logging(settings)
     _check_remediations(settings)
-    _use_database(settings, create=True)
+    _prepare_database(settings, create=True)
+    _log_database(settings)
     api = create_remediator_app(settings)
     _serve(api, settings, settings.remediator_host, settings.remediator_port)
 
