@@ -2,7 +2,7 @@
 
 Data-access functions are keyword-only with the connection first; they run inside the
 caller's transaction so a decision, its action, the first history row and the audit row
-commit together (DESIGN.md invariants 1 and 5).
+commit together (docs/design.md invariants 1 and 5).
 """
 
 from __future__ import annotations
