@@ -22,18 +22,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.episodes import bump_firing
-from vigil.actions.recorder import (
+from vigil.clock import Clock
+from vigil.db.engine import Database, is_transient
+from vigil.decide.episodes import bump_firing
+from vigil.decide.reasons import outcome_of
+from vigil.decide.recorder import (
     Decision,
     Observation,
     Settled,
     count_decisions,
     record_observations,
 )
-from vigil.clock import Clock
-from vigil.db.engine import Database, is_transient
 from vigil.errors import InvalidInput, Unavailable
-from vigil.guard.reasons import outcome_of
 from vigil.ingest.keys import answer_keys, claim_keys
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
