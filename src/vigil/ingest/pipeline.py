@@ -57,6 +57,8 @@ class IngestResult:
     """With an idempotency key: the answer's JSON body, as stored with the key."""
     replayed: bool = False
     """The key was stored before: ``answer`` is that request's, and nothing was stored."""
+    status_code: int = 201
+    """The status of the answer (a replayed one's as stored with its key)."""
 
     def violations_out(self) -> list[dict[str, Any]]:
         out = []
@@ -94,10 +96,6 @@ class IdempotencyKey:
     key: str
     fingerprint: str
     answer: Callable[[IngestResult], bytes]
-
-
-ANSWERED = 201
-"""The status code of a stored request's answer (remembered with its key)."""
 
 
 @dataclass(slots=True)
@@ -271,7 +269,7 @@ class IngestPipeline:
             for request, result in zip(group, results, strict=True):
                 if request.key is not None:
                     result.answer = request.key.answer(result)
-                    answers[request.key.key] = (ANSWERED, result.answer)
+                    answers[request.key.key] = (result.status_code, result.answer)
             if answers:
                 await answer_keys(conn, answers=answers)
         self._count(results)
@@ -318,7 +316,9 @@ class IngestPipeline:
                 if request.key is None or request.key.key != key:
                     continue
                 settled[id(request)] = (
-                    IngestResult([], [], answer=earlier.body, replayed=True)
+                    IngestResult(
+                        [], [], answer=earlier.body, replayed=True, status_code=earlier.status_code
+                    )
                     if earlier.fingerprint == request.key.fingerprint
                     else _reused(request.key)
                 )

@@ -28,7 +28,7 @@ from vigil.api.errors import clean_errors, error_responses
 from vigil.container import Container
 from vigil.errors import InvalidInput, PayloadTooLarge
 from vigil.ingest import fast
-from vigil.ingest.pipeline import ANSWERED, IdempotencyKey, IngestResult
+from vigil.ingest.pipeline import IdempotencyKey, IngestResult
 from vigil.ingest.schemas import (
     BatchOut,
     IngestOut,
@@ -97,10 +97,12 @@ def _idempotency_key(
 
 
 def _answered(result: IngestResult, answer: Callable[[IngestResult], dict[str, Any]]) -> Response:
-    """The 201 for ``result``: as stored with its idempotency key, when it has one."""
+    """The answer for ``result``: as stored with its idempotency key, when it has one."""
     if result.answer is not None:
-        return Response(result.answer, status_code=ANSWERED, media_type="application/json")
-    return json_response(answer(result), status_code=ANSWERED)
+        return Response(
+            result.answer, status_code=result.status_code, media_type="application/json"
+        )
+    return json_response(answer(result), status_code=result.status_code)
 
 
 def _json(body: bytes) -> Any:
