@@ -1,6 +1,7 @@
-"""PostgreSQL stopped under load: the scaled shape (API, worker and remediator processes) on
-a private PostgreSQL server, which the test crashes (``pg_ctl stop -m immediate``) while
-agents keep sending metrics, some of them violating a policy, and then starts again.
+"""PostgreSQL stopped under load: the scaled shape (API, worker and remediator processes)
+and the embedded one (one ``vigil serve``) on a private PostgreSQL server, which the test
+crashes (``pg_ctl stop -m immediate``) while agents keep sending metrics, some of them
+violating a policy, and actions run; then it starts the server again.
 
 What this pins: no process answers 500; every 503 says when to retry (``Retry-After``);
 no action stays ``running`` past its lease; every acknowledged sample is stored; and every
@@ -25,13 +26,12 @@ import httpx
 import pytest
 
 from tests import services
-from tests.e2e.cluster import Cluster, start_cluster
+from tests.e2e.cluster import start_cluster
 from tests.e2e.procs import Processes, wait_for
-from tests.e2e.vigil_api import SCALE_UP, runs, transitions
+from tests.e2e.vigil_api import SCALE_UP, Api, runs, transitions
 
 pytestmark = pytest.mark.slow
 
-HOT_TARGETS = [f"hot-{i}" for i in range(4)]
 POLICY = {
     "name": "cpu-hot",
     "severity": "warning",
@@ -65,7 +65,8 @@ class Sent:
 
 class Load:
     """Agents sending metrics from threads, each request with its own Idempotency-Key;
-    about one request in ten carries a violating sample."""
+    one request in twenty carries a violating sample, of a target of its own (so each
+    stored one makes an action)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -102,9 +103,8 @@ class Load:
         samples = []
         for part in range(3 if n % 4 == 0 else 1):
             value = float(n * 10 + part)
-            if n % 10 == 0 and part == 0:
-                target = HOT_TARGETS[n // 10 % len(HOT_TARGETS)]
-                samples.append({"name": "cpu", "value": 1000 + value, "target": target})
+            if n % 20 == 0 and part == 0:
+                samples.append({"name": "cpu", "value": 1000 + value, "target": f"hot-{n}"})
             else:
                 samples.append({"name": "load", "value": value, "target": f"web-{n % 8}"})
         if len(samples) > 1:
@@ -145,29 +145,42 @@ class Load:
         return answer
 
 
+def _samples(sent: Sent) -> list[dict[str, Any]]:
+    metrics: list[dict[str, Any]] = sent.body.get("metrics", [sent.body])
+    return metrics
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[services.PrivatePostgres]:
     with services.own_postgres_server() as server:
         yield server
 
 
-@pytest.fixture
-def cluster(
-    procs: Processes, private_postgres: services.PrivatePostgres, queue_prefix: str
-) -> Iterator[Cluster]:
-    services.need_redis()
-    procs.base_env["VIGIL_ACCESS_LOG"] = "true"  # the remediator's answers, for the 500 check
+@pytest.fixture(params=["scaled", "embedded"])
+def api(
+    request: pytest.FixtureRequest,
+    procs: Processes,
+    private_postgres: services.PrivatePostgres,
+    queue_prefix: str,
+) -> Iterator[Api]:
+    """The scaled shape (API, worker and remediator processes on Redis) or the embedded one
+    (one ``vigil serve``), on the private server."""
+    procs.base_env["VIGIL_ACCESS_LOG"] = "true"  # every answer, for the 5xx check
     procs.base_env["VIGIL_RUNNER_INTERVAL_SECONDS"] = "0.5"
-    running = start_cluster(
-        procs,
-        database_url=private_postgres.url,
-        redis_url=services.REDIS_URL,
-        queue_prefix=queue_prefix,
-        workers=1,
-    )
-    yield running
+    if request.param == "scaled":
+        services.need_redis()
+        client = start_cluster(
+            procs,
+            database_url=private_postgres.url,
+            redis_url=services.REDIS_URL,
+            queue_prefix=queue_prefix,
+            workers=1,
+        ).api
+    else:
+        client = Api(procs.serve(env={"DATABASE_URL": private_postgres.url}).url, procs)
+    yield client
     procs.stop_all()  # before the server and the queue prefix go away
-    running.api.close()
+    client.close()
 
 
 def _query(url: str, sql: str) -> list[Any]:
@@ -196,12 +209,16 @@ _UNEXPECTED = ("MissingGreenlet", "task.failed_unexpectedly", "request.database_
 
 @pytest.mark.timeout(120)
 def test_stopping_postgresql_under_load_loses_nothing_acknowledged(
-    cluster: Cluster, private_postgres: services.PrivatePostgres, runs_dir: Any
+    api: Api, private_postgres: services.PrivatePostgres, runs_dir: Any
 ) -> None:
-    procs, api = cluster.procs, cluster.api
+    procs = api.procs
     api.create_policy(POLICY)
     with Load(api.url) as load:
         wait_for(lambda: load.acknowledged() >= 40, timeout=20, what="load to flow", procs=procs)
+        # Actions whose command runs for a second: the outage comes while they run.
+        running = [api.create(f"brief-{i}") for i in range(3)]
+        for action_id in running:
+            api.wait_status(action_id, "running")
         private_postgres.stop("immediate")
         refused_before = load.count(503)
         # The outage, under load, for a few seconds: until many requests met it.
@@ -263,7 +280,9 @@ def test_stopping_postgresql_under_load_loses_nothing_acknowledged(
 
     wait_for(settled, timeout=30, interval=0.2, what="every action to complete", procs=procs)
     actions = api.actions()
-    assert {a["target"] for a in actions} == set(HOT_TARGETS)
+    hot = {s["target"] for sent in load.sent for s in _samples(sent) if s["name"] == "cpu"}
+    assert {a["target"] for a in actions if a["policy_name"] == POLICY["name"]} == hot
+    assert {a["id"] for a in actions} >= set(running)
     for action in actions:
         attempts = runs(runs_dir, action["target"])
         assert len(attempts) == len(set(attempts)), (
