@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_for_async
 from vigil.clock import FakeClock
 from vigil.remediation.config import parse_remediations
 from vigil.remediation.execute import run_remediation
@@ -140,10 +141,10 @@ def _alive(pid: int) -> bool:
 
 
 async def _wait_gone(pids: list[int]) -> None:
-    deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in pids):
-        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
-        await asyncio.sleep(0.02)
+    async def gone() -> bool:
+        return not any(_alive(pid) for pid in pids)
+
+    await wait_for_async(gone, what=lambda: f"{[p for p in pids if _alive(p)]} to end")
 
 
 # A shell that records its own pid and a background child's, then waits: a process tree.
