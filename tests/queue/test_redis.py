@@ -102,17 +102,18 @@ async def test_long_block_is_served_in_slices_and_wakes_on_arrival(
     redis_queues: QueueFactory,
 ) -> None:
     # A block longer than the socket timeout must neither time out nor hold up a new task.
+    # (Upper bounds catch a hang or a wait for the whole block, not a slow machine.)
     queue = await redis_queues(visibility_timeout=LONG_VISIBILITY)
     started = time.monotonic()
     assert await queue.reserve("c1", count=1, block=2.2) == []
-    assert 2.2 <= time.monotonic() - started < 3.0
+    assert 2.2 <= time.monotonic() - started < 2.2 + 10
 
-    waiting = asyncio.create_task(queue.reserve("c1", count=1, block=5))
+    waiting = asyncio.create_task(queue.reserve("c1", count=1, block=30))
     await asyncio.sleep(0.1)
     sent_at = time.monotonic()
     await queue.enqueue(task())
     assert [r.task for r in await waiting] == [task()]
-    assert time.monotonic() - sent_at < 0.5
+    assert time.monotonic() - sent_at < 15
 
 
 async def test_entry_deleted_while_pending_is_not_redelivered(

@@ -162,7 +162,7 @@ async def test_own_deadline_kills_the_whole_process_group(tmp_path: Path, script
     pidfile = tmp_path / "pids"
     started = time.monotonic()
     failure = await fails(call(timeout=0.5, argv=["sh", "-c", script, "sh", str(pidfile)]))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # killed, not waited for its 30 s sleep
     assert failure.retryable is True
     assert failure.message == "command 'sh' timed out after 0.5s"
     assert failure.details["argv"][:2] == ["sh", "-c"]
