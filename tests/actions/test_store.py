@@ -429,7 +429,7 @@ async def test_audited_transactions_that_lock_rows_in_turn_do_not_deadlock(
         async with database.write() as conn:
             await move(conn, b, Status.RUNNING)
             b_moved.set()
-            await asyncio.sleep(0.2)  # A is now waiting for b: commit under it
+            await _wait_for_a_lock_waiter(database)  # A waits for b: commit under it
 
     await asyncio.wait_for(asyncio.gather(first(), second()), timeout=20)
     async with database.read() as conn:
