@@ -222,6 +222,7 @@ def chaos_run(url: str, procs: Processes) -> None:
         assert fleet["web"]["replicas"] > 2 or fleet["web"]["restarts"] > 0, fleet
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + DRAIN_SECONDS + 120)
 def test_chaos_against_the_embedded_server(procs: Processes, tmp_path: Path) -> None:
     env = {**write_files(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'vigil.db'}"}
@@ -229,6 +230,7 @@ def test_chaos_against_the_embedded_server(procs: Processes, tmp_path: Path) -> 
     chaos_run(api.url, procs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + DRAIN_SECONDS + 120)
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_chaos_against_the_scaled_out_shape(

@@ -57,6 +57,7 @@ def violations(api: httpx.Client) -> float:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_demo_tells_the_whole_story(kept: list[tuple[int, Path]]) -> None:
     port = free_port()

@@ -132,6 +132,7 @@ def _wait_ready(prometheus: Prometheus) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_prometheus_sees_violations_rise_after_a_violating_ingest(
     procs: Processes, tmp_path: Path
