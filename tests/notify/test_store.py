@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+import vigil.notify.store as store
 from vigil.db.engine import Database, create_engine
-from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 from vigil.settings import Settings
 

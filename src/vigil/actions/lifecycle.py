@@ -1,7 +1,7 @@
 """An action's life after it is recorded: claimed by a worker, finished, retried, reclaimed.
 
 Each function is one compare-and-set inside the caller's transaction, recorded in the
-action's history (DESIGN.md invariant 5). Attempts only grow (invariant 7): ``next_attempt``
+action's history (docs/design.md invariant 5). Attempts only grow (invariant 7): ``next_attempt``
 is what the next dispatch runs -- ``attempts + 1`` after a failure, ``attempts`` again after
 a reclaim, whose try the remediator may already have made and will answer from its record.
 """
@@ -65,6 +65,22 @@ async def claim(
         )
     except (NotFound, IllegalTransition, StaleAttempt):
         return None
+
+
+async def times_claimed(conn: AsyncConnection, *, action_id: int, attempt: int) -> int:
+    """How many times ``attempt`` of the action was claimed (pending → running), from its
+    history. More than once means a re-run (a reclaim): an earlier holder may have sent
+    that attempt to the remediator, so it may be running there already."""
+    count = await conn.execute(
+        select(func.count())
+        .select_from(action_history)
+        .where(
+            action_history.c.action_id == action_id,
+            action_history.c.attempt == attempt,
+            action_history.c.to_status == Status.RUNNING.value,
+        )
+    )
+    return int(count.scalar_one())
 
 
 async def renew_lease(

@@ -2,12 +2,13 @@
 
 Data-access functions are keyword-only with the connection first; they run inside the
 caller's transaction so a decision, its action, the first history row and the audit row
-commit together (DESIGN.md invariants 1 and 5).
+commit together (docs/design.md invariants 1 and 5).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,6 @@ from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
 from vigil.db.paging import newest_first
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
-from vigil.guard.decide import PairState
 from vigil.observability.audit import Actor, append_audit, append_audits
 
 _OPEN_VALUES = tuple(s.value for s in OPEN)
@@ -295,9 +295,17 @@ async def history(conn: AsyncConnection, *, action_id: int) -> list[dict[str, An
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class PairActions:
+    """The actions of one (dedup key, target) pair, as the guards see them."""
+
+    open_action_id: int | None = None
+    last_ended_at: datetime | None = None
+
+
 async def pair_states(
     conn: AsyncConnection, *, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], PairState]:
+) -> dict[tuple[str, str], PairActions]:
     """Open action and last end time for each (dedup key, target) pair."""
     wanted = list(dict.fromkeys(pairs))
     if not wanted:
@@ -316,7 +324,7 @@ async def pair_states(
     )
     ended = {(dedup_key, target): last for dedup_key, target, last in ended_rows}
     return {
-        pair: PairState(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
+        pair: PairActions(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
         for pair in wanted
     }
 

@@ -2,7 +2,7 @@
 
 :class:`Remediator` is the core the HTTP service (``vigil.remediation.app``) serves, and the
 one workers call in-process (through :class:`LocalExecutor`) when no remediator URL is
-configured, so both shapes deduplicate the same way (DESIGN.md invariants 3 and 7):
+configured, so both shapes deduplicate the same way (docs/design.md invariants 3 and 7):
 
     claim the key (one short transaction) ─► run the change (no transaction held)
         ─► record the result (one short transaction) ─► return what was recorded
@@ -238,6 +238,17 @@ class LocalExecutor:
             if time.monotonic() >= deadline:
                 return still_running(request, self._wait)
             await asyncio.sleep(self._poll)
+
+
+UNREACHABLE = "unreachable"
+"""``details.reason`` of a result for a request that certainly never reached a remediator
+(connection refused, say), and before which no request of its call may have: nothing of
+that attempt ran on its account."""
+
+
+def never_sent(result: RemediateResult) -> bool:
+    """Whether ``result`` says its request certainly never reached a remediator."""
+    return result.status == "failed" and result.details.get("reason") == UNREACHABLE
 
 
 def failure(message: str, *, reason: str, retryable: bool = True) -> RemediateResult:

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from vigil.actions import recorder
-from vigil.actions.store import policy_key
+from vigil.actions.store import PairActions, policy_key
 from vigil.db.engine import Database, create_engine
-from vigil.guard.decide import PairState
+from vigil.decide import episodes, recorder
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 from vigil.policy.models import PolicySpec
@@ -62,14 +61,14 @@ async def test_a_pair_opened_by_another_process_meanwhile_is_suppressed_alone(
 ) -> None:
     await record(database, ["web-02"])  # "another process" opened web-02
 
-    async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairState]:
+    async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairActions]:
         return {}  # as read before that process committed
 
     async def no_state(conn: Any, *, pairs: Any) -> dict[Any, Any]:
         return {}
 
     monkeypatch.setattr(recorder, "pair_states", stale)
-    monkeypatch.setattr(recorder.episodes, "load", no_state)
+    monkeypatch.setattr(episodes, "load", no_state)  # the recorder's episodes module
     decisions = await record(database, ["web-01", "web-02", "web-03"])
     assert [d.suppressed for d in decisions] == [None, "action already open", None]
     assert [d.action is not None for d in decisions] == [True, False, True]
