@@ -63,7 +63,7 @@ async def test_a_permanent_failure_of_a_policys_action_names_the_policy(
                 params={},
                 reason="violation",
             )
-        await w.queue.enqueue(Task(action_id=record["id"], attempt=1, target="web-01"))
+        await w.queue.enqueue(Task(action_id=record.id, attempt=1, target="web-01"))
         executor = ScriptedExecutor([failure("invalid params", retryable=False)])
         await w.worker(executor).handle(await take(w))
 
@@ -71,7 +71,7 @@ async def test_a_permanent_failure_of_a_policys_action_names_the_policy(
         assert (notification["event"], notification["policy_name"], notification["action_id"]) == (
             "action_failed",
             "web-cpu-high",
-            record["id"],
+            record.id,
         )
 
 

@@ -27,7 +27,13 @@ from vigil.actions.automation import get_state
 from vigil.actions.episodes import Episode, NewDecision, Pair
 from vigil.actions.silences import active_rules
 from vigil.actions.status import OPEN, Status
-from vigil.actions.store import create_action, create_actions, pair_states, policy_key
+from vigil.actions.store import (
+    Action,
+    create_action,
+    create_actions,
+    pair_states,
+    policy_key,
+)
 from vigil.db.tables import actions, policy_guards
 from vigil.errors import ActionAlreadyOpen
 from vigil.guard.decide import PairState, decide, limit_reason
@@ -74,7 +80,7 @@ class Decision:
 
     violation: Violation
     suppressed: Suppressed | None
-    action: dict[str, Any] | None
+    action: Action | None
     episode_action_id: int | None = None
     """Set when the violation belongs to an episode that already acted (and whose action
     has ended): nothing was attempted."""
@@ -194,7 +200,7 @@ async def record_observations(
                 attempt.reason = Suppressed.ALREADY_OPEN  # lost a race with another process
             if action is not None:
                 episode.acted = True
-                episode.action_id = int(action["id"])
+                episode.action_id = action.id
                 episode.reason = None
                 book.acted(violation, episode, action)
                 results[attempt.index] = Decision(violation, None, action)
@@ -237,10 +243,10 @@ class _Book:
         self.fresh.append((episode, _row(violation, episode, reason, None)))
         return Decision(violation, reason, None)
 
-    def acted(self, violation: Violation, episode: Episode, action: dict[str, Any]) -> None:
+    def acted(self, violation: Violation, episode: Episode, action: Action) -> None:
         self._open.pop((episode.pair, episode.phase.episode), None)
         self.dirty.add(episode.pair)
-        self.fresh.append((episode, _row(violation, episode, None, int(action["id"]))))
+        self.fresh.append((episode, _row(violation, episode, None, action.id)))
 
     async def write(self, conn: AsyncConnection, now: datetime) -> None:
         ids = await episodes.add_decisions(conn, items=[d for _, d in self.fresh], now=now)
@@ -368,19 +374,20 @@ async def _breaker_opened(
     return replace(guard, opened_at=now)
 
 
-async def approval_waiting(conn: AsyncConnection, *, record: dict[str, Any], now: datetime) -> None:
+async def approval_waiting(conn: AsyncConnection, *, record: Action, now: datetime) -> None:
     """A ``approval_waiting`` notification for an action created awaiting approval."""
+    assert record.approval_expires_at is not None
     await record_notification(
         conn,
         now=now,
         event=NotificationEvent.APPROVAL_WAITING,
-        policy_name=record["policy_name"],
-        target=record["target"],
-        action_id=int(record["id"]),
-        reason=f"action {record['action']} on {record['target']} awaits approval until"
-        f" {record['approval_expires_at'].isoformat()}: POST /api/v1/actions/{record['id']}"
+        policy_name=record.policy_name,
+        target=record.target,
+        action_id=record.id,
+        reason=f"action {record.action} on {record.target} awaits approval until"
+        f" {record.approval_expires_at.isoformat()}: POST /api/v1/actions/{record.id}"
         "/approve or /reject",
-        details={"action": record["action"], "params": record["params"]},
+        details={"action": record.action, "params": record.params},
     )
 
 
@@ -464,13 +471,13 @@ async def open_target_count(conn: AsyncConnection, *, policy_name: str) -> int:
 
 async def _create(
     conn: AsyncConnection, acting: list[_Attempt], now: datetime, actor: Actor
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, Action]:
     """Create the actions of ``acting``; each created one by its attempt's index."""
     if not acting:
         return {}
     items = [_new_action(a.violation, a.episode, now) for a in acting]
     try:
-        records: list[dict[str, Any] | None] = list(
+        records: list[Action | None] = list(
             await create_actions(conn, now=now, actor=actor, items=items)
         )
     except ActionAlreadyOpen:
@@ -482,7 +489,7 @@ async def _create(
                 # Another process created it between our read and our insert.
                 records.append(None)
     for record in records:
-        if record is not None and record["status"] == Status.AWAITING_APPROVAL.value:
+        if record is not None and record.status == Status.AWAITING_APPROVAL.value:
             await approval_waiting(conn, record=record, now=now)
     return {
         attempt.index: record
@@ -562,4 +569,4 @@ def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> Non
             reason="" if d.suppressed is None else d.suppressed.value,
         ).inc()
         if d.action is not None:
-            metrics.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()
+            metrics.actions_total.labels(action=d.action.action, status=d.action.status).inc()
