@@ -246,7 +246,10 @@ async def test_concurrent_transitions_exactly_one_wins(database: Database) -> No
     assert len(losers) == 3, results
     async with database.read() as conn:
         rows = await history(conn, action_id=action_id)
-    assert [(r.from_status, r.to_status) for r in rows] == [(None, "pending"), ("pending", "running")]
+    assert [(r.from_status, r.to_status) for r in rows] == [
+        (None, "pending"),
+        ("pending", "running"),
+    ]
     assert rows[1].actor == f"worker-{results.index(winners[0])}"
 
 
@@ -288,7 +291,10 @@ async def test_a_writer_that_starts_while_another_holds_the_action_loses(
         await second
     async with database.read() as conn:
         rows = await history(conn, action_id=action_id)
-    assert [(r.to_status, r.actor) for r in rows] == [("pending", "tester"), ("running", "worker-1")]
+    assert [(r.to_status, r.actor) for r in rows] == [
+        ("pending", "tester"),
+        ("running", "worker-1"),
+    ]
 
 
 async def test_one_open_action_per_key_and_target_and_the_transaction_survives(

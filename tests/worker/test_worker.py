@@ -134,9 +134,8 @@ async def test_an_action_no_remediation_matches_fails_without_running(database_u
         await w.worker(executor).handle(await take(w))
         action = await w.action(action_id)
         assert action.status == "failed"
-        assert (
-            "no remediation in an emptied file matches action 'restart-service'"
-            in (action.error_message)
+        assert "no remediation in an emptied file matches action 'restart-service'" in (
+            action.error_message
         )
         assert executor.calls == []
 
