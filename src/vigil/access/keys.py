@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.access.roles import Role
 from vigil.db.engine import Database
+from vigil.db.records import record_of
 from vigil.db.tables import api_keys
 from vigil.errors import Conflict, NotFound
 from vigil.observability.audit import Actor, append_audit
@@ -49,14 +50,7 @@ class ApiKey:
 
 def _api_key(row: Row[Any]) -> ApiKey:
     """The :class:`ApiKey` of an ``api_keys`` row."""
-    return ApiKey(
-        name=row.name,
-        role=row.role,
-        prefix=row.prefix,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        revoked_at=row.revoked_at,
-    )
+    return record_of(ApiKey, row)
 
 
 async def create_key(

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
 from vigil.policy.state import PairPhase, Phase
 
@@ -245,7 +246,7 @@ class StoredDecision:
 
 def _decision(row: Any) -> StoredDecision:
     """The :class:`StoredDecision` of a ``decisions`` row."""
-    return StoredDecision(**row._mapping)
+    return record_of(StoredDecision, row)
 
 
 async def list_decisions(

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.records import record_of
 from vigil.db.tables import silences
 from vigil.errors import NotFound
 from vigil.guard.silences import SilenceRule
@@ -35,7 +36,7 @@ class Silence:
 
 def _silence(row: Row[Any]) -> Silence:
     """The :class:`Silence` of a ``silences`` row."""
-    return Silence(**row._mapping)
+    return record_of(Silence, row)
 
 
 def _audit_view(silence: Silence, now: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.guard.decide import PairState
@@ -79,19 +80,12 @@ class HistoryRow:
 
 def _action(row: Row[Any]) -> Action:
     """The :class:`Action` of an ``actions`` row."""
-    return Action(**row._mapping)
+    return record_of(Action, row)
 
 
 def _history_row(row: Row[Any]) -> HistoryRow:
     """The :class:`HistoryRow` of an ``action_history`` row."""
-    return HistoryRow(
-        from_status=row.from_status,
-        to_status=row.to_status,
-        at=row.at,
-        reason=row.reason,
-        attempt=row.attempt,
-        actor=row.actor,
-    )
+    return record_of(HistoryRow, row)
 
 
 def _audit_view(record: Action) -> dict[str, Any]:

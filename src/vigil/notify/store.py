@@ -16,6 +16,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import notifications
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 
@@ -51,7 +52,7 @@ class Notification:
 
 def _notification(row: Row[Any]) -> Notification:
     """The :class:`Notification` of a ``notifications`` row."""
-    return Notification(**row._mapping)
+    return record_of(Notification, row)
 
 
 async def record_notification(
