@@ -13,7 +13,7 @@ change in the machine's load falls on both alike. Every sample carries the time 
 at; a batch's samples span the last ``--spread`` seconds, as a collector's flush does.
 
 Only 2xx responses count: a wrk Lua ``response`` hook counts the others, which are reported
-and subtracted. Targets (issue 2): single-metric ingest at least 40% of the bare endpoint's
+and subtracted. Targets: single-metric ingest at least 40% of the bare endpoint's
 requests/s, batch ingest at least 50,000 metrics/s.
 
 Run: ``.venv/bin/python bench/ingest.py`` (or ``make bench``); ``--help`` for the flags.

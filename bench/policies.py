@@ -17,7 +17,7 @@ from its file) is timed too. ``--names 1`` gives both servers the same 10 polici
 difference between two identical servers, the noise floor of a run.
 
 Only 2xx responses count. After the load, both servers must have recorded no action and no
-decision. Target (issue 4): with 10,000 policies, single-metric and batch ingest at least
+decision. Target: with 10,000 policies, single-metric and batch ingest at least
 80% of their rate with 10.
 
 Run: ``.venv/bin/python bench/policies.py`` (or ``make bench-policies``); ``--help`` for the

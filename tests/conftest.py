@@ -130,3 +130,13 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
         yield c
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Vigil's default database lives in the user's data directory (``$XDG_DATA_HOME``):
+    the tests, and every process they start, get a temporary one instead."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data-home")))
+    yield
+    patch.undo()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from vigil.cli import app
+from vigil.local import Server, clean_env, free_port, stop, wait_healthy
 from vigil.policy.loader import example_policies_text
 
 runner = CliRunner()
@@ -102,3 +105,115 @@ def test_serve_refuses_a_public_address_with_no_key(
     assert result.exit_code == 2
     assert "refusing to listen on 0.0.0.0" in result.output
     assert "vigil keys create" in result.output
+
+
+@pytest.fixture
+def default_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No DATABASE_URL or VIGIL_DATA_DIR: the default database, in a user data directory of
+    the test's own (``$XDG_DATA_HOME/vigil``)."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("VIGIL_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
+    return tmp_path / "data-home" / "vigil" / "vigil.db"
+
+
+def test_commands_find_the_same_default_database_from_any_directory(
+    default_database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, other = tmp_path / "one", tmp_path / "other"
+    one.mkdir()
+    other.mkdir()
+    monkeypatch.chdir(one)
+    created = runner.invoke(app, ["keys", "create", "ops", "--role", "admin"])
+    assert created.exit_code == 0, created.output
+    assert created.stderr == f"database: {default_database} (SQLite, the default data directory)\n"
+    assert created.stdout.splitlines()[-1].startswith("vk_"), "stdout holds only the output"
+
+    monkeypatch.chdir(other)
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith("ops\tadmin")
+    assert f"database: {default_database}" in listed.stderr
+    assert default_database.exists()
+    assert list(one.iterdir()) == [], "nothing in the working directory"
+    assert list(other.iterdir()) == []
+
+
+def test_serve_uses_the_database_the_commands_use(default_database: Path, tmp_path: Path) -> None:
+    created = runner.invoke(app, ["keys", "create", "ops", "--role", "admin"])
+    key = created.stdout.splitlines()[-1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    port = free_port()
+    env = clean_env(XDG_DATA_HOME=str(tmp_path / "data-home"))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vigil", "serve", "--port", str(port)],
+            env=env,
+            cwd=elsewhere,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server("vigil", process, port, log)
+    try:
+        wait_healthy(server, timeout=30)
+        keys = httpx.get(f"{server.url}/api/v1/keys", headers={"X-API-Key": key}, trust_env=False)
+        assert keys.status_code == 200, keys.text
+        assert [k["name"] for k in keys.json()["keys"]] == ["ops"]
+    finally:
+        stop(server)
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["event"] == "database.selected"
+    assert first["database"] == str(default_database)
+    assert first["source"] == "the default data directory"
+    assert not (elsewhere / "vigil.db").exists()
+
+
+def test_audit_verify_never_creates_a_database(default_database: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 2
+    assert f"there is no database at {default_database}" in result.stderr
+    assert not default_database.parent.exists(), "not even the data directory"
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = runner.invoke(app, ["audit", "verify"], env={"DATABASE_URL": f"sqlite:///{empty}"})
+    assert result.exit_code == 2
+    assert f"database: {empty} (SQLite, DATABASE_URL)" in result.stderr
+    assert "holds no Vigil schema" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["keys", "revoke", "ops"]])
+def test_commands_that_need_a_database_do_not_create_one(
+    default_database: Path, command: list[str]
+) -> None:
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    assert f"there is no database at {default_database}" in result.stderr
+    assert not default_database.parent.exists()
+
+
+def test_vigil_data_dir_moves_the_default_database(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    result = runner.invoke(app, ["db", "upgrade"], env={"VIGIL_DATA_DIR": str(data)})
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"database: {data / 'vigil.db'} (SQLite, VIGIL_DATA_DIR)\n"
+    assert (data / "vigil.db").exists()
+
+
+def test_a_missing_directory_in_database_url_is_not_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'typo' / 'vigil.db'}"
+    result = runner.invoke(app, ["keys", "create", "ops"], env={"DATABASE_URL": url})
+    assert result.exit_code == 2
+    assert f"the directory {tmp_path / 'typo'} does not exist" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_database_named_hides_its_password() -> None:
+    url = f"postgresql://vigil:s3cret@127.0.0.1:{free_port()}/vigil"  # nothing listens there
+    result = runner.invoke(app, ["audit", "verify"], env={"DATABASE_URL": url})
+    assert result.exit_code == 2
+    assert "database: postgresql://vigil:***@127.0.0.1:" in result.stderr
+    assert "s3cret" not in result.output

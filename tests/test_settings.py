@@ -26,12 +26,13 @@ def test_database_url_schemes(given: str, expected: str) -> None:
     assert Settings(database_url=given).database_url == expected
 
 
-def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("VIGIL_") or name in ("DATABASE_URL", "REDIS_URL", "CORS_ORIGINS"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.database_url == "sqlite+aiosqlite:///./vigil.db"
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path}/vigil/vigil.db"
     assert settings.redis_url is None
     assert settings.port == 8000
     assert settings.max_body_bytes == 16 * 1024 * 1024

@@ -38,6 +38,78 @@ app.add_typer(keys_app, name="keys")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def _database_file(settings: Settings) -> Path | None:
+    """The SQLite file of DATABASE_URL (absolute), or None for PostgreSQL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return Path(url.database).absolute()
+
+
+def _database_choice(settings: Settings) -> tuple[str, str]:
+    """Which database (a SQLite file, or a URL without its password), and what chose it."""
+    from sqlalchemy.engine import make_url
+
+    if "database_url" in settings.model_fields_set:
+        source = "DATABASE_URL"
+    elif "data_dir" in settings.model_fields_set:
+        source = "VIGIL_DATA_DIR"
+    else:
+        source = "the default data directory"
+    path = _database_file(settings)
+    if path is not None:
+        return str(path), source
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=True), source
+
+
+def _use_database(settings: Settings, *, create: bool) -> None:
+    """Say on stderr which database this command uses (stdout stays for its output), then
+    :func:`_prepare_database`."""
+    database, source = _database_choice(settings)
+    kind = "SQLite, " if _database_file(settings) is not None else ""
+    typer.echo(f"database: {database} ({kind}{source})", err=True)
+    _prepare_database(settings, create=create)
+
+
+def _log_database(settings: Settings) -> None:
+    """A server's first log line: which database it uses, and what chose it."""
+    from vigil.observability.logging import get_logger
+
+    database, source = _database_choice(settings)
+    get_logger(__name__).info("database.selected", database=database, source=source)
+
+
+def _prepare_database(settings: Settings, *, create: bool) -> None:
+    """``create``: the command may create the database (making the data directory for the
+    default SQLite file); otherwise it must exist, else exit 2 saying there is none."""
+    path = _database_file(settings)
+    if path is None or path.exists():
+        return
+    if not create:
+        typer.echo(
+            f"error: there is no database at {path}: nothing has been recorded there yet. "
+            "Point DATABASE_URL (or VIGIL_DATA_DIR) at the database `vigil serve` uses",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if "database_url" in settings.model_fields_set:
+        if not path.parent.is_dir():
+            typer.echo(
+                f"error: cannot use DATABASE_URL: the directory {path.parent} does not exist",
+                err=True,
+            )
+            raise typer.Exit(2)
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        typer.echo(f"error: cannot create the data directory {path.parent}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 async def _with_database(
     settings: Settings, work: Callable[[Any], Awaitable[T]], *, migrate: bool | None = None
 ) -> T:
@@ -94,6 +166,7 @@ def keys_create(
             )
         return key
 
+    _use_database(settings, create=True)
     key = _run_on_database(settings, work)
     typer.echo(f"created API key {name!r} with role {role}; it is shown only now:")
     typer.echo(key)
@@ -108,7 +181,9 @@ def keys_list() -> None:
         async with database.read() as conn:
             return await list_keys(conn)
 
-    for item in _run_on_database(load_settings(), work):
+    settings = load_settings()
+    _use_database(settings, create=False)
+    for item in _run_on_database(settings, work):
         state = f"revoked {item.revoked_at.isoformat()}" if item.revoked_at else "active"
         typer.echo(f"{item.name}\t{item.role}\t{item.prefix}...\t{state}")
 
@@ -123,7 +198,9 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> 
         async with database.write() as conn:
             await revoke_key(conn, name=name, now=datetime.now(UTC), actor=Actor("cli"))
 
-    _run_on_database(load_settings(), work)
+    settings = load_settings()
+    _use_database(settings, create=False)
+    _run_on_database(settings, work)
     typer.echo(f"revoked API key {name!r}")
 
 
@@ -173,9 +250,11 @@ def serve(
     from vigil.api.app import create_app
 
     settings = load_settings(host=host, port=port)
+    container = _build(settings, role="api")
+    _prepare_database(settings, create=True)
     _refuse_open_network(settings, settings.host)
     _configure_logging(settings)
-    container = _build(settings, role="api")
+    _log_database(settings)
     if no_worker and settings.redis_url is None:
         typer.echo(
             "warning: --no-worker without REDIS_URL: actions are queued in this process, "
@@ -212,6 +291,8 @@ def worker(
         raise typer.Exit(2)
     _configure_logging(settings)
     container = _build(settings, role="worker")
+    _prepare_database(settings, create=True)
+    _log_database(settings)
     _serve(
         create_worker_app(container),
         settings,
@@ -238,6 +319,8 @@ def remediator(
         raise typer.Exit(2)
     _configure_logging(settings)
     _check_remediations(settings)
+    _prepare_database(settings, create=True)
+    _log_database(settings)
     api = create_remediator_app(settings)
     _serve(api, settings, settings.remediator_host, settings.remediator_port)
 
@@ -486,24 +569,37 @@ def _tune_gc() -> None:
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit trail's hash chain in DATABASE_URL: exit 0 when every row checks out,
-    1 naming the first broken link when a row was altered, removed or reordered."""
+    """Check the audit trail's hash chain: exit 0 when every row checks out, 1 naming the
+    first broken link when a row was altered, removed or reordered, 2 when there is no
+    database (it never creates one) or it cannot be read."""
     settings = load_settings()
+    _use_database(settings, create=False)
 
-    async def work(database: Any) -> tuple[int, Any]:
+    async def work(database: Any) -> tuple[int, Any] | None:
+        from vigil.db.migrate import current_revision
         from vigil.observability.audit import verify_chain
 
+        if await current_revision(database) is None:
+            return None
         async with database.read() as conn:
             return await verify_chain(conn)
 
     try:
-        checked, broken = asyncio.run(_with_database(settings, work, migrate=False))
+        verified = asyncio.run(_with_database(settings, work, migrate=False))
     except Unavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     except (OSError, DBAPIError) as exc:
         typer.echo(f"error: cannot read the audit trail: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if verified is None:
+        typer.echo(
+            "error: the database holds no Vigil schema, so no audit trail "
+            "(`vigil serve` or `vigil db upgrade` creates it)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    checked, broken = verified
     if broken is not None:
         where = "at its end" if broken.id is None else f"at row {broken.id}"
         typer.echo(
@@ -516,8 +612,9 @@ def audit_verify() -> None:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every pending migration to DATABASE_URL."""
+    """Apply every pending migration to the database (creating it if there is none)."""
     settings = load_settings()
+    _use_database(settings, create=True)
 
     async def work(database: Any) -> str:
         from vigil.db.migrate import current_revision

@@ -2,7 +2,9 @@
 the benchmarks in ``bench/`` and the tests that run a real server.
 
 Each server runs in a session of its own (so stopping it stops its children), logs to
-``WORKDIR/NAME.log``, and counts as up once ``GET /health`` answers 200 on 127.0.0.1.
+``WORKDIR/NAME.log``, and counts as up once ``GET /health`` answers 200 on 127.0.0.1. Its
+data stays in ``WORKDIR`` too: given neither ``DATABASE_URL`` nor ``VIGIL_DATA_DIR``, it
+gets ``VIGIL_DATA_DIR=WORKDIR``, never the user's own data directory.
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ class Server:
 
 
 def start(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Server:
-    """Start ``argv`` in ``workdir`` (not waiting for it)."""
+    """Start ``argv`` in ``workdir`` (not waiting for it), its data in ``workdir`` unless
+    ``env`` names a database or data directory."""
     log = workdir / f"{name}.log"
+    if "DATABASE_URL" not in env and "VIGIL_DATA_DIR" not in env:
+        env = {**env, "VIGIL_DATA_DIR": str(workdir)}
     with log.open("ab") as out:
         process = subprocess.Popen(
             argv,

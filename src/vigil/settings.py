@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import platformdirs
 from pydantic import (
     AliasChoices,
     Field,
@@ -20,7 +21,20 @@ from sqlalchemy.engine import make_url
 
 from vigil.durations import Duration
 
-DEFAULT_DATABASE_URL = "sqlite:///./vigil.db"
+DATABASE_FILE = "vigil.db"
+
+
+def default_data_dir() -> Path:
+    """The user's data directory for Vigil, where the default database lives: ``vigil``
+    under ``$XDG_DATA_HOME`` (``~/.local/share``) on Linux, ``~/Library/Application
+    Support`` on macOS, ``%LOCALAPPDATA%`` on Windows. Never the working directory, so
+    every command finds the same database wherever it runs."""
+    return Path(platformdirs.user_data_dir("vigil", appauthor=False))
+
+
+def _default_database_url(data: dict[str, Any]) -> str:
+    data_dir = data.get("data_dir") or default_data_dir()
+    return f"sqlite:///{Path(data_dir) / DATABASE_FILE}"
 
 
 def normalize_database_url(url: str) -> str:
@@ -52,8 +66,10 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Declared after data_dir: its default is the SQLite file in that directory.
     database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
+        default_factory=_default_database_url,
         validation_alias=AliasChoices("DATABASE_URL", "database_url"),
     )
     redis_url: str | None = Field(
@@ -128,6 +144,18 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_busy_timeout_seconds: Duration = 30.0
     sqlite_cache_mib: int = Field(default=16, ge=1)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return default_data_dir()  # set but empty: as if unset
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
 
     @field_validator("database_url")
     @classmethod

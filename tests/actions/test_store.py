@@ -1,4 +1,4 @@
-"""The action store's status transitions (DESIGN.md invariant 5), on SQLite and PostgreSQL."""
+"""The action store's status transitions (docs/design.md invariant 5), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from vigil.access.roles import Role
 from vigil.container import Container
 from vigil.observability.audit import Actor
 
-# API.md "Audit and access", restated here on purpose (not imported from the code): which
+# docs/api.md "Access control", restated here on purpose (not imported from the code): which
 # roles each kind of route allows. Reads: viewer, operator, admin; ingest: agent, admin;
 # operating: operator, admin; everything else (policies, keys): admin.
 OPERATOR_ROUTES = {

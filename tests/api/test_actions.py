@@ -1,4 +1,4 @@
-"""The actions API (API.md "Actions"), on SQLite and on PostgreSQL."""
+"""The actions API (docs/api.md "Actions"), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

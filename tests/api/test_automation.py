@@ -1,4 +1,4 @@
-"""The global automation switch (API.md "Safety controls"), on SQLite and on PostgreSQL."""
+"""The global automation switch (docs/api.md "Safety controls"), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Firing episodes, the guards that count, approval, decisions and the runner's conditions,
-through the API on SQLite and PostgreSQL (issue 4)."""
+through the API on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -742,7 +742,7 @@ async def test_http_requests_are_counted_by_route_template(client: httpx.AsyncCl
     assert "12345" not in text
 
 
-# --- regressions found in review -----------------------------------------------------------
+# --- regressions -------------------------------------------------------------------------
 
 
 async def batch(client: httpx.AsyncClient, *items: tuple[str, float]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ For every operation of ``/openapi.json`` schemathesis sends the documented examp
 boundary cases of its coverage phase, and random schema-valid (positive) and schema-violating
 (negative) requests, and checks every answer:
 
-- never a 5xx (``not_a_server_error``: API.md, "Never a 500 for client input");
+- never a 5xx (``not_a_server_error``: docs/api.md "Errors": no 500 for client input);
 - a documented status code, content type and headers, and a body that matches the documented
   schema (``status_code_conformance``, ``content_type_conformance``,
   ``response_headers_conformance``, ``response_schema_conformance``);
@@ -166,7 +166,7 @@ def seed_policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sqlite_template(
     sqlite_template: Path, seed_policies: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """The migrated SQLite template, with the seed data."""
+    """The migrated SQLite template, with seeded policies."""
     path = tmp_path_factory.mktemp("fuzz-sqlite") / "vigil.db"
     shutil.copy(sqlite_template, path)
     _seed(f"sqlite:///{path}", seed_policies)
@@ -175,7 +175,7 @@ def sqlite_template(
 
 @pytest.fixture(scope="module")
 def postgres_template(postgres_template: str, seed_policies: Path) -> Iterator[str]:
-    """The migrated PostgreSQL template, with the seed data."""
+    """The migrated PostgreSQL template, with seeded policies."""
     name = services.create_database(postgres_template)
     _seed(services.database_url(name), seed_policies)
     yield name

@@ -1,7 +1,7 @@
 """The ingest API through the ASGI app, on SQLite and on PostgreSQL.
 
 Covers the three ingest routes' responses, target and timestamp defaulting, storage, every
-refusal of API.md's error section (with nothing written), policy evaluation over each target's
+refusal of docs/api.md's "Errors" (with nothing written), policy evaluation over each target's
 latest values, the decisions (guards) an ingest records, invariant 2 across two app replicas
 sharing a database, the group commit under concurrency, and the Prometheus counters.
 """
@@ -451,7 +451,7 @@ SINGLE_ERRORS = [
     ),
     Case("bad-timestamp", _metric('"timestamp": "yesterday"'), ["body", "timestamp"]),
     # Found by the fuzz test: pydantic took numbers (and numeric strings) as Unix seconds
-    # and a bare date as midnight, while API.md and the OpenAPI document say ISO 8601.
+    # and a bare date as midnight, while docs/api.md and the OpenAPI document say ISO 8601.
     Case("timestamp-number", _metric('"timestamp": 0'), ["body", "timestamp"]),
     Case("timestamp-float", _metric('"timestamp": 1768824000.5'), ["body", "timestamp"]),
     Case("timestamp-numeric-string", _metric('"timestamp": "1768824000"'), ["body", "timestamp"]),

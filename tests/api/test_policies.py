@@ -1,4 +1,4 @@
-"""The policies API (API.md "Policies"), on SQLite and on PostgreSQL."""
+"""The policies API (docs/api.md "Policies"), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The queue API (API.md "Queue") with an in-process worker, on SQLite and on PostgreSQL."""
+"""The queue API (docs/api.md "Queue") with an in-process worker, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

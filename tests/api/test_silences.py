@@ -1,4 +1,4 @@
-"""Silences (API.md "Safety controls"), on SQLite and on PostgreSQL."""
+"""Silences (docs/api.md "Safety controls"), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

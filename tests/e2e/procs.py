@@ -182,8 +182,9 @@ class Processes:
 
 @contextmanager
 def processes(directory: Path, **env: str) -> Iterator[Processes]:
-    """A :class:`Processes` whose members are all stopped when the block exits."""
-    group = Processes(directory, clean_env(**env))
+    """A :class:`Processes` whose members are all stopped when the block exits; their data
+    is in ``directory`` unless ``env`` says otherwise."""
+    group = Processes(directory, clean_env(**{"VIGIL_DATA_DIR": str(directory), **env}))
     try:
         yield group
     finally:

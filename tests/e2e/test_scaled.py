@@ -1,7 +1,7 @@
 """The scaled-out shape end to end: separate API, worker and remediator processes on Redis,
 on SQLite and on PostgreSQL (every process shares the one DATABASE_URL).
 
-What these pin, with real processes killed and real Redis data lost (DESIGN.md invariants
+What these pin, with real processes killed and real Redis data lost (docs/design.md invariants
 1, 3 and 7): every action completes, and its command runs exactly once.
 """
 

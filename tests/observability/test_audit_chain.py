@@ -20,7 +20,8 @@ from vigil.container import Container
 from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import alembic_config, upgrade
 from vigil.db.tables import audit
-from vigil.observability.audit import GENESIS, Actor, append_audit, append_audits, verify_chain
+from vigil.observability.audit import Actor, append_audit, append_audits, verify_chain
+from vigil.observability.chain import GENESIS
 from vigil.settings import Settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from vigil.decide.state import Change, PairPhase, Phase, step
 from vigil.policy.conditions import compile_condition, history_parts, is_instant
 from vigil.policy.history import TargetView, Verdict, aggregate, judge, lookbacks
 from vigil.policy.models import PolicySpec
-from vigil.policy.state import Change, PairPhase, Phase, step
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T, P, F = Verdict.TRUE, Verdict.PENDING, Verdict.FALSE

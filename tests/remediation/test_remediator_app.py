@@ -1,4 +1,4 @@
-"""The remediator service over HTTP (API.md "Remediator service"), on SQLite and PostgreSQL."""
+"""The remediator service over HTTP (docs/api.md "Remediator service"), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -352,7 +352,7 @@ async def test_the_secret_is_never_logged(
 async def test_without_an_injected_run_it_runs_the_remediations_file(
     database_url: str, clock: FakeClock
 ) -> None:
-    # The packaged remediations file sends every seed action to the `log` plugin.
+    # The packaged remediations file sends every built-in action name to the `log` plugin.
     async with remediator_app(settings_for(database_url), None, clock) as remediator:
         response = await remediator.post(REQUEST)
         assert response.status_code == 200, response.text

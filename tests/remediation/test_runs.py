@@ -1,4 +1,4 @@
-"""The remediator's run records (DESIGN.md invariant 3), on SQLite and PostgreSQL."""
+"""The remediator's run records (docs/design.md invariant 3), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Roles and the permission each route needs (API.md "Audit and access")."""
+"""Roles and the permission each route needs (docs/api.md "Access control")."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ from vigil.actions.status import Status
 from vigil.actions.store import Action, get_action, transition
 from vigil.db.tables import actions
 from vigil.errors import IllegalTransition
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor
 from vigil.policy.models import PolicySpec
 
@@ -107,3 +109,20 @@ async def expire(conn: AsyncConnection, *, now: datetime, limit: int = 500) -> l
         except IllegalTransition:
             continue  # approved or rejected meanwhile
     return expired
+
+
+async def approval_waiting(conn: AsyncConnection, *, record: Action, now: datetime) -> None:
+    """A ``approval_waiting`` notification for an action created awaiting approval."""
+    assert record.approval_expires_at is not None
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.APPROVAL_WAITING,
+        policy_name=record.policy_name,
+        target=record.target,
+        action_id=record.id,
+        reason=f"action {record.action} on {record.target} awaits approval until"
+        f" {record.approval_expires_at.isoformat()}: POST /api/v1/actions/{record.id}"
+        "/approve or /reject",
+        details={"action": record.action, "params": record.params},
+    )

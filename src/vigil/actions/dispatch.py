@@ -19,7 +19,7 @@ class Dispatcher:
 
     If the queue cannot take a task (Redis down), the action stays ``pending`` with its
     dispatch time, and the reconciler sends it again once that is older than the
-    visibility timeout (DESIGN.md invariant 1), so a failed enqueue never fails the request.
+    visibility timeout (docs/design.md invariant 1), so a failed enqueue never fails the request.
     """
 
     def __init__(self, queue: TaskQueue) -> None:

@@ -1,7 +1,7 @@
 """An action's life after it is recorded: claimed by a worker, finished, retried, reclaimed.
 
 Each function is one compare-and-set inside the caller's transaction, recorded in the
-action's history (DESIGN.md invariant 5). Attempts only grow (invariant 7): ``next_attempt``
+action's history (docs/design.md invariant 5). Attempts only grow (invariant 7): ``next_attempt``
 is what the next dispatch runs -- ``attempts + 1`` after a failure, ``attempts`` again after
 a reclaim, whose try the remediator may already have made and will answer from its record.
 """

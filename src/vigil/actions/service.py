@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vigil.actions import approval, automation, lifecycle
-from vigil.actions.automation import AutomationState
+from vigil.actions import approval, lifecycle
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.status import Status
 from vigil.actions.store import Action, create_action, manual_key, transition
 from vigil.clock import Clock
 from vigil.db.engine import Database
+from vigil.decide import pause as automation
+from vigil.decide.pause import AutomationState
 from vigil.errors import ActionAlreadyOpen, Conflict, InvalidInput, NotFound
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics

@@ -2,7 +2,7 @@
 
 Data-access functions are keyword-only with the connection first; they run inside the
 caller's transaction so a decision, its action, the first history row and the audit row
-commit together (DESIGN.md invariants 1 and 5).
+commit together (docs/design.md invariants 1 and 5).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from vigil.db.paging import newest_first
 from vigil.db.records import record_of
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
-from vigil.guard.decide import PairState
 from vigil.observability.audit import Actor, append_audit, append_audits
 
 _OPEN_VALUES = tuple(s.value for s in OPEN)
@@ -370,9 +369,17 @@ async def history(conn: AsyncConnection, *, action_id: int) -> list[HistoryRow]:
     return [_history_row(r) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class PairActions:
+    """The actions of one (dedup key, target) pair, as the guards see them."""
+
+    open_action_id: int | None = None
+    last_ended_at: datetime | None = None
+
+
 async def pair_states(
     conn: AsyncConnection, *, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], PairState]:
+) -> dict[tuple[str, str], PairActions]:
     """Open action and last end time for each (dedup key, target) pair."""
     wanted = list(dict.fromkeys(pairs))
     if not wanted:
@@ -391,6 +398,6 @@ async def pair_states(
     )
     ended = {(dedup_key, target): last for dedup_key, target, last in ended_rows}
     return {
-        pair: PairState(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
+        pair: PairActions(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
         for pair in wanted
     }

@@ -16,18 +16,18 @@ from datetime import datetime
 from typing import Any
 
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.episodes import bump_firing
-from vigil.actions.recorder import (
+from vigil.clock import Clock
+from vigil.db.engine import Database, is_transient
+from vigil.decide.episodes import bump_firing
+from vigil.decide.reasons import outcome_of
+from vigil.decide.recorder import (
     Decision,
     Observation,
     Settled,
     count_decisions,
     record_observations,
 )
-from vigil.clock import Clock
-from vigil.db.engine import Database, is_transient
 from vigil.errors import Unavailable
-from vigil.guard.reasons import outcome_of
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from vigil.guard.decide import PairState, decide, limit_reason
-from vigil.guard.reasons import STICKY, Suppressed, outcome_of
+from vigil.decide.core import Guards, Limits, PairState, decide
+from vigil.decide.state import Change, Phase
 from vigil.policy.conditions import compile_condition, first_value, is_instant
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
-from vigil.policy.state import Change, PairPhase, Phase, step
 
 Sample = tuple[datetime, str, str, float, Mapping[str, str]]
 """(ts, target, metric, value, tags), as stored."""
@@ -38,15 +37,14 @@ HOUR = timedelta(hours=1)
 
 @dataclass(slots=True)
 class _Pair:
-    phase: PairPhase = field(default_factory=PairPhase)
+    state: PairState = field(default_factory=PairState)
     values: dict[str, float] = field(default_factory=dict)
     seen: dict[str, datetime] = field(default_factory=dict)
     series: dict[str, list[Point]] = field(default_factory=lambda: defaultdict(list))
     tags: Mapping[str, str] = field(default_factory=dict)
-    acted: bool = False
     open: bool = False
+    """The simulated action of the pair is open (it stays open until its episode resolves)."""
     last_ended: datetime | None = None
-    reason: Suppressed | None = None
 
 
 def backtest(
@@ -71,54 +69,8 @@ def backtest(
     pairs: dict[str, _Pair] = defaultdict(_Pair)
     decisions: list[dict[str, Any]] = []
     created: list[datetime] = []
+    opened = [0]  # how many pairs have an open simulated action
     counted = 0
-
-    def attempt(target: str, pair: _Pair, now: datetime, value: float | None) -> None:
-        """A violation of a firing pair: act, or say why not (once per repeated reason)."""
-        if pair.acted:
-            if not pair.open:
-                return  # the episode acted and its action ended: nothing is attempted
-            reason: Suppressed | None = Suppressed.ALREADY_OPEN
-        elif pair.reason in STICKY:
-            reason = pair.reason
-        else:
-            reason = decide(
-                auto_remediate=policy.auto_remediate,
-                enabled=True,
-                cooldown_seconds=policy.cooldown_seconds,
-                state=PairState(
-                    open_action_id=1 if pair.open else None, last_ended_at=pair.last_ended
-                ),
-                now=now,
-                silenced=silenced(policy.name, target, pair.tags, now),
-                shadow=policy.shadow,
-            )
-            if reason is None:
-                reason = limit_reason(
-                    max_actions_per_hour=policy.max_actions_per_hour,
-                    actions_last_hour=len(created) - bisect_left(created, now - HOUR),
-                    max_concurrent_targets=policy.max_concurrent_targets,
-                    open_targets=sum(1 for p in pairs.values() if p.open),
-                )
-        if reason is not None and reason == pair.reason:
-            decisions[_last(decisions, target)]["count"] += 1
-            return
-        pair.reason = reason
-        if reason is None:
-            pair.acted = pair.open = True
-            created.append(now)
-        decisions.append(
-            {
-                "at": now,
-                "target": target,
-                "episode": pair.phase.episode,
-                "value": value,
-                "outcome": outcome_of(reason),
-                "reason": None if reason is None else reason.value,
-                "action": None if reason is not None else policy.action,
-                "count": 1,
-            }
-        )
 
     def observe(
         target: str,
@@ -128,24 +80,55 @@ def backtest(
         now: datetime,
         value: float | None,
     ) -> None:
-        phase, change = step(pair.phase, verdict, cleared, now)
-        if change is Change.FIRED:
-            pair.phase = phase
-            pair.acted, pair.reason = False, None
-            attempt(target, pair, now, value)
-        elif change is Change.RESOLVED:
-            pair.phase = phase
-            if pair.open:
-                pair.open, pair.last_ended = False, now
-        else:
-            pair.phase = phase
-            if phase.phase is Phase.FIRING and verdict is Verdict.TRUE:
-                attempt(target, pair, now, value)
+        """One evaluation of a pair, decided by the core as production decides it."""
+        guards = Guards()
+        if verdict is Verdict.TRUE:
+            guards = Guards(
+                auto_remediate=policy.auto_remediate,
+                shadow=policy.shadow,
+                cooldown_seconds=policy.cooldown_seconds,
+                open_action=pair.open,
+                last_ended_at=pair.last_ended,
+                silenced=silenced(policy.name, target, pair.tags, now),
+                limits=Limits(
+                    max_actions_per_hour=policy.max_actions_per_hour,
+                    actions_last_hour=len(created) - bisect_left(created, now - HOUR),
+                    max_concurrent_targets=policy.max_concurrent_targets,
+                    open_targets=opened[0],
+                ),
+            )
+        step = decide(pair.state, verdict, guards, now, cleared=cleared)
+        pair.state = step.state
+        if step.change is Change.RESOLVED and pair.open:
+            pair.open, pair.last_ended = False, now
+            opened[0] -= 1
+        decision = step.decision
+        if decision is None:
+            return
+        if decision.repeat:
+            decisions[_last(decisions, target)]["count"] += 1
+            return
+        if decision.acts:
+            pair.open = True
+            opened[0] += 1
+            created.append(now)
+        decisions.append(
+            {
+                "at": now,
+                "target": target,
+                "episode": pair.state.phase.episode,
+                "value": value,
+                "outcome": decision.outcome,
+                "reason": None if decision.reason is None else decision.reason.value,
+                "action": policy.action if decision.acts else None,
+                "count": 1,
+            }
+        )
 
     def runner_pass(now: datetime) -> None:
         for target, pair in pairs.items():
             view = TargetView(pair.values, pair.seen, pair.series, pair.tags)
-            firing = pair.phase.phase is Phase.FIRING
+            firing = pair.state.phase.phase is Phase.FIRING
             if instant:
                 if not firing or clear_instant:
                     continue  # ingest's business
@@ -184,7 +167,7 @@ def backtest(
                 points.pop(0)
         if instant and check is not None:
             holds = check(pair.values, tags)
-            firing = pair.phase.phase is Phase.FIRING
+            firing = pair.state.phase.phase is Phase.FIRING
             if holds:
                 observe(target, pair, Verdict.TRUE, None, ts, value)
             elif firing and clear_instant:

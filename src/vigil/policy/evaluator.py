@@ -1,6 +1,6 @@
 """The pure evaluator: policies and a target's values in, violations out.
 
-No database, Redis, HTTP or clock: everything it needs is handed in (DESIGN.md invariant 4).
+No database, Redis, HTTP or clock: everything it needs is handed in (docs/design.md invariant 4).
 """
 
 from __future__ import annotations

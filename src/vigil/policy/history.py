@@ -1,6 +1,6 @@
 """Judging conditions over stored samples: ``for``, ``window``, ``rate`` and ``absent``.
 
-Pure: a target's samples, latest values and tags and ``now`` in, a verdict out (DESIGN.md
+Pure: a target's samples, latest values and tags and ``now`` in, a verdict out (docs/design.md
 invariant 4). The runner reads the samples and hands them in.
 """
 

@@ -17,17 +17,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.actions import approval, episodes
-from vigil.actions.automation import get_state
+from vigil.actions import approval
 from vigil.actions.dispatch import Dispatcher
-from vigil.actions.recorder import Decision, count_decisions, record_observations
-from vigil.actions.silences import active_rules
-from vigil.actions.verification import Verified, verify
 from vigil.clock import Clock
 from vigil.db.engine import Database
+from vigil.decide import episodes
+from vigil.decide.pause import get_state
+from vigil.decide.reasons import outcome_of
+from vigil.decide.recorder import Decision, count_decisions, record_observations
+from vigil.decide.silence_rules import silencing
+from vigil.decide.silences import active_rules
+from vigil.decide.verification import Verified, verify
 from vigil.errors import Unavailable
-from vigil.guard.reasons import outcome_of
-from vigil.guard.silences import silencing
 from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger

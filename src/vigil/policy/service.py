@@ -12,19 +12,19 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from vigil.actions import episodes
-from vigil.actions.automation import get_state
-from vigil.actions.recorder import breaker_state, reset_breaker
-from vigil.actions.silences import active_rules, rules_between
-from vigil.actions.store import pair_states, policy_key
+from vigil.actions.store import PairActions, pair_states, policy_key
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.db.migrate import startup_lock
 from vigil.db.tables import metrics as stored_samples
+from vigil.decide import episodes
+from vigil.decide.breaker import breaker_state, reset_breaker
+from vigil.decide.core import Guards, Limits, guard
+from vigil.decide.pause import get_state
+from vigil.decide.reasons import Suppressed
+from vigil.decide.silence_rules import silencing
+from vigil.decide.silences import active_rules, rules_between
 from vigil.errors import InvalidInput, PolicyInvalid
-from vigil.guard.decide import PairState, decide, limit_reason
-from vigil.guard.reasons import Suppressed
-from vigil.guard.silences import silencing
 from vigil.observability.audit import Actor, append_audit
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
@@ -363,24 +363,29 @@ class PolicyService:
         verdicts = []
         for v in found:
             p = v.policy
-            reason = decide(
-                auto_remediate=p.auto_remediate,
-                enabled=p.enabled,
-                cooldown_seconds=p.cooldown_seconds,
-                state=states.get((policy_key(p.name), target), PairState()),
-                now=now,
-                silenced=silencing(rules, policy=p.name, target=target, tags=tags, now=now)
-                is not None,
-                paused=paused,
-                shadow=p.shadow,
-            )
+            state = states.get((policy_key(p.name), target), PairActions())
             breaker = breakers.get(p.name)
-            if reason is None and breaker is not None:
-                reason = limit_reason(
-                    max_actions_per_hour=p.max_actions_per_hour,
-                    actions_last_hour=breaker["actions_last_hour"],
-                    max_concurrent_targets=p.max_concurrent_targets,
-                    open_targets=breaker["open_targets"],
-                )
+            reason = guard(
+                Guards(
+                    enabled=p.enabled,
+                    auto_remediate=p.auto_remediate,
+                    shadow=p.shadow,
+                    cooldown_seconds=p.cooldown_seconds,
+                    open_action=state.open_action_id is not None,
+                    last_ended_at=state.last_ended_at,
+                    silenced=silencing(rules, policy=p.name, target=target, tags=tags, now=now)
+                    is not None,
+                    paused=paused,
+                    limits=Limits()
+                    if breaker is None
+                    else Limits(
+                        max_actions_per_hour=p.max_actions_per_hour,
+                        actions_last_hour=breaker["actions_last_hour"],
+                        max_concurrent_targets=p.max_concurrent_targets,
+                        open_targets=breaker["open_targets"],
+                    ),
+                ),
+                now,
+            )
             verdicts.append(DryRunVerdict(policy=p, suppressed=reason))
         return DryRun(target=target, at=now, verdicts=verdicts, needs_history=needs_history)

@@ -16,16 +16,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.actions import episodes
-from vigil.actions.episodes import Episode
-from vigil.actions.recorder import Observation, Pending, Settled
 from vigil.db.tables import metric_latest, metrics
+from vigil.decide import episodes
+from vigil.decide.episodes import Episode
+from vigil.decide.recorder import Observation, Pending, Settled
+from vigil.decide.state import Phase
 from vigil.policy.conditions import first_value, metrics_of
 from vigil.policy.evaluator import PolicyIndex, Violation
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
-from vigil.policy.state import Phase
 
 Latest = dict[str, dict[str, tuple[float, datetime]]]
 """target → metric → (value, ts)."""
@@ -33,7 +33,7 @@ Latest = dict[str, dict[str, tuple[float, datetime]]]
 
 async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> list[Observation]:
     """What the stored samples say about each pair the runner looks after, as observations
-    for :func:`vigil.actions.recorder.record_observations`."""
+    for :func:`vigil.decide.recorder.record_observations`."""
     unsettled = {e.pair: e for e in await episodes.unsettled(conn)}
     by_name = {p.name: p for p in index.policies}
     historic = index.historic

@@ -1,7 +1,7 @@
 """The queue's contract: what a task is, and the :class:`TaskQueue` every transport honours.
 
 A task is only transport. It names an action and the attempt to run; the database says what
-that action is and whether the attempt is still wanted (DESIGN.md invariants 1 and 7). A
+that action is and whether the attempt is still wanted (docs/design.md invariants 1 and 7). A
 queue may deliver a task more than once: whoever reserves one must tolerate duplicates.
 """
 
@@ -107,7 +107,7 @@ class LastProcessed:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """The counters of API.md's ``/api/v1/queue/stats``, shared by every process.
+    """The counters of docs/api.md's ``/api/v1/queue/stats``, shared by every process.
 
     Every implementation counts the same way:
 

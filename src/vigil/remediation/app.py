@@ -1,4 +1,4 @@
-"""The remediator service (API.md "Remediator service"): its own small FastAPI app.
+"""The remediator service (docs/api.md "Remediator service"): its own small FastAPI app.
 
 ``POST /v1/remediate`` checks, in this order, that the body is within
 :data:`MAX_BODY_BYTES` (413), that it is signed with the shared secret within the time

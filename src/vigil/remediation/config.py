@@ -12,7 +12,7 @@ A YAML file with one top-level ``remediations:`` list; each entry::
 The first entry whose ``action`` equals and whose ``targets`` glob matches wins.
 
 Timeout rule: an entry has one deadline, for every plugin. Write it as ``timeout:`` on the
-entry, or (as the issue's example does) as ``timeout:`` inside ``with:``; the latter is moved
+entry, or (as a command's options often do) as ``timeout:`` inside ``with:``; the latter is moved
 to the entry, so plugins never see it in their options and read ``PluginCall.timeout``
 instead. Giving both is refused.
 
@@ -158,7 +158,7 @@ def _message(error: Any) -> str:
 
 
 def default_remediations_text() -> str:
-    """The remediations file packaged with Vigil (every seed action → ``log``)."""
+    """The remediations file packaged with Vigil (every built-in action name → ``log``)."""
     return resources.files("vigil.remediation").joinpath(DEFAULT_FILE).read_text("utf-8")
 
 
@@ -242,7 +242,7 @@ def _parse_entry(raw: Any, *, where: str, plugins: Mapping[str, Plugin]) -> Reme
     options = dict(spec.with_)
     timeout = spec.timeout
     if "timeout" in options:
-        # The issue's example writes the command's timeout inside `with:`; it is the entry's.
+        # A command's timeout written inside `with:` is the entry's.
         if timeout is not None:
             raise RemediationsInvalid(
                 f"{where}: timeout: given both on the entry and inside 'with:'; keep one"

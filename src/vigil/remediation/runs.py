@@ -1,4 +1,4 @@
-"""The remediator's records of the attempts it ran: DESIGN.md invariant 3's deduplication.
+"""The remediator's records of the attempts it ran: docs/design.md invariant 3's deduplication.
 
 One row per idempotency key (action_id, attempt). A request first *claims* its key by
 inserting a ``running`` row; the primary key lets exactly one of any number of concurrent

@@ -2,7 +2,7 @@
 
 :class:`Remediator` is the core the HTTP service (``vigil.remediation.app``) serves, and the
 one workers call in-process (through :class:`LocalExecutor`) when no remediator URL is
-configured, so both shapes deduplicate the same way (DESIGN.md invariants 3 and 7):
+configured, so both shapes deduplicate the same way (docs/design.md invariants 3 and 7):
 
     claim the key (one short transaction) ─► run the change (no transaction held)
         ─► record the result (one short transaction) ─► return what was recorded

@@ -1,4 +1,4 @@
-"""Request signatures between workers and the remediator (API.md "Remediator service").
+"""Request signatures between workers and the remediator (docs/api.md "Remediator service").
 
 A request carries ``X-Vigil-Timestamp: <unix seconds>`` and
 ``X-Vigil-Signature: sha256=<hex HMAC-SHA256 of b"<timestamp>." + body>`` made with the

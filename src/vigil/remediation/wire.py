@@ -1,4 +1,4 @@
-"""The remediator's wire format (API.md "Remediator service"), shared by service and client."""
+"""The remediator's wire format (docs/api.md "Remediator service"), shared by service and client."""
 
 from __future__ import annotations
 

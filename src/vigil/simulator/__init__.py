@@ -1,1 +1,1 @@
-"""The simulator: a seeded, simulated fleet that Vigil's remediations act on (issue 6)."""
+"""The simulator: a seeded, simulated fleet that Vigil's remediations act on."""

@@ -1,4 +1,4 @@
-"""``vigil demo``: the seed's "Scale up the web tier" story, with real components and real
+"""``vigil demo``: the "Scale up the web tier" story, with real components and real
 timing, on the embedded defaults in a temporary directory.
 
 It starts ``vigil serve`` (SQLite, in-process queue, worker and remediator) with one policy,

@@ -8,7 +8,7 @@ climb) or ``chaos`` (random spikes and a service that stops sending heartbeats).
 
 Service-level metrics (``cpu_usage``, ``latency_p99_ms``) carry the service as their target
 (``web``), host-level ones (``memory_percent``, ``heartbeat``) the host (``web-01``), so one
-scale-up answers one hot service (API.md "Simulator").
+scale-up answers one hot service (docs/api.md "Simulator").
 """
 
 from __future__ import annotations

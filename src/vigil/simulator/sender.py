@@ -42,7 +42,7 @@ CHAOS_FAILURE_RATE = 0.02
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """One simulator run (API.md "Simulator"; every field has a default)."""
+    """One simulator run (docs/api.md "Simulator"; every field has a default)."""
 
     scenario: str = "default"
     mode: Mode = "steady"

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from vigil.actions import silences as store
-from vigil.actions.silences import Silence
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
+from vigil.decide import silences as store
+from vigil.decide.silences import Silence
 from vigil.errors import InvalidInput
 from vigil.text import Name, SafeStr, UtcTimestamp
 

@@ -1,6 +1,6 @@
-"""The simulator (API.md "Simulator"): start, stop and watch a run, and the simulated fleet
+"""The simulator (docs/api.md "Simulator"): start, stop and watch a run, and the simulated fleet
 it drives (read it, scale a service, restart one). Start, stop and status answer under
-``/api/v1/simulator/`` and, as the seed's UI expects, ``/api/v1/ui/simulator/``."""
+``/api/v1/simulator/`` and, for dashboards that use the ``ui/`` paths, ``/api/v1/ui/simulator/``."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ hosts (``web-01``, which means its service).
 Where the fleet is: in the ``vigil serve`` process that also runs the worker (the embedded
 default), the plugin acts on that process's fleet directly. Anywhere else (a separate
 ``vigil worker`` or ``vigil remediator``), or when ``url`` is given, it calls the fleet API
-of API.md at ``url`` (else the setting ``VIGIL_API_URL``), with the key ``api_key`` (else
+of docs/api.md at ``url`` (else the setting ``VIGIL_API_URL``), with the key ``api_key`` (else
 ``VIGIL_API_KEY``) when access control is on; both settings are read as every setting is,
 from the environment or ``.env``.
 """

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from vigil.db.types import BigId, Json, UtcDateTime
-from vigil.observability.audit import GENESIS, row_hash
+from vigil.observability.chain import GENESIS, row_hash
 
 revision = "0007"
 down_revision = "0006"

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from vigil.actions import recorder
-from vigil.actions.store import policy_key
+from vigil.actions.store import PairActions, policy_key
 from vigil.db.engine import Database, create_engine
-from vigil.guard.decide import PairState
+from vigil.decide import recorder
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 from vigil.policy.models import PolicySpec
@@ -62,7 +61,7 @@ async def test_a_pair_opened_by_another_process_meanwhile_is_suppressed_alone(
 ) -> None:
     await record(database, ["web-02"])  # "another process" opened web-02
 
-    async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairState]:
+    async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairActions]:
         return {}  # as read before that process committed
 
     async def no_state(conn: Any, *, pairs: Any) -> dict[Any, Any]:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vigil.guard.silences import SilenceRule, silencing
+from vigil.decide.silence_rules import SilenceRule, silencing
 
 NOW = datetime(2026, 1, 19, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.records import record_of
 from vigil.db.tables import silences
+from vigil.decide.silence_rules import SilenceRule
 from vigil.errors import NotFound
-from vigil.guard.silences import SilenceRule
 from vigil.observability.audit import Actor, append_audit
 
 

@@ -1,4 +1,4 @@
-"""The global automation switch: while paused, no new action is created (DESIGN.md safety)."""
+"""The global automation switch: while paused, no new action is created (docs/design.md safety)."""
 
 from __future__ import annotations
 

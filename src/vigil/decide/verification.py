@@ -17,22 +17,23 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.actions import episodes
-from vigil.actions.approval import approval_fields
-from vigil.actions.episodes import Episode, NewDecision
-from vigil.actions.recorder import approval_waiting, lock_guards, restrict
+from vigil.actions.approval import approval_fields, approval_waiting
 from vigil.actions.status import Status
-from vigil.actions.store import Action, create_action, pair_states, policy_key
+from vigil.actions.store import Action, PairActions, create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
+from vigil.decide import core, episodes
+from vigil.decide.breaker import breaker_opened, is_limited, lock_guards, locked_limits
+from vigil.decide.core import NO_LIMITS, Guards, Trigger
+from vigil.decide.episodes import Episode, NewDecision
+from vigil.decide.reasons import Suppressed
+from vigil.decide.state import Phase
 from vigil.errors import ActionAlreadyOpen
-from vigil.guard.decide import PairState, decide
-from vigil.guard.reasons import STICKY, Suppressed, outcome_of
 from vigil.ingest.store import lock_targets
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor, append_audit
+from vigil.policy.history import Verdict
 from vigil.policy.models import PolicySpec
-from vigil.policy.state import Phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +90,9 @@ async def verify(
     # tail), so this transaction cannot deadlock with an ingest group; holding the targets
     # also keeps ingest from changing these pairs' states under us.
     await lock_targets(conn, targets=(r.target for r in rows))
-    limited = sorted(
-        {
-            r.policy_name
-            for r in rows
-            if policies[r.policy_name].max_actions_per_hour is not None
-            or policies[r.policy_name].max_concurrent_targets is not None
-        }
-    )
+    limited = {r.policy_name for r in rows if is_limited(policies[r.policy_name])}
     if limited:
-        await lock_guards(conn, names=limited)
+        await lock_guards(conn, names=sorted(limited))
     states = await episodes.load(conn, pairs=[(r.policy_name, r.target) for r in rows])
     found: list[Verified] = []
     for row in rows:
@@ -131,10 +125,10 @@ async def verify(
                 silenced=silenced,
                 actor=actor,
             )
-            if outcome.suppressed is not None and outcome.suppressed not in STICKY:
+            if outcome.held:
                 # Held back by something that ends (a silence, the pause, an open action,
                 # the blast radius): try again next pass; the verdict is recorded then.
-                found.append(replace(outcome, held=True))
+                found.append(outcome)
                 continue
         if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
             found.append(outcome)
@@ -226,21 +220,29 @@ async def _escalate(
         return outcome
     action = policy.escalate[step]
     target = episode.target
-    opened = await pair_states(conn, pairs=[(policy_key(policy.name), target)])
-    reason = decide(
-        auto_remediate=policy.auto_remediate,
-        enabled=policy.enabled,
-        cooldown_seconds=0,  # within the episode: the cooldown is between episodes
-        state=opened.get((policy_key(policy.name), target), PairState()),
-        now=now,
-        silenced=bool(silenced(policy.name, target, episode.tags or {})),
-        paused=paused,
-        shadow=policy.shadow,
+    key = (policy_key(policy.name), target)
+    opened = (await pair_states(conn, pairs=[key])).get(key, PairActions())
+    limited = await locked_limits(conn, policies=[policy], now=now)
+    guard, limits = limited.get(policy.name, (None, NO_LIMITS))
+    decided = core.decide(
+        episode.state,
+        Verdict.TRUE,
+        Guards(
+            enabled=policy.enabled,
+            auto_remediate=policy.auto_remediate,
+            shadow=policy.shadow,
+            open_action=opened.open_action_id is not None,
+            silenced=bool(silenced(policy.name, target, episode.tags or {})),
+            paused=paused,
+            limits=limits,
+        ),
+        now,
+        trigger=Trigger.ESCALATION,
     )
-    if reason is None:
-        reason = await restrict(conn, policy=policy, target=target, now=now)
+    decision = decided.decision
+    assert decision is not None
     record = None
-    if reason is None:
+    if decision.acts:
         try:
             record = await create_action(
                 conn,
@@ -259,11 +261,18 @@ async def _escalate(
                 **approval_fields(policy, now),
             )
         except ActionAlreadyOpen:
-            reason = Suppressed.ALREADY_OPEN
-    if record is None and reason is not None and episode.reason == reason.value:
+            decision = core.Decision(
+                Suppressed.ALREADY_OPEN, repeat=episode.reason == Suppressed.ALREADY_OPEN.value
+            )
+    elif decision.reason is Suppressed.CIRCUIT_OPEN and guard is not None:
+        await breaker_opened(
+            conn, guard=guard, policy=policy, target=target, limits=limits, now=now
+        )
+    reason = decision.reason
+    if decision.repeat:
         if episode.decision_id is not None:
             await episodes.count_again(conn, ids=[episode.decision_id], now=now)
-        return replace(outcome, suppressed=reason, decided=True)
+        return replace(outcome, suppressed=reason, decided=True, held=decision.held)
     [decision_id] = await episodes.add_decisions(
         conn,
         items=[
@@ -273,7 +282,7 @@ async def _escalate(
                 severity=policy.severity,
                 episode=episode.phase.episode,
                 value=None,
-                outcome=outcome_of(reason),
+                outcome=decision.outcome,
                 reason=None if reason is None else reason.value,
                 action_id=None if record is None else record.id,
             )
@@ -290,4 +299,4 @@ async def _escalate(
         assert reason is not None
         episode.reason = reason.value
     await episodes.save(conn, episodes=[episode], now=now)
-    return replace(outcome, escalation=record, suppressed=reason, decided=True)
+    return replace(outcome, escalation=record, suppressed=reason, decided=True, held=decision.held)

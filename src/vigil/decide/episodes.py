@@ -6,7 +6,7 @@ Data-access functions run inside the caller's transaction, keyword-only, connect
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vigil.db.paging import newest_first
 from vigil.db.records import record_of
 from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
-from vigil.policy.state import PairPhase, Phase
+from vigil.decide.core import PairState
+from vigil.decide.reasons import Suppressed
+from vigil.decide.state import PairPhase, Phase
 
 Pair = tuple[str, str]
 """(policy name, target)."""
@@ -45,17 +47,19 @@ class Episode:
     def pair(self) -> Pair:
         return (self.policy_name, self.target)
 
-    def new_episode(self, phase: PairPhase) -> Episode:
-        """This pair at the start of a new firing episode."""
-        return replace(
-            self,
-            phase=phase,
-            action_id=None,
-            acted=False,
-            decision_id=None,
-            reason=None,
-            escalated_at=None,
-        )
+    @property
+    def state(self) -> PairState:
+        """What the decision core knows of the pair."""
+        reason = None if self.reason is None else Suppressed(self.reason)
+        return PairState(phase=self.phase, acted=self.acted, reason=reason)
+
+    def take(self, state: PairState) -> None:
+        """Adopt the decision core's next state; a new episode forgets the last one's."""
+        if state.phase.episode != self.phase.episode:
+            self.action_id = self.decision_id = self.escalated_at = None
+        self.phase = state.phase
+        self.acted = state.acted
+        self.reason = None if state.reason is None else state.reason.value
 
 
 def _episode(row: Any) -> Episode:
@@ -142,7 +146,13 @@ async def bump_firing(conn: AsyncConnection) -> None:
     )
 
 
-def _row(e: Episode, now: datetime) -> dict[str, Any]:
+def snapshot(e: Episode) -> dict[str, Any]:
+    """What :func:`save` would store of the pair, but the time: equal snapshots need no
+    write."""
+    return _row(e, None)
+
+
+def _row(e: Episode, now: datetime | None) -> dict[str, Any]:
     p = e.phase
     return {
         "policy_name": e.policy_name,

@@ -1,0 +1,409 @@
+"""Record what evaluations found: load each pair's state and the guard inputs, ask the
+decision core (:func:`vigil.decide.core.decide`) about each observation in order, then
+create the actions it decided on and write the pairs' states and the decisions -- in the
+caller's transaction.
+
+Each call makes two passes over the observations with the same pure core: a first one that
+assumes no silence, pause or limit, to learn which policies' breakers and blast radius can
+matter (their guard rows are then locked in name order, and counted), and the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vigil.actions.approval import approval_fields, approval_waiting
+from vigil.actions.status import Status
+from vigil.actions.store import (
+    Action,
+    PairActions,
+    create_action,
+    create_actions,
+    pair_states,
+    policy_key,
+)
+from vigil.decide import core, episodes
+from vigil.decide.breaker import Guard, breaker_opened, is_limited, locked_limits
+from vigil.decide.core import NO_LIMITS, Guards, Limits, PairState, Step
+from vigil.decide.episodes import Episode, NewDecision, Pair
+from vigil.decide.pause import get_state
+from vigil.decide.reasons import Suppressed, outcome_of
+from vigil.decide.silence_rules import SilenceRule, silencing
+from vigil.decide.silences import active_rules
+from vigil.decide.state import Change
+from vigil.errors import ActionAlreadyOpen
+from vigil.observability.audit import Actor
+from vigil.observability.metrics import VigilMetrics
+from vigil.policy.evaluator import Violation
+from vigil.policy.history import Verdict
+from vigil.policy.models import PolicySpec
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The policy's condition holds for the target, but not yet for its ``for``."""
+
+    policy: PolicySpec
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The pair stops firing (its ``clear`` holds, or its condition no longer does) or, if
+    pending, goes back to ``ok``."""
+
+    policy: PolicySpec
+    target: str
+    episode: int | None = None
+    """The episode the caller saw (the runner reads before it locks): a pair that has
+    started another episode since is left alone."""
+
+
+Observation = Violation | Pending | Settled
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What became of one violation."""
+
+    violation: Violation
+    suppressed: Suppressed | None
+    action: Action | None
+    episode_action_id: int | None = None
+    """Set when the violation belongs to an episode that already acted (and whose action
+    has ended): nothing was attempted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :func:`record_observations` did."""
+
+    decisions: list[Decision]
+    firing_changed: bool
+    """Whether a pair started or stopped firing: the caller calls
+    :func:`vigil.decide.episodes.bump_firing` before it commits (last, so that no lock is
+    taken after that row's)."""
+
+
+def verdicts(observation: Observation) -> tuple[Verdict, Verdict | None]:
+    """The condition's verdict and the ``clear`` condition's that an observation stands for."""
+    if isinstance(observation, Violation):
+        return Verdict.TRUE, None
+    if isinstance(observation, Pending):
+        return Verdict.PENDING, None
+    return Verdict.FALSE, (Verdict.TRUE if observation.policy.clear is not None else None)
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One walk of the observations through the core, with the guard inputs it reads and
+    the counts and open actions it changes as it decides."""
+
+    states: dict[Pair, PairState]
+    opened: dict[Pair, PairActions]
+    limits: dict[str, Limits] | None
+    """The counts of each limited policy; None in the first pass (no limit assumed)."""
+    paused: bool = False
+    rules: Sequence[SilenceRule] = ()
+    steps: list[Step | None] = field(default_factory=list)
+
+    def run(self, observations: Sequence[Observation], now: datetime) -> None:
+        for observation in observations:
+            pair = (observation.policy.name, observation.target)
+            state = self.states.get(pair, PairState())
+            if (
+                isinstance(observation, Settled)
+                and observation.episode is not None
+                and observation.episode != state.phase.episode
+            ):
+                self.steps.append(None)  # another episode began since the caller looked
+                continue
+            verdict, cleared = verdicts(observation)
+            guards = self._guards(observation, now) if verdict is Verdict.TRUE else Guards()
+            step = core.decide(state, verdict, guards, now, cleared=cleared)
+            self.states[pair] = step.state
+            if step.decision is not None and step.decision.acts:
+                self.opened[pair] = PairActions(open_action_id=-1)  # opened by this decision
+                name = observation.policy.name
+                if self.limits is not None and name in self.limits:
+                    self.limits[name] = self.limits[name].after_acting()
+            self.steps.append(step)
+
+    def _guards(self, observation: Observation, now: datetime) -> Guards:
+        policy, target = observation.policy, observation.target
+        actions = self.opened.get((policy.name, target), PairActions())
+        tags = observation.tags if isinstance(observation, Violation) else {}
+        return Guards(
+            enabled=policy.enabled,
+            auto_remediate=policy.auto_remediate,
+            shadow=policy.shadow,
+            cooldown_seconds=policy.cooldown_seconds,
+            open_action=actions.open_action_id is not None,
+            last_ended_at=actions.last_ended_at,
+            silenced=bool(self.rules)
+            and silencing(self.rules, policy=policy.name, target=target, tags=tags, now=now)
+            is not None,
+            paused=self.paused,
+            limits=self._limits(policy),
+        )
+
+    def _limits(self, policy: PolicySpec) -> Limits:
+        if self.limits is None:
+            return NO_LIMITS
+        # The first pass found every limited policy whose limits can matter: they were
+        # counted. Any other is not attempted in this pass (checked after it).
+        return self.limits.get(policy.name, NO_LIMITS)
+
+
+async def record_observations(
+    conn: AsyncConnection, *, observations: Sequence[Observation], now: datetime, actor: Actor
+) -> Recorded:
+    """Apply ``observations`` in order to their pairs' states; the decision on each violation.
+
+    The actions decided on are created together; should another process have opened one of
+    them meanwhile, they are created one by one instead, and that one is suppressed as
+    ``action already open``.
+    """
+    stored = await episodes.load(conn, pairs=[(o.policy.name, o.target) for o in observations])
+    before = {pair: episodes.snapshot(e) for pair, e in stored.items()}
+    opened = await _opened(conn, observations)
+    states = {pair: e.state for pair, e in stored.items()}
+
+    trial = _Pass(dict(states), dict(opened), None)
+    trial.run(observations, now)
+    attempting = [
+        o.policy
+        for o, s in zip(observations, trial.steps, strict=True)
+        if s is not None and s.decision is not None and s.decision.guarded
+    ]
+    guards: dict[str, Guard] = {}
+    real = _Pass(states, opened, {})
+    assert real.limits is not None
+    if any(p.auto_remediate and p.enabled for p in attempting):
+        real.paused = (await get_state(conn)).paused
+        real.rules = await active_rules(conn, now=now)
+        acted = [
+            o.policy
+            for o, s in zip(observations, trial.steps, strict=True)
+            if s is not None and s.decision is not None and s.decision.acts
+        ]
+        for name, (guard, limits) in (
+            await locked_limits(conn, policies=[p for p in acted if is_limited(p)], now=now)
+        ).items():
+            guards[name], real.limits[name] = guard, limits
+    real.run(observations, now)
+    unchecked = {
+        o.policy.name
+        for o, s in zip(observations, real.steps, strict=True)
+        if s is not None and s.decision is not None and s.decision.acts and is_limited(o.policy)
+    } - set(real.limits)
+    if unchecked:
+        raise AssertionError(f"limits not counted for {sorted(unchecked)}")
+
+    created = await _create(conn, observations, real.steps, now, actor)
+    book = _Book()
+    results: list[Decision] = []
+    lost: set[tuple[Pair, int]] = set()
+    for index, (observation, step) in enumerate(zip(observations, real.steps, strict=True)):
+        if step is None:
+            continue
+        pair = (observation.policy.name, observation.target)
+        episode = stored.setdefault(pair, Episode(*pair))
+        episode.take(step.state)
+        if not isinstance(observation, Violation):
+            continue
+        if step.change is Change.FIRED:
+            episode.tags = dict(observation.tags) or None  # a new episode: its first tags
+        if step.acted_before:
+            results.append(Decision(observation, None, None, episode.action_id))
+            continue
+        decision = step.decision
+        assert decision is not None
+        key = (pair, step.state.phase.episode)
+        if decision.acts and index not in created:
+            # Lost a race with another process: the action it opened is this one's reason.
+            lost.add(key)
+            decision = core.Decision(Suppressed.ALREADY_OPEN, guarded=True)
+        elif key in lost and decision.reason is Suppressed.ALREADY_OPEN:
+            decision = replace(decision, repeat=True)
+        action = created.get(index)
+        if action is not None:
+            episode.action_id = action.id
+        elif decision.reason is Suppressed.CIRCUIT_OPEN and decision.guarded:
+            name = observation.policy.name
+            guards[name] = await breaker_opened(
+                conn,
+                guard=guards[name],
+                policy=observation.policy,
+                target=observation.target,
+                limits=real.limits[name],
+                now=now,
+            )
+        book.add(observation, episode, decision, action)
+        results.append(Decision(observation, decision.reason, action))
+    for pair, episode in stored.items():
+        if (pair, episode.phase.episode) in lost:
+            episode.acted, episode.reason = False, Suppressed.ALREADY_OPEN.value
+    await book.write(conn, now)
+    dirty = [
+        e
+        for pair, e in stored.items()
+        if before.get(pair, episodes.snapshot(Episode(*pair))) != episodes.snapshot(e)
+    ]
+    await episodes.save(conn, episodes=dirty, now=now)
+    firing_changed = any(
+        s is not None and s.change in (Change.FIRED, Change.RESOLVED) for s in real.steps
+    )
+    return Recorded(results, firing_changed)
+
+
+async def _opened(
+    conn: AsyncConnection, observations: Sequence[Observation]
+) -> dict[Pair, PairActions]:
+    """The open action and last end of each pair whose policy may act, by (policy, target)."""
+    acting = {
+        (o.policy.name, o.target)
+        for o in observations
+        if isinstance(o, Violation) and o.policy.auto_remediate
+    }
+    found = await pair_states(conn, pairs=[(policy_key(name), t) for name, t in acting])
+    return {(name, t): found.get((policy_key(name), t), PairActions()) for name, t in acting}
+
+
+class _Book:
+    """The decision rows to write: new ones (a repeat within this call counts on the row
+    it repeats) and repeats of rows already stored."""
+
+    def __init__(self) -> None:
+        self.fresh: list[tuple[Episode, NewDecision]] = []
+        self._last: dict[Pair, int] = {}
+        self.repeats: list[int] = []
+
+    def add(
+        self,
+        violation: Violation,
+        episode: Episode,
+        decision: core.Decision,
+        action: Action | None,
+    ) -> None:
+        if decision.repeat:
+            if episode.pair in self._last:
+                self.fresh[self._last[episode.pair]][1].count += 1
+                return
+            if episode.decision_id is not None:
+                self.repeats.append(episode.decision_id)
+                return
+        self._last[episode.pair] = len(self.fresh)
+        self.fresh.append(
+            (
+                episode,
+                NewDecision(
+                    policy_name=violation.policy.name,
+                    target=violation.target,
+                    severity=violation.policy.severity,
+                    episode=episode.phase.episode,
+                    value=violation.value,
+                    outcome=outcome_of(decision.reason),
+                    reason=None if decision.reason is None else decision.reason.value,
+                    action_id=None if action is None else action.id,
+                ),
+            )
+        )
+
+    async def write(self, conn: AsyncConnection, now: datetime) -> None:
+        ids = await episodes.add_decisions(conn, items=[d for _, d in self.fresh], now=now)
+        for (episode, _), decision_id in zip(self.fresh, ids, strict=True):
+            episode.decision_id = decision_id  # the last one written wins: the newest
+        await episodes.count_again(conn, ids=self.repeats, now=now)
+
+
+async def _create(
+    conn: AsyncConnection,
+    observations: Sequence[Observation],
+    steps: Sequence[Step | None],
+    now: datetime,
+    actor: Actor,
+) -> dict[int, Action]:
+    """Create the actions the core decided on; each created one by its observation's index."""
+    acting = [
+        (index, observation)
+        for index, (observation, step) in enumerate(zip(observations, steps, strict=True))
+        if isinstance(observation, Violation)
+        and step is not None
+        and step.decision is not None
+        and step.decision.acts
+    ]
+    if not acting:
+        return {}
+    items = [_new_action(v, steps, i, now) for i, v in acting]
+    try:
+        records: list[Action | None] = list(
+            await create_actions(conn, now=now, actor=actor, items=items)
+        )
+    except ActionAlreadyOpen:
+        records = []
+        for item in items:
+            try:
+                records.append(await create_action(conn, now=now, actor=actor, **item))
+            except ActionAlreadyOpen:
+                # Another process created it between our read and our insert.
+                records.append(None)
+    for record in records:
+        if record is not None and record.status == Status.AWAITING_APPROVAL.value:
+            await approval_waiting(conn, record=record, now=now)
+    return {
+        index: record
+        for (index, _), record in zip(acting, records, strict=True)
+        if record is not None
+    }
+
+
+def _new_action(
+    violation: Violation, steps: Sequence[Step | None], index: int, now: datetime
+) -> dict[str, Any]:
+    step = steps[index]
+    assert step is not None
+    policy = violation.policy
+    item: dict[str, Any] = {
+        "dedup_key": policy_key(policy.name),
+        "policy_name": policy.name,
+        "target": violation.target,
+        "action": policy.action,
+        "params": dict(policy.params),
+        "severity": policy.severity,
+        "trigger_value": violation.value,
+        "details": _details(violation),
+        "reason": f"policy {policy.name} violated",
+        "episode": step.state.phase.episode,
+    }
+    if policy.approval_required:
+        item |= approval_fields(policy, now)
+        item["reason"] = f"policy {policy.name} violated; awaiting approval"
+    return item
+
+
+def _details(violation: Violation) -> str:
+    value = "" if violation.value is None else f" (value {violation.value:g})"
+    return f"{violation.policy.description or violation.policy.name}{value}"
+
+
+def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> None:
+    """Count violations, decisions and created actions in the Prometheus metrics."""
+    for d in decisions:
+        policy = d.violation.policy
+        metrics.policy_violations_total.labels(
+            policy_name=policy.name, severity=policy.severity
+        ).inc()
+        if d.episode_action_id is not None:
+            continue  # the episode acted already: nothing was decided
+        metrics.decisions_total.labels(
+            outcome=outcome_of(d.suppressed),
+            reason="" if d.suppressed is None else d.suppressed.value,
+        ).inc()
+        if d.action is not None:
+            metrics.actions_total.labels(action=d.action.action, status=d.action.status).inc()

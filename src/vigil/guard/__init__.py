@@ -1,1 +1,0 @@
-"""Guards: pure checks that decide whether a violation may become an action."""
