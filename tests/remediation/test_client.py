@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from vigil.clock import FakeClock
 from vigil.local import free_port
 from vigil.remediation.app import create_remediator_app
 from vigil.remediation.client import RemoteExecutor
+from vigil.remediation.service import never_sent
 from vigil.remediation.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from vigil.remediation.wire import RemediateRequest
 from vigil.settings import Settings
@@ -261,18 +263,124 @@ async def test_a_lost_answer_is_asked_for_again_with_the_same_key(
     assert lost
 
 
-async def test_no_answer_until_the_deadline_is_a_retryable_failure(clock: FakeClock) -> None:
-    def never(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
+PASS = "pass"
+"""An outcome of :class:`Sequence`: the request reaches the remediator."""
+PASS_THEN_DROP = "pass, then drop"
+"""An outcome of :class:`Sequence`: the remediator runs it, the answer is lost."""
 
-    remote = executor(httpx.MockTransport(never), clock, timeout=0.01, margin=0.05)
+
+class Sequence(httpx.AsyncBaseTransport):
+    """Meets each request with the next outcome (the last repeats), noting when each was
+    sent: a response, an exception to raise, or :data:`PASS` / :data:`PASS_THEN_DROP` to
+    hand the request to ``inner`` (the remediator)."""
+
+    def __init__(
+        self,
+        outcomes: list[httpx.Response | Exception | str],
+        inner: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.outcomes = outcomes
+        self.inner = inner
+        self.sent: list[tuple[float, bytes]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((time.monotonic(), request.content))
+        outcome = self.outcomes[min(len(self.sent), len(self.outcomes)) - 1]
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, httpx.Response):
+            return outcome
+        assert self.inner is not None
+        response = await self.inner.handle_async_request(request)
+        if outcome == PASS_THEN_DROP:
+            raise dropped()
+        return response
+
+
+def dropped() -> Exception:
+    return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def refusal() -> Exception:
+    return httpx.ConnectError("[Errno 111] Connection refused")
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(dropped(), id="connection-dropped"),
+        pytest.param(httpx.ReadError("connection reset"), id="read-error"),
+        pytest.param(httpx.ReadTimeout("timed out"), id="read-timeout"),
+        pytest.param(httpx.Response(409, json={"status": "in_progress"}), id="in-progress"),
+        pytest.param(httpx.Response(503, json={"detail": "database"}), id="server-error"),
+    ],
+)
+async def test_once_a_request_may_have_reached_it_refusals_keep_the_attempt_until_the_deadline(
+    first: httpx.Response | Exception, clock: FakeClock
+) -> None:
+    """The remediator died while running the attempt, and refuses connections while it is
+    down: the attempt may still be running on the host, so the executor keeps asking with
+    the same key until that request's deadline instead of saying "never sent"."""
+    transport = Sequence([first, refusal()])
+    remote = executor(transport, clock, timeout=0.2, margin=0.1, grace=0.1)
     try:
         result = await remote.execute(REQUEST)
     finally:
         await remote.close()
+    done = time.monotonic()
     assert result.status == "failed"
     assert result.retryable
-    assert result.details == {"reason": "no_answer"}
+    assert result.details == {"reason": "no_answer"}, result
+    assert "deadline" in result.message
+    (first_sent, body), *later = transport.sent
+    assert len(later) >= 2, "refused requests are asked again"
+    assert {sent_body for _, sent_body in later} == {body}, "the same action id and attempt"
+    assert done - first_sent >= 0.4, "not before the timeout, the grace and the margin"
+
+
+async def test_each_request_that_may_have_reached_it_moves_the_deadline(clock: FakeClock) -> None:
+    """Any of the dropped requests may be the one the remediator claimed the key for; the
+    run's deadline counts from that one, so the last of them decides."""
+    transport = Sequence([dropped(), dropped(), dropped(), refusal()])
+    remote = executor(transport, clock, timeout=0.2, margin=0.1, grace=0.0, poll_interval=0.1)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    done = time.monotonic()
+    assert result.details == {"reason": "no_answer"}, result
+    last_dropped = transport.sent[2][0]
+    assert done - last_dropped >= 0.3
+
+
+async def test_a_remediator_back_before_the_deadline_answers_the_same_attempt(
+    app: FastAPI, run: FakeRun, clock: FakeClock
+) -> None:
+    """The first request ran the change, then the connection dropped; the remediator was
+    refusing connections for a while, then answered: from its record, without a re-run."""
+    transport = Sequence(
+        [PASS_THEN_DROP, refusal(), refusal(), PASS], inner=httpx.ASGITransport(app=app)
+    )
+    remote = executor(transport, clock, timeout=5.0)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert (result.status, result.message) == ("success", "restarted web-01")
+    assert run.calls == [REQUEST]
+    assert len(transport.sent) == 4
+
+
+async def test_a_refusal_before_anything_was_sent_is_unreachable_at_once(clock: FakeClock) -> None:
+    transport = Sequence([refusal()])
+    remote = executor(transport, clock, timeout=60.0)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert result.details == {"reason": "unreachable"}
+    assert never_sent(result)
+    assert len(transport.sent) == 1
 
 
 def test_from_settings_needs_url_and_secret(tmp_path: Any) -> None:

@@ -67,6 +67,22 @@ async def claim(
         return None
 
 
+async def times_claimed(conn: AsyncConnection, *, action_id: int, attempt: int) -> int:
+    """How many times ``attempt`` of the action was claimed (pending → running), from its
+    history. More than once means a re-run (a reclaim): an earlier holder may have sent
+    that attempt to the remediator, so it may be running there already."""
+    count = await conn.execute(
+        select(func.count())
+        .select_from(action_history)
+        .where(
+            action_history.c.action_id == action_id,
+            action_history.c.attempt == attempt,
+            action_history.c.to_status == Status.RUNNING.value,
+        )
+    )
+    return int(count.scalar_one())
+
+
 async def renew_lease(
     conn: AsyncConnection,
     *,

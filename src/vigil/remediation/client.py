@@ -10,18 +10,25 @@
   grace + ``margin``, after which the remediator itself answers an orphaned run as
   interrupted). Still running then: ``failed``, retryable, ``details.reason`` =
   ``in_progress`` -- the same key may be asked again later.
-- The request may have reached the remediator but no answer came back (read timeout,
-  connection dropped): the same key is asked again, which is safe, until the deadline;
-  then ``failed``, retryable, reason ``no_answer``.
-- It never reached the remediator (connection refused, DNS, connect timeout): ``failed``,
-  retryable, reason ``unreachable``. A 5xx: ``failed``, retryable, reason ``server_error``.
+- A request that may have reached the remediator but got no answer (read timeout,
+  connection dropped -- the remediator may have died while running it): the same key is
+  asked again, which is safe. From then on *every* failure to reach the remediator
+  (connection refused while it restarts, say) keeps this attempt and asks again, until the
+  deadline of the last request that may have reached it: until then the change may still
+  be running on the host, and the next attempt must not start beside it. Then ``failed``,
+  retryable, reason ``no_answer``.
+- The first request of the call never reached the remediator (connection refused, DNS,
+  connect timeout) and nothing was sent before: ``failed``, retryable, reason
+  ``unreachable`` (:data:`~vigil.remediation.service.UNREACHABLE`). A 5xx that lasts:
+  ``failed``, retryable, reason ``server_error``.
 - 401: ``failed``, *not* retryable, reason ``unauthorized``: the signature was refused (the
   secrets differ, or the clocks are more than five minutes apart); retrying cannot help
   until someone fixes the configuration. Any other 4xx (an invalid request, a key reused
   for another action): ``failed``, not retryable, reason ``rejected``.
 
 Results made here (not by the remediator) carry ``details.reason`` and, for HTTP errors,
-``details.http_status``.
+``details.http_status``. Whether an earlier call for the same key (a worker that died) may
+have reached the remediator is the worker's to know: see :mod:`vigil.worker.worker`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -38,6 +46,7 @@ from vigil.clock import Clock, SystemClock
 from vigil.observability.logging import get_logger, request_id_header
 from vigil.remediation.service import (
     EXPIRY_GRACE_SECONDS,
+    UNREACHABLE,
     Executor,
     failure,
     still_running,
@@ -58,6 +67,27 @@ _NEVER_SENT = (
     httpx.PoolTimeout,
     httpx.UnsupportedProtocol,
 )
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one ``execute`` call knows: whether a request of it may have reached the
+    remediator (from then on the attempt is never given up as "not sent" before the
+    deadline), and the deadline -- ``lifetime`` (the timeout, the remediator's expiry grace
+    and a margin) after the last request that may have claimed the key there."""
+
+    lifetime: float
+    started: float
+    deadline: float = field(init=False)
+    reached: bool = False
+    warned: bool = False  # about keeping the attempt while the remediator is unreachable
+
+    def __post_init__(self) -> None:
+        self.deadline = self.started + self.lifetime
+
+    def may_have_reached(self, sent_at: float) -> None:
+        self.reached = True
+        self.deadline = max(self.deadline, sent_at + self.lifetime)
 
 
 class RemoteExecutor(Executor):
@@ -110,8 +140,7 @@ class RemoteExecutor(Executor):
         """The attempt's result; never raises (see the module docstring)."""
         body = request.model_dump_json().encode()
         timeout = self._timeout_for(request)
-        waited_from = time.monotonic()
-        deadline = waited_from + timeout + self._grace + self._margin
+        call = _Call(lifetime=timeout + self._grace + self._margin, started=time.monotonic())
         # The remediator answers when the plugin is done, within its timeout.
         http_timeout = httpx.Timeout(timeout + self._margin, connect=CONNECT_TIMEOUT_SECONDS)
         while True:
@@ -120,49 +149,94 @@ class RemoteExecutor(Executor):
                 **signed_headers(self._secret, body, self._clock.now().timestamp()),
                 **request_id_header(),
             }
+            sent_at = time.monotonic()
+            outcome: RemediateResult | float
             try:
                 response = await self._client.post(
                     PATH, content=body, headers=headers, timeout=http_timeout
                 )
             except _NEVER_SENT as exc:
-                return self._failed(
-                    request, f"remediator unreachable: {_describe(exc)}", "unreachable"
-                )
+                outcome = self._refused(request, call, exc)
             except httpx.TransportError as exc:
-                # It may be running there: asking again with the same key is safe.
-                if time.monotonic() + self._poll >= deadline:
-                    return self._failed(
-                        request, f"no answer from the remediator: {_describe(exc)}", "no_answer"
-                    )
-                log.info(
-                    "remediator.no_answer_retrying",
-                    action_id=request.action_id,
-                    attempt=request.attempt,
-                    error=_describe(exc),
-                )
+                outcome = self._unanswered(request, call, exc, sent_at)
             else:
-                if response.status_code >= 500 and time.monotonic() + self._poll < deadline:
-                    # The remediator (or its database) failed, perhaps after the change was
-                    # made: only the same key can learn that, so ask again with it.
-                    log.info(
-                        "remediator.error_retrying",
-                        status=response.status_code,
-                        action_id=request.action_id,
-                        attempt=request.attempt,
-                    )
-                    await asyncio.sleep(self._poll)
-                    continue
-                if response.status_code != 409:
-                    return self._answer(request, response)
-                if time.monotonic() + self._poll >= deadline:
-                    result = still_running(request, time.monotonic() - waited_from)
-                    log.warning(
-                        "remediator.still_running",
-                        action_id=request.action_id,
-                        attempt=request.attempt,
-                    )
-                    return result
-            await asyncio.sleep(self._poll)
+                outcome = self._answered(request, call, response)
+            if isinstance(outcome, RemediateResult):
+                return outcome
+            await asyncio.sleep(outcome)
+
+    def _refused(
+        self, request: RemediateRequest, call: _Call, exc: httpx.HTTPError
+    ) -> RemediateResult | float:
+        """This request never reached the remediator: the result, or how long to wait
+        before asking again."""
+        if not call.reached:
+            return self._failed(request, f"remediator unreachable: {_describe(exc)}", UNREACHABLE)
+        # An earlier request may be running there: not a moment before its deadline may
+        # the next attempt start.
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
+            return self._failed(
+                request,
+                f"no answer from the remediator: {_describe(exc)}; an earlier request may "
+                "have reached it, and its deadline has passed",
+                "no_answer",
+            )
+        if not call.warned:
+            call.warned = True
+            log.warning(
+                "remediator.unreachable_keeping_attempt",
+                action_id=request.action_id,
+                attempt=request.attempt,
+                error=_describe(exc),
+                deadline_in=round(remaining, 1),
+            )
+        return min(self._poll, remaining)
+
+    def _unanswered(
+        self, request: RemediateRequest, call: _Call, exc: httpx.HTTPError, sent_at: float
+    ) -> RemediateResult | float:
+        """This request may have reached the remediator, which may have died running it:
+        asking again with the same key is safe, and its deadline counts from this request,
+        which may be the one that claimed the key."""
+        call.may_have_reached(sent_at)
+        if time.monotonic() + self._poll >= call.deadline:
+            return self._failed(
+                request, f"no answer from the remediator: {_describe(exc)}", "no_answer"
+            )
+        log.info(
+            "remediator.no_answer_retrying",
+            action_id=request.action_id,
+            attempt=request.attempt,
+            error=_describe(exc),
+        )
+        return self._poll
+
+    def _answered(
+        self, request: RemediateRequest, call: _Call, response: httpx.Response
+    ) -> RemediateResult | float:
+        """The remediator answered: the result, or how long to wait before asking again."""
+        call.reached = True
+        status = response.status_code
+        time_left = time.monotonic() + self._poll < call.deadline
+        if status >= 500 and time_left:
+            # The remediator (or its database) failed, perhaps after the change was made:
+            # only the same key can learn that, so ask again with it.
+            log.info(
+                "remediator.error_retrying",
+                status=status,
+                action_id=request.action_id,
+                attempt=request.attempt,
+            )
+            return self._poll
+        if status != 409:
+            return self._answer(request, response)
+        if not time_left:
+            log.warning(
+                "remediator.still_running", action_id=request.action_id, attempt=request.attempt
+            )
+            return still_running(request, time.monotonic() - call.started)
+        return self._poll
 
     def _answer(self, request: RemediateRequest, response: httpx.Response) -> RemediateResult:
         status = response.status_code

@@ -240,6 +240,17 @@ class LocalExecutor:
             await asyncio.sleep(self._poll)
 
 
+UNREACHABLE = "unreachable"
+"""``details.reason`` of a result for a request that certainly never reached a remediator
+(connection refused, say), and before which no request of its call may have: nothing of
+that attempt ran on its account."""
+
+
+def never_sent(result: RemediateResult) -> bool:
+    """Whether ``result`` says its request certainly never reached a remediator."""
+    return result.status == "failed" and result.details.get("reason") == UNREACHABLE
+
+
 def failure(message: str, *, reason: str, retryable: bool = True) -> RemediateResult:
     """A ``failed`` result for an attempt whose remediation did not answer; ``details``
     carry ``reason`` so a caller can tell these apart from a plugin's own failures."""

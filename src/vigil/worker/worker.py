@@ -4,6 +4,9 @@ For each task: claim the action (pending → running, a compare-and-set, so dupl
 stale tasks fall away), ask the executor (the remediator, or in-process plugins) to run the
 attempt while renewing the lease, then record the outcome -- completed, pending again with a
 backoff for a retryable failure, or failed and dead-lettered -- and settle the task.
+
+An attempt claimed for the second time (a re-run, see :mod:`vigil.worker.reruns`) keeps
+its attempt while the remediator cannot be reached, until that attempt's deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from vigil.actions import lifecycle
@@ -27,6 +30,7 @@ from vigil.queue.task import Outcome, Reserved, Task, TaskQueue
 from vigil.remediation.config import Remediations
 from vigil.remediation.service import Executor
 from vigil.remediation.wire import RemediateRequest, RemediateResult
+from vigil.worker import reruns
 from vigil.worker.backoff import RetryPolicy
 
 log = get_logger(__name__)
@@ -53,6 +57,7 @@ class Worker:
         visibility_timeout: float | None = None,
         block: float = 1.0,
         rng: random.Random | None = None,
+        resend_pause: float = 1.0,
     ) -> None:
         self.name = name
         self._db = database
@@ -69,6 +74,7 @@ class Worker:
         self._visibility = visibility_timeout
         self._block = block
         self._rng = rng or random.Random()
+        self._resend_pause = resend_pause
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -163,6 +169,7 @@ class Worker:
         if reserved.deliveries > self._max_deliveries:
             await self._give_up(reserved)
             return
+        claimed_at = self._clock.now()
         try:
             async with self._db.write() as conn:
                 record = await lifecycle.claim(
@@ -170,8 +177,14 @@ class Worker:
                     action_id=task.action_id,
                     attempt=task.attempt,
                     owner=self.name,
-                    now=self._clock.now(),
+                    now=claimed_at,
                     lease_seconds=self._lease,
+                )
+                rerun = record is not None and (
+                    await lifecycle.times_claimed(
+                        conn, action_id=task.action_id, attempt=task.attempt
+                    )
+                    > 1
                 )
         except Unavailable as exc:
             # The database is down: drop this delivery rather than let it come back again
@@ -200,10 +213,16 @@ class Worker:
                 base_seconds=remediation.retries.backoff_seconds or self._retry.base_seconds,
                 max_seconds=remediation.retries.max_backoff_seconds or self._retry.max_seconds,
             )
-            result = await self._execute(reserved, record)
+            until = reruns.deadline(claimed_at, remediation.timeout) if rerun else None
+            result = await self._execute(reserved, record, until)
         await self._record(reserved, record, result, retry)
 
-    async def _execute(self, reserved: Reserved, record: Action) -> RemediateResult:
+    async def _execute(
+        self,
+        reserved: Reserved,
+        record: Action,
+        rerun_until: datetime | None,
+    ) -> RemediateResult:
         attempt = reserved.task.attempt
         request = RemediateRequest(
             action_id=record.id,
@@ -222,7 +241,13 @@ class Worker:
             )
         started = time.monotonic()
         try:
-            result = await self._executor.execute(request)
+            result = await reruns.ask(
+                self._executor,
+                request,
+                clock=self._clock,
+                until=rerun_until,
+                pause=self._resend_pause,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor's contract is to answer, but be safe
