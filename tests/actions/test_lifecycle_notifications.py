@@ -3,8 +3,6 @@ the same transaction; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.worker.support import ScriptedExecutor, World, failure, world
 from vigil.actions import store as actions_store
 from vigil.api.routes.notifications import notification_out
@@ -13,7 +11,7 @@ from vigil.observability.audit import Actor
 from vigil.queue.task import Reserved, Task
 
 
-async def notifications(w: World) -> list[dict[str, Any]]:
+async def notifications(w: World) -> list[store.Notification]:
     async with w.database.read() as conn:
         rows, _ = await store.list_notifications(conn, page=1, limit=100)
     return rows
@@ -89,6 +87,7 @@ async def test_a_task_delivered_too_often_notifies_action_dead_lettered(
         assert notification.event == "action_dead_lettered"
         assert (notification.target, notification.action_id) == ("web-01", action_id)
         assert "delivered 6 times" in notification.reason
+        assert notification.details is not None
         assert notification.details["attempt"] == 1
 
         # A worn copy of a task whose action moved on is only dropped: nothing to tell.

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from tests.helpers import wait_for_async
 from vigil.actions.status import OPEN, Status
 from vigil.actions.store import (
     Action,
@@ -259,12 +260,13 @@ async def _wait_for_a_lock_waiter(database: Database) -> None:
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    for _ in range(1000):
+
+    async def waiters() -> int:
         async with database.read() as conn:
-            if (await conn.execute(query)).scalar_one() > 0:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no session started waiting for the lock")
+            count: int = (await conn.execute(query)).scalar_one()
+            return count
+
+    await wait_for_async(waiters, what="a session waiting for the lock", interval=0.01)
 
 
 async def test_a_writer_that_starts_while_another_holds_the_action_loses(
@@ -435,7 +437,7 @@ async def test_audited_transactions_that_lock_rows_in_turn_do_not_deadlock(
         async with database.write() as conn:
             await move(conn, b, Status.RUNNING)
             b_moved.set()
-            await asyncio.sleep(0.2)  # A is now waiting for b: commit under it
+            await _wait_for_a_lock_waiter(database)  # A waits for b: commit under it
 
     await asyncio.wait_for(asyncio.gather(first(), second()), timeout=20)
     async with database.read() as conn:

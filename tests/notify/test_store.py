@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+import vigil.notify.store as store
 from vigil.api.routes.notifications import notification_out
 from vigil.db.engine import Database, create_engine
-from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 from vigil.settings import Settings
 

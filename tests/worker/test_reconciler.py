@@ -78,7 +78,7 @@ async def test_a_running_action_whose_worker_died_is_reclaimed_with_the_same_att
         assert (action.status, action.next_attempt, action.attempts) == ("pending", 1, 1)
         last = (await w.history(action_id))[-1]
         assert (last.from_status, last.to_status, last.attempt) == ("running", "pending", 1)
-        assert "lease of worker-dead expired" in last.reason
+        assert "lease of worker-dead expired" in str(last.reason)
 
         # Another worker takes the re-sent task and runs the same attempt.
         executor.gate = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
-from vigil.policy.evaluator import Plan, PolicyIndex
+from vigil.policy.evaluator import Plan, PolicyIndex, Violation
 from vigil.policy.store import PolicyCache
 
 log = get_logger(__name__)
@@ -161,29 +161,43 @@ class IngestPipeline:
         try:
             results = await self._commit(group)
         except BaseException as exc:
-            if isinstance(exc, Exception) and is_transient(exc) and tries > 1:
-                # A deadlock or serialisation failure: nothing was written; try again.
-                log.warning("ingest.group_retried", error=repr(exc), tries_left=tries - 1)
-                await self._handle_group(group, tries - 1)
-                return
             if not isinstance(exc, Exception):
                 # Cancelled (the process is going away): no request may wait for ever.
                 for request in group:
                     if not request.future.done():
                         request.future.set_exception(Unavailable("ingest was interrupted"))
                 raise
-            if len(group) > 1 and not isinstance(exc, Unavailable):
-                log.warning("ingest.group_split", requests=len(group), error=repr(exc))
-                for request in group:
-                    await self._handle_group([request])
-                return
-            for request in group:
-                if not request.future.done():
-                    request.future.set_exception(exc)
+            await self._handle_failure(group, exc, tries)
             return
         for request, result in zip(group, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
+        self._report(group, results)
+        if self._dispatcher is not None:
+            created = [d.action for r in results for d in r.decisions if d.action is not None]
+            if created:
+                # Beside the writer, not in its way: a slow queue must not hold up ingest.
+                task = asyncio.create_task(self._dispatcher.dispatch(created))
+                self._dispatching.add(task)
+                task.add_done_callback(self._dispatching.discard)
+
+    async def _handle_failure(self, group: list[_Request], exc: Exception, tries: int) -> None:
+        """Try a group that failed again, request by request, or fail its requests."""
+        if is_transient(exc) and tries > 1:
+            # A deadlock or serialisation failure: nothing was written; try again.
+            log.warning("ingest.group_retried", error=repr(exc), tries_left=tries - 1)
+            await self._handle_group(group, tries - 1)
+        elif len(group) > 1 and not isinstance(exc, Unavailable):
+            log.warning("ingest.group_split", requests=len(group), error=repr(exc))
+            for request in group:
+                await self._handle_group([request])
+        else:
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+
+    def _report(self, group: list[_Request], results: list[IngestResult]) -> None:
+        """Count a committed group's samples and log each decision it made."""
         for request, result in zip(group, results, strict=True):
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
             if result.decisions:
@@ -200,13 +214,6 @@ class IngestPipeline:
                             reason=d.suppressed.value if d.suppressed is not None else None,
                             action_id=d.action.id if d.action is not None else None,
                         )
-        if self._dispatcher is not None:
-            created = [d.action for r in results for d in r.decisions if d.action is not None]
-            if created:
-                # Beside the writer, not in its way: a slow queue must not hold up ingest.
-                task = asyncio.create_task(self._dispatcher.dispatch(created))
-                self._dispatching.add(task)
-                task.add_done_callback(self._dispatching.discard)
 
     async def _commit(self, group: list[_Request]) -> list[IngestResult]:
         now = self._clock.now()
@@ -319,17 +326,9 @@ class IngestPipeline:
                     values = {**values, name: value}
             found = [] if quiet else plan.evaluate(target, value, values, sample.tags)
             if firing_here is not None:
-                held = {v.policy.name for v in found}
-                for policy in plan.candidates:
-                    name = policy.name
-                    if name not in firing_here or name in held:
-                        continue
-                    if policy.clear is not None:
-                        clear = index.clears[name]
-                        if clear is None or not clear(values, sample.tags):
-                            continue
-                    observations.append(Settled(policy, target))
-                    firing_here = firing_here - {name}
+                firing_here = _settle(
+                    plan, target, firing_here, found, values, sample.tags, index, observations
+                )
                 firing[target] = firing_here
             if found:
                 observations.extend(found)
@@ -341,3 +340,30 @@ class IngestPipeline:
     def _count(self, results: list[IngestResult]) -> None:
         for result in results:
             count_decisions(self._metrics, result.decisions)
+
+
+def _settle(
+    plan: Plan,
+    target: str,
+    firing: frozenset[str],
+    found: list[Violation],
+    values: Mapping[str, float],
+    tags: Mapping[str, str],
+    index: PolicyIndex,
+    observations: list[Observation],
+) -> frozenset[str]:
+    """Append to ``observations`` the firing pairs of ``plan``'s candidates that a sample
+    shows resolved (their condition did not hold, their ``clear`` condition, if any, does);
+    return the policies still firing for ``target``."""
+    held = {v.policy.name for v in found}
+    for policy in plan.candidates:
+        name = policy.name
+        if name not in firing or name in held:
+            continue
+        if policy.clear is not None:
+            clear = index.clears[name]
+            if clear is None or not clear(values, tags):
+                continue
+        observations.append(Settled(policy, target))
+        firing = firing - {name}
+    return firing
