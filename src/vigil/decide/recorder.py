@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.approval import approval_fields, approval_waiting
 from vigil.actions.status import Status
-from vigil.actions.store import PairActions, create_action, create_actions, pair_states, policy_key
+from vigil.actions.store import (
+    Action,
+    PairActions,
+    create_action,
+    create_actions,
+    pair_states,
+    policy_key,
+)
 from vigil.decide import core, episodes
 from vigil.decide.breaker import Guard, breaker_opened, is_limited, locked_limits
 from vigil.decide.core import NO_LIMITS, Guards, Limits, PairState, Step
@@ -66,7 +73,7 @@ class Decision:
 
     violation: Violation
     suppressed: Suppressed | None
-    action: dict[str, Any] | None
+    action: Action | None
     episode_action_id: int | None = None
     """Set when the violation belongs to an episode that already acted (and whose action
     has ended): nothing was attempted."""
@@ -266,7 +273,7 @@ async def _apply(
         decision = _raced(step.decision, (pair, step.state.phase.episode), index in created, lost)
         action = created.get(index)
         if action is not None:
-            episode.action_id = int(action["id"])
+            episode.action_id = action.id
         elif decision.reason is Suppressed.CIRCUIT_OPEN and decision.guarded:
             await decided.breaker_opened(conn, observation, now)
         book.add(observation, episode, decision, action)
@@ -319,7 +326,7 @@ class _Book:
         violation: Violation,
         episode: Episode,
         decision: core.Decision,
-        action: dict[str, Any] | None,
+        action: Action | None,
     ) -> None:
         if decision.repeat:
             if episode.pair in self._last:
@@ -340,7 +347,7 @@ class _Book:
                     value=violation.value,
                     outcome=outcome_of(decision.reason),
                     reason=None if decision.reason is None else decision.reason.value,
-                    action_id=None if action is None else int(action["id"]),
+                    action_id=None if action is None else action.id,
                 ),
             )
         )
@@ -358,7 +365,7 @@ async def _create(
     steps: Sequence[Step | None],
     now: datetime,
     actor: Actor,
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, Action]:
     """Create the actions the core decided on; each created one by its observation's index."""
     acting = [
         (index, observation)
@@ -372,7 +379,7 @@ async def _create(
         return {}
     items = [_new_action(v, steps, i, now) for i, v in acting]
     try:
-        records: list[dict[str, Any] | None] = list(
+        records: list[Action | None] = list(
             await create_actions(conn, now=now, actor=actor, items=items)
         )
     except ActionAlreadyOpen:
@@ -384,7 +391,7 @@ async def _create(
                 # Another process created it between our read and our insert.
                 records.append(None)
     for record in records:
-        if record is not None and record["status"] == Status.AWAITING_APPROVAL.value:
+        if record is not None and record.status == Status.AWAITING_APPROVAL.value:
             await approval_waiting(conn, record=record, now=now)
     return {
         index: record
@@ -436,4 +443,4 @@ def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> Non
             reason="" if d.suppressed is None else d.suppressed.value,
         ).inc()
         if d.action is not None:
-            metrics.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()
+            metrics.actions_total.labels(action=d.action.action, status=d.action.status).inc()

@@ -64,10 +64,10 @@ class IngestResult:
     def actions_out(self) -> list[dict[str, Any]]:
         return [
             {
-                "action_id": d.action["id"],
-                "action": d.action["action"],
-                "target": d.action["target"],
-                "status": d.action["status"],
+                "action_id": d.action.id,
+                "action": d.action.action,
+                "target": d.action.target,
+                "status": d.action.status,
             }
             for d in self.decisions
             if d.action is not None
@@ -212,7 +212,7 @@ class IngestPipeline:
                             value=d.violation.value,
                             outcome=outcome_of(d.suppressed),
                             reason=d.suppressed.value if d.suppressed is not None else None,
-                            action_id=d.action["id"] if d.action is not None else None,
+                            action_id=d.action.id if d.action is not None else None,
                         )
 
     async def _commit(self, group: list[_Request]) -> list[IngestResult]:

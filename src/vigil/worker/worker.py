@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vigil.actions import lifecycle
+from vigil.actions.store import Action
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
@@ -198,12 +199,12 @@ class Worker:
             await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
             return
-        self._metrics.actions_total.labels(action=record["action"], status="running").inc()
-        remediation = self._remediations.resolve(record["action"], record["target"])
+        self._metrics.actions_total.labels(action=record.action, status="running").inc()
+        remediation = self._remediations.resolve(record.action, record.target)
         if remediation is None:
             result = _failure(
                 f"no remediation in {self._remediations.source} matches action "
-                f"{record['action']!r} on target {record['target']!r}"
+                f"{record.action!r} on target {record.target!r}"
             )
             retry = self._retry
         else:
@@ -219,21 +220,21 @@ class Worker:
     async def _execute(
         self,
         reserved: Reserved,
-        record: dict[str, Any],
+        record: Action,
         rerun_until: datetime | None,
     ) -> RemediateResult:
         attempt = reserved.task.attempt
         request = RemediateRequest(
-            action_id=record["id"],
+            action_id=record.id,
             attempt=attempt,
-            action=record["action"],
-            target=record["target"],
-            params=record["params"] or {},
+            action=record.action,
+            target=record.target,
+            params=record.params or {},
         )
         # The keepers are stopped with an event, not cancelled: cancelling one in the middle
         # of its database transaction can leak the pooled connection.
         done = asyncio.Event()
-        renewing = [asyncio.create_task(self._keep_lease(record["id"], attempt, done))]
+        renewing = [asyncio.create_task(self._keep_lease(record.id, attempt, done))]
         if self._visibility is not None:
             renewing.append(
                 asyncio.create_task(self._keep_visible(reserved, self._visibility, done))
@@ -250,12 +251,12 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor's contract is to answer, but be safe
-            log.exception("task.executor_raised", worker=self.name, action_id=record["id"])
+            log.exception("task.executor_raised", worker=self.name, action_id=record.id)
             result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
             done.set()
             await asyncio.gather(*renewing, return_exceptions=True)
-        self._metrics.action_duration_seconds.labels(action=record["action"]).observe(
+        self._metrics.action_duration_seconds.labels(action=record.action).observe(
             time.monotonic() - started
         )
         return result
@@ -293,7 +294,7 @@ class Worker:
     async def _record(
         self,
         reserved: Reserved,
-        record: dict[str, Any],
+        record: Action,
         result: RemediateResult,
         retry: RetryPolicy,
     ) -> None:
@@ -301,7 +302,7 @@ class Worker:
         attempt = task.attempt
         answer = result.model_dump(mode="json")
         now = self._clock.now()
-        used = attempt - int(record["attempt_floor"])
+        used = attempt - record.attempt_floor
         final = not result.retryable or retry.exhausted(used)
         due = now + timedelta(seconds=retry.delay(used, self._rng))
         common: dict[str, Any] = {
@@ -329,7 +330,7 @@ class Worker:
             await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
             return
-        action = record["action"]
+        action = record.action
         if result.status == "success":
             await self._queue.ack(reserved, outcome=Outcome.COMPLETED)
             self._metrics.tasks_total.labels(result="completed").inc()
@@ -373,7 +374,7 @@ class Worker:
             return
         await self._queue.dead_letter(reserved, task, error=error)
         self._metrics.tasks_total.labels(result="dead_lettered").inc()
-        self._metrics.actions_total.labels(action=failed["action"], status="failed").inc()
+        self._metrics.actions_total.labels(action=failed.action, status="failed").inc()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
