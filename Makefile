@@ -1,11 +1,12 @@
-# Vigil: `make run` starts it on its embedded defaults; `make test` runs every check.
+# Vigil: `make run` starts it on its embedded defaults; `make test` runs every check
+# (`make test-fast` all but the slow end-to-end tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck contracts pytest bench bench-policies bench-pipeline clean
+.PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
 
 contracts: $(STAMP)
 	$(BIN)/lint-imports
@@ -39,6 +40,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck contracts pytest
+
+# The inner loop: every check but the tests marked slow (long end-to-end runs).
+test-fast: lint typecheck contracts
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

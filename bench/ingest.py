@@ -482,21 +482,38 @@ def run_in_workdir(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def write_scripts(
+    workdir: Path,
+    host_names: list[str],
+    args: argparse.Namespace,
+    metrics: Mapping[str, tuple[float, float]] | None = None,
+) -> tuple[Path, Path]:
+    """The wrk scripts of a run, written in ``workdir``: one sample per request, and batches
+    of ``args.batch_size`` samples cycling over four bodies (of ``metrics``, by default
+    those :func:`single_lua` and :func:`batch_body` choose)."""
+    single_script = workdir / "single.lua"
+    single_script.write_text(single_lua(host_names, metrics))
+    batch_metrics = METRICS if metrics is None else metrics
+    batch_paths = []
+    for i in range(4):
+        path = workdir / f"batch-{i}.json"
+        offset = i * args.batch_size
+        path.write_bytes(
+            batch_body(host_names, args.batch_size, offset, args.spread, batch_metrics)
+        )
+        batch_paths.append(path)
+    batch_script = workdir / "batch.lua"
+    batch_script.write_text(batch_lua(batch_paths, args.spread))
+    return single_script, batch_script
+
+
 def _run(args: argparse.Namespace, workdir: Path) -> int:
     host_names = hosts(args.hosts)
     policy_file = workdir / "policies.yaml"
     policy_items = policies()
     policy_file.write_text(policies_yaml(policy_items))
     enabled = sum(1 for p in policy_items if p["enabled"])
-    single_script = workdir / "single.lua"
-    single_script.write_text(single_lua(host_names))
-    batch_paths = []
-    for i in range(4):
-        path = workdir / f"batch-{i}.json"
-        path.write_bytes(batch_body(host_names, args.batch_size, i * args.batch_size, args.spread))
-        batch_paths.append(path)
-    batch_script = workdir / "batch.lua"
-    batch_script.write_text(batch_lua(batch_paths, args.spread))
+    single_script, batch_script = write_scripts(workdir, host_names, args)
     sample = {
         "name": "cpu_usage",
         "value": 42.5,

@@ -43,8 +43,6 @@ from ingest import (
     Load,
     Server,
     WrkResult,
-    batch_body,
-    batch_lua,
     check_single,
     count_rows,
     free_port,
@@ -54,7 +52,7 @@ from ingest import (
     policies_yaml,
     run_in_workdir,
     running,
-    single_lua,
+    write_scripts,
 )
 from vigil.local import clean_env
 
@@ -184,6 +182,25 @@ def run(args: argparse.Namespace) -> int:
     return run_in_workdir(args, "vigil-bench-policies-", _run)
 
 
+def _report_footprint(
+    memory: dict[str, float | None], stored: dict[str, int], log_errors: dict[str, int]
+) -> None:
+    """Print each server's memory, the metrics it stored and the ERROR lines it logged."""
+    print(
+        "resident memory after the run: "
+        + ", ".join(
+            f"{name} {'?' if mib is None else format(mib, ',.0f')} MiB"
+            for name, mib in memory.items()
+        )
+    )
+    print(
+        "metrics stored: "
+        + ", ".join(f"{name} {count:,}" for name, count in stored.items())
+        + "; ERROR lines in the logs: "
+        + ", ".join(f"{name} {count}" for name, count in log_errors.items())
+    )
+
+
 def _run(args: argparse.Namespace, workdir: Path) -> int:
     host_names = hosts(args.hosts)
     metrics = {METRIC: VALUES}
@@ -193,17 +210,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     files = {"baseline": baseline_policies, "scaled": scaled_policies}
     for name, items in files.items():
         (workdir / f"{name}.yaml").write_text(policies_yaml(items))
-    single_script = workdir / "single.lua"
-    single_script.write_text(single_lua(host_names, metrics))
-    batch_paths = []
-    for i in range(4):
-        path = workdir / f"batch-{i}.json"
-        path.write_bytes(
-            batch_body(host_names, args.batch_size, i * args.batch_size, args.spread, metrics)
-        )
-        batch_paths.append(path)
-    batch_script = workdir / "batch.lua"
-    batch_script.write_text(batch_lua(batch_paths, args.spread))
+    single_script, batch_script = write_scripts(workdir, host_names, args, metrics)
     sample = {
         "name": METRIC,
         "value": 450.0,
@@ -294,19 +301,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
 
     figures = Figures(args, results)
     report(args, figures, (baseline, scaled), recorded=recorded, elapsed=elapsed)
-    print(
-        "resident memory after the run: "
-        + ", ".join(
-            f"{name} {'?' if mib is None else format(mib, ',.0f')} MiB"
-            for name, mib in memory.items()
-        )
-    )
-    print(
-        "metrics stored: "
-        + ", ".join(f"{name} {count:,}" for name, count in stored.items())
-        + "; ERROR lines in the logs: "
-        + ", ".join(f"{name} {count}" for name, count in log_errors.items())
-    )
+    _report_footprint(memory, stored, log_errors)
     print(
         f"load average (1 min) before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f} "
         "(other work on the machine makes the figures noisy)"

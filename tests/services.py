@@ -10,12 +10,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_for
 
 PG_ADMIN_URL = os.environ.get("VIGIL_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -125,13 +126,13 @@ def own_redis_server() -> Iterator[str]:
     args = ["--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
     proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(port):
+
+        def answers() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"redis-server on port {port} exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server on port {port} did not answer within 10 s")
-            time.sleep(0.02)
+            return _redis_answers(port)
+
+        wait_for(answers, what=f"redis-server on port {port} to answer")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

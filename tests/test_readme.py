@@ -57,7 +57,7 @@ def start_command() -> str:
     lang, body = BLOCK.findall(section)[0]
     assert lang == "bash"
     assert body.strip().endswith("make run"), body
-    return body.strip()
+    return str(body).strip()
 
 
 def test_walkthrough_covers_ingest_policies_and_actions() -> None:

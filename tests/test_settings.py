@@ -31,7 +31,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("VIGIL_") or name in ("DATABASE_URL", "REDIS_URL", "CORS_ORIGINS"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path}/vigil/vigil.db"
     assert settings.redis_url is None
     assert settings.port == 8000
@@ -46,7 +46,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example")
     monkeypatch.setenv("VIGIL_METRICS_RETENTION_SECONDS", "2h")
     monkeypatch.setenv("VIGIL_MAX_BATCH_SIZE", "500")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url == "postgresql+asyncpg://db.example/vigil"
     assert settings.redis_url == "redis://127.0.0.1:6379/1"
     assert settings.cors_origins == ["http://a.example", "http://b.example"]
@@ -75,7 +75,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     assert f"invalid setting {name}:" in describe_settings_error(caught.value)
 
 
@@ -127,7 +127,7 @@ def test_settings_that_only_work_together_are_checked_together(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     message = describe_settings_error(caught.value)
     assert message.startswith("invalid settings: ")
     assert problem in message

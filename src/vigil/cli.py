@@ -175,17 +175,17 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List the API keys (never the keys themselves)."""
-    from vigil.access.keys import list_keys
+    from vigil.access.keys import ApiKey, list_keys
 
-    async def work(database: Any) -> list[dict[str, Any]]:
+    async def work(database: Any) -> list[ApiKey]:
         async with database.read() as conn:
             return await list_keys(conn)
 
     settings = load_settings()
     _use_database(settings, create=False)
     for item in _run_on_database(settings, work):
-        state = f"revoked {item['revoked_at'].isoformat()}" if item["revoked_at"] else "active"
-        typer.echo(f"{item['name']}\t{item['role']}\t{item['prefix']}...\t{state}")
+        state = f"revoked {item.revoked_at.isoformat()}" if item.revoked_at else "active"
+        typer.echo(f"{item.name}\t{item.role}\t{item.prefix}...\t{state}")
 
 
 @keys_app.command("revoke")

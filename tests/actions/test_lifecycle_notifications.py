@@ -3,16 +3,15 @@ the same transaction; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.worker.support import ScriptedExecutor, World, failure, world
 from vigil.actions import store as actions_store
+from vigil.api.routes.notifications import notification_out
 from vigil.notify import store
 from vigil.observability.audit import Actor
 from vigil.queue.task import Reserved, Task
 
 
-async def notifications(w: World) -> list[dict[str, Any]]:
+async def notifications(w: World) -> list[store.Notification]:
     async with w.database.read() as conn:
         rows, _ = await store.list_notifications(conn, page=1, limit=100)
     return rows
@@ -33,8 +32,8 @@ async def test_the_last_failed_attempt_notifies_action_failed_once(database_url:
         await worker.handle(await take(w))
 
         [notification] = await notifications(w)
-        assert store.notification_out(notification) | {"delivery": None} == {
-            "id": notification["id"],
+        assert notification_out(notification) | {"delivery": None} == {
+            "id": notification.id,
             "at": w.clock.now(),
             "event": "action_failed",
             "policy_name": None,
@@ -44,7 +43,7 @@ async def test_the_last_failed_attempt_notifies_action_failed_once(database_url:
             "details": {"action": "flaky", "attempt": 2, "error": "still down"},
             "delivery": None,
         }
-        assert notification["delivery_status"] == "pending"
+        assert notification.delivery_status == "pending"
 
 
 async def test_a_permanent_failure_of_a_policys_action_names_the_policy(
@@ -63,15 +62,15 @@ async def test_a_permanent_failure_of_a_policys_action_names_the_policy(
                 params={},
                 reason="violation",
             )
-        await w.queue.enqueue(Task(action_id=record["id"], attempt=1, target="web-01"))
+        await w.queue.enqueue(Task(action_id=record.id, attempt=1, target="web-01"))
         executor = ScriptedExecutor([failure("invalid params", retryable=False)])
         await w.worker(executor).handle(await take(w))
 
         [notification] = await notifications(w)
-        assert (notification["event"], notification["policy_name"], notification["action_id"]) == (
+        assert (notification.event, notification.policy_name, notification.action_id) == (
             "action_failed",
             "web-cpu-high",
-            record["id"],
+            record.id,
         )
 
 
@@ -85,10 +84,11 @@ async def test_a_task_delivered_too_often_notifies_action_dead_lettered(
         await w.worker(ScriptedExecutor(), max_deliveries=5).handle(worn)
 
         [notification] = await notifications(w)
-        assert notification["event"] == "action_dead_lettered"
-        assert (notification["target"], notification["action_id"]) == ("web-01", action_id)
-        assert "delivered 6 times" in notification["reason"]
-        assert notification["details"]["attempt"] == 1
+        assert notification.event == "action_dead_lettered"
+        assert (notification.target, notification.action_id) == ("web-01", action_id)
+        assert "delivered 6 times" in notification.reason
+        assert notification.details is not None
+        assert notification.details["attempt"] == 1
 
         # A worn copy of a task whose action moved on is only dropped: nothing to tell.
         await w.worker(ScriptedExecutor(), max_deliveries=5).handle(worn)

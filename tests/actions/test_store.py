@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from tests.helpers import wait_for_async
 from vigil.actions.status import OPEN, Status
 from vigil.actions.store import (
+    Action,
+    HistoryRow,
     create_action,
     create_actions,
     get_action,
@@ -72,7 +75,7 @@ async def new_action(
             reason="test",
             status=status,
         )
-    return int(record["id"])
+    return record.id
 
 
 async def move(
@@ -83,7 +86,7 @@ async def move(
     actor: str = "worker-1",
     at: datetime = NOW,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Action:
     async with database.write() as conn:
         return await transition(
             conn,
@@ -110,7 +113,7 @@ async def counts(database: Database, action_id: int) -> tuple[int, int]:
 
 async def status_of(database: Database, action_id: int) -> str:
     async with database.read() as conn:
-        return str((await get_action(conn, action_id=action_id))["status"])
+        return str((await get_action(conn, action_id=action_id)).status)
 
 
 async def test_transitions_follow_the_graph(database: Database, subtests: pytest.Subtests) -> None:
@@ -127,7 +130,7 @@ async def test_transitions_follow_the_graph(database: Database, subtests: pytest
                 before = await counts(database, action_id)
                 if to in ALLOWED[current]:
                     after = await move(database, action_id, to)
-                    assert after["status"] == to.value
+                    assert after.status == to.value
                     assert await status_of(database, action_id) == to.value
                     assert await counts(database, action_id) == (before[0] + 1, before[1] + 1)
                 else:
@@ -163,10 +166,10 @@ async def test_a_transition_appends_one_history_row_and_one_audit_row(database: 
         attempts=1,
         started_at=later,
     )
-    assert after["attempts"] == 1
-    assert after["started_at"] == later
-    assert after["updated_at"] == later
-    assert after["completed_at"] is None
+    assert after.attempts == 1
+    assert after.started_at == later
+    assert after.updated_at == later
+    assert after.completed_at is None
     async with database.read() as conn:
         rows = await history(conn, action_id=action_id)
         audits = (
@@ -175,22 +178,22 @@ async def test_a_transition_appends_one_history_row_and_one_audit_row(database: 
             )
         ).all()
     assert rows == [
-        {
-            "from": None,
-            "to": "pending",
-            "at": NOW,
-            "reason": "test",
-            "attempt": 0,
-            "actor": "tester",
-        },
-        {
-            "from": "pending",
-            "to": "running",
-            "at": later,
-            "reason": "to running",
-            "attempt": 1,
-            "actor": "worker-3",
-        },
+        HistoryRow(
+            from_status=None,
+            to_status="pending",
+            at=NOW,
+            reason="test",
+            attempt=0,
+            actor="tester",
+        ),
+        HistoryRow(
+            from_status="pending",
+            to_status="running",
+            at=later,
+            reason="to running",
+            attempt=1,
+            actor="worker-3",
+        ),
     ]
     assert [(a.kind, a.actor) for a in audits] == [
         ("action.created", "tester"),
@@ -205,8 +208,8 @@ async def test_ending_an_action_sets_completed_at(database: Database) -> None:
     await move(database, action_id, Status.RUNNING)
     end = NOW + timedelta(minutes=1)
     after = await move(database, action_id, Status.COMPLETED, at=end, result={"ok": True})
-    assert after["completed_at"] == end
-    assert after["result"] == {"ok": True}
+    assert after.completed_at == end
+    assert after.result == {"ok": True}
 
 
 async def test_a_retry_goes_back_to_pending_without_ending(database: Database) -> None:
@@ -216,10 +219,10 @@ async def test_a_retry_goes_back_to_pending_without_ending(database: Database) -
     after = await move(
         database, action_id, Status.PENDING, error_message="boom", next_attempt_at=retry_at
     )
-    assert after["status"] == "pending"
-    assert after["completed_at"] is None
-    assert after["next_attempt_at"] == retry_at
-    assert after["attempts"] == 1
+    assert after.status == "pending"
+    assert after.completed_at is None
+    assert after.next_attempt_at == retry_at
+    assert after.attempts == 1
 
 
 async def test_transition_of_an_unknown_action(database: Database) -> None:
@@ -231,21 +234,24 @@ async def test_concurrent_transitions_exactly_one_wins(database: Database) -> No
     action_id = await new_action(database)
     go = asyncio.Event()
 
-    async def attempt(worker: int) -> dict[str, Any]:
+    async def attempt(worker: int) -> Action:
         await go.wait()
         return await move(database, action_id, Status.RUNNING, actor=f"worker-{worker}", attempts=1)
 
     tasks = [asyncio.create_task(attempt(n)) for n in range(4)]
     go.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    winners = [r for r in results if isinstance(r, dict)]
+    winners = [r for r in results if isinstance(r, Action)]
     losers = [r for r in results if isinstance(r, IllegalTransition)]
     assert len(winners) == 1, results
     assert len(losers) == 3, results
     async with database.read() as conn:
         rows = await history(conn, action_id=action_id)
-    assert [(r["from"], r["to"]) for r in rows] == [(None, "pending"), ("pending", "running")]
-    assert rows[1]["actor"] == f"worker-{results.index(winners[0])}"
+    assert [(r.from_status, r.to_status) for r in rows] == [
+        (None, "pending"),
+        ("pending", "running"),
+    ]
+    assert rows[1].actor == f"worker-{results.index(winners[0])}"
 
 
 async def _wait_for_a_lock_waiter(database: Database) -> None:
@@ -254,12 +260,13 @@ async def _wait_for_a_lock_waiter(database: Database) -> None:
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    for _ in range(1000):
+
+    async def waiters() -> int:
         async with database.read() as conn:
-            if (await conn.execute(query)).scalar_one() > 0:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no session started waiting for the lock")
+            count: int = (await conn.execute(query)).scalar_one()
+            return count
+
+    await wait_for_async(waiters, what="a session waiting for the lock", interval=0.01)
 
 
 async def test_a_writer_that_starts_while_another_holds_the_action_loses(
@@ -286,7 +293,10 @@ async def test_a_writer_that_starts_while_another_holds_the_action_loses(
         await second
     async with database.read() as conn:
         rows = await history(conn, action_id=action_id)
-    assert [(r["to"], r["actor"]) for r in rows] == [("pending", "tester"), ("running", "worker-1")]
+    assert [(r.to_status, r.actor) for r in rows] == [
+        ("pending", "tester"),
+        ("running", "worker-1"),
+    ]
 
 
 async def test_one_open_action_per_key_and_target_and_the_transaction_survives(
@@ -321,7 +331,7 @@ async def test_one_open_action_per_key_and_target_and_the_transaction_survives(
     async with database.read() as conn:
         targets = sorted(r.target for r in await conn.execute(select(actions.c.target)))
     assert targets == ["web-01", "web-02"]
-    assert other["status"] == "pending"
+    assert other.status == "pending"
 
 
 def _item(target: str) -> dict[str, Any]:
@@ -342,14 +352,14 @@ async def test_actions_created_together_are_each_recorded_as_one_alone_would_be(
         records = await create_actions(
             conn, now=NOW, actor=Actor("tester"), items=[_item("a"), _item("b"), _item("c")]
         )
-    assert [r["target"] for r in records] == ["a", "b", "c"]
-    assert all(r["status"] == "pending" and r["next_attempt"] == 1 for r in records)
+    assert [r.target for r in records] == ["a", "b", "c"]
+    assert all(r.status == "pending" and r.next_attempt == 1 for r in records)
     async with database.read() as conn:
         for record in records:
-            (entry,) = await history(conn, action_id=record["id"])
-            assert (entry["to"], entry["reason"]) == ("pending", f"test {record['target']}")
+            (entry,) = await history(conn, action_id=record.id)
+            assert (entry.to_status, entry.reason) == ("pending", f"test {record.target}")
         subjects = (await conn.execute(select(audit.c.subject))).scalars().all()
-    assert sorted(subjects) == sorted(f"action:{r['id']}" for r in records)
+    assert sorted(subjects) == sorted(f"action:{r.id}" for r in records)
 
 
 async def test_a_clash_creates_none_of_the_group_and_leaves_the_transaction_usable(
@@ -365,7 +375,7 @@ async def test_a_clash_creates_none_of_the_group_and_leaves_the_transaction_usab
     async with database.read() as conn:
         targets = (await conn.execute(select(actions.c.target))).scalars().all()
     assert sorted(targets) == ["a", "b"]
-    assert alone["target"] == "a"
+    assert alone.target == "a"
 
 
 async def test_the_database_refuses_a_second_action_while_one_awaits_approval(
@@ -374,7 +384,7 @@ async def test_the_database_refuses_a_second_action_while_one_awaits_approval(
     """Invariant 2 for the newest open status: the unique index itself (not a check in the
     recorder) refuses another action for the same key and target."""
 
-    async def create(status: Status) -> dict[str, Any]:
+    async def create(status: Status) -> Action:
         return await create_action(
             conn,
             now=NOW,
@@ -427,9 +437,9 @@ async def test_audited_transactions_that_lock_rows_in_turn_do_not_deadlock(
         async with database.write() as conn:
             await move(conn, b, Status.RUNNING)
             b_moved.set()
-            await asyncio.sleep(0.2)  # A is now waiting for b: commit under it
+            await _wait_for_a_lock_waiter(database)  # A waits for b: commit under it
 
     await asyncio.wait_for(asyncio.gather(first(), second()), timeout=20)
     async with database.read() as conn:
-        assert (await get_action(conn, action_id=b))["status"] == "completed"
+        assert (await get_action(conn, action_id=b)).status == "completed"
         assert (await verify_chain(conn))[1] is None

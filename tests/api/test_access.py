@@ -94,7 +94,7 @@ async def test_every_route_answers_the_role_matrix(
         allowed = expected_roles(method, path)
         for who in ("anonymous", "viewer", "agent", "operator", "admin"):
             headers = {} if who == "anonymous" else {"Authorization": f"Bearer {keys[who]}"}
-            body = None if method in ("GET", "DELETE") else {}
+            body: dict[str, Any] | None = None if method in ("GET", "DELETE") else {}
             response = await client.request(method, url, headers=headers, json=body)
             where = f"{who} {method} {path}: {response.status_code} {response.text[:120]}"
             if who in allowed:

@@ -206,5 +206,5 @@ def fuzz_app(settings: Settings, container: Container) -> FastAPI:
 # The app fixture is shared by the examples of one operation, on purpose: what a request
 # created is there for the next one.
 @hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_fuzz(case: schemathesis.Case, fuzz_app: FastAPI) -> None:
+def test_fuzz(case: schemathesis.Case[Any], fuzz_app: FastAPI) -> None:
     case.call_and_validate(app=fuzz_app)

@@ -9,7 +9,7 @@ sharing a database, the group commit under concurrency, and the Prometheus count
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -231,7 +231,7 @@ async def test_empty_batch_stores_nothing(client: httpx.AsyncClient, container: 
 # --------------------------------------------------------------------------- defaults, storage
 
 
-TARGET_DEFAULTS = [
+TARGET_DEFAULTS: list[tuple[dict[str, Any], str]] = [
     ({"target": "t-field", "tags": {"target": "t-tag", "host": "h", "service": "s"}}, "t-field"),
     ({"tags": {"target": "t-tag", "host": "h", "service": "s"}}, "t-tag"),
     ({"tags": {"host": "h", "service": "s"}}, "h"),
@@ -907,25 +907,25 @@ async def test_cooldown_after_the_action_ends(
     assert r.json()["status"] == "cancelled"
 
     # Still the same episode: it acted once, so it does not again (and no reason applies).
-    r = await ingest(client, HOT_SAMPLE)
-    assert r["actions"] == []
-    assert [v.get("suppressed") for v in r["violations"]] == [None]
+    result = await ingest(client, HOT_SAMPLE)
+    assert result["actions"] == []
+    assert [v.get("suppressed") for v in result["violations"]] == [None]
     await ingest(client, COOL_SAMPLE)  # resolved
 
     clock.advance(299)  # a new episode 299 s after the action ended: inside the cooldown
-    r = await ingest(client, HOT_SAMPLE)
-    assert r["actions"] == []
-    assert [v.get("suppressed") for v in r["violations"]] == ["cooldown"]
+    result = await ingest(client, HOT_SAMPLE)
+    assert result["actions"] == []
+    assert [v.get("suppressed") for v in result["violations"]] == ["cooldown"]
     clock.advance(1)  # the cooldown is over, but a cooldown holds for its whole episode
-    r = await ingest(client, HOT_SAMPLE)
-    assert [v.get("suppressed") for v in r["violations"]] == ["cooldown"]
+    result = await ingest(client, HOT_SAMPLE)
+    assert [v.get("suppressed") for v in result["violations"]] == ["cooldown"]
     assert await count(container, actions) == 1
 
     await ingest(client, COOL_SAMPLE)
-    r = await ingest(client, HOT_SAMPLE)  # the next episode acts
-    second = action_ref(r)["action_id"]
+    result = await ingest(client, HOT_SAMPLE)  # the next episode acts
+    second = action_ref(result)["action_id"]
     assert second != first
-    assert "suppressed" not in r["violations"][0]
+    assert "suppressed" not in result["violations"][0]
     assert await count(container, actions, actions.c.status == "pending") == 1
 
 
@@ -1147,7 +1147,7 @@ async def test_a_client_that_gives_up_mid_body_is_499_not_an_error(
     """An agent that times out while sending its batch: nothing to answer, nothing stored,
     counted as 499 (client closed request), never as a 5xx."""
     before = (await table_counts(container))["metrics"]
-    messages = iter(
+    messages: Iterator[Message] = iter(
         [
             {"type": "http.request", "body": b'{"metrics": [{"name": "cpu', "more_body": True},
             {"type": "http.disconnect"},

@@ -84,7 +84,7 @@ RESOURCE_PARAMS = {"name", "action_id", "silence_id", "service"}
 
 def _operations(app: FastAPI) -> list[tuple[str, str]]:
     """(method, path) of every API route of the app, routers included."""
-    operations = []
+    operations: list[tuple[str, str]] = []
     for route in iter_route_contexts(app.routes):
         if isinstance(route.original_route, APIRoute) and route.include_in_schema:
             assert route.path is not None

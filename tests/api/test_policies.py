@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.api.support import assert_utc_timestamps, audit_rows, started_client, table_counts
+from tests.helpers import wait_for_async
 from vigil.clock import FakeClock
 from vigil.container import Container
 from vigil.settings import Settings
@@ -853,7 +854,7 @@ async def test_reload_of_an_invalid_file_is_a_422_and_changes_nothing(
     counts = await table_counts(container)
     for case in INVALID_FILES:
         [text] = case.values
-        with subtests.test(case.id):
+        with subtests.test(str(case.id)):
             write_text(policies_file, str(text))
             r = await client.post(f"{BASE}/reload")
             assert r.status_code == 422, r.text
@@ -1149,11 +1150,11 @@ async def test_runner_status_of_a_running_runner(settings: Settings, clock: Fake
 
 async def wait_for_a_runner_pass(container: Container) -> None:
     """Wait (at most ten seconds) until the runner has finished a pass."""
-    for _ in range(1000):
-        if container.runner.last_run_at is not None:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the runner did not run within ten seconds")
+
+    async def ran() -> bool:
+        return container.runner.last_run_at is not None
+
+    await wait_for_async(ran, what="a runner pass", interval=0.01)
 
 
 # --- audit and timestamps ---------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from tests.helpers import wait_for_async
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import build_container
@@ -51,12 +51,14 @@ async def settled(
 ) -> dict[str, Any]:
     """The action once its attempt ``attempts`` reached ``status`` (polled: the worker runs
     beside the test)."""
-    async with asyncio.timeout(10):
-        while True:
-            action = (await client.get(f"/api/v1/actions/{action_id}")).json()
-            if action["status"] == status and action["attempts"] >= attempts:
-                return action
-            await asyncio.sleep(0.02)
+
+    async def reached() -> dict[str, Any] | None:
+        action: dict[str, Any] = (await client.get(f"/api/v1/actions/{action_id}")).json()
+        return action if action["status"] == status and action["attempts"] >= attempts else None
+
+    return await wait_for_async(
+        reached, what=f"action {action_id} {status} after attempt {attempts}"
+    )
 
 
 async def manual(client: httpx.AsyncClient, target: str) -> int:

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.api.support import audit_rows, table_counts
+from tests.helpers import wait_for_async
 from vigil.access.keys import create_key
 from vigil.access.roles import Role
 from vigil.api.routes.simulator import StartIn
@@ -93,13 +94,11 @@ def loopback(app: FastAPI, container: Container) -> None:
 
 
 async def until_stopped(client: httpx.AsyncClient, within: float = 10.0) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        status = (await client.get(STATUS)).json()
-        if not status["running"]:
-            return status
-        assert asyncio.get_running_loop().time() < deadline, status
-        await asyncio.sleep(0.02)
+    async def stopped() -> dict[str, Any] | None:
+        status: dict[str, Any] = (await client.get(STATUS)).json()
+        return None if status["running"] else status
+
+    return await wait_for_async(stopped, what="the simulator to stop", within=within)
 
 
 @pytest.mark.usefixtures("loopback")
@@ -238,10 +237,12 @@ async def test_a_run_ingests_when_keys_are_required(
     assert (await client.post(START, json={})).status_code == 401
     body = {"rate": 400, "duration_seconds": 0.2}
     assert (await client.post(START, json=body, headers=headers)).status_code == 200
-    deadline = asyncio.get_running_loop().time() + 10
-    while (status := (await client.get(STATUS, headers=headers)).json())["running"]:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+
+    async def stopped() -> dict[str, Any] | None:
+        status: dict[str, Any] = (await client.get(STATUS, headers=headers)).json()
+        return None if status["running"] else status
+
+    status = await wait_for_async(stopped, what="the simulator to stop")
     assert status["events_succeeded"] == status["events_generated"] > 0, status
     # The internal key only ingests: it is no way into the rest of the API.
     internal = {"x-api-key": container.keys.internal_key}

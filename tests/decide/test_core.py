@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -212,7 +213,7 @@ def test_guards_are_named_in_order() -> None:
     )
     order = []
     guards = everything
-    for field, value in [
+    changes: list[tuple[str, Any]] = [
         ("enabled", True),
         ("auto_remediate", True),
         ("open_action", False),
@@ -222,7 +223,8 @@ def test_guards_are_named_in_order() -> None:
         ("shadow", False),
         ("limits", Limits(max_concurrent_targets=1, open_targets=1)),
         ("limits", Limits()),
-    ]:
+    ]
+    for field, value in changes:
         order.append(guard(guards, NOW))
         guards = replace(guards, **{field: value})
     order.append(guard(guards, NOW))

@@ -10,7 +10,7 @@ import pytest
 
 from vigil.actions.store import PairActions, policy_key
 from vigil.db.engine import Database, create_engine
-from vigil.decide import recorder
+from vigil.decide import episodes, recorder
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 from vigil.policy.models import PolicySpec
@@ -48,7 +48,7 @@ async def record(database: Database, targets: list[str]) -> list[recorder.Decisi
 async def test_one_action_per_pair_in_order(database: Database) -> None:
     decisions = await record(database, ["web-01", "web-02", "web-01", "web-03"])
     assert [d.suppressed for d in decisions] == [None, None, "action already open", None]
-    assert [d.action["target"] if d.action else None for d in decisions] == [
+    assert [d.action.target if d.action else None for d in decisions] == [
         "web-01",
         "web-02",
         None,
@@ -68,9 +68,9 @@ async def test_a_pair_opened_by_another_process_meanwhile_is_suppressed_alone(
         return {}
 
     monkeypatch.setattr(recorder, "pair_states", stale)
-    monkeypatch.setattr(recorder.episodes, "load", no_state)
+    monkeypatch.setattr(episodes, "load", no_state)  # the recorder's episodes module
     decisions = await record(database, ["web-01", "web-02", "web-03"])
     assert [d.suppressed for d in decisions] == [None, "action already open", None]
     assert [d.action is not None for d in decisions] == [True, False, True]
     assert decisions[0].action is not None
-    assert decisions[0].action["dedup_key"] == policy_key("cpu-hot")
+    assert decisions[0].action.dedup_key == policy_key("cpu-hot")

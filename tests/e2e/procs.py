@@ -3,7 +3,7 @@
 Each process writes its output to a log file in the test's directory; every failure message
 built here ends with the tails of all the logs (:meth:`Processes.tails`), so a failing run
 says what the processes were doing. Nothing sleeps for a fixed time: :func:`wait_for` polls
-a condition until a deadline.
+a condition until a deadline (:func:`tests.helpers.wait_for`, with the log tails).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import IO, TypeVar
 
 import httpx
 
+from tests import helpers
 from vigil.local import clean_env, free_port
 
 T = TypeVar("T")
@@ -149,8 +149,8 @@ class Processes:
     def wait_healthy(self, *procs: VigilProcess, timeout: float = START_TIMEOUT) -> None:
         """Until every one of ``procs`` answers /health (they start in parallel)."""
         waiting = list(procs)
-        deadline = time.monotonic() + timeout
-        while waiting:
+
+        def all_healthy() -> bool:
             for proc in list(waiting):
                 if proc.returncode is not None:
                     raise AssertionError(
@@ -159,13 +159,15 @@ class Processes:
                     )
                 if proc.healthy():
                     waiting.remove(proc)
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(p.name for p in waiting)
-                raise AssertionError(
-                    f"{names}: /health did not answer in {timeout}s" + self.tails()
-                )
-            if waiting:
-                time.sleep(0.05)
+            return not waiting
+
+        wait_for(
+            all_healthy,
+            timeout=timeout,
+            what=lambda: "/health of " + ", ".join(p.name for p in waiting),
+            procs=self,
+            interval=0.05,
+        )
 
     def tails(self) -> str:
         """The last lines of every process's log, for an assertion message."""
@@ -199,17 +201,9 @@ def wait_for(
     procs: Processes | None = None,
     interval: float = 0.05,
 ) -> T:
-    """Poll ``condition`` until it returns something truthy (returned) or ``timeout``
-    seconds pass (AssertionError naming ``what``, the last value and the log tails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = condition()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            tails = procs.tails() if procs is not None else ""
-            described = what() if callable(what) else what
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {described}; last: {last!r}{tails}"
-            )
-        time.sleep(interval)
+    """:func:`tests.helpers.wait_for`, its failure message ending with the log tails of
+    ``procs``."""
+    details = procs.tails if procs is not None else None
+    return helpers.wait_for(
+        condition, within=timeout, what=what, interval=interval, details=details
+    )

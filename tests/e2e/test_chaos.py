@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -177,18 +176,19 @@ def chaos_run(url: str, procs: Processes) -> None:
         )  # fmt: skip
         # Nothing in flight any more: two reads in a row agree (the request counters aside:
         # reading them counts).
-        before = None
-        settle = time.monotonic() + 30
-        while True:
+        reads: list[Any] = []
+
+        def settled() -> tuple[list[dict[str, Any]], dict[Any, float]] | None:
             decisions = every(api, "/api/v1/decisions", "decisions")
             found = counters(api)
             watched = {k: v for k, v in found.items() if k[0] in WATCHED}
-            now = (len(decisions), sum(d["count"] for d in decisions), watched)
-            if now == before:
-                break
-            assert time.monotonic() < settle, "the decisions kept changing"
-            before = now
-            time.sleep(1.0)
+            reads.append((len(decisions), sum(d["count"] for d in decisions), watched))
+            agree = len(reads) > 1 and reads[-1] == reads[-2]
+            return (decisions, found) if agree else None
+
+        decisions, found = wait_for(
+            settled, timeout=30, what="the decisions to stop changing", procs=procs, interval=1.0
+        )
 
         by_policy = [a for a in actions if a["policy_name"]]
         statuses = {s: sum(a["status"] == s for a in actions) for s in sorted(TERMINAL)}
@@ -222,6 +222,7 @@ def chaos_run(url: str, procs: Processes) -> None:
         assert fleet["web"]["replicas"] > 2 or fleet["web"]["restarts"] > 0, fleet
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + DRAIN_SECONDS + 120)
 def test_chaos_against_the_embedded_server(procs: Processes, tmp_path: Path) -> None:
     env = {**write_files(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'vigil.db'}"}
@@ -229,6 +230,7 @@ def test_chaos_against_the_embedded_server(procs: Processes, tmp_path: Path) -> 
     chaos_run(api.url, procs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + DRAIN_SECONDS + 120)
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_chaos_against_the_scaled_out_shape(

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.procs import free_port
+from vigil.local import free_port
 
 
 def demo(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -57,6 +57,7 @@ def violations(api: httpx.Client) -> float:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_demo_tells_the_whole_story(kept: list[tuple[int, Path]]) -> None:
     port = free_port()

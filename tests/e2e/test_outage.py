@@ -100,7 +100,7 @@ class Load:
 
     def _next(self) -> Sent:
         n = next(self._numbers)
-        samples = []
+        samples: list[dict[str, Any]] = []
         for part in range(3 if n % 4 == 0 else 1):
             value = float(n * 10 + part)
             if n % 20 == 0 and part == 0:
@@ -246,8 +246,12 @@ def test_stopping_postgresql_under_load_loses_nothing_acknowledged(
     with httpx.Client(base_url=api.url, timeout=5) as client:
         unanswered = [s for s in load.sent if not s.acknowledged]
         for sent in unanswered:
+
+            def is_stored(sent: Sent = sent) -> bool:
+                return load.send(client, sent) == 201
+
             wait_for(
-                lambda sent=sent: load.send(client, sent) == 201,
+                is_stored,
                 timeout=15,
                 interval=0.2,
                 what=f"{sent.key} to be stored on retry",

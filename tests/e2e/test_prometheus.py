@@ -9,7 +9,6 @@ second.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from tests import helpers
 from tests.e2e.procs import LOG_TAIL_LINES, START_TIMEOUT, STOP_TIMEOUT, Processes, wait_for
 from tests.e2e.vigil_api import ACTION, Api
 from tests.services import need_prometheus
@@ -113,22 +113,26 @@ def running_prometheus(directory: Path, *, job: str, target: str) -> Iterator[Pr
 
 
 def _wait_ready(prometheus: Prometheus) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
+    def ready() -> bool:
         if prometheus.popen.poll() is not None:
             raise AssertionError(
                 f"prometheus exited with {prometheus.popen.returncode}" + prometheus.tail()
             )
         try:
-            if prometheus.http.get("/-/ready").status_code == 200:
-                return
+            return prometheus.http.get("/-/ready").status_code == 200
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"prometheus not ready in {START_TIMEOUT}s" + prometheus.tail())
-        time.sleep(0.05)
+            return False
+
+    helpers.wait_for(
+        ready,
+        within=START_TIMEOUT,
+        what="prometheus to be ready",
+        interval=0.05,
+        details=prometheus.tail,
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_prometheus_sees_violations_rise_after_a_violating_ingest(
     procs: Processes, tmp_path: Path

@@ -303,6 +303,7 @@ def test_an_absent_policy_fires_when_heartbeats_stop_and_resolves_when_one_comes
     assert runs(runs_dir, "api-01") == [1]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_firing_pair_keeps_its_episode_and_action_when_its_server_is_killed(
     vigil: Start, runs_dir: Any

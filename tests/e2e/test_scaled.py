@@ -51,6 +51,7 @@ def cluster_factory(procs: Processes, database_url: str, queue_prefix: str) -> I
         cluster.api.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_actions_spread_over_two_workers_each_run_once(
     cluster_factory: Any, shared_redis: str, runs_dir: Any
@@ -93,6 +94,7 @@ def test_actions_spread_over_two_workers_each_run_once(
     assert done == 20
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_worker_killed_mid_action_is_reclaimed_and_the_command_runs_once(
     cluster_factory: Any, shared_redis: str, runs_dir: Any

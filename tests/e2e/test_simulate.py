@@ -31,6 +31,7 @@ def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_simulate_sends_follows_the_fleet_and_counts(procs: Processes, tmp_path: Path) -> None:
     proc = procs.serve(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'vigil.db'}"})

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from vigil.api.routes.notifications import notification_out
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
 from vigil.notify import store
@@ -123,7 +124,7 @@ class Setup:
         async with self.database.write() as conn:
             return await store.record_notification(conn, now=self.clock.now(), **values)
 
-    async def row(self, notification_id: int) -> dict[str, Any]:
+    async def row(self, notification_id: int) -> store.Notification:
         async with self.database.read() as conn:
             row = await store.get_notification(conn, notification_id=notification_id)
         assert row is not None
@@ -161,20 +162,21 @@ async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delive
 
         assert await notifier.run_once() == 1
         row = await s.row(notification_id)
-        assert (row["delivery_status"], row["attempts"]) == ("pending", 1)
-        assert row["last_error"] == f"http://{endpoint.url.split('//')[1]}/…: answered 500"
+        assert (row.delivery_status, row.attempts) == ("pending", 1)
+        assert row.last_error == f"http://{endpoint.url.split('//')[1]}/…: answered 500"
         # Base 1 s with equal jitter: the next try is due between 0.5 and 1 s later.
-        wait = (row["next_attempt_at"] - recorded_at).total_seconds()
+        assert row.next_attempt_at is not None
+        wait = (row.next_attempt_at - recorded_at).total_seconds()
         assert 0.5 <= wait <= 1.0
         assert await notifier.run_once() == 0  # not due yet
 
         s.clock.advance(1)
         assert await notifier.run_once() == 1
         row = await s.row(notification_id)
-        assert (row["delivery_status"], row["attempts"]) == ("delivered", 2)
-        assert row["delivered_at"] == s.clock.now()
-        assert row["last_error"] is None
-        assert row["next_attempt_at"] is None
+        assert (row.delivery_status, row.attempts) == ("delivered", 2)
+        assert row.delivered_at == s.clock.now()
+        assert row.last_error is None
+        assert row.next_attempt_at is None
         assert await notifier.run_once() == 0
 
     assert len(endpoint.received) == 2
@@ -209,15 +211,15 @@ async def test_an_unreachable_webhook_fails_after_the_last_attempt(database_url:
         for attempt in (1, 2, 3):
             assert await notifier.run_once() == 1
             row = await s.row(notification_id)
-            assert row["attempts"] == attempt
+            assert row.attempts == attempt
             s.clock.advance(2 ** (attempt - 1))  # the nominal backoff, jitter or not
-        assert row["delivery_status"] == "failed"
-        assert row["next_attempt_at"] is None
-        assert "ConnectError" in row["last_error"]
+        assert row.delivery_status == "failed"
+        assert row.next_attempt_at is None
+        assert "ConnectError" in str(row.last_error)
         assert await notifier.run_once() == 0
         async with s.database.read() as conn:
             [listed], _ = await store.list_notifications(conn, page=1, limit=10)
-        out = store.notification_out(listed)
+        out = notification_out(listed)
         assert out["delivery"]["status"] == "failed"
         [webhook] = out["delivery"]["webhooks"]
         assert webhook["url"].startswith("http://127.0.0.1:")
@@ -236,13 +238,13 @@ async def test_a_webhook_that_took_it_is_not_sent_it_again(
         notification_id = await s.record(action_id=None, policy_name=None)
         await notifier.run_once()
         row = await s.row(notification_id)
-        assert (row["delivery_status"], row["attempts"]) == ("pending", 1)
-        assert row["last_error"].endswith("/…: answered 503")
+        assert (row.delivery_status, row.attempts) == ("pending", 1)
+        assert str(row.last_error).endswith("/…: answered 503")
         s.clock.advance(1)
         await notifier.run_once()
         row = await s.row(notification_id)
-        assert (row["delivery_status"], row["attempts"]) == ("delivered", 2)
-        webhooks = store.notification_out(row)["delivery"]["webhooks"]
+        assert (row.delivery_status, row.attempts) == ("delivered", 2)
+        webhooks = notification_out(row)["delivery"]["webhooks"]
         assert sorted(w["attempts"] for w in webhooks) == [1, 2]
     assert sorted(r.path for r in endpoint.received) == ["/first", "/second", "/second"]
     links = endpoint.received[0].body["links"]
@@ -260,7 +262,7 @@ async def test_two_senders_send_each_notification_once(
         while sum(await asyncio.gather(one.run_once(), two.run_once())):
             pass
         rows = [await s.row(i) for i in ids]
-    assert {r["delivery_status"] for r in rows} == {"delivered"}
+    assert {r.delivery_status for r in rows} == {"delivered"}
     assert sorted(r.body["id"] for r in endpoint.received) == ids
 
 
@@ -272,7 +274,7 @@ async def test_without_webhooks_nothing_is_sent_and_notifications_settle_as_none
         notification_id = await s.record()
         assert await notifier.run_once() == 1
         row = await s.row(notification_id)
-        assert (row["delivery_status"], row["attempts"]) == ("none", 0)
+        assert (row.delivery_status, row.attempts) == ("none", 0)
         assert await notifier.run_once() == 0
 
 
@@ -286,7 +288,7 @@ async def test_a_commit_that_recorded_a_notification_wakes_the_sender(
             async with asyncio.timeout(10):
                 await notifier.wait_for_passes(1)
                 notification_id = await s.record()
-                while (await s.row(notification_id))["delivery_status"] != "delivered":
+                while (await s.row(notification_id)).delivery_status != "delivered":
                     await notifier.wait_for_passes(notifier.passes + 1)
         finally:
             await notifier.stop()
@@ -299,7 +301,7 @@ async def test_a_failing_pass_does_not_stop_the_sender(
     claim_due = store.claim_due
     calls = 0
 
-    async def flaky_claim(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    async def flaky_claim(*args: Any, **kwargs: Any) -> list[store.Notification]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -318,4 +320,4 @@ async def test_a_failing_pass_does_not_stop_the_sender(
                 await notifier.wait_for_passes(2)
         finally:
             await notifier.stop()
-        assert (await s.row(notification_id))["delivery_status"] == "delivered"
+        assert (await s.row(notification_id)).delivery_status == "delivered"

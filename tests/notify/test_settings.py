@@ -14,7 +14,7 @@ def test_webhook_urls_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch
         " https://hooks.example.com/a?token=x , http://10.0.0.5:8080/b,,https://hooks.example.com/a?token=x",
     )
     monkeypatch.setenv("VIGIL_NOTIFY_RETRY_BASE_SECONDS", "500ms")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.notify_webhook_urls == [
         "https://hooks.example.com/a?token=x",
         "http://10.0.0.5:8080/b",
@@ -24,7 +24,7 @@ def test_webhook_urls_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VIGIL_NOTIFY_WEBHOOK_URLS", raising=False)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.notify_webhook_urls == []
     assert (
         settings.notify_timeout_seconds,
@@ -49,7 +49,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_settings_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     message = describe_settings_error(caught.value)
     assert f"invalid setting {name}:" in message
     assert "secret-token" not in message
@@ -59,7 +59,7 @@ def test_the_retry_cap_is_not_below_the_base(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("VIGIL_NOTIFY_RETRY_BASE_SECONDS", "10")
     monkeypatch.setenv("VIGIL_NOTIFY_RETRY_MAX_SECONDS", "5")
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     assert "VIGIL_NOTIFY_RETRY_MAX_SECONDS must not be below" in describe_settings_error(
         caught.value
     )

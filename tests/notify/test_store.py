@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+import vigil.notify.store as store
+from vigil.api.routes.notifications import notification_out
 from vigil.db.engine import Database, create_engine
-from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 from vigil.settings import Settings
 
@@ -50,7 +51,7 @@ async def test_a_notification_round_trips(database: Database) -> None:
         rows, total = await store.list_notifications(conn, page=1, limit=10)
     assert total == 1
     [row] = rows
-    assert store.notification_out(row) == {
+    assert notification_out(row) == {
         "id": notification_id,
         "at": NOW,
         "event": "breaker_opened",
@@ -105,13 +106,13 @@ async def test_filters_and_pages_newest_first(database: Database) -> None:
     ]
     async with database.read() as conn:
         rows, total = await store.list_notifications(conn, page=1, limit=3)
-        assert ([r["id"] for r in rows], total) == (ids[::-1][:3], 4)
+        assert ([r.id for r in rows], total) == (ids[::-1][:3], 4)
         rows, _ = await store.list_notifications(conn, page=2, limit=3)
-        assert [r["id"] for r in rows] == [ids[0]]
+        assert [r.id for r in rows] == [ids[0]]
         rows, total = await store.list_notifications(
             conn, page=1, limit=10, event=NotificationEvent.ACTION_FAILED
         )
-        assert ([r["id"] for r in rows], total) == ([ids[2], ids[0]], 2)
+        assert ([r.id for r in rows], total) == ([ids[2], ids[0]], 2)
         rows, _ = await store.list_notifications(
             conn,
             page=1,
@@ -120,7 +121,7 @@ async def test_filters_and_pages_newest_first(database: Database) -> None:
             start_time=NOW + timedelta(minutes=2),
             end_time=NOW + timedelta(minutes=3),
         )
-        assert [r["id"] for r in rows] == [ids[2]]
+        assert [r.id for r in rows] == [ids[2]]
 
 
 async def test_a_due_notification_is_claimed_once_until_its_claim_expires(
@@ -130,15 +131,15 @@ async def test_a_due_notification_is_claimed_once_until_its_claim_expires(
     until = NOW + timedelta(seconds=30)
     async with database.write() as conn:
         [claimed] = await store.claim_due(conn, now=NOW, until=until, limit=10)
-        assert claimed["id"] == notification_id
-        assert claimed["next_attempt_at"] == until
+        assert claimed.id == notification_id
+        assert claimed.next_attempt_at == until
         # Another sender at the same moment finds nothing due.
         assert await store.claim_due(conn, now=NOW, until=until, limit=10) == []
     # Its sender died: once the claim expires, another takes it over.
     later = until + timedelta(seconds=30)
     async with database.write() as conn:
         [again] = await store.claim_due(conn, now=until, until=later, limit=10)
-        assert again["id"] == notification_id
+        assert again.id == notification_id
         # The first sender's claim no longer holds: its outcome is not recorded.
         assert not await store.record_attempt(
             conn,
@@ -165,7 +166,7 @@ async def test_a_due_notification_is_claimed_once_until_its_claim_expires(
         assert await store.claim_due(conn, now=later, until=later, limit=10) == []
         row = await store.get_notification(conn, notification_id=notification_id)
     assert row is not None
-    assert (row["delivery_status"], row["attempts"], row["delivered_at"]) == (
+    assert (row.delivery_status, row.attempts, row.delivered_at) == (
         "delivered",
         1,
         until,
@@ -181,4 +182,4 @@ async def test_without_webhooks_due_notifications_are_settled_as_none(
         assert await store.settle_unsendable(conn, now=NOW) == []
         row = await store.get_notification(conn, notification_id=first)
     assert row is not None
-    assert (row["delivery_status"], row["next_attempt_at"]) == ("none", None)
+    assert (row.delivery_status, row.next_attempt_at) == ("none", None)

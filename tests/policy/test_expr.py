@@ -342,7 +342,16 @@ def test_holds_never_raises_whatever_the_values_and_tags(
     assert isinstance(expression.holds(values, tags), bool)
 
 
-EVALUATED = (ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.Compare)
+EVALUATED: tuple[type[ast.AST], ...] = (
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Compare,
+)
 EVALUATED += (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Constant, ast.Name)
 EVALUATED += (ast.Call, ast.Load)
 

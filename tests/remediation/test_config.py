@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,7 +28,7 @@ SEED_ACTIONS = ("scale-up", "scale-down", "restart-service", "restart", "drain-p
 class PickyPlugin:
     """A plugin whose check refuses any option called ``bad``."""
 
-    name = "picky"
+    name: ClassVar[str] = "picky"
 
     def check(self, options: dict[str, Any]) -> None:
         if "bad" in options:

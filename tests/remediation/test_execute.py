@@ -122,7 +122,9 @@ async def test_a_plugin_past_the_timeout_is_a_retryable_failure() -> None:
     assert result.message == "scripted timed out after 0.2s"
     assert result.details == {"timeout_seconds": 0.2}
     assert cancelled.is_set()
-    assert 150 <= result.duration_ms < 5000
+    # It ran until its deadline, and ended there, not when the plugin's 30 s sleep would
+    # have (the upper bound leaves a busy machine all the room it needs).
+    assert 150 <= result.duration_ms < 15_000
 
 
 @pytest.mark.parametrize("retryable", [True, False])

@@ -219,7 +219,8 @@ async def test_timeout_is_retryable_and_the_option_caps_the_call_timeout(
 
     assert failed.value.retryable is True
     assert "timed out after 0.2s" in failed.value.message
-    assert (datetime.now(UTC) - started).total_seconds() < 5
+    # Not the call's 30 s: the option capped it (a busy machine takes long, not that long).
+    assert (datetime.now(UTC) - started).total_seconds() < 15
     assert len(endpoint.received) == 1
 
 

@@ -91,13 +91,13 @@ class World:
         record = await self.actions.create_manual(
             target=target, action=action, params={"n": 1}, details=None, actor=Actor("tester")
         )
-        return int(record["id"])
+        return record.id
 
-    async def action(self, action_id: int) -> dict[str, Any]:
+    async def action(self, action_id: int) -> store.Action:
         async with self.database.read() as conn:
             return await store.get_action(conn, action_id=action_id)
 
-    async def history(self, action_id: int) -> list[dict[str, Any]]:
+    async def history(self, action_id: int) -> list[store.HistoryRow]:
         async with self.database.read() as conn:
             return await store.history(conn, action_id=action_id)
 

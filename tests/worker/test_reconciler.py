@@ -75,17 +75,17 @@ async def test_a_running_action_whose_worker_died_is_reclaimed_with_the_same_att
         w.clock.advance(61)
         assert await r.run_once() == 1
         action = await w.action(action_id)
-        assert (action["status"], action["next_attempt"], action["attempts"]) == ("pending", 1, 1)
+        assert (action.status, action.next_attempt, action.attempts) == ("pending", 1, 1)
         last = (await w.history(action_id))[-1]
-        assert (last["from"], last["to"], last["attempt"]) == ("running", "pending", 1)
-        assert "lease of worker-dead expired" in last["reason"]
+        assert (last.from_status, last.to_status, last.attempt) == ("running", "pending", 1)
+        assert "lease of worker-dead expired" in str(last.reason)
 
         # Another worker takes the re-sent task and runs the same attempt.
         executor.gate = None
         reserved = (await w.queue.reserve("test", count=1, block=0))[0]
         assert (reserved.task.action_id, reserved.task.attempt) == (action_id, 1)
         await w.worker(executor, "worker-2").handle(reserved)
-        assert (await w.action(action_id))["status"] == "completed"
+        assert (await w.action(action_id)).status == "completed"
         assert [c.attempt for c in executor.calls] == [1, 1]
 
 
@@ -127,4 +127,4 @@ async def test_a_running_action_without_a_lease_is_reclaimed(database_url: str) 
             )
         assert await reconciler(w).run_once() == 1
         action = await w.action(action_id)
-        assert (action["status"], action["next_attempt"]) == ("pending", 1)
+        assert (action.status, action.next_attempt) == ("pending", 1)

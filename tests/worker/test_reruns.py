@@ -57,7 +57,7 @@ async def reclaimed(w: World) -> int:
     w.clock.advance(61)
     assert await reconciler(w).run_once() == 1
     action = await w.action(action_id)
-    assert (action["status"], action["next_attempt"]) == ("pending", 1)
+    assert (action.status, action.next_attempt) == ("pending", 1)
     return action_id
 
 
@@ -78,17 +78,18 @@ async def test_a_rerun_that_cannot_reach_the_remediator_keeps_its_attempt_until_
         await remote.asked_at_least(len(remote.calls) + 2)
         assert not handling.done(), "one second before the deadline it still waits"
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"]) == ("running", 1)
+        assert (action.status, action.attempts) == ("running", 1)
 
         w.clock.advance(1)
         await asyncio.wait_for(handling, 10)
         assert {call.attempt for call in remote.calls} == {1}
         action = await w.action(action_id)
-        assert (action["status"], action["next_attempt"]) == ("pending", 2)
-        assert action["next_attempt_at"] >= claimed_at + timedelta(seconds=DEADLINE)
+        assert (action.status, action.next_attempt) == ("pending", 2)
+        assert action.next_attempt_at is not None
+        assert action.next_attempt_at >= claimed_at + timedelta(seconds=DEADLINE)
         last = (await w.history(action_id))[-1]
-        assert (last["from"], last["to"], last["attempt"]) == ("running", "pending", 1)
-        assert "kept until its deadline" in last["reason"]
+        assert (last.from_status, last.to_status, last.attempt) == ("running", "pending", 1)
+        assert "kept until its deadline" in str(last.reason)
 
 
 async def test_a_rerun_whose_remediator_comes_back_completes_the_same_attempt(
@@ -106,9 +107,9 @@ async def test_a_rerun_whose_remediator_comes_back_completes_the_same_attempt(
         await asyncio.wait_for(handling, 10)
 
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"]) == ("completed", 1)
+        assert (action.status, action.attempts) == ("completed", 1)
         assert {call.attempt for call in remote.calls} == {1}
-        assert [(h["from"], h["to"], h["attempt"]) for h in await w.history(action_id)] == [
+        assert [(h.from_status, h.to_status, h.attempt) for h in await w.history(action_id)] == [
             (None, "pending", 0),
             ("pending", "running", 1),
             ("running", "pending", 1),
@@ -130,5 +131,5 @@ async def test_a_first_claim_that_cannot_reach_the_remediator_moves_on_at_once(
 
         assert [call.attempt for call in remote.calls] == [1]
         action = await w.action(action_id)
-        assert (action["status"], action["next_attempt"]) == ("pending", 2)
-        assert "kept until" not in action["error_message"]
+        assert (action.status, action.next_attempt) == ("pending", 2)
+        assert "kept until" not in str(action.error_message)

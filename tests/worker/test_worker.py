@@ -32,14 +32,15 @@ async def test_a_pending_action_runs_once_and_completes(database_url: str) -> No
         await w.worker(executor).handle(await take(w))
 
         action = await w.action(action_id)
-        assert action["status"] == "completed"
-        assert action["attempts"] == 1
-        assert action["result"]["message"] == "restarted"
-        assert action["started_at"] is not None
-        assert action["completed_at"] is not None
+        assert action.status == "completed"
+        assert action.attempts == 1
+        assert action.result is not None
+        assert action.result["message"] == "restarted"
+        assert action.started_at is not None
+        assert action.completed_at is not None
         assert [c.attempt for c in executor.calls] == [1]
         assert executor.calls[0].params == {"n": 1}
-        assert [(h["from"], h["to"], h["attempt"]) for h in await w.history(action_id)] == [
+        assert [(h.from_status, h.to_status, h.attempt) for h in await w.history(action_id)] == [
             (None, "pending", 0),
             ("pending", "running", 1),
             ("running", "completed", 1),
@@ -59,15 +60,16 @@ async def test_a_retryable_failure_waits_with_backoff_then_runs_the_next_attempt
         await worker.handle(await take(w))
 
         action = await w.action(action_id)
-        assert action["status"] == "pending"
-        assert action["error_message"] == "connection reset"
-        assert action["next_attempt"] == 2
+        assert action.status == "pending"
+        assert action.error_message == "connection reset"
+        assert action.next_attempt == 2
         # Base 2 s with equal jitter: between 1 and 2 seconds after the failure.
-        wait = action["next_attempt_at"] - started
+        assert action.next_attempt_at is not None
+        wait = action.next_attempt_at - started
         assert timedelta(seconds=1) <= wait <= timedelta(seconds=2)
         last = (await w.history(action_id))[-1]
-        assert (last["from"], last["to"]) == ("running", "pending")
-        assert "connection reset" in last["reason"]
+        assert (last.from_status, last.to_status) == ("running", "pending")
+        assert "connection reset" in str(last.reason)
 
         # Not before it is due...
         assert await w.queue.reserve("test", count=1, block=0) == []
@@ -77,7 +79,7 @@ async def test_a_retryable_failure_waits_with_backoff_then_runs_the_next_attempt
         await worker.handle(reserved)
 
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"]) == ("completed", 2)
+        assert (action.status, action.attempts) == ("completed", 2)
         assert [c.attempt for c in executor.calls] == [1, 2]
 
 
@@ -93,8 +95,8 @@ async def test_after_the_last_attempt_the_action_fails_and_its_task_is_dead_lett
         await worker.handle(await take(w))
 
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"]) == ("failed", 2)
-        assert action["error_message"] == "still down"
+        assert (action.status, action.attempts) == ("failed", 2)
+        assert action.error_message == "still down"
         dead = await w.queue.dead_letters(limit=10)
         assert [(d.task.action_id, d.attempts, d.error) for d in dead] == [
             (action_id, 2, "still down")
@@ -104,9 +106,9 @@ async def test_after_the_last_attempt_the_action_fails_and_its_task_is_dead_lett
         # A redrive continues the attempt count with a fresh budget.
         redriven, skipped = await w.actions.redrive(None, actor=Actor("operator"))
         assert skipped == []
-        assert [r["id"] for r in redriven] == [action_id]
+        assert [r.id for r in redriven] == [action_id]
         action = await w.action(action_id)
-        assert (action["status"], action["next_attempt"]) == ("pending", 3)
+        assert (action.status, action.next_attempt) == ("pending", 3)
         assert await w.queue.dead_letters(limit=10) == []
         executor.answers = [failure("again"), success()]
         executor.calls.clear()
@@ -114,7 +116,7 @@ async def test_after_the_last_attempt_the_action_fails_and_its_task_is_dead_lett
         w.clock.advance(10)
         await worker.handle(await take(w))
         assert [c.attempt for c in executor.calls] == [3, 4]
-        assert (await w.action(action_id))["status"] == "completed"
+        assert (await w.action(action_id)).status == "completed"
 
 
 async def test_a_permanent_failure_fails_at_once(database_url: str) -> None:
@@ -124,7 +126,7 @@ async def test_a_permanent_failure_fails_at_once(database_url: str) -> None:
             await take(w)
         )
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"]) == ("failed", 1)
+        assert (action.status, action.attempts) == ("failed", 1)
         assert len(await w.queue.dead_letters(limit=10)) == 1
 
 
@@ -135,10 +137,9 @@ async def test_an_action_no_remediation_matches_fails_without_running(database_u
         executor = ScriptedExecutor()
         await w.worker(executor).handle(await take(w))
         action = await w.action(action_id)
-        assert action["status"] == "failed"
-        assert (
-            "no remediation in an emptied file matches action 'restart-service'"
-            in (action["error_message"])
+        assert action.status == "failed"
+        assert "no remediation in an emptied file matches action 'restart-service'" in str(
+            action.error_message
         )
         assert executor.calls == []
 
@@ -158,7 +159,7 @@ async def test_duplicate_tasks_run_the_attempt_once(database_url: str) -> None:
         gate.set()
         await running
         assert len(executor.calls) == 1
-        assert (await w.action(action_id))["status"] == "completed"
+        assert (await w.action(action_id)).status == "completed"
 
 
 async def test_a_result_arriving_after_cancel_is_recorded_and_the_action_stays_cancelled(
@@ -174,10 +175,10 @@ async def test_a_result_arriving_after_cancel_is_recorded_and_the_action_stays_c
         gate.set()
         await running
         action = await w.action(action_id)
-        assert action["status"] == "cancelled"
+        assert action.status == "cancelled"
         last = (await w.history(action_id))[-1]
-        assert (last["from"], last["to"]) == ("cancelled", "cancelled")
-        assert "restarted anyway" in last["reason"]
+        assert (last.from_status, last.to_status) == ("cancelled", "cancelled")
+        assert "restarted anyway" in str(last.reason)
 
 
 @pytest.mark.parametrize("deliveries", [6])
@@ -191,8 +192,8 @@ async def test_a_task_delivered_too_often_is_dead_lettered(
         executor = ScriptedExecutor()
         await w.worker(executor, max_deliveries=5).handle(worn)
         action = await w.action(action_id)
-        assert action["status"] == "failed"
-        assert "delivered 6 times" in action["error_message"]
+        assert action.status == "failed"
+        assert "delivered 6 times" in str(action.error_message)
         assert executor.calls == []
         assert len(await w.queue.dead_letters(limit=10)) == 1
 
@@ -210,7 +211,7 @@ async def test_the_worker_loop_runs_tasks_and_stops_gracefully(database_url: str
         assert not stopping.done()
         gate.set()
         await stopping
-        assert (await w.action(action_id))["status"] == "completed"
+        assert (await w.action(action_id)).status == "completed"
 
 
 async def test_stopping_leaves_a_task_that_outlives_the_timeout_to_be_reclaimed(
@@ -224,8 +225,8 @@ async def test_stopping_leaves_a_task_that_outlives_the_timeout_to_be_reclaimed(
         await executor.entered.wait()
         await worker.stop()
         action = await w.action(action_id)
-        assert action["status"] == "running"  # its lease will expire; the reconciler reclaims
-        assert action["lease_owner"] == "worker-1"
+        assert action.status == "running"  # its lease will expire; the reconciler reclaims
+        assert action.lease_owner == "worker-1"
 
 
 async def test_a_worn_copy_of_a_task_whose_action_moved_on_is_only_dropped(
@@ -237,7 +238,7 @@ async def test_a_worn_copy_of_a_task_whose_action_moved_on_is_only_dropped(
         await w.worker(ScriptedExecutor()).handle(reserved)  # completed
         worn = Reserved(task=reserved.task, receipt="copy", deliveries=9)
         await w.worker(ScriptedExecutor(), max_deliveries=5).handle(worn)
-        assert (await w.action(action_id))["status"] == "completed"
+        assert (await w.action(action_id)).status == "completed"
         assert await w.queue.dead_letters(limit=10) == []
 
 
@@ -262,14 +263,14 @@ async def test_a_task_met_by_a_database_outage_is_dropped_and_left_to_the_reconc
         # Not redelivered again and again (which would end in the dead letter): dropped.
         assert (await w.queue.stats()).queue_length == 0
         assert await w.queue.dead_letters(limit=10) == []
-        assert (await w.action(action_id))["status"] == "pending"
+        assert (await w.action(action_id)).status == "pending"
 
 
 async def fail_for_good(w: World, target: str = "web-01") -> int:
     action_id = await w.manual(target=target)
     executor = ScriptedExecutor([failure("broken", retryable=False)])
     await w.worker(executor).handle(await take(w))
-    assert (await w.action(action_id))["status"] == "failed"
+    assert (await w.action(action_id)).status == "failed"
     return action_id
 
 
@@ -280,8 +281,8 @@ async def test_a_failed_action_whose_dead_letter_entry_was_lost_is_redriven_by_i
         action_id = await fail_for_good(w)
         await w.queue.take_dead(None)  # the in-process dead letter, after a restart
         redriven, skipped = await w.actions.redrive(action_ids=[action_id], actor=Actor("op"))
-        assert ([r["id"] for r in redriven], skipped) == ([action_id], [])
-        assert (await w.action(action_id))["status"] == "pending"
+        assert ([r.id for r in redriven], skipped) == ([action_id], [])
+        assert (await w.action(action_id)).status == "pending"
         assert (await take(w)).task.attempt == 2
 
 
@@ -293,12 +294,12 @@ async def test_an_entry_whose_pair_has_another_action_open_stays_in_the_dead_let
         newer = await w.manual()  # same action and target: open now
         redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
         assert redriven == []
-        assert [(s["action_id"], "open" in s["reason"]) for s in skipped] == [(failed_id, True)]
+        assert [(s.action_id, "open" in s.reason) for s in skipped] == [(failed_id, True)]
         assert len(await w.queue.dead_letters(limit=10)) == 1, "kept, to re-drive later"
         # Once the newer one ends, the redrive goes through.
         await w.actions.cancel(newer, reason=None, actor=Actor("op"))
         redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
-        assert [r["id"] for r in redriven] == [failed_id]
+        assert [r.id for r in redriven] == [failed_id]
         assert await w.queue.dead_letters(limit=10) == []
 
 
@@ -312,7 +313,7 @@ async def test_an_entry_whose_action_is_no_longer_failed_leaves_the_dead_letter(
         await w.queue.dead_letter(None, reserved.task, error="a stale copy")
         redriven, skipped = await w.actions.redrive(None, actor=Actor("op"))
         assert redriven == []
-        assert "pending" in skipped[0]["reason"]
+        assert "pending" in skipped[0].reason
         assert await w.queue.dead_letters(limit=10) == []
 
 
@@ -339,9 +340,9 @@ async def test_an_outcome_whose_commit_loses_its_connection_is_recorded_once(
             await worker.handle(await take(w))
         assert lost
         action = await w.action(action_id)
-        assert (action["status"], action["attempts"], action["lease_owner"]) == (status, 1, None)
-        settled = [h for h in await w.history(action_id) if h["from"] == "running"]
-        assert [(h["to"], h["attempt"]) for h in settled] == [(status, 1)]
+        assert (action.status, action.attempts, action.lease_owner) == (status, 1, None)
+        settled = [h for h in await w.history(action_id) if h.from_status == "running"]
+        assert [(h.to_status, h.attempt) for h in settled] == [(status, 1)]
         assert [c.attempt for c in executor.calls] == [1]
         stats = await w.queue.stats()
         settled_as = (stats.tasks_completed, stats.tasks_retried, stats.queue_length)

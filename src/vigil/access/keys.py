@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.access.roles import Role
 from vigil.db.engine import Database
+from vigil.db.records import record_of
 from vigil.db.tables import api_keys
 from vigil.errors import Conflict, NotFound
 from vigil.observability.audit import Actor, append_audit
@@ -34,21 +35,27 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def key_out(row: Any) -> dict[str, Any]:
-    """A key as listed: never the key or its hash."""
-    return {
-        "name": row.name,
-        "role": row.role,
-        "prefix": row.prefix,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-        "revoked_at": row.revoked_at,
-    }
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key as it is listed: never the key or its hash."""
+
+    name: str
+    role: str
+    prefix: str
+    """The key's first characters, to tell keys apart."""
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    """The :class:`ApiKey` of an ``api_keys`` row."""
+    return record_of(ApiKey, row)
 
 
 async def create_key(
     conn: AsyncConnection, *, name: str, role: Role, now: datetime, actor: Actor
-) -> tuple[dict[str, Any], str]:
+) -> tuple[ApiKey, str]:
     """A new key: its listing and the key itself (shown once). :class:`Conflict` if the
     name is taken (revoked keys keep their names)."""
     key = new_key()
@@ -70,32 +77,31 @@ async def create_key(
             ).one()
     except IntegrityError as exc:
         raise Conflict(f"an API key named {name!r} already exists") from exc
-    out = key_out(row)
+    created = _api_key(row)
     await append_audit(
         conn,
         at=now,
         actor=actor,
         kind="key.created",
         subject=f"key:{name}",
-        after={"name": name, "role": role.value, "prefix": out["prefix"]},
+        after={"name": name, "role": role.value, "prefix": created.prefix},
     )
-    return out, key
+    return created, key
 
 
-async def list_keys(conn: AsyncConnection) -> list[dict[str, Any]]:
+async def list_keys(conn: AsyncConnection) -> list[ApiKey]:
+    """Every key, revoked ones too, by name."""
     rows = await conn.execute(select(api_keys).order_by(api_keys.c.name))
-    return [key_out(r) for r in rows]
+    return [_api_key(r) for r in rows]
 
 
-async def revoke_key(
-    conn: AsyncConnection, *, name: str, now: datetime, actor: Actor
-) -> dict[str, Any]:
+async def revoke_key(conn: AsyncConnection, *, name: str, now: datetime, actor: Actor) -> ApiKey:
     """Revoke a key (it stops working within :data:`CACHE_SECONDS` everywhere)."""
     row = (await conn.execute(select(api_keys).where(api_keys.c.name == name))).one_or_none()
     if row is None:
         raise NotFound(f"API key {name!r} not found")
     if row.revoked_at is not None:
-        return key_out(row)
+        return _api_key(row)
     updated = (
         await conn.execute(
             api_keys.update()
@@ -113,7 +119,7 @@ async def revoke_key(
         before={"revoked": False},
         after={"revoked": True},
     )
-    return key_out(updated)
+    return _api_key(updated)
 
 
 async def any_key(conn: AsyncConnection) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import Status
-from vigil.actions.store import get_action, transition
+from vigil.actions.store import Action, get_action, transition
 from vigil.db.tables import actions
 from vigil.errors import IllegalTransition
 from vigil.notify.events import NotificationEvent
@@ -21,14 +21,14 @@ from vigil.policy.models import PolicySpec
 
 async def approve(
     conn: AsyncConnection, *, action_id: int, now: datetime, actor: Actor, comment: str | None
-) -> dict[str, Any]:
+) -> Action:
     """Approve an action awaiting approval: it becomes ``pending``, to be dispatched."""
     return await _answer(conn, action_id, Status.PENDING, "approved", now, actor, comment)
 
 
 async def reject(
     conn: AsyncConnection, *, action_id: int, now: datetime, actor: Actor, comment: str | None
-) -> dict[str, Any]:
+) -> Action:
     """Reject an action awaiting approval: it is ``cancelled``."""
     return await _answer(conn, action_id, Status.CANCELLED, "rejected", now, actor, comment)
 
@@ -41,14 +41,14 @@ async def _answer(
     now: datetime,
     actor: Actor,
     comment: str | None,
-) -> dict[str, Any]:
+) -> Action:
     record = await get_action(conn, action_id=action_id)
-    if record["status"] != Status.AWAITING_APPROVAL.value:
+    if record.status != Status.AWAITING_APPROVAL.value:
         raise IllegalTransition(
-            f"action {action_id} is {record['status']}; only an action awaiting approval"
+            f"action {action_id} is {record.status}; only an action awaiting approval"
             " can be approved or rejected"
         )
-    expires = record["approval_expires_at"]
+    expires = record.approval_expires_at
     if to is Status.PENDING and expires is not None and expires <= now:
         raise IllegalTransition(
             f"action {action_id}'s approval timed out at {expires.isoformat()}; it is being"
@@ -80,7 +80,7 @@ def approval_fields(policy: PolicySpec, now: datetime) -> dict[str, Any]:
     }
 
 
-async def expire(conn: AsyncConnection, *, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+async def expire(conn: AsyncConnection, *, now: datetime, limit: int = 500) -> list[Action]:
     """Cancel actions whose approval timed out; the cancelled ones."""
     rows = await conn.execute(
         select(actions.c.id)
@@ -111,17 +111,18 @@ async def expire(conn: AsyncConnection, *, now: datetime, limit: int = 500) -> l
     return expired
 
 
-async def approval_waiting(conn: AsyncConnection, *, record: dict[str, Any], now: datetime) -> None:
+async def approval_waiting(conn: AsyncConnection, *, record: Action, now: datetime) -> None:
     """A ``approval_waiting`` notification for an action created awaiting approval."""
+    assert record.approval_expires_at is not None
     await record_notification(
         conn,
         now=now,
         event=NotificationEvent.APPROVAL_WAITING,
-        policy_name=record["policy_name"],
-        target=record["target"],
-        action_id=int(record["id"]),
-        reason=f"action {record['action']} on {record['target']} awaits approval until"
-        f" {record['approval_expires_at'].isoformat()}: POST /api/v1/actions/{record['id']}"
+        policy_name=record.policy_name,
+        target=record.target,
+        action_id=record.id,
+        reason=f"action {record.action} on {record.target} awaits approval until"
+        f" {record.approval_expires_at.isoformat()}: POST /api/v1/actions/{record.id}"
         "/approve or /reject",
-        details={"action": record["action"], "params": record["params"]},
+        details={"action": record.action, "params": record.params},
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
+from vigil.actions.status import Status
+from vigil.actions.store import Action
 from vigil.errors import Unavailable
 from vigil.observability.logging import bound, get_logger
 from vigil.queue.task import Task, TaskQueue
@@ -24,15 +25,15 @@ class Dispatcher:
     def __init__(self, queue: TaskQueue) -> None:
         self._queue = queue
 
-    async def dispatch(self, records: Iterable[dict[str, Any]]) -> None:
+    async def dispatch(self, records: Iterable[Action]) -> None:
         for record in records:
-            if record["status"] != "pending":
+            if record.status != Status.PENDING:
                 continue
             task = Task(
-                action_id=int(record["id"]),
-                attempt=int(record["next_attempt"]),
-                target=str(record["target"]),
-                request_id=record.get("request_id"),
+                action_id=record.id,
+                attempt=record.next_attempt,
+                target=record.target,
+                request_id=record.request_id,
             )
             try:
                 await self._queue.enqueue(task)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import Status
-from vigil.actions.store import transition
+from vigil.actions.store import Action, transition
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.notify.events import NotificationEvent
@@ -42,7 +42,7 @@ async def claim(
     owner: str,
     now: datetime,
     lease_seconds: float,
-) -> dict[str, Any] | None:
+) -> Action | None:
     """pending → running for ``attempt``, held by ``owner`` until the lease expires.
 
     ``None`` when the task is stale or a duplicate: the action is gone, not pending, or
@@ -116,7 +116,7 @@ async def _settle(
     to: Status,
     reason: str,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Action:
     """Move a running action its worker holds to ``to``, releasing the lease.
     :class:`StaleAttempt` if ``owner`` no longer holds it for ``attempt``."""
     return await transition(
@@ -142,7 +142,7 @@ async def complete(
     now: datetime,
     result: dict[str, Any],
     message: str,
-) -> dict[str, Any]:
+) -> Action:
     """running → completed with the remediator's answer."""
     return await _settle(
         conn,
@@ -166,7 +166,7 @@ async def fail(
     now: datetime,
     error: str,
     result: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> Action:
     """running → failed for good, with an ``action_failed`` notification."""
     record = await _settle(
         conn,
@@ -183,11 +183,11 @@ async def fail(
         conn,
         now=now,
         event=NotificationEvent.ACTION_FAILED,
-        policy_name=record["policy_name"],
-        target=record["target"],
+        policy_name=record.policy_name,
+        target=record.target,
         action_id=action_id,
-        reason=f"{record['action']} on {record['target']} failed at attempt {attempt}: {error}",
-        details={"action": record["action"], "attempt": attempt, "error": error},
+        reason=f"{record.action} on {record.target} failed at attempt {attempt}: {error}",
+        details={"action": record.action, "attempt": attempt, "error": error},
     )
     return record
 
@@ -202,7 +202,7 @@ async def retry_later(
     error: str,
     result: dict[str, Any] | None,
     due: datetime,
-) -> dict[str, Any]:
+) -> Action:
     """running → pending, to run attempt + 1 at ``due``; the history keeps the error."""
     return await _settle(
         conn,
@@ -244,7 +244,7 @@ async def record_late_result(
 
 async def fail_pending(
     conn: AsyncConnection, *, action_id: int, attempt: int, actor: Actor, now: datetime, error: str
-) -> dict[str, Any] | None:
+) -> Action | None:
     """pending → failed without running (a task delivered too often), with an
     ``action_dead_lettered`` notification; ``None`` if not pending."""
     try:
@@ -264,11 +264,11 @@ async def fail_pending(
         conn,
         now=now,
         event=NotificationEvent.ACTION_DEAD_LETTERED,
-        policy_name=record["policy_name"],
-        target=record["target"],
+        policy_name=record.policy_name,
+        target=record.target,
         action_id=action_id,
-        reason=f"{record['action']} on {record['target']} dead-lettered: {error}",
-        details={"action": record["action"], "attempt": attempt, "error": error},
+        reason=f"{record.action} on {record.target} dead-lettered: {error}",
+        details={"action": record.action, "attempt": attempt, "error": error},
     )
     return record
 
@@ -354,13 +354,11 @@ async def reclaim_expired(
             )
         except (NotFound, IllegalTransition, StaleAttempt):
             continue
-        found.append(Dispatch(int(record["id"]), int(record["next_attempt"]), record["target"]))
+        found.append(Dispatch(record.id, record.next_attempt, record.target))
     return found
 
 
-async def redrive(
-    conn: AsyncConnection, *, action_id: int, actor: Actor, now: datetime
-) -> dict[str, Any]:
+async def redrive(conn: AsyncConnection, *, action_id: int, actor: Actor, now: datetime) -> Action:
     """failed → pending with a fresh attempt budget; the attempt count carries on.
 
     Raises :class:`IllegalTransition` unless the action failed, and

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vigil.actions import approval, lifecycle
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.status import Status
-from vigil.actions.store import create_action, manual_key, transition
+from vigil.actions.store import Action, create_action, manual_key, transition
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.decide import pause as automation
@@ -17,6 +18,15 @@ from vigil.errors import ActionAlreadyOpen, Conflict, InvalidInput, NotFound
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.queue.task import TaskQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A dead-letter task or failed action a redrive left alone, and why."""
+
+    task_id: str | None
+    action_id: int | None
+    reason: str
 
 
 class ActionService:
@@ -46,7 +56,7 @@ class ActionService:
         params: dict[str, Any],
         details: str | None,
         actor: Actor,
-    ) -> dict[str, Any]:
+    ) -> Action:
         """A pending manual action, dispatched to the queue.
 
         :class:`InvalidInput` if no remediation handles ``action``; :class:`Conflict` while
@@ -99,7 +109,7 @@ class ActionService:
                 conn, paused=paused, reason=reason, actor=actor, now=self._clock.now()
             )
 
-    async def cancel(self, action_id: int, *, reason: str | None, actor: Actor) -> dict[str, Any]:
+    async def cancel(self, action_id: int, *, reason: str | None, actor: Actor) -> Action:
         """Cancel an open action; :class:`IllegalTransition` if it already ended.
 
         A worker running it finds out when it reports: its result goes into the history and
@@ -117,27 +127,27 @@ class ActionService:
                 lease_expires_at=None,
             )
         self._metrics.actions_total.labels(
-            action=record["action"], status=Status.CANCELLED.value
+            action=record.action, status=Status.CANCELLED.value
         ).inc()
         return record
 
-    async def approve(self, action_id: int, *, comment: str | None, actor: Actor) -> dict[str, Any]:
+    async def approve(self, action_id: int, *, comment: str | None, actor: Actor) -> Action:
         """Approve an action awaiting approval: it becomes ``pending`` and is dispatched."""
         async with self._db.write() as conn:
             record = await approval.approve(
                 conn, action_id=action_id, now=self._clock.now(), actor=actor, comment=comment
             )
-        self._metrics.actions_total.labels(action=record["action"], status="pending").inc()
+        self._metrics.actions_total.labels(action=record.action, status="pending").inc()
         await self._dispatcher.dispatch([record])
         return record
 
-    async def reject(self, action_id: int, *, comment: str | None, actor: Actor) -> dict[str, Any]:
+    async def reject(self, action_id: int, *, comment: str | None, actor: Actor) -> Action:
         """Reject an action awaiting approval: it is ``cancelled``."""
         async with self._db.write() as conn:
             record = await approval.reject(
                 conn, action_id=action_id, now=self._clock.now(), actor=actor, comment=comment
             )
-        self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
+        self._metrics.actions_total.labels(action=record.action, status="cancelled").inc()
         return record
 
     async def redrive(
@@ -146,7 +156,7 @@ class ActionService:
         *,
         action_ids: list[int] | None = None,
         actor: Actor,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[Action], list[Skipped]]:
         """Put failed actions back to ``pending`` with a fresh attempt budget, and queue them.
 
         By dead-letter task (``task_ids``; neither argument: the whole dead letter), or by
@@ -163,11 +173,11 @@ class ActionService:
             if (action_ids is None and (task_ids is None or d.task.task_id in task_ids))
             or d.task.action_id in wanted_actions
         ]
-        skipped: list[dict[str, Any]] = []
+        skipped: list[Skipped] = []
         if task_ids is not None:
             found = {d.task.task_id for d in dead}
             skipped += [
-                {"task_id": t, "action_id": None, "reason": "not in the dead letter"}
+                Skipped(task_id=t, action_id=None, reason="not in the dead letter")
                 for t in dict.fromkeys(task_ids)
                 if t not in found
             ]
@@ -176,7 +186,7 @@ class ActionService:
             entries.setdefault(d.task.action_id, []).append(d.task.task_id)
         for action_id in action_ids or ():
             entries.setdefault(action_id, [])
-        redriven: list[dict[str, Any]] = []
+        redriven: list[Action] = []
         for action_id, tasks in entries.items():
             task_id = tasks[0] if tasks else None
             try:
@@ -185,10 +195,10 @@ class ActionService:
                         conn, action_id=action_id, actor=actor, now=self._clock.now()
                     )
             except ActionAlreadyOpen as exc:
-                skipped.append({"task_id": task_id, "action_id": action_id, "reason": exc.message})
+                skipped.append(Skipped(task_id=task_id, action_id=action_id, reason=exc.message))
                 continue  # it stays in the dead letter, to re-drive once the other ends
             except (Conflict, NotFound) as exc:
-                skipped.append({"task_id": task_id, "action_id": action_id, "reason": exc.message})
+                skipped.append(Skipped(task_id=task_id, action_id=action_id, reason=exc.message))
                 if tasks:  # the action will never be re-driven from here
                     await self._queue.take_dead(tasks)
                 continue
@@ -196,7 +206,7 @@ class ActionService:
                 await self._queue.take_dead(tasks)
             redriven.append(record)
             self._metrics.actions_total.labels(
-                action=record["action"], status=Status.PENDING.value
+                action=record.action, status=Status.PENDING.value
             ).inc()
         await self._dispatcher.dispatch(redriven)
         return redriven, skipped

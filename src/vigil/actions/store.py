@@ -12,18 +12,102 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.observability.audit import Actor, append_audit, append_audits
 
 _OPEN_VALUES = tuple(s.value for s in OPEN)
 _TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A stored action: one row of ``actions`` (see :mod:`vigil.db.tables` for each column).
+
+    ``status`` is kept as stored text (compare it with :class:`Status` members, which are
+    strings), so a row written by a newer Vigil can still be read and listed.
+    """
+
+    id: int
+    policy_name: str | None
+    dedup_key: str
+    target: str
+    action: str
+    params: dict[str, Any]
+    severity: str | None
+    status: str
+    attempts: int
+    details: str | None
+    result: dict[str, Any] | None
+    error_message: str | None
+    trigger_value: float | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    verification: dict[str, Any] | None
+    next_attempt: int
+    attempt_floor: int
+    dispatched_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    episode: int | None
+    escalation_step: int
+    approval_expires_at: datetime | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One status transition of an action (``from_status`` is ``None`` for its creation)."""
+
+    from_status: str | None
+    to_status: str
+    at: datetime
+    reason: str | None
+    attempt: int
+    actor: str
+
+
+def _action(row: Row[Any]) -> Action:
+    """The :class:`Action` of an ``actions`` row."""
+    return record_of(Action, row)
+
+
+def _history_row(row: Row[Any]) -> HistoryRow:
+    """The :class:`HistoryRow` of an ``action_history`` row."""
+    return record_of(HistoryRow, row)
+
+
+def _audit_view(record: Action) -> dict[str, Any]:
+    """What an ``action.created`` audit row keeps of an action."""
+    return {
+        "id": record.id,
+        "policy_name": record.policy_name,
+        "target": record.target,
+        "action": record.action,
+        "params": record.params,
+        "status": record.status,
+        "attempts": record.attempts,
+        "severity": record.severity,
+        "details": record.details,
+        "result": record.result,
+        "error_message": record.error_message,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at,
+        "updated_at": record.updated_at,
+        "next_attempt_at": record.next_attempt_at,
+        "verification": record.verification,
+    }
 
 
 def policy_key(policy_name: str) -> str:
@@ -54,7 +138,7 @@ async def create_action(
     episode: int | None = None,
     approval_expires_at: datetime | None = None,
     escalation_step: int = 0,
-) -> dict[str, Any]:
+) -> Action:
     """Record a new action (``pending``, or ``awaiting_approval``) with its first history
     row and an audit row.
 
@@ -91,7 +175,7 @@ async def create_actions(
     now: datetime,
     actor: Actor,
     items: Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any]]:
+) -> list[Action]:
     """Record several new actions at once (``pending``, or ``awaiting_approval``), each with
     its row, first history row and audit row, in a few statements instead of a few each.
 
@@ -133,14 +217,14 @@ async def create_actions(
             ).all()
     except IntegrityError as exc:
         raise ActionAlreadyOpen("an action of the group is already open") from exc
-    records = [dict(row._mapping) for row in rows]
+    records = [_action(row) for row in rows]
     await conn.execute(
         action_history.insert(),
         [
             {
-                "action_id": record["id"],
+                "action_id": record.id,
                 "from_status": None,
-                "to_status": record["status"],
+                "to_status": record.status,
                 "at": now,
                 "reason": item["reason"],
                 "attempt": 0,
@@ -154,7 +238,7 @@ async def create_actions(
         at=now,
         actor=actor,
         entries=[
-            ("action.created", f"action:{record['id']}", None, action_out(record))
+            ("action.created", f"action:{record.id}", None, _audit_view(record))
             for record in records
         ],
     )
@@ -171,7 +255,7 @@ async def transition(
     reason: str,
     expect: Mapping[str, Any] | None = None,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Action:
     """Move an action to ``to`` if the graph allows it, recording history and audit.
 
     The update is a compare-and-set on the status read (and on the ``expect`` column values,
@@ -215,7 +299,7 @@ async def transition(
     ).one_or_none()
     if updated is None:
         raise IllegalTransition(f"action {action_id} changed status concurrently; try again")
-    after = dict(updated._mapping)
+    after = _action(updated)
     await conn.execute(
         action_history.insert().values(
             action_id=action_id,
@@ -223,7 +307,7 @@ async def transition(
             to_status=to.value,
             at=now,
             reason=reason,
-            attempt=after["attempts"],
+            attempt=after.attempts,
             actor=actor.name,
         )
     )
@@ -239,12 +323,12 @@ async def transition(
     return after
 
 
-async def get_action(conn: AsyncConnection, *, action_id: int) -> dict[str, Any]:
+async def get_action(conn: AsyncConnection, *, action_id: int) -> Action:
     """One action; :class:`NotFound` if there is none with that id."""
     row = (await conn.execute(select(actions).where(actions.c.id == action_id))).one_or_none()
     if row is None:
         raise NotFound(f"action {action_id} not found")
-    return dict(row._mapping)
+    return _action(row)
 
 
 async def list_actions(
@@ -257,7 +341,7 @@ async def list_actions(
     policy: str | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[Action], int]:
     """A page of actions, newest first, and how many match in all."""
     conditions = []
     if status is not None:
@@ -271,10 +355,10 @@ async def list_actions(
     if end_time is not None:
         conditions.append(actions.c.created_at <= end_time)
     rows, total = await newest_first(conn, actions, conditions=conditions, page=page, limit=limit)
-    return [dict(r._mapping) for r in rows], total
+    return [_action(r) for r in rows], total
 
 
-async def history(conn: AsyncConnection, *, action_id: int) -> list[dict[str, Any]]:
+async def history(conn: AsyncConnection, *, action_id: int) -> list[HistoryRow]:
     """Every status transition of an action, oldest first."""
     await get_action(conn, action_id=action_id)
     rows = await conn.execute(
@@ -282,17 +366,7 @@ async def history(conn: AsyncConnection, *, action_id: int) -> list[dict[str, An
         .where(action_history.c.action_id == action_id)
         .order_by(action_history.c.id)
     )
-    return [
-        {
-            "from": r.from_status,
-            "to": r.to_status,
-            "at": r.at,
-            "reason": r.reason,
-            "attempt": r.attempt,
-            "actor": r.actor,
-        }
-        for r in rows
-    ]
+    return [_history_row(r) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,27 +400,4 @@ async def pair_states(
     return {
         pair: PairActions(open_action_id=opened.get(pair), last_ended_at=ended.get(pair))
         for pair in wanted
-    }
-
-
-def action_out(record: dict[str, Any]) -> dict[str, Any]:
-    """An action as the API shows it."""
-    return {
-        "id": record["id"],
-        "policy_name": record["policy_name"],
-        "target": record["target"],
-        "action": record["action"],
-        "params": record["params"],
-        "status": record["status"],
-        "attempts": record["attempts"],
-        "severity": record["severity"],
-        "details": record["details"],
-        "result": record["result"],
-        "error_message": record["error_message"],
-        "created_at": record["created_at"],
-        "started_at": record["started_at"],
-        "completed_at": record["completed_at"],
-        "updated_at": record["updated_at"],
-        "next_attempt_at": record["next_attempt_at"],
-        "verification": record["verification"],
     }

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
 from vigil.decide.core import PairState
 from vigil.decide.reasons import Suppressed
@@ -234,21 +235,28 @@ async def count_again(conn: AsyncConnection, *, ids: Sequence[int], now: datetim
     )
 
 
-def decision_out(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "at": row.at,
-        "last_at": row.last_at,
-        "policy_name": row.policy_name,
-        "target": row.target,
-        "severity": row.severity,
-        "episode": row.episode,
-        "value": row.value,
-        "outcome": row.outcome,
-        "reason": row.reason,
-        "action_id": row.action_id,
-        "count": row.count,
-    }
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    """A row of the decisions log: what became of a violation that started an episode or
+    tried to act (``count`` times within its episode, the last at ``last_at``)."""
+
+    id: int
+    at: datetime
+    last_at: datetime
+    policy_name: str
+    target: str
+    severity: str
+    episode: int
+    value: float | None
+    outcome: str
+    reason: str | None
+    action_id: int | None
+    count: int
+
+
+def _decision(row: Any) -> StoredDecision:
+    """The :class:`StoredDecision` of a ``decisions`` row."""
+    return record_of(StoredDecision, row)
 
 
 async def list_decisions(
@@ -261,7 +269,7 @@ async def list_decisions(
     outcome: str | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[StoredDecision], int]:
     """A page of decisions, newest first, and how many match in all. The time range
     selects decisions made (or repeated) within it."""
     conditions = []
@@ -276,7 +284,7 @@ async def list_decisions(
     if end_time is not None:
         conditions.append(decisions.c.at <= end_time)
     rows, total = await newest_first(conn, decisions, conditions=conditions, page=page, limit=limit)
-    return [decision_out(r) for r in rows], total
+    return [_decision(r) for r in rows], total
 
 
 async def prune_decisions(conn: AsyncConnection, *, before: datetime, limit: int) -> int:

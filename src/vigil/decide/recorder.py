@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.approval import approval_fields, approval_waiting
 from vigil.actions.status import Status
-from vigil.actions.store import PairActions, create_action, create_actions, pair_states, policy_key
+from vigil.actions.store import (
+    Action,
+    PairActions,
+    create_action,
+    create_actions,
+    pair_states,
+    policy_key,
+)
 from vigil.decide import core, episodes
 from vigil.decide.breaker import Guard, breaker_opened, is_limited, locked_limits
 from vigil.decide.core import NO_LIMITS, Guards, Limits, PairState, Step
@@ -66,7 +73,7 @@ class Decision:
 
     violation: Violation
     suppressed: Suppressed | None
-    action: dict[str, Any] | None
+    action: Action | None
     episode_action_id: int | None = None
     """Set when the violation belongs to an episode that already acted (and whose action
     has ended): nothing was attempted."""
@@ -99,10 +106,11 @@ class _Pass:
 
     states: dict[Pair, PairState]
     opened: dict[Pair, PairActions]
-    limits: dict[str, Limits] | None
+    counted: dict[str, Limits] | None
     """The counts of each limited policy; None in the first pass (no limit assumed)."""
     paused: bool = False
     rules: Sequence[SilenceRule] = ()
+    guard_rows: dict[str, Guard] = field(default_factory=dict)
     steps: list[Step | None] = field(default_factory=list)
 
     def run(self, observations: Sequence[Observation], now: datetime) -> None:
@@ -123,8 +131,8 @@ class _Pass:
             if step.decision is not None and step.decision.acts:
                 self.opened[pair] = PairActions(open_action_id=-1)  # opened by this decision
                 name = observation.policy.name
-                if self.limits is not None and name in self.limits:
-                    self.limits[name] = self.limits[name].after_acting()
+                if self.counted is not None and name in self.counted:
+                    self.counted[name] = self.counted[name].after_acting()
             self.steps.append(step)
 
     def _guards(self, observation: Observation, now: datetime) -> Guards:
@@ -146,11 +154,26 @@ class _Pass:
         )
 
     def _limits(self, policy: PolicySpec) -> Limits:
-        if self.limits is None:
+        if self.counted is None:
             return NO_LIMITS
         # The first pass found every limited policy whose limits can matter: they were
         # counted. Any other is not attempted in this pass (checked after it).
-        return self.limits.get(policy.name, NO_LIMITS)
+        return self.counted.get(policy.name, NO_LIMITS)
+
+    async def breaker_opened(
+        self, conn: AsyncConnection, observation: Observation, now: datetime
+    ) -> None:
+        """The breaker held back an attempt of the observation's policy."""
+        name = observation.policy.name
+        assert self.counted is not None
+        self.guard_rows[name] = await breaker_opened(
+            conn,
+            guard=self.guard_rows[name],
+            policy=observation.policy,
+            target=observation.target,
+            limits=self.counted[name],
+            now=now,
+        )
 
 
 async def record_observations(
@@ -164,45 +187,77 @@ async def record_observations(
     """
     stored = await episodes.load(conn, pairs=[(o.policy.name, o.target) for o in observations])
     before = {pair: episodes.snapshot(e) for pair, e in stored.items()}
+    decided = await _decide(conn, observations, stored, now)
+    created = await _create(conn, observations, decided.steps, now, actor)
+    results = await _apply(conn, observations, decided, created, stored, now)
+    dirty = [
+        e
+        for pair, e in stored.items()
+        if before.get(pair, episodes.snapshot(Episode(*pair))) != episodes.snapshot(e)
+    ]
+    await episodes.save(conn, episodes=dirty, now=now)
+    firing_changed = any(
+        s is not None and s.change in (Change.FIRED, Change.RESOLVED) for s in decided.steps
+    )
+    return Recorded(results, firing_changed)
+
+
+def _decided(
+    observations: Sequence[Observation], steps: Sequence[Step | None]
+) -> list[tuple[Observation, core.Decision]]:
+    """Each observation that got a decision, with it."""
+    return [
+        (o, s.decision)
+        for o, s in zip(observations, steps, strict=True)
+        if s is not None and s.decision is not None
+    ]
+
+
+async def _decide(
+    conn: AsyncConnection,
+    observations: Sequence[Observation],
+    stored: dict[Pair, Episode],
+    now: datetime,
+) -> _Pass:
+    """Walk the observations through the core: first assuming no silence, pause or limit,
+    then with the guard inputs that first pass showed can matter."""
     opened = await _opened(conn, observations)
     states = {pair: e.state for pair, e in stored.items()}
-
     trial = _Pass(dict(states), dict(opened), None)
     trial.run(observations, now)
-    attempting = [
-        o.policy
-        for o, s in zip(observations, trial.steps, strict=True)
-        if s is not None and s.decision is not None and s.decision.guarded
-    ]
-    guards: dict[str, Guard] = {}
-    real = _Pass(states, opened, {})
-    assert real.limits is not None
-    if any(p.auto_remediate and p.enabled for p in attempting):
+    tried = _decided(observations, trial.steps)
+    counted: dict[str, Limits] = {}
+    real = _Pass(states, opened, counted)
+    if any(o.policy.auto_remediate and o.policy.enabled and d.guarded for o, d in tried):
         real.paused = (await get_state(conn)).paused
         real.rules = await active_rules(conn, now=now)
-        acted = [
-            o.policy
-            for o, s in zip(observations, trial.steps, strict=True)
-            if s is not None and s.decision is not None and s.decision.acts
-        ]
-        for name, (guard, limits) in (
-            await locked_limits(conn, policies=[p for p in acted if is_limited(p)], now=now)
-        ).items():
-            guards[name], real.limits[name] = guard, limits
+        acted = [o.policy for o, d in tried if d.acts and is_limited(o.policy)]
+        for name, (row, limits) in (await locked_limits(conn, policies=acted, now=now)).items():
+            real.guard_rows[name], counted[name] = row, limits
     real.run(observations, now)
     unchecked = {
         o.policy.name
-        for o, s in zip(observations, real.steps, strict=True)
-        if s is not None and s.decision is not None and s.decision.acts and is_limited(o.policy)
-    } - set(real.limits)
+        for o, d in _decided(observations, real.steps)
+        if d.acts and is_limited(o.policy) and o.policy.name not in counted
+    }
     if unchecked:
         raise AssertionError(f"limits not counted for {sorted(unchecked)}")
+    return real
 
-    created = await _create(conn, observations, real.steps, now, actor)
+
+async def _apply(
+    conn: AsyncConnection,
+    observations: Sequence[Observation],
+    decided: _Pass,
+    created: dict[int, dict[str, Any]],
+    stored: dict[Pair, Episode],
+    now: datetime,
+) -> list[Decision]:
+    """Adopt each pair's new state, note a breaker that opened, and write the decisions."""
     book = _Book()
     results: list[Decision] = []
     lost: set[tuple[Pair, int]] = set()
-    for index, (observation, step) in enumerate(zip(observations, real.steps, strict=True)):
+    for index, (observation, step) in enumerate(zip(observations, decided.steps, strict=True)):
         if step is None:
             continue
         pair = (observation.policy.name, observation.target)
@@ -212,47 +267,36 @@ async def record_observations(
             continue
         if step.change is Change.FIRED:
             episode.tags = dict(observation.tags) or None  # a new episode: its first tags
-        if step.acted_before:
+        if step.decision is None:  # the episode acted already and its action ended
             results.append(Decision(observation, None, None, episode.action_id))
             continue
-        decision = step.decision
-        assert decision is not None
-        key = (pair, step.state.phase.episode)
-        if decision.acts and index not in created:
-            # Lost a race with another process: the action it opened is this one's reason.
-            lost.add(key)
-            decision = core.Decision(Suppressed.ALREADY_OPEN, guarded=True)
-        elif key in lost and decision.reason is Suppressed.ALREADY_OPEN:
-            decision = replace(decision, repeat=True)
+        decision = _raced(step.decision, (pair, step.state.phase.episode), index in created, lost)
         action = created.get(index)
         if action is not None:
-            episode.action_id = int(action["id"])
+            episode.action_id = action.id
         elif decision.reason is Suppressed.CIRCUIT_OPEN and decision.guarded:
-            name = observation.policy.name
-            guards[name] = await breaker_opened(
-                conn,
-                guard=guards[name],
-                policy=observation.policy,
-                target=observation.target,
-                limits=real.limits[name],
-                now=now,
-            )
+            await decided.breaker_opened(conn, observation, now)
         book.add(observation, episode, decision, action)
         results.append(Decision(observation, decision.reason, action))
     for pair, episode in stored.items():
         if (pair, episode.phase.episode) in lost:
             episode.acted, episode.reason = False, Suppressed.ALREADY_OPEN.value
     await book.write(conn, now)
-    dirty = [
-        e
-        for pair, e in stored.items()
-        if before.get(pair, episodes.snapshot(Episode(*pair))) != episodes.snapshot(e)
-    ]
-    await episodes.save(conn, episodes=dirty, now=now)
-    firing_changed = any(
-        s is not None and s.change in (Change.FIRED, Change.RESOLVED) for s in real.steps
-    )
-    return Recorded(results, firing_changed)
+    return results
+
+
+def _raced(
+    decision: core.Decision, key: tuple[Pair, int], created: bool, lost: set[tuple[Pair, int]]
+) -> core.Decision:
+    """The decision once the actions are created: one that lost a race with another
+    process (which opened the pair's action first) is ``action already open``, and so are
+    the violations of its episode after it."""
+    if decision.acts and not created:
+        lost.add(key)
+        return core.Decision(Suppressed.ALREADY_OPEN, guarded=True)
+    if key in lost and decision.reason is Suppressed.ALREADY_OPEN:
+        return replace(decision, repeat=True)
+    return decision
 
 
 async def _opened(
@@ -282,7 +326,7 @@ class _Book:
         violation: Violation,
         episode: Episode,
         decision: core.Decision,
-        action: dict[str, Any] | None,
+        action: Action | None,
     ) -> None:
         if decision.repeat:
             if episode.pair in self._last:
@@ -303,7 +347,7 @@ class _Book:
                     value=violation.value,
                     outcome=outcome_of(decision.reason),
                     reason=None if decision.reason is None else decision.reason.value,
-                    action_id=None if action is None else int(action["id"]),
+                    action_id=None if action is None else action.id,
                 ),
             )
         )
@@ -321,7 +365,7 @@ async def _create(
     steps: Sequence[Step | None],
     now: datetime,
     actor: Actor,
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, Action]:
     """Create the actions the core decided on; each created one by its observation's index."""
     acting = [
         (index, observation)
@@ -335,7 +379,7 @@ async def _create(
         return {}
     items = [_new_action(v, steps, i, now) for i, v in acting]
     try:
-        records: list[dict[str, Any] | None] = list(
+        records: list[Action | None] = list(
             await create_actions(conn, now=now, actor=actor, items=items)
         )
     except ActionAlreadyOpen:
@@ -347,7 +391,7 @@ async def _create(
                 # Another process created it between our read and our insert.
                 records.append(None)
     for record in records:
-        if record is not None and record["status"] == Status.AWAITING_APPROVAL.value:
+        if record is not None and record.status == Status.AWAITING_APPROVAL.value:
             await approval_waiting(conn, record=record, now=now)
     return {
         index: record
@@ -399,4 +443,4 @@ def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> Non
             reason="" if d.suppressed is None else d.suppressed.value,
         ).inc()
         if d.action is not None:
-            metrics.actions_total.labels(action=d.action["action"], status=d.action["status"]).inc()
+            metrics.actions_total.labels(action=d.action.action, status=d.action.status).inc()

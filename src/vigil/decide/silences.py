@@ -2,17 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.records import record_of
 from vigil.db.tables import silences
 from vigil.decide.silence_rules import SilenceRule
 from vigil.errors import NotFound
 from vigil.observability.audit import Actor, append_audit
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A stored silence: violations matching ``matchers`` are suppressed while
+    ``starts_at <= now < ends_at``."""
+
+    id: int
+    matchers: dict[str, Any]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    created_by: str
+    created_at: datetime
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether the silence is in force at ``now``."""
+        return self.starts_at <= now < self.ends_at
+
+
+def _silence(row: Row[Any]) -> Silence:
+    """The :class:`Silence` of a ``silences`` row."""
+    return record_of(Silence, row)
+
+
+def _audit_view(silence: Silence, now: datetime) -> dict[str, Any]:
+    """What an audit row keeps of a silence."""
+    return {
+        "id": silence.id,
+        "matchers": silence.matchers,
+        "starts_at": silence.starts_at,
+        "ends_at": silence.ends_at,
+        "comment": silence.comment,
+        "created_by": silence.created_by,
+        "active": silence.active_at(now),
+    }
 
 
 async def create_silence(
@@ -24,7 +61,8 @@ async def create_silence(
     comment: str,
     actor: Actor,
     now: datetime,
-) -> dict[str, Any]:
+) -> Silence:
+    """Record a silence (audited)."""
     row = (
         await conn.execute(
             silences.insert()
@@ -39,51 +77,51 @@ async def create_silence(
             .returning(silences)
         )
     ).one()
-    record = dict(row._mapping)
+    record = _silence(row)
     await append_audit(
         conn,
         at=now,
         actor=actor,
         kind="silence.created",
-        subject=f"silence:{record['id']}",
-        after=silence_out(record, now),
+        subject=f"silence:{record.id}",
+        after=_audit_view(record, now),
     )
     return record
 
 
 async def list_silences(
     conn: AsyncConnection, *, now: datetime, active: bool | None = None
-) -> list[dict[str, Any]]:
+) -> list[Silence]:
     """Silences, newest first; ``active=True`` only those in force now."""
     query = select(silences).order_by(silences.c.id.desc())
     if active is True:
         query = query.where(silences.c.starts_at <= now, silences.c.ends_at > now)
     elif active is False:
         query = query.where((silences.c.starts_at > now) | (silences.c.ends_at <= now))
-    return [dict(r._mapping) for r in await conn.execute(query)]
+    return [_silence(r) for r in await conn.execute(query)]
 
 
 async def expire_silence(
     conn: AsyncConnection, *, silence_id: int, actor: Actor, now: datetime
-) -> dict[str, Any]:
+) -> Silence:
     """End a silence now (one not yet started never starts). :class:`NotFound` if unknown."""
     row = (await conn.execute(select(silences).where(silences.c.id == silence_id))).one_or_none()
     if row is None:
         raise NotFound(f"silence {silence_id} not found")
-    before = dict(row._mapping)
-    if before["ends_at"] <= now:
+    before = _silence(row)
+    if before.ends_at <= now:
         return before  # already over
-    ends_at = max(now, before["starts_at"])
+    ends_at = max(now, before.starts_at)
     await conn.execute(update(silences).where(silences.c.id == silence_id).values(ends_at=ends_at))
-    after = {**before, "ends_at": ends_at}
+    after = replace(before, ends_at=ends_at)
     await append_audit(
         conn,
         at=now,
         actor=actor,
         kind="silence.expired",
         subject=f"silence:{silence_id}",
-        before=silence_out(before, now),
-        after=silence_out(after, now),
+        before=_audit_view(before, now),
+        after=_audit_view(after, now),
     )
     return after
 
@@ -93,29 +131,16 @@ async def active_rules(conn: AsyncConnection, *, now: datetime) -> list[SilenceR
     return [_rule(r) for r in await list_silences(conn, now=now, active=True)]
 
 
-def _rule(record: Mapping[str, Any]) -> SilenceRule:
-    matchers = record["matchers"]
+def _rule(silence: Silence) -> SilenceRule:
+    matchers = silence.matchers
     return SilenceRule(
-        id=int(record["id"]),
-        starts_at=record["starts_at"],
-        ends_at=record["ends_at"],
+        id=silence.id,
+        starts_at=silence.starts_at,
+        ends_at=silence.ends_at,
         policy=matchers.get("policy"),
         target=matchers.get("target"),
         tags=matchers.get("tags") or {},
     )
-
-
-def silence_out(record: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A silence as the API shows it."""
-    return {
-        "id": record["id"],
-        "matchers": record["matchers"],
-        "starts_at": record["starts_at"],
-        "ends_at": record["ends_at"],
-        "comment": record["comment"],
-        "created_by": record["created_by"],
-        "active": record["starts_at"] <= now < record["ends_at"],
-    }
 
 
 async def rules_between(
@@ -126,4 +151,4 @@ async def rules_between(
     rows = await conn.execute(
         select(silences).where(silences.c.starts_at < end, silences.c.ends_at > start)
     )
-    return [_rule(dict(r._mapping)) for r in rows]
+    return [_rule(_silence(r)) for r in rows]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.approval import approval_fields, approval_waiting
 from vigil.actions.status import Status
-from vigil.actions.store import PairActions, create_action, pair_states, policy_key
+from vigil.actions.store import Action, PairActions, create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
 from vigil.decide import core, episodes
 from vigil.decide.breaker import breaker_opened, is_limited, lock_guards, locked_limits
@@ -43,7 +43,7 @@ class Verified:
     action_id: int
     result: str
     """``verified`` or ``failed``."""
-    escalation: dict[str, Any] | None = None
+    escalation: Action | None = None
     """The escalation action created, if any."""
     suppressed: Suppressed | None = None
     """Why the escalation was held back, if it was."""
@@ -284,16 +284,16 @@ async def _escalate(
                 value=None,
                 outcome=decision.outcome,
                 reason=None if reason is None else reason.value,
-                action_id=None if record is None else int(record["id"]),
+                action_id=None if record is None else record.id,
             )
         ],
         now=now,
     )
     episode.decision_id = decision_id
     if record is not None:
-        episode.action_id = int(record["id"])
+        episode.action_id = record.id
         episode.reason = None
-        if record["status"] == Status.AWAITING_APPROVAL.value:
+        if record.status == Status.AWAITING_APPROVAL.value:
             await approval_waiting(conn, record=record, now=now)
     else:
         assert reason is not None

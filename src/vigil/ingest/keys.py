@@ -9,7 +9,7 @@ key's primary key), then finds it answered -- or free again, if that one rolled 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import ingest_keys
+from vigil.errors import InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,53 @@ async def claim_keys(
         for key, fingerprint, status_code, response in rows
         if status_code is not None
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SameAs:
+    """A request whose key an earlier request of its group (at ``index``) claims: it gets
+    that request's answer."""
+
+    index: int
+
+
+async def settle_keys(
+    conn: AsyncConnection,
+    *,
+    keys: Sequence[tuple[str, str] | None],
+    now: datetime,
+    forget_before: datetime,
+) -> list[Answered | SameAs | InvalidInput | None]:
+    """Claim the keys of a group of requests, each given as (key, fingerprint) or ``None``
+    (no key); for each request, in order: ``None`` to store it (its key, if any, is now
+    claimed), the :class:`Answered` earlier request with its key, :class:`SameAs` the
+    request of the group that claims its key, or :class:`InvalidInput` for a key used with
+    another request (another fingerprint)."""
+    out: list[Answered | SameAs | InvalidInput | None] = [None] * len(keys)
+    firsts: dict[str, int] = {}
+    for i, pair in enumerate(keys):
+        if pair is not None:
+            first = firsts.setdefault(pair[0], i)
+            if first != i:
+                out[i] = SameAs(first) if keys[first] == pair else _reused(pair[0])
+    answered = await claim_keys(
+        conn,
+        keys={key: pair[1] for key, i in firsts.items() if (pair := keys[i]) is not None},
+        now=now,
+        forget_before=forget_before,
+    )
+    for i, pair in enumerate(keys):
+        earlier = answered.get(pair[0]) if pair is not None else None
+        if pair is not None and earlier is not None:
+            out[i] = earlier if earlier.fingerprint == pair[1] else _reused(pair[0])
+    return out
+
+
+def _reused(key: str) -> InvalidInput:
+    return InvalidInput(
+        f"Idempotency-Key {key!r} was already used for another request (another body or "
+        "route); a new request needs a new key"
+    )
 
 
 async def answer_keys(conn: AsyncConnection, *, answers: Mapping[str, tuple[int, bytes]]) -> None:

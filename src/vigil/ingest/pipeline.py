@@ -8,13 +8,17 @@ its requests are retried one by one so one bad request cannot fail its neighbour
 A request may carry an :class:`IdempotencyKey`: its key is claimed, and its answer stored,
 in the same transaction as its samples (:mod:`vigil.ingest.keys`), so a retry of a request
 that was stored gets the same answer and stores nothing.
+
+Longer than most modules: the writer loop and the steps of its one transaction (keys,
+store, evaluate, record) are read together; the storage itself lives in
+:mod:`vigil.ingest.store` and :mod:`vigil.ingest.keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,13 +38,13 @@ from vigil.decide.recorder import (
     record_observations,
 )
 from vigil.errors import InvalidInput, Unavailable
-from vigil.ingest.keys import answer_keys, claim_keys
+from vigil.ingest.keys import Answered, SameAs, answer_keys, settle_keys
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
 from vigil.observability.audit import Actor
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
-from vigil.policy.evaluator import Plan, PolicyIndex
+from vigil.policy.evaluator import Plan, PolicyIndex, Violation
 from vigil.policy.store import PolicyCache
 
 log = get_logger(__name__)
@@ -77,10 +81,10 @@ class IngestResult:
     def actions_out(self) -> list[dict[str, Any]]:
         return [
             {
-                "action_id": d.action["id"],
-                "action": d.action["action"],
-                "target": d.action["target"],
-                "status": d.action["status"],
+                "action_id": d.action.id,
+                "action": d.action.action,
+                "target": d.action.target,
+                "status": d.action.status,
             }
             for d in self.decisions
             if d.action is not None
@@ -200,38 +204,41 @@ class IngestPipeline:
         try:
             results = await self._commit(group)
         except BaseException as exc:
-            if isinstance(exc, Exception) and is_transient(exc) and tries > 1:
-                # A deadlock or serialisation failure: nothing was written; try again.
-                log.warning("ingest.group_retried", error=repr(exc), tries_left=tries - 1)
-                await self._handle_group(group, tries - 1)
-                return
             if not isinstance(exc, Exception):
                 # Cancelled (the process is going away): no request may wait for ever.
                 for request in group:
                     if not request.future.done():
                         request.future.set_exception(Unavailable("ingest was interrupted"))
                 raise
-            if len(group) > 1 and not isinstance(exc, Unavailable):
-                log.warning("ingest.group_split", requests=len(group), error=repr(exc))
-                for request in group:
-                    await self._handle_group([request])
-                return
+            await self._handle_failure(group, exc, tries)
+            return
+        stored = _deliver(group, results)
+        self._report(stored)
+        if self._dispatcher is not None:
+            created = [d.action for _, r in stored for d in r.decisions if d.action is not None]
+            if created:
+                # Beside the writer, not in its way: a slow queue must not hold up ingest.
+                task = asyncio.create_task(self._dispatcher.dispatch(created))
+                self._dispatching.add(task)
+                task.add_done_callback(self._dispatching.discard)
+
+    async def _handle_failure(self, group: list[_Request], exc: Exception, tries: int) -> None:
+        """Try a group that failed again, request by request, or fail its requests."""
+        if is_transient(exc) and tries > 1:
+            # A deadlock or serialisation failure: nothing was written; try again.
+            log.warning("ingest.group_retried", error=repr(exc), tries_left=tries - 1)
+            await self._handle_group(group, tries - 1)
+        elif len(group) > 1 and not isinstance(exc, Unavailable):
+            log.warning("ingest.group_split", requests=len(group), error=repr(exc))
+            for request in group:
+                await self._handle_group([request])
+        else:
             for request in group:
                 if not request.future.done():
                     request.future.set_exception(exc)
-            return
-        for request, result in zip(group, results, strict=True):
-            if request.future.done():
-                continue
-            if isinstance(result, Exception):
-                request.future.set_exception(result)
-            else:
-                request.future.set_result(result)
-        stored = [
-            (request, result)
-            for request, result in zip(group, results, strict=True)
-            if isinstance(result, IngestResult) and not result.replayed
-        ]
+
+    def _report(self, stored: list[tuple[_Request, IngestResult]]) -> None:
+        """Count the samples a committed group stored and log each decision it made."""
         for request, result in stored:
             self._metrics.ingest_total.labels(source=request.source).inc(len(request.samples))
             if result.decisions:
@@ -246,24 +253,20 @@ class IngestPipeline:
                             value=d.violation.value,
                             outcome=outcome_of(d.suppressed),
                             reason=d.suppressed.value if d.suppressed is not None else None,
-                            action_id=d.action["id"] if d.action is not None else None,
+                            action_id=d.action.id if d.action is not None else None,
                         )
-        if self._dispatcher is not None:
-            created = [d.action for _, r in stored for d in r.decisions if d.action is not None]
-            if created:
-                # Beside the writer, not in its way: a slow queue must not hold up ingest.
-                task = asyncio.create_task(self._dispatcher.dispatch(created))
-                self._dispatching.add(task)
-                task.add_done_callback(self._dispatching.discard)
 
     async def _commit(self, whole: list[_Request]) -> list[IngestResult | InvalidInput]:
         """Store and evaluate a group in one transaction; each request's result (or, for a
         reused idempotency key, the error it gets), in the group's order."""
         now = self._clock.now()
+        keys = [(r.key.key, r.key.fingerprint) if r.key is not None else None for r in whole]
         async with self._db.write() as conn:
-            keyed = [r for r in whole if r.key is not None]
-            settled = await self._settle_keys(conn, keyed, now) if keyed else {}
-            group = [r for r in whole if id(r) not in settled]
+            settled: list[Answered | SameAs | InvalidInput | None] = [None] * len(whole)
+            if any(keys):
+                forget_before = now - timedelta(seconds=self._key_ttl)
+                settled = await settle_keys(conn, keys=keys, now=now, forget_before=forget_before)
+            group = [r for r, early in zip(whole, settled, strict=True) if early is None]
             results = await self._store(conn, group, now) if group else []
             answers = {}
             for request, result in zip(group, results, strict=True):
@@ -274,55 +277,8 @@ class IngestPipeline:
                 await answer_keys(conn, answers=answers)
         self._count(results)
         fresh = iter(results)
-        out: list[IngestResult | InvalidInput] = []
-        for request in whole:
-            early = settled.get(id(request))
-            if early is None:
-                out.append(next(fresh))
-            elif isinstance(early, _SameKeyAs):
-                answer = results[group.index(early.request)].answer
-                out.append(IngestResult([], [], answer=answer, replayed=True))
-            else:
-                out.append(early)
-        return out
-
-    async def _settle_keys(
-        self, conn: AsyncConnection, keyed: list[_Request], now: datetime
-    ) -> dict[int, IngestResult | InvalidInput | _SameKeyAs]:
-        """Claim the keys of ``keyed``; what each request whose key is taken gets instead of
-        being stored (by ``id`` of the request): the answer stored with the key, a refusal
-        for another request under the same key, or -- a second request of this group with a
-        key the group claims -- the first one's answer."""
-        firsts: dict[str, _Request] = {}
-        settled: dict[int, IngestResult | InvalidInput | _SameKeyAs] = {}
-        for request in keyed:
-            assert request.key is not None
-            first = firsts.setdefault(request.key.key, request)
-            if first is not request:
-                assert first.key is not None
-                settled[id(request)] = (
-                    _SameKeyAs(first)
-                    if first.key.fingerprint == request.key.fingerprint
-                    else _reused(request.key)
-                )
-        answered = await claim_keys(
-            conn,
-            keys={k: r.key.fingerprint for k, r in firsts.items() if r.key is not None},
-            now=now,
-            forget_before=now - timedelta(seconds=self._key_ttl),
-        )
-        for key, earlier in answered.items():
-            for request in keyed:
-                if request.key is None or request.key.key != key:
-                    continue
-                settled[id(request)] = (
-                    IngestResult(
-                        [], [], answer=earlier.body, replayed=True, status_code=earlier.status_code
-                    )
-                    if earlier.fingerprint == request.key.fingerprint
-                    else _reused(request.key)
-                )
-        return settled
+        stored = {i: next(fresh) for i, early in enumerate(settled) if early is None}
+        return [_outcome(early, stored.get(i), stored) for i, early in enumerate(settled)]
 
     async def _store(
         self, conn: AsyncConnection, group: list[_Request], now: datetime
@@ -435,17 +391,9 @@ class IngestPipeline:
                     values = {**values, name: value}
             found = [] if quiet else plan.evaluate(target, value, values, sample.tags)
             if firing_here is not None:
-                held = {v.policy.name for v in found}
-                for policy in plan.candidates:
-                    name = policy.name
-                    if name not in firing_here or name in held:
-                        continue
-                    if policy.clear is not None:
-                        clear = index.clears[name]
-                        if clear is None or not clear(values, sample.tags):
-                            continue
-                    observations.append(Settled(policy, target))
-                    firing_here = firing_here - {name}
+                firing_here = _settle(
+                    plan, target, firing_here, found, values, sample.tags, index, observations
+                )
                 firing[target] = firing_here
             if found:
                 observations.extend(found)
@@ -459,16 +407,61 @@ class IngestPipeline:
             count_decisions(self._metrics, result.decisions)
 
 
-@dataclass(frozen=True, slots=True)
-class _SameKeyAs:
-    """A request of a group whose key an earlier request of the group claims: it gets that
-    request's answer once the group is stored."""
+def _settle(
+    plan: Plan,
+    target: str,
+    firing: frozenset[str],
+    found: list[Violation],
+    values: Mapping[str, float],
+    tags: Mapping[str, str],
+    index: PolicyIndex,
+    observations: list[Observation],
+) -> frozenset[str]:
+    """Append to ``observations`` the firing pairs of ``plan``'s candidates that a sample
+    shows resolved (their condition did not hold, their ``clear`` condition, if any, does);
+    return the policies still firing for ``target``."""
+    held = {v.policy.name for v in found}
+    for policy in plan.candidates:
+        name = policy.name
+        if name not in firing or name in held:
+            continue
+        if policy.clear is not None:
+            clear = index.clears[name]
+            if clear is None or not clear(values, tags):
+                continue
+        observations.append(Settled(policy, target))
+        firing = firing - {name}
+    return firing
 
-    request: _Request
+
+def _deliver(
+    group: list[_Request], results: list[IngestResult | InvalidInput]
+) -> list[tuple[_Request, IngestResult]]:
+    """Answer each request of a committed group; the requests whose samples were stored."""
+    stored: list[tuple[_Request, IngestResult]] = []
+    for request, result in zip(group, results, strict=True):
+        if isinstance(result, IngestResult) and not result.replayed:
+            stored.append((request, result))
+        if request.future.done():
+            continue
+        if isinstance(result, Exception):
+            request.future.set_exception(result)
+        else:
+            request.future.set_result(result)
+    return stored
 
 
-def _reused(key: IdempotencyKey) -> InvalidInput:
-    return InvalidInput(
-        f"Idempotency-Key {key.key!r} was already used for another request (another body or "
-        "route); a new request needs a new key"
-    )
+def _outcome(
+    early: Answered | SameAs | InvalidInput | None,
+    result: IngestResult | None,
+    stored: dict[int, IngestResult],
+) -> IngestResult | InvalidInput:
+    """A request's outcome: its ``result`` if it was stored, else what its key settled."""
+    if early is None:
+        assert result is not None
+        return result
+    if isinstance(early, SameAs):
+        return IngestResult([], [], answer=stored[early.index].answer, replayed=True)
+    if isinstance(early, Answered):
+        return IngestResult([], [], answer=early.body, replayed=True, status_code=early.status_code)
+    return early

@@ -37,6 +37,7 @@ from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.notify import store
 from vigil.notify.events import DeliveryStatus
+from vigil.notify.store import Notification
 from vigil.observability.metrics import VigilMetrics
 from vigil.worker.backoff import RetryPolicy
 
@@ -80,9 +81,9 @@ class Outcome:
     deliveries: dict[str, Any]
 
 
-def links(record: Mapping[str, Any]) -> dict[str, str | None]:
+def links(record: Notification) -> dict[str, str | None]:
     """API paths about a notification: its action, its policy, the notification list."""
-    action_id, policy = record["action_id"], record["policy_name"]
+    action_id, policy = record.action_id, record.policy_name
     return {
         "action": None if action_id is None else f"{API_PREFIX}/actions/{action_id}",
         "policy": None if policy is None else f"{API_PREFIX}/policies/{quote(policy, safe='')}",
@@ -90,23 +91,23 @@ def links(record: Mapping[str, Any]) -> dict[str, str | None]:
     }
 
 
-def payload(record: Mapping[str, Any]) -> dict[str, Any]:
+def payload(record: Notification) -> dict[str, Any]:
     """The JSON body POSTed to each webhook."""
     return {
-        "id": record["id"],
-        "event": record["event"],
-        "at": record["at"],
-        "policy": record["policy_name"],
-        "target": record["target"],
-        "action": record["action_id"],
-        "reason": record["reason"],
-        "details": record["details"],
+        "id": record.id,
+        "event": record.event,
+        "at": record.at,
+        "policy": record.policy_name,
+        "target": record.target,
+        "action": record.action_id,
+        "reason": record.reason,
+        "details": record.details,
         "links": links(record),
     }
 
 
 def outcome(
-    record: Mapping[str, Any],
+    record: Notification,
     sent: Mapping[Webhook, str | None],
     *,
     webhooks: Sequence[Webhook],
@@ -116,8 +117,8 @@ def outcome(
 ) -> Outcome:
     """The state after a try that sent ``record`` to the webhooks in ``sent`` (each mapped to
     its error, ``None`` for a 2xx). Pure."""
-    attempts = int(record["attempts"]) + 1
-    deliveries: dict[str, Any] = dict(record["deliveries"] or {})
+    attempts = record.attempts + 1
+    deliveries: dict[str, Any] = dict(record.deliveries or {})
     for webhook, error in sent.items():
         before = deliveries.get(webhook.key) or {}
         deliveries[webhook.key] = {
@@ -257,7 +258,7 @@ class Notifier:
             for record, result in results:
                 recorded = await store.record_attempt(
                     conn,
-                    notification_id=record["id"],
+                    notification_id=record.id,
                     claimed_until=until,
                     status=result.status,
                     attempts=result.attempts,
@@ -267,22 +268,22 @@ class Notifier:
                     deliveries=result.deliveries,
                 )
                 if not recorded:
-                    log.warning("notifier: claim on notification %s was lost", record["id"])
+                    log.warning("notifier: claim on notification %s was lost", record.id)
         for record, result in results:
             self._report(record, result)
         return len(claimed)
 
     async def _send(
-        self, client: httpx.AsyncClient, record: dict[str, Any]
+        self, client: httpx.AsyncClient, record: Notification
     ) -> dict[Webhook, str | None]:
         """POST ``record`` to each webhook that has not taken it yet; each one's error."""
         body = orjson.dumps(payload(record), option=orjson.OPT_UTC_Z)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"vigil/{vigil.__version__}",
-            "X-Vigil-Event": record["event"],
+            "X-Vigil-Event": record.event,
         }
-        done = record["deliveries"] or {}
+        done = record.deliveries or {}
         todo = [w for w in self.webhooks if not (done.get(w.key) or {}).get("delivered_at")]
         errors = await asyncio.gather(*(self._post(client, w, body, headers) for w in todo))
         return dict(zip(todo, errors, strict=True))
@@ -306,25 +307,25 @@ class Notifier:
             return None
         return f"answered {code}"
 
-    def _report(self, record: Mapping[str, Any], result: Outcome) -> None:
+    def _report(self, record: Notification, result: Outcome) -> None:
         result_label = {
             DeliveryStatus.DELIVERED: "delivered",
             DeliveryStatus.FAILED: "failed",
         }.get(result.status, "retrying")
-        self._metrics.notifications_total.labels(event=record["event"], result=result_label).inc()
+        self._metrics.notifications_total.labels(event=record.event, result=result_label).inc()
         if result.status is DeliveryStatus.FAILED:
             log.error(
                 "notifier: notification %s (%s) not delivered after %d attempts: %s",
-                record["id"],
-                record["event"],
+                record.id,
+                record.event,
                 result.attempts,
                 result.last_error,
             )
         elif result.status is DeliveryStatus.PENDING:
             log.warning(
                 "notifier: notification %s (%s) attempt %d failed, retrying at %s: %s",
-                record["id"],
-                record["event"],
+                record.id,
+                record.event,
                 result.attempts,
                 result.next_attempt_at.isoformat() if result.next_attempt_at else "?",
                 result.last_error,

@@ -8,19 +8,51 @@ the connection first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
+from vigil.db.records import record_of
 from vigil.db.tables import notifications
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 
 RECORDED = "vigil.notification_recorded"
 """Set in a connection's ``info`` when a notification was recorded on it, so a sender in
 this process can be woken when the transaction commits (see :mod:`vigil.notify.sender`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A stored notification: one row of ``notifications``, with its delivery state.
+
+    ``event`` and ``delivery_status`` are kept as stored text, so a row written by a newer
+    Vigil can still be read and listed.
+    """
+
+    id: int
+    at: datetime
+    event: str
+    policy_name: str | None
+    target: str | None
+    action_id: int | None
+    reason: str
+    details: dict[str, Any] | None
+    delivery_status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    delivered_at: datetime | None
+    deliveries: dict[str, Any] | None
+    """Each webhook's own delivery state, keyed by a digest of its URL."""
+
+
+def _notification(row: Row[Any]) -> Notification:
+    """The :class:`Notification` of a ``notifications`` row."""
+    return record_of(Notification, row)
 
 
 async def record_notification(
@@ -68,7 +100,7 @@ async def list_notifications(
     delivery: DeliveryStatus | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[Notification], int]:
     """A page of notifications, newest first, and how many match in all."""
     conditions = []
     if event is not None:
@@ -86,15 +118,15 @@ async def list_notifications(
     rows, total = await newest_first(
         conn, notifications, conditions=conditions, page=page, limit=limit
     )
-    return [dict(r._mapping) for r in rows], total
+    return [_notification(r) for r in rows], total
 
 
-async def get_notification(conn: AsyncConnection, *, notification_id: int) -> dict[str, Any] | None:
+async def get_notification(conn: AsyncConnection, *, notification_id: int) -> Notification | None:
     """One notification, or ``None``."""
     row = (
         await conn.execute(select(notifications).where(notifications.c.id == notification_id))
     ).one_or_none()
-    return None if row is None else dict(row._mapping)
+    return None if row is None else _notification(row)
 
 
 # --- the sender's side ---------------------------------------------------------------------
@@ -102,7 +134,7 @@ async def get_notification(conn: AsyncConnection, *, notification_id: int) -> di
 
 async def claim_due(
     conn: AsyncConnection, *, now: datetime, until: datetime, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Notification]:
     """Pending notifications due by ``now``, each claimed until ``until`` (its next try is
     pushed there), oldest first. A compare-and-set on the due time read: two senders cannot
     both claim one notification, and one whose sender died is due again at ``until``."""
@@ -132,7 +164,7 @@ async def claim_due(
             )
         ).one_or_none()
         if updated is not None:
-            claimed.append(dict(updated._mapping))
+            claimed.append(_notification(updated))
     return claimed
 
 
@@ -181,31 +213,3 @@ async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> list[str
         .returning(notifications.c.event)
     )
     return [str(event) for event in result.scalars()]
-
-
-def notification_out(record: dict[str, Any]) -> dict[str, Any]:
-    """A notification as the API shows it."""
-    return {
-        "id": record["id"],
-        "at": record["at"],
-        "event": record["event"],
-        "policy_name": record["policy_name"],
-        "target": record["target"],
-        "action_id": record["action_id"],
-        "reason": record["reason"],
-        "details": record["details"],
-        "delivery": {
-            "status": record["delivery_status"],
-            "attempts": record["attempts"],
-            "last_error": record["last_error"],
-            "delivered_at": record["delivered_at"],
-            "next_attempt_at": (
-                record["next_attempt_at"]
-                if record["delivery_status"] == DeliveryStatus.PENDING.value
-                else None
-            ),
-            "webhooks": sorted(
-                (record["deliveries"] or {}).values(), key=lambda entry: str(entry["url"])
-            ),
-        },
-    }

@@ -46,6 +46,26 @@ class _Pair:
     """The simulated action of the pair is open (it stays open until its episode resolves)."""
     last_ended: datetime | None = None
 
+    def remember(
+        self,
+        ts: datetime,
+        metric: str,
+        value: float,
+        tags: Mapping[str, str],
+        lookback: float | None,
+    ) -> None:
+        """Keep a sample: the latest value, the tags, and the series a condition looks back on."""
+        if metric not in self.seen or ts >= self.seen[metric]:
+            self.values[metric], self.seen[metric] = value, ts
+        if tags:
+            self.tags = tags
+        if lookback is not None:
+            points = self.series[metric]
+            points.append((ts, value))
+            horizon = _minus(ts, lookback)
+            while points and points[0][0] < horizon:
+                points.pop(0)
+
 
 def backtest(
     policy: PolicySpec,
@@ -58,21 +78,88 @@ def backtest(
 ) -> dict[str, Any]:
     """The decisions ``policy`` would have made over ``samples`` (sorted by time) from
     ``start`` to ``end``, and their summary."""
-    instant = is_instant(policy.condition)
-    check = compile_condition(policy.condition) if instant else None
-    clear_instant = policy.clear is None or is_instant(policy.clear)
-    clear = compile_condition(policy.clear) if policy.clear is not None and clear_instant else None
-    keep: dict[str, float] = {}
-    for condition in (policy.condition, policy.clear):
-        if condition is not None:
-            keep.update(lookbacks(condition))
-    pairs: dict[str, _Pair] = defaultdict(_Pair)
-    decisions: list[dict[str, Any]] = []
-    created: list[datetime] = []
-    opened = [0]  # how many pairs have an open simulated action
-    counted = 0
+    replay = _Replay(policy, silenced)
+    # Passes of the simulated runner, when the policy needs any (an instant policy whose
+    # clear, if any, is instant too is judged at its samples alone).
+    tick = start + timedelta(seconds=interval) if needs_runner(policy) else end + HOUR
+    for sample in samples:
+        while tick <= sample[0] and tick <= end:
+            replay.runner_pass(tick)
+            tick += timedelta(seconds=interval)
+        replay.sample(*sample)
+    while tick <= end:
+        replay.runner_pass(tick)
+        tick += timedelta(seconds=interval)
+    decisions = replay.decisions
+    return {"samples": replay.counted, "decisions": decisions, "summary": _summary(decisions)}
+
+
+class _Replay:
+    """The simulated pairs of one policy, as ingest and the runner would have seen them."""
+
+    def __init__(self, policy: PolicySpec, silenced: Silenced) -> None:
+        self.policy = policy
+        self.silenced = silenced
+        self.instant = is_instant(policy.condition)
+        self.check = compile_condition(policy.condition) if self.instant else None
+        self.clear_instant = policy.clear is None or is_instant(policy.clear)
+        self.clear = (
+            compile_condition(policy.clear)
+            if policy.clear is not None and self.clear_instant
+            else None
+        )
+        self.keep: dict[str, float] = {}
+        for condition in (policy.condition, policy.clear):
+            if condition is not None:
+                self.keep.update(lookbacks(condition))
+        self.pairs: dict[str, _Pair] = defaultdict(_Pair)
+        self.decisions: list[dict[str, Any]] = []
+        self.created: list[datetime] = []
+        self.opened = 0
+        """How many pairs have an open simulated action."""
+        self.counted = 0
+
+    def sample(
+        self, ts: datetime, target: str, metric: str, value: float, tags: Mapping[str, str]
+    ) -> None:
+        """A stored sample arrives: what ingest judged of it."""
+        if not target_matches(self.policy.target, target):
+            return
+        self.counted += 1
+        pair = self.pairs[target]
+        pair.remember(ts, metric, value, tags, self.keep.get(metric))
+        if not self.instant or self.check is None:
+            return
+        if self.check(pair.values, tags):
+            self.observe(target, pair, Verdict.TRUE, None, ts, value)
+        elif pair.state.phase.phase is Phase.FIRING and self.clear_instant:
+            cleared = None
+            if self.policy.clear is not None:
+                holds = self.clear is not None and self.clear(pair.values, tags)
+                cleared = Verdict.TRUE if holds else Verdict.FALSE
+            self.observe(target, pair, Verdict.FALSE, cleared, ts, value)
+
+    def runner_pass(self, now: datetime) -> None:
+        """A simulated runner pass: what the runner judged of each pair."""
+        policy = self.policy
+        for target, pair in self.pairs.items():
+            view = TargetView(pair.values, pair.seen, pair.series, pair.tags)
+            firing = pair.state.phase.phase is Phase.FIRING
+            if self.instant:
+                if not firing or self.clear_instant:
+                    continue  # ingest's business
+                holds = self.check is not None and self.check(pair.values, pair.tags)
+                verdict = Verdict.TRUE if holds else Verdict.FALSE
+            else:
+                verdict = judge(policy.condition, view, now)
+            cleared = (
+                judge(policy.clear, view, now) if policy.clear is not None and firing else None
+            )
+            value = first_value(policy.condition, pair.values)
+            self.observe(target, pair, verdict, cleared, now, value)
 
     def observe(
+        self,
         target: str,
         pair: _Pair,
         verdict: Verdict,
@@ -81,38 +168,23 @@ def backtest(
         value: float | None,
     ) -> None:
         """One evaluation of a pair, decided by the core as production decides it."""
-        guards = Guards()
-        if verdict is Verdict.TRUE:
-            guards = Guards(
-                auto_remediate=policy.auto_remediate,
-                shadow=policy.shadow,
-                cooldown_seconds=policy.cooldown_seconds,
-                open_action=pair.open,
-                last_ended_at=pair.last_ended,
-                silenced=silenced(policy.name, target, pair.tags, now),
-                limits=Limits(
-                    max_actions_per_hour=policy.max_actions_per_hour,
-                    actions_last_hour=len(created) - bisect_left(created, now - HOUR),
-                    max_concurrent_targets=policy.max_concurrent_targets,
-                    open_targets=opened[0],
-                ),
-            )
+        guards = self._guards(target, pair, now) if verdict is Verdict.TRUE else Guards()
         step = decide(pair.state, verdict, guards, now, cleared=cleared)
         pair.state = step.state
         if step.change is Change.RESOLVED and pair.open:
             pair.open, pair.last_ended = False, now
-            opened[0] -= 1
+            self.opened -= 1
         decision = step.decision
         if decision is None:
             return
         if decision.repeat:
-            decisions[_last(decisions, target)]["count"] += 1
+            self.decisions[_last(self.decisions, target)]["count"] += 1
             return
         if decision.acts:
             pair.open = True
-            opened[0] += 1
-            created.append(now)
-        decisions.append(
+            self.opened += 1
+            self.created.append(now)
+        self.decisions.append(
             {
                 "at": now,
                 "target": target,
@@ -120,71 +192,28 @@ def backtest(
                 "value": value,
                 "outcome": decision.outcome,
                 "reason": None if decision.reason is None else decision.reason.value,
-                "action": policy.action if decision.acts else None,
+                "action": self.policy.action if decision.acts else None,
                 "count": 1,
             }
         )
 
-    def runner_pass(now: datetime) -> None:
-        for target, pair in pairs.items():
-            view = TargetView(pair.values, pair.seen, pair.series, pair.tags)
-            firing = pair.state.phase.phase is Phase.FIRING
-            if instant:
-                if not firing or clear_instant:
-                    continue  # ingest's business
-                verdict = (
-                    Verdict.TRUE
-                    if check is not None and check(pair.values, pair.tags)
-                    else Verdict.FALSE
-                )
-            else:
-                verdict = judge(policy.condition, view, now)
-            cleared = (
-                judge(policy.clear, view, now) if policy.clear is not None and firing else None
-            )
-            observe(target, pair, verdict, cleared, now, first_value(policy.condition, pair.values))
-
-    # Passes of the simulated runner, when the policy needs any (an instant policy whose
-    # clear, if any, is instant too is judged at its samples alone).
-    tick = start + timedelta(seconds=interval) if needs_runner(policy) else end + HOUR
-    for ts, target, metric, value, tags in samples:
-        while tick <= ts and tick <= end:
-            runner_pass(tick)
-            tick += timedelta(seconds=interval)
-        if not target_matches(policy.target, target):
-            continue
-        counted += 1
-        pair = pairs[target]
-        if metric not in pair.seen or ts >= pair.seen[metric]:
-            pair.values[metric], pair.seen[metric] = value, ts
-        if tags:
-            pair.tags = tags
-        if metric in keep:
-            points = pair.series[metric]
-            points.append((ts, value))
-            horizon = _minus(ts, keep[metric])
-            while points and points[0][0] < horizon:
-                points.pop(0)
-        if instant and check is not None:
-            holds = check(pair.values, tags)
-            firing = pair.state.phase.phase is Phase.FIRING
-            if holds:
-                observe(target, pair, Verdict.TRUE, None, ts, value)
-            elif firing and clear_instant:
-                cleared = (
-                    (
-                        Verdict.TRUE
-                        if clear is not None and clear(pair.values, tags)
-                        else Verdict.FALSE
-                    )
-                    if policy.clear is not None
-                    else None
-                )
-                observe(target, pair, Verdict.FALSE, cleared, ts, value)
-    while tick <= end:
-        runner_pass(tick)
-        tick += timedelta(seconds=interval)
-    return {"samples": counted, "decisions": decisions, "summary": _summary(decisions)}
+    def _guards(self, target: str, pair: _Pair, now: datetime) -> Guards:
+        """What the guards would have read: the pause is not replayed; silences are."""
+        policy = self.policy
+        return Guards(
+            auto_remediate=policy.auto_remediate,
+            shadow=policy.shadow,
+            cooldown_seconds=policy.cooldown_seconds,
+            open_action=pair.open,
+            last_ended_at=pair.last_ended,
+            silenced=self.silenced(policy.name, target, pair.tags, now),
+            limits=Limits(
+                max_actions_per_hour=policy.max_actions_per_hour,
+                actions_last_hour=len(self.created) - bisect_left(self.created, now - HOUR),
+                max_concurrent_targets=policy.max_concurrent_targets,
+                open_targets=self.opened,
+            ),
+        )
 
 
 def needs_runner(policy: PolicySpec) -> bool:

@@ -100,27 +100,31 @@ def compile_condition(condition: Condition, *, sustained: bool = False) -> Check
     metric is missing.
     """
     if isinstance(condition, MetricExceeds):
-        metric, threshold = condition.metric, condition.threshold
-
-        def exceeds(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
-            value = values.get(metric)
-            return value is not None and value > threshold
-
-        return exceeds
+        return _compare(condition.metric, ">", condition.threshold)
     if isinstance(condition, MetricBelow):
-        metric, threshold = condition.metric, condition.threshold
-
-        def below(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
-            value = values.get(metric)
-            return value is not None and value < threshold
-
-        return below
+        return _compare(condition.metric, "<", condition.threshold)
     if isinstance(condition, ThresholdCondition):
         if not sustained and (condition.for_ is not None or condition.window is not None):
             raise ValueError("a 'for' or 'window' condition is judged over stored samples")
         if condition.aggregate == "count":
             return _never
         return _compare(condition.metric, condition.operator, condition.threshold)
+    if isinstance(condition, Rate | Absent):
+        return _sustained(condition, sustained=sustained)
+    if isinstance(condition, Expr):
+        return condition.compiled.holds
+    children = tuple(
+        compile_condition(child, sustained=sustained) for child in condition.conditions
+    )
+    if isinstance(condition, AllOf):
+        return _every(children)
+    assert isinstance(condition, AnyOf)
+    return _some(children)
+
+
+def _sustained(condition: Rate | Absent, *, sustained: bool) -> Check:
+    """A history condition read as if the values had held all along: a ``rate`` is zero, and
+    ``absent`` holds when the metric is missing."""
     if isinstance(condition, Rate):
         if not sustained:
             raise ValueError("a 'rate' condition is judged over stored samples")
@@ -134,32 +138,28 @@ def compile_condition(condition: Condition, *, sustained: bool = False) -> Check
             return metric in values and compare(0.0, threshold)
 
         return steady
-    if isinstance(condition, Absent):
-        if not sustained:
-            raise ValueError("an 'absent' condition is judged over stored samples")
-        metric = condition.metric
+    if not sustained:
+        raise ValueError("an 'absent' condition is judged over stored samples")
+    missing_metric = condition.metric
 
-        def missing(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
-            return metric not in values
+    def missing(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+        return missing_metric not in values
 
-        return missing
-    if isinstance(condition, Expr):
-        return condition.compiled.holds
-    children = tuple(
-        compile_condition(child, sustained=sustained) for child in condition.conditions
-    )
-    # Plain loops: all()/any() over a generator cost more than the checks themselves.
-    if isinstance(condition, AllOf):
+    return missing
 
-        def every(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
-            for child in children:  # noqa: SIM110
-                if not child(values, tags):
-                    return False
-            return True
 
-        return every
-    assert isinstance(condition, AnyOf)
+# Plain loops: all()/any() over a generator cost more than the checks themselves.
+def _every(children: tuple[Check, ...]) -> Check:
+    def every(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
+        for child in children:  # noqa: SIM110
+            if not child(values, tags):
+                return False
+        return True
 
+    return every
+
+
+def _some(children: tuple[Check, ...]) -> Check:
     def some(values: Mapping[str, float], tags: Mapping[str, str] = _NO_TAGS) -> bool:
         for child in children:  # noqa: SIM110
             if child(values, tags):

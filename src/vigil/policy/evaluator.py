@@ -52,10 +52,16 @@ def guard(condition: Condition, metric: str) -> Guard:
         # The union of "v > a or v < b" parts is exactly "v > min(a) or v < max(b)".
         return (min(a for a, _ in children), max(b for _, b in children))
     assert isinstance(condition, AllOf)
-    # An intersection; children that do not constrain the metric drop out. "v > a1 or
-    # v < b1" and "v > a2 or v < b2" meet in "v > max(a) or v < min(b)" plus the
-    # stretches between a1 and b2 and between a2 and b1: when such a stretch exists the
-    # answer has no simple form, and every value is let through (still never too narrow).
+    return _intersection(children)
+
+
+def _intersection(children: list[Guard]) -> Guard:
+    """The guard of an ``all_of`` whose children have the guards ``children``.
+
+    Children that do not constrain the metric drop out. "v > a1 or v < b1" and "v > a2 or
+    v < b2" meet in "v > max(a) or v < min(b)" plus the stretches between a1 and b2 and
+    between a2 and b1: when such a stretch exists the answer has no simple form, and every
+    value is let through (still never too narrow)."""
     above, below = _ANY
     for a, b in children:
         if (a, b) == _ANY:

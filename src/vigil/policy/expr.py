@@ -125,6 +125,20 @@ class _Checker:
         if depth > MAX_DEPTH:
             raise ValueError(f"expression is nested too deeply (at most {MAX_DEPTH} levels)")
         depth += 1
+        if isinstance(node, ast.Compare | ast.BoolOp | ast.UnaryOp | ast.BinOp):
+            return self.operation(node, depth)
+        if isinstance(node, ast.Constant):
+            return ast.Constant(value=_constant(node.value))
+        if isinstance(node, ast.Name | ast.Attribute):
+            return ast.Name(id=self.name(node), ctx=ast.Load())
+        if isinstance(node, ast.Call):
+            return self.call(node, depth)
+        raise _not_allowed(_symbol(node))
+
+    def operation(
+        self, node: ast.Compare | ast.BoolOp | ast.UnaryOp | ast.BinOp, depth: int
+    ) -> ast.expr:
+        """An operator and its operands, the operator checked against the whitelist."""
         if isinstance(node, ast.Compare):
             for op in node.ops:
                 if type(op) not in _COMPARISONS:
@@ -142,15 +156,7 @@ class _Checker:
             if type(node.op) not in _UNARY:
                 raise _not_allowed(_symbol(node.op))
             return ast.UnaryOp(op=type(node.op)(), operand=self.expr(node.operand, depth))
-        if isinstance(node, ast.BinOp):
-            raise _not_allowed(_symbol(node.op))
-        if isinstance(node, ast.Constant):
-            return ast.Constant(value=_constant(node.value))
-        if isinstance(node, ast.Name | ast.Attribute):
-            return ast.Name(id=self.name(node), ctx=ast.Load())
-        if isinstance(node, ast.Call):
-            return self.call(node, depth)
-        raise _not_allowed(_symbol(node))
+        raise _not_allowed(_symbol(node.op))  # arithmetic
 
     def name(self, node: ast.Name | ast.Attribute) -> str:
         """The flat name of a plain or dotted name (``tags.region``), recorded as read."""

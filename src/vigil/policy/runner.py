@@ -171,11 +171,9 @@ class PolicyRunner:
                 ).inc()
         escalations = [v.escalation for v in verified if v.escalation is not None]
         for record in escalations:
-            self._metrics.actions_total.labels(
-                action=record["action"], status=record["status"]
-            ).inc()
+            self._metrics.actions_total.labels(action=record.action, status=record.status).inc()
         for record in expired:
-            self._metrics.actions_total.labels(action=record["action"], status="cancelled").inc()
+            self._metrics.actions_total.labels(action=record.action, status="cancelled").inc()
         count_decisions(self._metrics, created)
         if self._dispatcher is not None:
             await self._dispatcher.dispatch(

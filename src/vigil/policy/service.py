@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from vigil.decide import episodes
 from vigil.decide.breaker import breaker_state, reset_breaker
 from vigil.decide.core import Guards, Limits, guard
 from vigil.decide.pause import get_state
+from vigil.decide.reasons import Suppressed
 from vigil.decide.silence_rules import silencing
 from vigil.decide.silences import active_rules, rules_between
 from vigil.errors import InvalidInput, PolicyInvalid
@@ -45,22 +47,44 @@ def jsonable(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()}
 
 
-def episode_out(e: episodes.Episode) -> dict[str, Any]:
-    """One (policy, target)'s state as the API shows it."""
-    p = e.phase
-    return {
-        "target": e.target,
-        "state": p.phase.value,
-        "episode": p.episode,
-        "since": p.since,
-        "pending_since": p.pending_since,
-        "fired_at": p.fired_at,
-        "resolved_at": p.resolved_at,
-        "action_id": e.action_id,
-        "acted": e.acted,
-        "suppressed": e.reason,
-        "escalated_at": e.escalated_at,
-    }
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """A policy's circuit breaker and blast radius, and the state of each of its targets."""
+
+    policy: str
+    breaker: dict[str, Any]
+    targets: list[episodes.Episode]
+
+
+@dataclass(frozen=True, slots=True)
+class Backtest:
+    """What a policy would have decided over stored samples from ``start`` to ``end``."""
+
+    policy: str
+    start: datetime
+    end: datetime
+    replay: dict[str, Any]
+    """The replay: ``samples``, ``decisions`` and ``summary``."""
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunVerdict:
+    """A policy the values violate, and what the guards would do (``suppressed``: why they
+    would hold it back; ``None``: it would act)."""
+
+    policy: PolicySpec
+    suppressed: Suppressed | None
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """A dry run's verdicts for one target at ``at``, and the policies for that target whose
+    conditions need stored samples (where, in each)."""
+
+    target: str
+    at: datetime
+    verdicts: list[DryRunVerdict]
+    needs_history: dict[str, list[str]]
 
 
 def validate_policy(
@@ -122,16 +146,18 @@ class PolicyService:
         self.policies_file = policies_file
         self._knows = knows_action
 
-    async def create(self, spec: PolicySpec, *, actor: Actor) -> dict[str, Any]:
+    async def create(self, spec: PolicySpec, *, actor: Actor) -> store.StoredPolicy:
+        """Store a new policy; :class:`PolicyInvalid` if no remediation handles its action,
+        :class:`DuplicatePolicy` if its name is taken."""
         check_action(spec, self._knows)
         async with self._db.write() as conn:
-            row = await store.create_policy(conn, spec=spec, now=self._clock.now(), actor=actor)
+            stored = await store.create_policy(conn, spec=spec, now=self._clock.now(), actor=actor)
         self._metrics.policy_loaded(spec.name, spec.severity)
-        return store.policy_out(row)
+        return stored
 
     async def update(
         self, name: str, changes: Mapping[str, Any], *, actor: Actor
-    ) -> dict[str, Any]:
+    ) -> store.StoredPolicy:
         """Apply a partial update; the merged document must validate as a whole."""
         if "name" in changes and changes["name"] is not None and changes["name"] != name:
             raise PolicyInvalid(
@@ -145,20 +171,20 @@ class PolicyService:
                 ],
             )
         async with self._db.write() as conn:
-            row = await store.get_policy(conn, name=name, for_update=True)
-            merged = {**row.spec, "enabled": bool(row.enabled), **changes, "name": name}
+            current = await store.get_policy(conn, name=name, for_update=True)
+            merged = {**current.spec, "enabled": current.enabled, **changes, "name": name}
             spec = validate_policy(merged)
             check_action(spec, self._knows)
             updated = await store.replace_policy(
                 conn, name=name, spec=spec, now=self._clock.now(), actor=actor
             )
         self._metrics.policy_loaded(spec.name, spec.severity)
-        return store.policy_out(updated)
+        return updated
 
     async def set_enabled(self, name: str, enabled: bool, *, actor: Actor) -> None:
         async with self._db.write() as conn:
-            row = await store.get_policy(conn, name=name, for_update=True)
-            spec = store.spec_of(row).model_copy(update={"enabled": enabled})
+            current = await store.get_policy(conn, name=name, for_update=True)
+            spec = current.policy().model_copy(update={"enabled": enabled})
             await store.replace_policy(
                 conn,
                 name=name,
@@ -173,7 +199,7 @@ class PolicyService:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
             await episodes.forget_policy(conn, policy_name=name)
 
-    async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> dict[str, Any]:
+    async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> Backtest:
         """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
         simulated clock: the decisions it would have made. Reads only."""
         end = min(end, self._clock.now())  # nothing is stored after now
@@ -243,32 +269,27 @@ class PolicyService:
             interval=self.runner_interval,
             silenced=silenced,
         )
-        return {"ok": True, "policy": spec.name, "from": start, "to": end, **result}
+        return Backtest(policy=spec.name, start=start, end=end, replay=result)
 
     async def stored(self, name: str) -> PolicySpec:
         """A stored policy; :class:`NotFound` if there is none of that name."""
         async with self._db.read() as conn:
-            return store.spec_of(await store.get_policy(conn, name=name))
+            return (await store.get_policy(conn, name=name)).policy()
 
-    async def state(self, name: str) -> dict[str, Any]:
+    async def state(self, name: str) -> PolicyState:
         """The policy's breaker and the state of each of its targets."""
         now = self._clock.now()
         async with self._db.read() as conn:
-            spec = store.spec_of(await store.get_policy(conn, name=name))
+            spec = (await store.get_policy(conn, name=name)).policy()
             breaker = await breaker_state(conn, policy=spec, now=now)
             pairs = await episodes.of_policy(conn, policy_name=name)
-        return {
-            "ok": True,
-            "policy": name,
-            "breaker": breaker,
-            "targets": [episode_out(e) for e in pairs],
-        }
+        return PolicyState(policy=name, breaker=breaker, targets=pairs)
 
     async def reset(self, name: str, *, actor: Actor) -> dict[str, Any]:
-        """Close the policy's circuit breaker (audited)."""
+        """Close the policy's circuit breaker (audited); the breaker after."""
         now = self._clock.now()
         async with self._db.write() as conn:
-            spec = store.spec_of(await store.get_policy(conn, name=name, for_update=True))
+            spec = (await store.get_policy(conn, name=name, for_update=True)).policy()
             before = await breaker_state(conn, policy=spec, now=now)
             await reset_breaker(conn, policy_name=name, now=now)
             after = await breaker_state(conn, policy=spec, now=now)
@@ -281,7 +302,7 @@ class PolicyService:
                 before=jsonable(before),
                 after=jsonable(after),
             )
-        return {"ok": True, "message": f"Policy '{name}' breaker reset", "breaker": after}
+        return after
 
     async def reload(self, *, actor: Actor) -> tuple[str, store.LoadReport]:
         """Upsert the policy file into the store; nothing changes if the file is invalid.
@@ -303,12 +324,12 @@ class PolicyService:
     async def register_metrics(self) -> None:
         """Create every stored policy's violation series (at zero)."""
         async with self._db.read() as conn:
-            for row in await store.list_policies(conn):
-                self._metrics.policy_loaded(row.name, row.severity)
+            for stored in await store.list_policies(conn):
+                self._metrics.policy_loaded(stored.name, stored.severity)
 
     async def evaluate(
         self, values: Mapping[str, float], target: str, tags: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> DryRun:
         """A dry run: which policies the given values violate and what the guards would do
         were it a new firing episode.
 
@@ -320,7 +341,7 @@ class PolicyService:
         now = self._clock.now()
         tags = tags or {}
         async with self._db.read() as conn:
-            specs = [store.spec_of(row) for row in await store.list_policies(conn)]
+            specs = [stored.policy() for stored in await store.list_policies(conn)]
             index = PolicyIndex(specs)
             found = index.evaluate_values(target, values, tags)
             states = await pair_states(
@@ -339,20 +360,9 @@ class PolicyService:
             for p in index.historic
             if target_matches(p.target, target)
         }
-        violations = []
-        triggered = []
+        verdicts = []
         for v in found:
             p = v.policy
-            violations.append(
-                {
-                    "policy_name": p.name,
-                    "severity": p.severity,
-                    "description": p.description,
-                    "target": target,
-                    "action": p.action,
-                    "triggered_at": now,
-                }
-            )
             state = states.get((policy_key(p.name), target), PairActions())
             breaker = breakers.get(p.name)
             reason = guard(
@@ -377,19 +387,5 @@ class PolicyService:
                 ),
                 now,
             )
-            triggered.append(
-                {
-                    "action_id": None,
-                    "policy_name": p.name,
-                    "target": target,
-                    "action": p.action,
-                    "status": "would_trigger" if reason is None else f"suppressed: {reason.value}",
-                }
-            )
-        return {
-            "ok": True,
-            "violations": violations,
-            "actions_triggered": triggered,
-            "needs_history": needs_history,
-            "timestamp": now,
-        }
+            verdicts.append(DryRunVerdict(policy=p, suppressed=reason))
+        return DryRun(target=target, at=now, verdicts=verdicts, needs_history=needs_history)

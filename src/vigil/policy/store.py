@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,14 +18,41 @@ from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.models import PolicySpec
 
 
-def policy_out(row: Any) -> dict[str, Any]:
-    """A stored policy as the API shows it: its document plus bookkeeping fields."""
-    document = dict(row.spec)
-    document["enabled"] = bool(row.enabled)
-    document["source"] = row.source
-    document["created_at"] = row.created_at
-    document["updated_at"] = row.updated_at
-    return document
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    """A stored policy: one row of ``policies``, its document (``spec``) with bookkeeping."""
+
+    id: int
+    name: str
+    severity: str
+    enabled: bool
+    spec: dict[str, Any]
+    """The policy's document as stored (``enabled`` is the column's, not the document's)."""
+    source: str
+    """``api`` or ``file``: where the policy was created."""
+    file_spec: dict[str, Any] | None
+    """The document last loaded from the policy file, if it came from one."""
+    created_at: datetime
+    updated_at: datetime
+
+    def policy(self) -> PolicySpec:
+        """The validated policy."""
+        return PolicySpec.model_validate({**self.spec, "enabled": self.enabled})
+
+
+def _stored(row: Row[Any]) -> StoredPolicy:
+    """The :class:`StoredPolicy` of a ``policies`` row."""
+    return StoredPolicy(
+        id=row.id,
+        name=row.name,
+        severity=row.severity,
+        enabled=bool(row.enabled),
+        spec=row.spec,
+        source=row.source,
+        file_spec=row.file_spec,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 async def _bump_revision(conn: AsyncConnection) -> None:
@@ -66,33 +93,30 @@ async def firing_pairs(conn: AsyncConnection) -> dict[str, frozenset[str]]:
     return {target: frozenset(names) for target, names in by_target.items()}
 
 
-async def list_policies(conn: AsyncConnection, *, severity: str | None = None) -> list[Any]:
-    """Stored policy rows, by name."""
+async def list_policies(
+    conn: AsyncConnection, *, severity: str | None = None
+) -> list[StoredPolicy]:
+    """Stored policies, by name."""
     query = select(policies).order_by(policies.c.name)
     if severity is not None:
         query = query.where(policies.c.severity == severity)
-    return list(await conn.execute(query))
+    return [_stored(row) for row in await conn.execute(query)]
 
 
-async def get_policy(conn: AsyncConnection, *, name: str, for_update: bool = False) -> Any:
-    """One stored policy row; :class:`NotFound` if there is none of that name."""
+async def get_policy(conn: AsyncConnection, *, name: str, for_update: bool = False) -> StoredPolicy:
+    """One stored policy; :class:`NotFound` if there is none of that name."""
     query = select(policies).where(policies.c.name == name)
     if for_update and conn.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await conn.execute(query)).one_or_none()
     if row is None:
         raise NotFound(f"policy {name!r} not found")
-    return row
-
-
-def spec_of(row: Any) -> PolicySpec:
-    """The validated policy of a stored row."""
-    return PolicySpec.model_validate({**row.spec, "enabled": bool(row.enabled)})
+    return _stored(row)
 
 
 async def create_policy(
     conn: AsyncConnection, *, spec: PolicySpec, now: datetime, actor: Actor, source: str = "api"
-) -> Any:
+) -> StoredPolicy:
     """Store a new policy; :class:`DuplicatePolicy` if the name is taken."""
     document = spec.document()
     try:
@@ -124,7 +148,7 @@ async def create_policy(
         subject=f"policy:{spec.name}",
         after=document,
     )
-    return row
+    return _stored(row)
 
 
 async def replace_policy(
@@ -136,7 +160,7 @@ async def replace_policy(
     actor: Actor,
     kind: str = "policy.updated",
     file_spec: dict[str, Any] | None = None,
-) -> Any:
+) -> StoredPolicy:
     """Overwrite a stored policy's document (its name stays)."""
     current = await get_policy(conn, name=name, for_update=True)
     document = spec.document()
@@ -164,7 +188,7 @@ async def replace_policy(
         before=current.spec,
         after=document,
     )
-    return row
+    return _stored(row)
 
 
 async def delete_policy(conn: AsyncConnection, *, name: str, now: datetime, actor: Actor) -> None:
@@ -270,16 +294,16 @@ _NAMES_PER_READ = 500
 """Names per ``IN (...)`` list: far below any driver's limit on bound parameters."""
 
 
-async def _file_rows(conn: AsyncConnection, *, names: list[str]) -> dict[str, Any]:
-    """The stored rows of these policy names, by name (locked for update on PostgreSQL,
+async def _file_rows(conn: AsyncConnection, *, names: list[str]) -> dict[str, StoredPolicy]:
+    """The stored policies of these names, by name (locked for update on PostgreSQL,
     as :func:`replace_policy` locks the one it changes)."""
-    rows: dict[str, Any] = {}
+    rows: dict[str, StoredPolicy] = {}
     for start in range(0, len(names), _NAMES_PER_READ):
         query = select(policies).where(policies.c.name.in_(names[start : start + _NAMES_PER_READ]))
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         for row in await conn.execute(query):
-            rows[row.name] = row
+            rows[row.name] = _stored(row)
     return rows
 
 
@@ -303,8 +327,8 @@ class PolicyCache:
 
     async def _policies(self, conn: AsyncConnection, current: int) -> PolicyIndex:
         if current != self._revision:
-            rows = await list_policies(conn)
-            self._index = PolicyIndex(spec_of(row) for row in rows)
+            stored = await list_policies(conn)
+            self._index = PolicyIndex(p.policy() for p in stored)
             self._revision = current
         return self._index
 

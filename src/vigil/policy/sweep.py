@@ -25,7 +25,7 @@ from vigil.policy.conditions import first_value, metrics_of
 from vigil.policy.evaluator import PolicyIndex, Violation
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
-from vigil.policy.models import PolicySpec
+from vigil.policy.models import Condition, PolicySpec
 
 Latest = dict[str, dict[str, tuple[float, datetime]]]
 """target → metric → (value, ts)."""
@@ -45,24 +45,12 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
     gone = [e for (name, _), e in unsettled.items() if name not in by_name]
     if not historic and not instant_pairs and not gone:
         return []
-
-    names: set[str] = set()
-    needs: dict[str, float] = {}
-    for policy in historic:
-        for condition in (policy.condition, policy.clear):
-            if condition is None:
-                continue
-            names |= metrics_of(condition)
-            for metric, seconds in lookbacks(condition).items():
-                needs[metric] = max(needs.get(metric, 0.0), seconds)
-    for policy, _ in instant_pairs:
-        names |= metrics_of(policy.condition)
-        if policy.clear is not None:
-            names |= metrics_of(policy.clear)
-            for metric, seconds in lookbacks(policy.clear).items():
-                needs[metric] = max(needs.get(metric, 0.0), seconds)
+    names, needs = _reads(historic, [p for p, _ in instant_pairs])
     latest = await _latest(conn, names)
     series, tags = await _series(conn, needs, now)
+
+    def view(target: str, episode: Episode | None) -> TargetView:
+        return _view(latest, series, tags, target, episode)
 
     observations: list[Observation] = []
     for policy in historic:
@@ -74,22 +62,49 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
         targets |= {target for (name, target) in unsettled if name == policy.name}
         for target in sorted(targets):
             episode = unsettled.get((policy.name, target))
-            if not target_matches(policy.target, target):
-                if episode is not None:  # the policy's target changed: the pair settles
-                    observations.append(Settled(policy, target, episode.phase.episode))
-                continue
-            view = _view(latest, series, tags, target, episode)
-            observation = _observe(policy, target, view, episode, now)
+            observation = _observe(policy, target, view(target, episode), episode, now)
             if observation is not None:
                 observations.append(observation)
     for policy, episode in instant_pairs:
-        if episode.phase.phase is not Phase.FIRING:
-            continue
-        view = _view(latest, series, tags, episode.target, episode)
-        if not target_matches(policy.target, episode.target) or _resolves(policy, view, now):
+        if episode.phase.phase is Phase.FIRING and (
+            not target_matches(policy.target, episode.target)
+            or _resolves(policy, view(episode.target, episode), now)
+        ):
             observations.append(Settled(policy, episode.target, episode.phase.episode))
+    observations.extend(_settle_disabled(gone))
+    return observations
+
+
+def _reads(
+    historic: Iterable[PolicySpec], instant: Iterable[PolicySpec]
+) -> tuple[set[str], dict[str, float]]:
+    """The metrics whose latest values the pass reads, and how far back it reads each one's
+    samples: every metric of a history policy; of an instant one with a firing pair, what
+    its ``clear`` needs."""
+    names: set[str] = set()
+    needs: dict[str, float] = {}
+
+    def look_back(condition: Condition) -> None:
+        for metric, seconds in lookbacks(condition).items():
+            needs[metric] = max(needs.get(metric, 0.0), seconds)
+
+    for policy in historic:
+        for condition in (policy.condition, policy.clear):
+            if condition is not None:
+                names |= metrics_of(condition)
+                look_back(condition)
+    for policy in instant:
+        names |= metrics_of(policy.condition)
+        if policy.clear is not None:
+            names |= metrics_of(policy.clear)
+            look_back(policy.clear)
+    return names, needs
+
+
+def _settle_disabled(gone: Iterable[Episode]) -> list[Observation]:
+    """A disabled policy's pairs settle (a deleted one's states went with it)."""
+    settled: list[Observation] = []
     for episode in gone:
-        # A disabled policy: its pairs settle (a deleted one's states went with it).
         placeholder = PolicySpec.model_validate(
             {
                 "name": episode.policy_name,
@@ -97,13 +112,16 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
                 "action": "noop",
             }
         )
-        observations.append(Settled(placeholder, episode.target, episode.phase.episode))
-    return observations
+        settled.append(Settled(placeholder, episode.target, episode.phase.episode))
+    return settled
 
 
 def _observe(
     policy: PolicySpec, target: str, view: TargetView, episode: Episode | None, now: datetime
 ) -> Observation | None:
+    if not target_matches(policy.target, target):
+        # The policy's target changed: a pair it had settles.
+        return None if episode is None else Settled(policy, target, episode.phase.episode)
     verdict = judge(policy.condition, view, now)
     phase = episode.phase.phase if episode is not None else Phase.OK
     if phase is Phase.FIRING:

@@ -147,51 +147,60 @@ def create_remediator_app(
     )
     async def remediate(request: Request) -> Response:
         """Run one attempt of a remediation, or answer from the record of an earlier one."""
-        try:
-            body = await _read_body(request, MAX_BODY_BYTES)
-        except PayloadTooLarge:
-            metrics.count(UNKNOWN_ACTION, "rejected")
-            raise
-        try:
-            verify(
-                secret,
-                request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER),
-                body,
-                now=clock.now().timestamp(),
-            )
-        except SignatureInvalid as exc:
-            metrics.count(UNKNOWN_ACTION, "rejected")
-            client = request.client.host if request.client else None
-            log.warning("remediation.refused", reason=exc.reason, client=client)
-            return JSONResponse({"detail": exc.message}, status_code=401)
-        try:
-            remediate_request = RemediateRequest.model_validate_json(body)
-        except ValidationError as exc:
-            metrics.count(UNKNOWN_ACTION, "rejected")
-            return JSONResponse(
-                {"detail": clean_errors(exc.errors(include_input=False))}, status_code=422
-            )
+        checked = await _checked_request(request, secret=secret, clock=clock, metrics=metrics)
+        if isinstance(checked, Response):
+            return checked
         remediator: Remediator = request.app.state.remediator
-        outcome = await remediator.remediate(remediate_request)
-        if isinstance(outcome, InProgress):
-            log.info(
-                "remediation.in_progress",
-                action_id=remediate_request.action_id,
-                attempt=remediate_request.attempt,
-            )
-            return JSONResponse(InProgressOut().model_dump(), status_code=409)
-        log.info(
-            "remediation.answered",
-            action_id=remediate_request.action_id,
-            attempt=remediate_request.attempt,
-            action=remediate_request.action,
-            target=remediate_request.target,
-            status=outcome.status,
-        )
-        return JSONResponse(outcome.model_dump(mode="json"))
+        return _answer(checked, await remediator.remediate(checked))
 
     return app
+
+
+async def _checked_request(
+    request: Request, *, secret: bytes, clock: Clock, metrics: RemediatorMetrics
+) -> RemediateRequest | Response:
+    """The request a body asks for, or the answer refusing it: 413 (raised), 401 or 422."""
+    try:
+        body = await _read_body(request, MAX_BODY_BYTES)
+    except PayloadTooLarge:
+        metrics.count(UNKNOWN_ACTION, "rejected")
+        raise
+    try:
+        verify(
+            secret,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            now=clock.now().timestamp(),
+        )
+    except SignatureInvalid as exc:
+        metrics.count(UNKNOWN_ACTION, "rejected")
+        client = request.client.host if request.client else None
+        log.warning("remediation.refused", reason=exc.reason, client=client)
+        return JSONResponse({"detail": exc.message}, status_code=401)
+    try:
+        return RemediateRequest.model_validate_json(body)
+    except ValidationError as exc:
+        metrics.count(UNKNOWN_ACTION, "rejected")
+        return JSONResponse(
+            {"detail": clean_errors(exc.errors(include_input=False))}, status_code=422
+        )
+
+
+def _answer(request: RemediateRequest, outcome: RemediateResult | InProgress) -> Response:
+    """200 with the result, or 409 while the same key is still running."""
+    if isinstance(outcome, InProgress):
+        log.info("remediation.in_progress", action_id=request.action_id, attempt=request.attempt)
+        return JSONResponse(InProgressOut().model_dump(), status_code=409)
+    log.info(
+        "remediation.answered",
+        action_id=request.action_id,
+        attempt=request.attempt,
+        action=request.action,
+        target=request.target,
+        status=outcome.status,
+    )
+    return JSONResponse(outcome.model_dump(mode="json"))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

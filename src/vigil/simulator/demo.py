@@ -305,6 +305,31 @@ class Demo:
         status = client.get("/api/v1/simulator/status").json()
         web = status["fleet"]["services"][SERVICE]
         cpu, replicas = float(web["cpu_usage"]), int(web["replicas"])
+        if self._look_at_load(client, status, cpu, replicas):
+            return
+        self._look_at_policy(client)
+        if story.action_id is None:
+            self._look_for_action(client)
+        if story.action_id is not None:
+            self._follow_action(client, story.action_id, replicas, cpu)
+        if story.replicas is not None and replicas != story.replicas:
+            self.say(f"web replicas {story.replicas} → {replicas}", style="bold")
+        story.replicas = replicas
+        if story.done("verified") and not story.done("counted"):
+            count = self._violations(client)
+            if count > story.violations_before:
+                story.mark("counted", f"{POLICY}: {story.violations_before:g} → {count:g}")
+                self.say(
+                    f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
+                    f"{story.violations_before:g} → {count:g}",
+                    "green",
+                )
+
+    def _look_at_load(
+        self, client: httpx.Client, status: dict[str, Any], cpu: float, replicas: int
+    ) -> bool:
+        """Tell how loaded the web tier is; True when this look raised the load."""
+        story = self.story
         sent = status["events_succeeded"] > 0
         now = time.monotonic()
         if sent and now - story.last_tick >= 2.0:
@@ -323,11 +348,14 @@ class Demo:
             and now - story.at_time("normal") >= (self.timing.burst_at)
         ):
             self._start_load(client, burst=True)
-            return
+            return True
         if story.burst and sent and cpu > THRESHOLD and not story.done("hot"):
             story.mark("hot", f"cpu {cpu:.1f}%")
             self.say(f"web cpu {cpu:.1f}% > {THRESHOLD:g}%", "yellow")
+        return False
 
+    def _look_at_policy(self, client: httpx.Client) -> None:
+        story = self.story
         state = client.get(f"/api/v1/policies/{POLICY}/state").json()
         pair = next((p for p in state.get("targets", []) if p["target"] == SERVICE), None)
         phase = pair["state"] if pair else None
@@ -338,35 +366,22 @@ class Demo:
             # Missed between two looks (a busy machine): the policy saw it, which is proof.
             story.mark("hot", f"{POLICY} {phase}: cpu_usage > {THRESHOLD:g} ingested")
 
-        if story.action_id is None:
-            listed = client.get("/api/v1/actions", params={"policy": POLICY}).json()["actions"]
-            if listed:
-                action = listed[-1]
-                story.action_id = int(action["id"])
-                story.mark(
-                    "fired",
-                    f"action #{action['id']} {action['action']} {action['target']} "
-                    f"params {action['params']}",
-                )
-                self.say(
-                    f"{POLICY} fired: action #{action['id']} {action['action']} "
-                    f"{action['target']} {action['params']} created",
-                    "bold",
-                )
-        if story.action_id is not None:
-            self._follow_action(client, story.action_id, replicas, cpu)
-        if story.replicas is not None and replicas != story.replicas:
-            self.say(f"web replicas {story.replicas} → {replicas}", style="bold")
-        story.replicas = replicas
-        if story.done("verified") and not story.done("counted"):
-            count = self._violations(client)
-            if count > story.violations_before:
-                story.mark("counted", f"{POLICY}: {story.violations_before:g} → {count:g}")
-                self.say(
-                    f'vigil_policy_violations_total{{policy_name="{POLICY}"}} '
-                    f"{story.violations_before:g} → {count:g}",
-                    "green",
-                )
+    def _look_for_action(self, client: httpx.Client) -> None:
+        story = self.story
+        listed = client.get("/api/v1/actions", params={"policy": POLICY}).json()["actions"]
+        if listed:
+            action = listed[-1]
+            story.action_id = int(action["id"])
+            story.mark(
+                "fired",
+                f"action #{action['id']} {action['action']} {action['target']} "
+                f"params {action['params']}",
+            )
+            self.say(
+                f"{POLICY} fired: action #{action['id']} {action['action']} "
+                f"{action['target']} {action['params']} created",
+                "bold",
+            )
 
     def _follow_action(
         self, client: httpx.Client, action_id: int, replicas: int, cpu: float

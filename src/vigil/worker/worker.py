@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import lifecycle
 from vigil.actions.status import Status
-from vigil.actions.store import get_action
+from vigil.actions.store import Action, get_action
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
@@ -203,12 +203,12 @@ class Worker:
             await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
             return
-        self._metrics.actions_total.labels(action=record["action"], status="running").inc()
-        remediation = self._remediations.resolve(record["action"], record["target"])
+        self._metrics.actions_total.labels(action=record.action, status="running").inc()
+        remediation = self._remediations.resolve(record.action, record.target)
         if remediation is None:
             result = _failure(
                 f"no remediation in {self._remediations.source} matches action "
-                f"{record['action']!r} on target {record['target']!r}"
+                f"{record.action!r} on target {record.target!r}"
             )
             retry = self._retry
         else:
@@ -224,21 +224,21 @@ class Worker:
     async def _execute(
         self,
         reserved: Reserved,
-        record: dict[str, Any],
+        record: Action,
         rerun_until: datetime | None,
     ) -> RemediateResult:
         attempt = reserved.task.attempt
         request = RemediateRequest(
-            action_id=record["id"],
+            action_id=record.id,
             attempt=attempt,
-            action=record["action"],
-            target=record["target"],
-            params=record["params"] or {},
+            action=record.action,
+            target=record.target,
+            params=record.params or {},
         )
         # The keepers are stopped with an event, not cancelled: cancelling one in the middle
         # of its database transaction can leak the pooled connection.
         done = asyncio.Event()
-        renewing = [asyncio.create_task(self._keep_lease(record["id"], attempt, done))]
+        renewing = [asyncio.create_task(self._keep_lease(record.id, attempt, done))]
         if self._visibility is not None:
             renewing.append(
                 asyncio.create_task(self._keep_visible(reserved, self._visibility, done))
@@ -255,12 +255,12 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor's contract is to answer, but be safe
-            log.exception("task.executor_raised", worker=self.name, action_id=record["id"])
+            log.exception("task.executor_raised", worker=self.name, action_id=record.id)
             result = _failure(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
             done.set()
             await asyncio.gather(*renewing, return_exceptions=True)
-        self._metrics.action_duration_seconds.labels(action=record["action"]).observe(
+        self._metrics.action_duration_seconds.labels(action=record.action).observe(
             time.monotonic() - started
         )
         return result
@@ -298,7 +298,7 @@ class Worker:
     async def _record(
         self,
         reserved: Reserved,
-        record: dict[str, Any],
+        record: Action,
         result: RemediateResult,
         retry: RetryPolicy,
     ) -> None:
@@ -306,7 +306,7 @@ class Worker:
         attempt = task.attempt
         answer = result.model_dump(mode="json")
         now = self._clock.now()
-        used = attempt - int(record["attempt_floor"])
+        used = attempt - record.attempt_floor
         final = not result.retryable or retry.exhausted(used)
         due = now + timedelta(seconds=retry.delay(used, self._rng))
         common: dict[str, Any] = {
@@ -344,7 +344,7 @@ class Worker:
             await self._queue.ack(reserved, outcome=Outcome.DISCARDED)
             self._metrics.tasks_total.labels(result="discarded").inc()
             return
-        action = record["action"]
+        action = record.action
         if result.status == "success":
             await self._queue.ack(reserved, outcome=Outcome.COMPLETED)
             self._metrics.tasks_total.labels(result="completed").inc()
@@ -431,7 +431,7 @@ class Worker:
             return
         await self._queue.dead_letter(reserved, task, error=error)
         self._metrics.tasks_total.labels(result="dead_lettered").inc()
-        self._metrics.actions_total.labels(action=failed["action"], status="failed").inc()
+        self._metrics.actions_total.labels(action=failed.action, status="failed").inc()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
@@ -441,12 +441,12 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return event.is_set()
 
 
-def _shows(record: dict[str, Any], *, attempt: int, outcome: Status) -> bool:
+def _shows(record: Action, *, attempt: int, outcome: Status) -> bool:
     """Whether the action ``record`` already shows ``attempt`` settled as ``outcome``
     (pending: its next attempt is due; a reclaim keeps the same attempt instead)."""
     if outcome is Status.PENDING:
-        return int(record["next_attempt"]) > attempt
-    return record["status"] == outcome.value and int(record["attempts"]) == attempt
+        return record.next_attempt > attempt
+    return record.status == outcome.value and record.attempts == attempt
 
 
 def _failure(message: str, *, retryable: bool = False) -> RemediateResult:

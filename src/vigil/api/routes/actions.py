@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.actions import store
 from vigil.actions.status import Status
+from vigil.actions.store import Action, HistoryRow
 from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
@@ -40,6 +41,29 @@ class ActionOut(BaseModel):
     verification: dict[str, Any] | None
 
 
+def action_out(record: Action) -> dict[str, Any]:
+    """An action as the API shows it."""
+    return {
+        "id": record.id,
+        "policy_name": record.policy_name,
+        "target": record.target,
+        "action": record.action,
+        "params": record.params,
+        "status": record.status,
+        "attempts": record.attempts,
+        "severity": record.severity,
+        "details": record.details,
+        "result": record.result,
+        "error_message": record.error_message,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at,
+        "updated_at": record.updated_at,
+        "next_attempt_at": record.next_attempt_at,
+        "verification": record.verification,
+    }
+
+
 class ActionList(BaseModel):
     count: int
     total: int
@@ -57,6 +81,18 @@ class HistoryEntry(BaseModel):
     reason: str | None
     attempt: int
     actor: str
+
+
+def history_out(row: HistoryRow) -> dict[str, Any]:
+    """One status transition as the API shows it."""
+    return {
+        "from": row.from_status,
+        "to": row.to_status,
+        "at": row.at,
+        "reason": row.reason,
+        "attempt": row.attempt,
+        "actor": row.actor,
+    }
 
 
 class ManualActionIn(BaseModel):
@@ -104,7 +140,7 @@ async def _page(
 ) -> dict[str, Any]:
     async with container.database.read() as conn:
         rows, total = await store.list_actions(conn, page=page, limit=limit, **filters)
-    items = [store.action_out(r) for r in rows]
+    items = [action_out(r) for r in rows]
     return page_out("actions", items, total=total, page=page, limit=limit)
 
 
@@ -151,10 +187,10 @@ async def create_manual_action(
     )
     return {
         "ok": True,
-        "action_id": record["id"],
+        "action_id": record.id,
         "message": f"Action {body.action} on {body.target} recorded",
-        "status": record["status"],
-        "action": store.action_out(record),
+        "status": record.status,
+        "action": action_out(record),
     }
 
 
@@ -169,7 +205,7 @@ async def actions_by_status(
 @router.get("/{action_id}", response_model=ActionOut, responses=error_responses(404, 503))
 async def get_action(action_id: ActionId, container: ContainerDep) -> dict[str, Any]:
     async with container.database.read() as conn:
-        return store.action_out(await store.get_action(conn, action_id=action_id))
+        return action_out(await store.get_action(conn, action_id=action_id))
 
 
 @router.get(
@@ -180,7 +216,7 @@ async def get_action(action_id: ActionId, container: ContainerDep) -> dict[str, 
 async def action_history(action_id: ActionId, container: ContainerDep) -> list[dict[str, Any]]:
     """Every status transition, oldest first."""
     async with container.database.read() as conn:
-        return await store.history(conn, action_id=action_id)
+        return [history_out(row) for row in await store.history(conn, action_id=action_id)]
 
 
 @router.put(
@@ -198,7 +234,7 @@ async def cancel_action(
     record = await container.actions.cancel(
         action_id, reason=body.reason if body else None, actor=actor
     )
-    return store.action_out(record)
+    return action_out(record)
 
 
 class ApprovalIn(BaseModel):
@@ -222,7 +258,7 @@ async def approve_action(
     record = await container.actions.approve(
         action_id, comment=body.comment if body else None, actor=actor
     )
-    return store.action_out(record)
+    return action_out(record)
 
 
 @router.post(
@@ -240,4 +276,4 @@ async def reject_action(
     record = await container.actions.reject(
         action_id, comment=body.comment if body else None, actor=actor
     )
-    return store.action_out(record)
+    return action_out(record)

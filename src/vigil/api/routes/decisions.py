@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.decide import episodes
+from vigil.decide.episodes import StoredDecision
 from vigil.text import SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["safety"], route_class=VigilRoute)
@@ -38,6 +39,24 @@ class DecisionOut(BaseModel):
     reason: str | None
     action_id: int | None
     count: int
+
+
+def decision_out(d: StoredDecision) -> dict[str, Any]:
+    """A decision as the API shows it."""
+    return {
+        "id": d.id,
+        "at": d.at,
+        "last_at": d.last_at,
+        "policy_name": d.policy_name,
+        "target": d.target,
+        "severity": d.severity,
+        "episode": d.episode,
+        "value": d.value,
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "action_id": d.action_id,
+        "count": d.count,
+    }
 
 
 class DecisionList(BaseModel):
@@ -74,4 +93,5 @@ async def list_decisions(
             start_time=start_time,
             end_time=end_time,
         )
-    return page_out("decisions", rows, total=total, page=page, limit=limit)
+    items = [decision_out(d) for d in rows]
+    return page_out("decisions", items, total=total, page=page, limit=limit)

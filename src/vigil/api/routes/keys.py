@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from vigil.access import keys as store
+from vigil.access.keys import ApiKey
 from vigil.access.roles import Role
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
@@ -36,6 +37,18 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
 
 
+def key_out(key: ApiKey) -> dict[str, Any]:
+    """A key as the API lists it: never the key or its hash."""
+    return {
+        "name": key.name,
+        "role": key.role,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "created_by": key.created_by,
+        "revoked_at": key.revoked_at,
+    }
+
+
 class NewKeyOut(KeyOut):
     key: str
 
@@ -52,7 +65,7 @@ class Ok(BaseModel):
 async def list_keys(container: ContainerDep) -> dict[str, Any]:
     """Every key, revoked ones too, by name (never the keys themselves)."""
     async with container.database.read() as conn:
-        return {"keys": await store.list_keys(conn)}
+        return {"keys": [key_out(k) for k in await store.list_keys(conn)]}
 
 
 @router.post(
@@ -61,11 +74,11 @@ async def list_keys(container: ContainerDep) -> dict[str, Any]:
 async def create_key(body: KeyIn, container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
     """A new key with a role; the key is in this answer only. 409 if the name is taken."""
     async with container.database.write() as conn:
-        out, key = await store.create_key(
+        created, key = await store.create_key(
             conn, name=body.name, role=body.role, now=container.clock.now(), actor=actor
         )
     container.keys.forget()
-    return {**out, "key": key}
+    return {**key_out(created), "key": key}
 
 
 @router.delete("/{name}", response_model=Ok, responses=error_responses(404, 422, 503))

@@ -13,6 +13,7 @@ from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
+from vigil.notify.store import Notification
 from vigil.text import SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=VigilRoute)
@@ -46,6 +47,34 @@ class NotificationOut(BaseModel):
     reason: str
     details: dict[str, Any] | None
     delivery: DeliveryOut
+
+
+def notification_out(record: Notification) -> dict[str, Any]:
+    """A notification as the API shows it."""
+    return {
+        "id": record.id,
+        "at": record.at,
+        "event": record.event,
+        "policy_name": record.policy_name,
+        "target": record.target,
+        "action_id": record.action_id,
+        "reason": record.reason,
+        "details": record.details,
+        "delivery": {
+            "status": record.delivery_status,
+            "attempts": record.attempts,
+            "last_error": record.last_error,
+            "delivered_at": record.delivered_at,
+            "next_attempt_at": (
+                record.next_attempt_at
+                if record.delivery_status == DeliveryStatus.PENDING.value
+                else None
+            ),
+            "webhooks": sorted(
+                (record.deliveries or {}).values(), key=lambda entry: str(entry["url"])
+            ),
+        },
+    }
 
 
 class NotificationList(BaseModel):
@@ -84,5 +113,5 @@ async def list_notifications(
             start_time=start_time,
             end_time=end_time,
         )
-    items = [store.notification_out(r) for r in rows]
+    items = [notification_out(r) for r in rows]
     return page_out("notifications", items, total=total, page=page, limit=limit)

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
+from vigil.decide.episodes import Episode
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
-from vigil.policy.service import check_action, validate_policy
+from vigil.policy.service import Backtest, DryRun, check_action, validate_policy
 from vigil.text import Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
@@ -24,6 +25,16 @@ class PolicyOut(PolicySpec):
     source: str = Field(description="`api` or `file`: where the policy was created")
     created_at: datetime
     updated_at: datetime
+
+
+def policy_out(stored: store.StoredPolicy) -> dict[str, Any]:
+    """A stored policy as the API shows it: its document plus bookkeeping fields."""
+    document = dict(stored.spec)
+    document["enabled"] = stored.enabled
+    document["source"] = stored.source
+    document["created_at"] = stored.created_at
+    document["updated_at"] = stored.updated_at
+    return document
 
 
 class PolicyList(BaseModel):
@@ -82,6 +93,38 @@ class EvaluateOut(BaseModel):
     timestamp: datetime
 
 
+def evaluate_out(run: DryRun) -> dict[str, Any]:
+    """A dry run as the API shows it."""
+    return {
+        "ok": True,
+        "violations": [
+            {
+                "policy_name": v.policy.name,
+                "severity": v.policy.severity,
+                "description": v.policy.description,
+                "target": run.target,
+                "action": v.policy.action,
+                "triggered_at": run.at,
+            }
+            for v in run.verdicts
+        ],
+        "actions_triggered": [
+            {
+                "action_id": None,
+                "policy_name": v.policy.name,
+                "target": run.target,
+                "action": v.policy.action,
+                "status": "would_trigger"
+                if v.suppressed is None
+                else f"suppressed: {v.suppressed.value}",
+            }
+            for v in run.verdicts
+        ],
+        "needs_history": run.needs_history,
+        "timestamp": run.at,
+    }
+
+
 class BacktestIn(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
@@ -135,6 +178,17 @@ class BacktestOut(BaseModel):
     summary: BacktestSummary
 
 
+def backtest_out(backtest: Backtest) -> dict[str, Any]:
+    """A backtest as the API shows it."""
+    return {
+        "ok": True,
+        "policy": backtest.policy,
+        "from": backtest.start,
+        "to": backtest.end,
+        **backtest.replay,
+    }
+
+
 class BreakerOut(BaseModel):
     open: bool
     actions_last_hour: int
@@ -157,6 +211,24 @@ class TargetState(BaseModel):
     acted: bool
     suppressed: str | None
     escalated_at: datetime | None
+
+
+def target_state_out(e: Episode) -> dict[str, Any]:
+    """One (policy, target)'s state as the API shows it."""
+    p = e.phase
+    return {
+        "target": e.target,
+        "state": p.phase.value,
+        "episode": p.episode,
+        "since": p.since,
+        "pending_since": p.pending_since,
+        "fired_at": p.fired_at,
+        "resolved_at": p.resolved_at,
+        "action_id": e.action_id,
+        "acted": e.acted,
+        "suppressed": e.reason,
+        "escalated_at": e.escalated_at,
+    }
 
 
 class PolicyStateOut(BaseModel):
@@ -191,8 +263,8 @@ class RunnerStatusOut(BaseModel):
 
 async def _listing(container: ContainerDep, severity: str | None) -> dict[str, Any]:
     async with container.database.read() as conn:
-        rows = await store.list_policies(conn, severity=severity)
-    out = {row.name: store.policy_out(row) for row in rows}
+        stored = await store.list_policies(conn, severity=severity)
+    out = {p.name: policy_out(p) for p in stored}
     return {
         "ok": True,
         "policies": out,
@@ -214,7 +286,7 @@ async def create_policy(
     spec: PolicySpec, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
     """Create a policy; 409 if the name is taken, 422 naming the field if it is invalid."""
-    return await container.policies.create(spec, actor=actor)
+    return policy_out(await container.policies.create(spec, actor=actor))
 
 
 @router.get("/runner/status", response_model=RunnerStatusOut, responses=error_responses(503))
@@ -246,7 +318,7 @@ async def evaluate(body: EvaluateIn, container: ContainerDep) -> dict[str, Any]:
 
     The values are taken as sustained; `needs_history` names the conditions that the
     runner judges over stored samples instead."""
-    return await container.policies.evaluate(body.metrics, body.target, body.tags)
+    return evaluate_out(await container.policies.evaluate(body.metrics, body.target, body.tags))
 
 
 @router.post("/backtest", response_model=BacktestOut, responses=error_responses(413, 422, 503))
@@ -255,13 +327,13 @@ async def backtest_unsaved(body: BacktestPolicyIn, container: ContainerDep) -> d
     have made. Changes nothing."""
     spec = validate_policy(body.policy, loc_prefix=("body", "policy"))
     check_action(spec, container.remediations.knows, loc_prefix=("body", "policy"))
-    return await container.policies.backtest(spec, body.from_, body.to)
+    return backtest_out(await container.policies.backtest(spec, body.from_, body.to))
 
 
 @router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
 async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]:
     async with container.database.read() as conn:
-        return store.policy_out(await store.get_policy(conn, name=name))
+        return policy_out(await store.get_policy(conn, name=name))
 
 
 @router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 413, 422, 503))
@@ -269,9 +341,10 @@ async def update_policy(
     name: NameParam, changes: PolicyUpdate, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
     """Partial update of any field but `name`; the result must be a valid policy."""
-    return await container.policies.update(
+    updated = await container.policies.update(
         name, changes.model_dump(mode="json", exclude_unset=True), actor=actor
     )
+    return policy_out(updated)
 
 
 @router.delete("/{name}", response_model=OkMessage, responses=error_responses(404, 503))
@@ -302,13 +375,20 @@ async def disable_policy(
 async def policy_state(name: NameParam, container: ContainerDep) -> dict[str, Any]:
     """The policy's circuit breaker and blast radius, and each target's state (`ok`,
     `pending`, `firing`, `resolved`) with its current episode."""
-    return await container.policies.state(name)
+    state = await container.policies.state(name)
+    return {
+        "ok": True,
+        "policy": state.policy,
+        "breaker": state.breaker,
+        "targets": [target_state_out(e) for e in state.targets],
+    }
 
 
 @router.post("/{name}/reset", response_model=ResetOut, responses=error_responses(404, 503))
 async def reset_policy(name: NameParam, container: ContainerDep, actor: ActorDep) -> dict[str, Any]:
     """Close the policy's circuit breaker: only actions created from now on count."""
-    return await container.policies.reset(name, actor=actor)
+    breaker = await container.policies.reset(name, actor=actor)
+    return {"ok": True, "message": f"Policy '{name}' breaker reset", "breaker": breaker}
 
 
 @router.post(
@@ -323,4 +403,4 @@ async def backtest_policy(
     simulated clock: the decisions it would have made (counts per target, first and last,
     suppressed and why). Changes nothing."""
     spec = await container.policies.stored(name)
-    return await container.policies.backtest(spec, body.from_, body.to)
+    return backtest_out(await container.policies.backtest(spec, body.from_, body.to))

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from vigil.actions.store import action_out
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
-from vigil.api.routes.actions import ActionOut
+from vigil.api.routes.actions import ActionOut, action_out
 
 router = APIRouter(tags=["queue"], route_class=VigilRoute)
 
@@ -143,5 +142,7 @@ async def redrive(body: RedriveIn, container: ContainerDep, actor: ActorDep) -> 
         "ok": True,
         "redriven": len(redriven),
         "actions": [action_out(r) for r in redriven],
-        "skipped": skipped,
+        "skipped": [
+            {"task_id": s.task_id, "action_id": s.action_id, "reason": s.reason} for s in skipped
+        ],
     }

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.decide import silences as store
+from vigil.decide.silences import Silence
 from vigil.errors import InvalidInput
 from vigil.text import Name, SafeStr, UtcTimestamp
 
@@ -70,6 +71,19 @@ class SilenceOut(BaseModel):
     active: bool
 
 
+def silence_out(silence: Silence, now: datetime) -> dict[str, Any]:
+    """A silence as the API shows it (``active``: in force at ``now``)."""
+    return {
+        "id": silence.id,
+        "matchers": silence.matchers,
+        "starts_at": silence.starts_at,
+        "ends_at": silence.ends_at,
+        "comment": silence.comment,
+        "created_by": silence.created_by,
+        "active": silence.active_at(now),
+    }
+
+
 class SilenceList(BaseModel):
     silences: list[SilenceOut]
 
@@ -101,7 +115,7 @@ async def create_silence(
             actor=actor,
             now=now,
         )
-    return store.silence_out(record, now)
+    return silence_out(record, now)
 
 
 @router.get("", response_model=SilenceList, responses=error_responses(422))
@@ -113,7 +127,7 @@ async def list_silences(
     now = container.clock.now()
     async with container.database.read() as conn:
         rows = await store.list_silences(conn, now=now, active=active)
-    return {"silences": [store.silence_out(r, now) for r in rows]}
+    return {"silences": [silence_out(r, now) for r in rows]}
 
 
 @router.delete("/{silence_id}", response_model=DeletedOut, responses=error_responses(404, 422))

@@ -11,6 +11,7 @@ are retryable. A configuration that cannot be loaded is permanent.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -89,47 +90,14 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> KubernetesSpec:
             f"kubernetes: `operation` must be one of {', '.join(OPERATIONS)}, got {operation!r}"
         )
 
-    kind = options.get("kind")
-    if operation == "delete-pod":
-        if kind not in (None, "pod"):
-            raise PluginConfigError("kubernetes: delete-pod takes no `kind` (it is always a pod)")
-        kind = "pod"
-    elif kind is None and operation in ("scale", "restart"):
-        raise PluginConfigError(f"kubernetes: {operation} needs `kind` ({' or '.join(KINDS)})")
-    elif kind is not None and not pending(kind) and kind not in KINDS:
-        raise PluginConfigError(f"kubernetes: `kind` must be {' or '.join(KINDS)}, got {kind!r}")
-
-    name = options.get("name")
-    if not isinstance(name, str) or not name:
-        raise PluginConfigError('kubernetes: `name` is required (usually "{target}")')
-    if not pending(name) and (len(name) > 253 or not _NAME.fullmatch(name)):
-        raise PluginConfigError(f"kubernetes: `name` {name!r} is not a valid object name")
-
-    namespace = options.get("namespace", "default")
-    if not isinstance(namespace, str) or not (
-        pending(namespace) or (len(namespace) <= 63 and _NAMESPACE.fullmatch(namespace))
-    ):
-        raise PluginConfigError(f"kubernetes: `namespace` {namespace!r} is not a valid namespace")
+    kind = _kind(operation, options.get("kind"), pending)
+    name, namespace = _object_name(options, pending)
 
     kubeconfig = options.get("kubeconfig")
     if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
         raise PluginConfigError("kubernetes: `kubeconfig` must be a file path")
 
-    numbers: dict[str, Any] = {}
-    for option in SCALE_ONLY:
-        value = options.get(option)
-        if value is not None and not pending(value):
-            value = _integer(value, option, signed=option == "delta")
-        numbers[option] = value
-
-    given = [option for option in SCALE_ONLY if numbers[option] is not None]
-    if operation == "scale":
-        if (numbers["delta"] is None) == (numbers["replicas"] is None):
-            raise PluginConfigError("kubernetes: scale needs exactly one of `delta` or `replicas`")
-    elif given and not pending(operation):
-        raise PluginConfigError(
-            f"kubernetes: {', '.join(f'`{o}`' for o in given)} only apply to scale"
-        )
+    numbers = _scale_numbers(options, operation, pending)
     low, high = numbers["min"], numbers["max"]
     if isinstance(low, int) and isinstance(high, int) and high < low:
         raise PluginConfigError(f"kubernetes: `max` ({high}) is below `min` ({low})")
@@ -145,6 +113,57 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> KubernetesSpec:
         max=high,
         kubeconfig=kubeconfig,
     )
+
+
+def _kind(operation: object, kind: object, pending: Callable[[object], bool]) -> object:
+    """The kind of object ``operation`` acts on: always a pod for delete-pod."""
+    if operation == "delete-pod":
+        if kind not in (None, "pod"):
+            raise PluginConfigError("kubernetes: delete-pod takes no `kind` (it is always a pod)")
+        return "pod"
+    if kind is None and operation in ("scale", "restart"):
+        raise PluginConfigError(f"kubernetes: {operation} needs `kind` ({' or '.join(KINDS)})")
+    if kind is not None and not pending(kind) and kind not in KINDS:
+        raise PluginConfigError(f"kubernetes: `kind` must be {' or '.join(KINDS)}, got {kind!r}")
+    return kind
+
+
+def _object_name(options: dict[str, Any], pending: Callable[[object], bool]) -> tuple[str, str]:
+    """``(name, namespace)``, each valid in a URL path (or still a placeholder)."""
+    name = options.get("name")
+    if not isinstance(name, str) or not name:
+        raise PluginConfigError('kubernetes: `name` is required (usually "{target}")')
+    if not pending(name) and (len(name) > 253 or not _NAME.fullmatch(name)):
+        raise PluginConfigError(f"kubernetes: `name` {name!r} is not a valid object name")
+
+    namespace = options.get("namespace", "default")
+    if not isinstance(namespace, str) or not (
+        pending(namespace) or (len(namespace) <= 63 and _NAMESPACE.fullmatch(namespace))
+    ):
+        raise PluginConfigError(f"kubernetes: `namespace` {namespace!r} is not a valid namespace")
+    return name, namespace
+
+
+def _scale_numbers(
+    options: dict[str, Any], operation: object, pending: Callable[[object], bool]
+) -> dict[str, Any]:
+    """The options only scale takes, by name (None when not given)."""
+    numbers: dict[str, Any] = {}
+    for option in SCALE_ONLY:
+        value = options.get(option)
+        if value is not None and not pending(value):
+            value = _integer(value, option, signed=option == "delta")
+        numbers[option] = value
+
+    given = [option for option in SCALE_ONLY if numbers[option] is not None]
+    if operation == "scale":
+        if (numbers["delta"] is None) == (numbers["replicas"] is None):
+            raise PluginConfigError("kubernetes: scale needs exactly one of `delta` or `replicas`")
+    elif given and not pending(operation):
+        raise PluginConfigError(
+            f"kubernetes: {', '.join(f'`{o}`' for o in given)} only apply to scale"
+        )
+    return numbers
 
 
 def _integer(value: object, option: str, *, signed: bool) -> int:

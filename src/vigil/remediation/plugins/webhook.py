@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -60,25 +61,8 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> WebhookSpec:
     def pending(value: object) -> bool:
         return not rendered and _is_placeholder(value)
 
-    url = options.get("url")
-    if not isinstance(url, str) or not url:
-        raise PluginConfigError("webhook: `url` is required (an http or https URL)")
-    # A URL that is only partly a placeholder ("https://hooks/{target}") shows its scheme
-    # and host already; one that starts with a placeholder is checked once rendered.
-    if not (pending(url) and not _SCHEME.match(url)):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PluginConfigError("webhook: `url` must be an http or https URL")
-
-    method = options.get("method", "POST")
-    if not isinstance(method, str):
-        raise PluginConfigError("webhook: `method` must be a string")
-    if not pending(method):
-        method = method.upper()
-        if method not in METHODS:
-            raise PluginConfigError(
-                f"webhook: `method` must be one of {', '.join(sorted(METHODS))}, got {method!r}"
-            )
+    url = _url(options.get("url"), pending)
+    method = _method(options.get("method", "POST"), pending)
 
     headers = options.get("headers", {})
     if not isinstance(headers, dict) or not all(
@@ -113,6 +97,31 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> WebhookSpec:
         timeout=timeout,
         success_codes=success_codes,
     )
+
+
+def _url(url: object, pending: Callable[[object], bool]) -> str:
+    if not isinstance(url, str) or not url:
+        raise PluginConfigError("webhook: `url` is required (an http or https URL)")
+    # A URL that is only partly a placeholder ("https://hooks/{target}") shows its scheme
+    # and host already; one that starts with a placeholder is checked once rendered.
+    if not (pending(url) and not _SCHEME.match(url)):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PluginConfigError("webhook: `url` must be an http or https URL")
+    return url
+
+
+def _method(method: object, pending: Callable[[object], bool]) -> str:
+    if not isinstance(method, str):
+        raise PluginConfigError("webhook: `method` must be a string")
+    if pending(method):
+        return method
+    method = method.upper()
+    if method not in METHODS:
+        raise PluginConfigError(
+            f"webhook: `method` must be one of {', '.join(sorted(METHODS))}, got {method!r}"
+        )
+    return method
 
 
 def _positive_number(value: object) -> float:
