@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.worker.support import ScriptedExecutor, World, failure, world
+from vigil.db import leases
 from vigil.queue.memory import MemoryQueue
-from vigil.worker import leases
 from vigil.worker.reconciler import Reconciler
 
 

@@ -249,7 +249,7 @@ async def _apply(
     conn: AsyncConnection,
     observations: Sequence[Observation],
     decided: _Pass,
-    created: dict[int, dict[str, Any]],
+    created: dict[int, Action],
     stored: dict[Pair, Episode],
     now: datetime,
 ) -> list[Decision]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vigil.actions import approval
 from vigil.actions.dispatch import Dispatcher
 from vigil.clock import Clock
+from vigil.db import leases
 from vigil.db.engine import Database
 from vigil.decide import episodes
 from vigil.decide.pause import get_state
@@ -37,7 +38,6 @@ from vigil.observability.metrics import VigilMetrics
 from vigil.policy.models import PolicySpec
 from vigil.policy.store import PolicyCache
 from vigil.policy.sweep import sweep
-from vigil.worker import leases
 
 log = get_logger(__name__)
 

@@ -16,13 +16,13 @@ from datetime import timedelta
 
 from vigil.actions import lifecycle
 from vigil.clock import Clock
+from vigil.db import leases
 from vigil.db.engine import Database
 from vigil.errors import Unavailable
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.queue.task import Task, TaskQueue
-from vigil.worker import leases
 
 LEASE = "reconciler"
 log = get_logger(__name__)
