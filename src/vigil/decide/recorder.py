@@ -1,7 +1,7 @@
 """Record what evaluations found: load each pair's state and the guard inputs, ask the
 decision core (:func:`vigil.decide.core.decide`) about each observation in order, then
-create the actions it decided on and write the pairs' states and the decisions -- in the
-caller's transaction.
+create the actions it decided on and write the pairs' states and the decisions
+(:mod:`vigil.decide.outcomes`) -- in the caller's transaction.
 
 Each call makes two passes over the observations with the same pure core: a first one that
 assumes no silence, pause or limit, to learn which policies' breakers and blast radius can
@@ -13,58 +13,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vigil.actions.approval import approval_fields, approval_waiting
-from vigil.actions.status import Status
-from vigil.actions.store import (
-    Action,
-    PairActions,
-    create_action,
-    create_actions,
-    pair_states,
-    policy_key,
-)
+from vigil.actions.store import Action, PairActions, pair_states, policy_key
 from vigil.decide import core, episodes
 from vigil.decide.breaker import Guard, breaker_opened, is_limited, locked_limits
 from vigil.decide.core import NO_LIMITS, Guards, Limits, PairState, Step
-from vigil.decide.episodes import Episode, NewDecision, Pair
+from vigil.decide.episodes import Episode, Pair
+from vigil.decide.observations import Observation, Settled, verdicts
+from vigil.decide.outcomes import DecisionBook, create_actions_for
 from vigil.decide.pause import get_state
 from vigil.decide.reasons import Suppressed, outcome_of
 from vigil.decide.silence_rules import SilenceRule, silencing
 from vigil.decide.silences import active_rules
 from vigil.decide.state import Change
-from vigil.errors import ActionAlreadyOpen
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Violation
 from vigil.policy.history import Verdict
 from vigil.policy.models import PolicySpec
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """The policy's condition holds for the target, but not yet for its ``for``."""
-
-    policy: PolicySpec
-    target: str
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """The pair stops firing (its ``clear`` holds, or its condition no longer does) or, if
-    pending, goes back to ``ok``."""
-
-    policy: PolicySpec
-    target: str
-    episode: int | None = None
-    """The episode the caller saw (the runner reads before it locks): a pair that has
-    started another episode since is left alone."""
-
-
-Observation = Violation | Pending | Settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +56,6 @@ class Recorded:
     """Whether a pair started or stopped firing: the caller calls
     :func:`vigil.decide.episodes.bump_firing` before it commits (last, so that no lock is
     taken after that row's)."""
-
-
-def verdicts(observation: Observation) -> tuple[Verdict, Verdict | None]:
-    """The condition's verdict and the ``clear`` condition's that an observation stands for."""
-    if isinstance(observation, Violation):
-        return Verdict.TRUE, None
-    if isinstance(observation, Pending):
-        return Verdict.PENDING, None
-    return Verdict.FALSE, (Verdict.TRUE if observation.policy.clear is not None else None)
 
 
 @dataclass(slots=True)
@@ -188,7 +147,7 @@ async def record_observations(
     stored = await episodes.load(conn, pairs=[(o.policy.name, o.target) for o in observations])
     before = {pair: episodes.snapshot(e) for pair, e in stored.items()}
     decided = await _decide(conn, observations, stored, now)
-    created = await _create(conn, observations, decided.steps, now, actor)
+    created = await create_actions_for(conn, observations, decided.steps, now, actor)
     results = await _apply(conn, observations, decided, created, stored, now)
     dirty = [
         e
@@ -254,7 +213,7 @@ async def _apply(
     now: datetime,
 ) -> list[Decision]:
     """Adopt each pair's new state, note a breaker that opened, and write the decisions."""
-    book = _Book()
+    book = DecisionBook()
     results: list[Decision] = []
     lost: set[tuple[Pair, int]] = set()
     for index, (observation, step) in enumerate(zip(observations, decided.steps, strict=True)):
@@ -310,123 +269,6 @@ async def _opened(
     }
     found = await pair_states(conn, pairs=[(policy_key(name), t) for name, t in acting])
     return {(name, t): found.get((policy_key(name), t), PairActions()) for name, t in acting}
-
-
-class _Book:
-    """The decision rows to write: new ones (a repeat within this call counts on the row
-    it repeats) and repeats of rows already stored."""
-
-    def __init__(self) -> None:
-        self.fresh: list[tuple[Episode, NewDecision]] = []
-        self._last: dict[Pair, int] = {}
-        self.repeats: list[int] = []
-
-    def add(
-        self,
-        violation: Violation,
-        episode: Episode,
-        decision: core.Decision,
-        action: Action | None,
-    ) -> None:
-        if decision.repeat:
-            if episode.pair in self._last:
-                self.fresh[self._last[episode.pair]][1].count += 1
-                return
-            if episode.decision_id is not None:
-                self.repeats.append(episode.decision_id)
-                return
-        self._last[episode.pair] = len(self.fresh)
-        self.fresh.append(
-            (
-                episode,
-                NewDecision(
-                    policy_name=violation.policy.name,
-                    target=violation.target,
-                    severity=violation.policy.severity,
-                    episode=episode.phase.episode,
-                    value=violation.value,
-                    outcome=outcome_of(decision.reason),
-                    reason=None if decision.reason is None else decision.reason.value,
-                    action_id=None if action is None else action.id,
-                ),
-            )
-        )
-
-    async def write(self, conn: AsyncConnection, now: datetime) -> None:
-        ids = await episodes.add_decisions(conn, items=[d for _, d in self.fresh], now=now)
-        for (episode, _), decision_id in zip(self.fresh, ids, strict=True):
-            episode.decision_id = decision_id  # the last one written wins: the newest
-        await episodes.count_again(conn, ids=self.repeats, now=now)
-
-
-async def _create(
-    conn: AsyncConnection,
-    observations: Sequence[Observation],
-    steps: Sequence[Step | None],
-    now: datetime,
-    actor: Actor,
-) -> dict[int, Action]:
-    """Create the actions the core decided on; each created one by its observation's index."""
-    acting = [
-        (index, observation)
-        for index, (observation, step) in enumerate(zip(observations, steps, strict=True))
-        if isinstance(observation, Violation)
-        and step is not None
-        and step.decision is not None
-        and step.decision.acts
-    ]
-    if not acting:
-        return {}
-    items = [_new_action(v, steps, i, now) for i, v in acting]
-    try:
-        records: list[Action | None] = list(
-            await create_actions(conn, now=now, actor=actor, items=items)
-        )
-    except ActionAlreadyOpen:
-        records = []
-        for item in items:
-            try:
-                records.append(await create_action(conn, now=now, actor=actor, **item))
-            except ActionAlreadyOpen:
-                # Another process created it between our read and our insert.
-                records.append(None)
-    for record in records:
-        if record is not None and record.status == Status.AWAITING_APPROVAL.value:
-            await approval_waiting(conn, record=record, now=now)
-    return {
-        index: record
-        for (index, _), record in zip(acting, records, strict=True)
-        if record is not None
-    }
-
-
-def _new_action(
-    violation: Violation, steps: Sequence[Step | None], index: int, now: datetime
-) -> dict[str, Any]:
-    step = steps[index]
-    assert step is not None
-    policy = violation.policy
-    item: dict[str, Any] = {
-        "dedup_key": policy_key(policy.name),
-        "policy_name": policy.name,
-        "target": violation.target,
-        "action": policy.action,
-        "params": dict(policy.params),
-        "severity": policy.severity,
-        "trigger_value": violation.value,
-        "details": _details(violation),
-        "reason": f"policy {policy.name} violated",
-        "episode": step.state.phase.episode,
-    }
-    if policy.approval_required:
-        item |= approval_fields(policy, now)
-        item["reason"] = f"policy {policy.name} violated; awaiting approval"
-    return item
-
-
-def _details(violation: Violation) -> str:
-    value = "" if violation.value is None else f" (value {violation.value:g})"
-    return f"{violation.policy.description or violation.policy.name}{value}"
 
 
 def count_decisions(metrics: VigilMetrics, decisions: Sequence[Decision]) -> None:

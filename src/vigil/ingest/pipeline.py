@@ -29,14 +29,9 @@ from vigil.actions.dispatch import Dispatcher
 from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.decide.episodes import bump_firing
+from vigil.decide.observations import Observation, Settled
 from vigil.decide.reasons import outcome_of
-from vigil.decide.recorder import (
-    Decision,
-    Observation,
-    Settled,
-    count_decisions,
-    record_observations,
-)
+from vigil.decide.recorder import Decision, count_decisions, record_observations
 from vigil.errors import InvalidInput, Unavailable
 from vigil.ingest.keys import Answered, SameAs, answer_keys, settle_keys
 from vigil.ingest.schemas import Sample

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from vigil.db.tables import metric_latest, metrics
 from vigil.decide import episodes
 from vigil.decide.episodes import Episode
-from vigil.decide.recorder import Observation, Pending, Settled
+from vigil.decide.observations import Observation, Pending, Settled
 from vigil.decide.state import Phase
 from vigil.policy.conditions import first_value, metrics_of
 from vigil.policy.evaluator import PolicyIndex, Violation
