@@ -119,16 +119,19 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        # unknown keys, named with what is allowed
+        # unknown keys, named with the likely intended one
         (
             "{action: a, plugin: log, plugins: x}",
-            "remediations[1] (action 'a'): unknown field 'plugins' "
-            "(allowed: action, targets, plugin, with, timeout, retries)",
+            "remediations[1] (action 'a'): unknown field 'plugins' (did you mean 'plugin'?)",
         ),
         (
             "{action: a, plugin: log, retries: {attempts: 3}}",
             "remediations[1] (action 'a'): retries: unknown field 'attempts' "
-            "(allowed: max_attempts, backoff_seconds, max_backoff_seconds)",
+            "(did you mean 'max_attempts'?)",
+        ),
+        (
+            "{action: a, plugin: log, colour: red}",
+            "remediations[1] (action 'a'): unknown field 'colour'",
         ),
         # missing and mistyped fields; strict: no coercion of strings or booleans
         ("{plugin: log}", "remediations[1]: action: Field required"),
@@ -204,7 +207,11 @@ def test_invalid_entries_name_file_entry_and_field(entry: str, message: str) -> 
         ("", "expected a mapping with a top-level 'remediations:' list"),
         ("- {action: a, plugin: log}\n", "expected a mapping"),
         ("policies: []\n", "expected a mapping"),
-        ("remediations: []\nextra: 1\n", "unknown top-level key(s) extra"),
+        ("remediations: []\nextra: 1\n", "unknown top-level key 'extra'"),
+        (
+            "remediation:\n  - {action: a, plugin: log}\n",
+            "unknown top-level key 'remediation' (did you mean 'remediations'?)",
+        ),
         ("remediations: {action: a}\n", "'remediations' must be a list"),
         ("remediations: [unclosed\n", "not valid YAML"),
     ],

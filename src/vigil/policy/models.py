@@ -6,7 +6,6 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -16,6 +15,7 @@ from pydantic import (
 
 from vigil.durations import Duration
 from vigil.policy.expr import Expression, compile_expression
+from vigil.strict import StrictModel
 from vigil.text import JsonObject, Name, SafeStr
 
 Severity = Literal["info", "warning", "critical"]
@@ -39,8 +39,11 @@ StrictBool = Annotated[bool, Field(strict=True)]
 Limit = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+class _Wire(StrictModel):
+    """Refuses unknown keys (naming the likely intended one): a misspelt guard such as
+    ``aproval_required`` must never quietly become auto-remediation."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, frozen=True)
 
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -77,9 +80,7 @@ class ThresholdCondition(_Wire):
     window: PositiveDuration | None = None
     aggregate: Aggregate | None = None
 
-    model_config = ConfigDict(
-        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)
 
     @model_validator(mode="after")
     def _window_and_aggregate(self) -> ThresholdCondition:
@@ -100,9 +101,7 @@ class Absent(_Wire):
     metric: Name
     for_: PositiveDuration = Field(alias="for")
 
-    model_config = ConfigDict(
-        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class Rate(_Wire):

@@ -13,6 +13,7 @@ from vigil.actions.status import Status
 from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
+from vigil.strict import StrictModel
 from vigil.text import JsonObject, Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
@@ -59,9 +60,8 @@ class HistoryEntry(BaseModel):
     actor: str
 
 
-class ManualActionIn(BaseModel):
+class ManualActionIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
@@ -89,8 +89,8 @@ class ManualActionOut(BaseModel):
     action: ActionOut
 
 
-class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class CancelIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     reason: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
 
@@ -201,8 +201,8 @@ async def cancel_action(
     return store.action_out(record)
 
 
-class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class ApprovalIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     comment: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
+from vigil.strict import StrictModel
 from vigil.text import SafeStr
 
 router = APIRouter(prefix="/api/v1/automation", tags=["safety"], route_class=VigilRoute)
@@ -24,9 +25,8 @@ class AutomationOut(BaseModel):
     by: str | None
 
 
-class PauseIn(BaseModel):
+class PauseIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={"examples": [{"reason": "database migration"}]},
     )
@@ -34,8 +34,8 @@ class PauseIn(BaseModel):
     reason: Reason
 
 
-class ResumeIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class ResumeIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     reason: Reason | None = None
 

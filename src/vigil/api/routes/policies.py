@@ -13,6 +13,7 @@ from vigil.api.errors import error_responses
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
 from vigil.policy.service import check_action, validate_policy
+from vigil.strict import StrictModel
 from vigil.text import Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
@@ -21,6 +22,8 @@ NameParam = Annotated[SafeStr, Path(max_length=255, description="The policy's na
 
 
 class PolicyOut(PolicySpec):
+    model_config = ConfigDict(extra="ignore")  # an answer, not an input
+
     source: str = Field(description="`api` or `file`: where the policy was created")
     created_at: datetime
     updated_at: datetime
@@ -38,9 +41,8 @@ class OkMessage(BaseModel):
     message: str
 
 
-class EvaluateIn(BaseModel):
+class EvaluateIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={"examples": [{"metrics": {"cpu_usage": 95}, "target": "web-01"}]},
     )
@@ -82,9 +84,8 @@ class EvaluateOut(BaseModel):
     timestamp: datetime
 
 
-class BacktestIn(BaseModel):
+class BacktestIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         populate_by_name=True,
         json_schema_extra={
             "examples": [{"from": "2026-01-19T11:00:00Z", "to": "2026-01-19T12:00:00Z"}]

@@ -12,6 +12,7 @@ from vigil.actions import silences as store
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.errors import InvalidInput
+from vigil.strict import StrictModel
 from vigil.text import Name, SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/silences", tags=["safety"], route_class=VigilRoute)
@@ -20,8 +21,8 @@ SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The silence's i
 Glob = Annotated[Name, StringConstraints(max_length=255)]
 
 
-class Matchers(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class Matchers(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     policy: Glob | None = Field(default=None, description="Glob on the policy name")
     target: Glob | None = Field(default=None, description="Glob on the target")
@@ -39,9 +40,8 @@ class Matchers(BaseModel):
         return self
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
