@@ -21,6 +21,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
+REQUEST_HEADER = "X-Vigil-Request"
+"""The header Vigil's own clients send with every request (``X-Vigil-Request: 1``): the API
+refuses a state-changing request that has neither a JSON body nor a custom header, which no
+other web page can make a browser send without asking (a CORS preflight)."""
+CLIENT_HEADERS = {REQUEST_HEADER: "1"}
+
 UNKNOWN_FIELD = "extra_forbidden"
 """The error type of an unknown key (pydantic's own)."""
 

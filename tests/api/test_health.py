@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 
 import vigil
 from tests import services
+from tests.conftest import CLIENT_HEADERS
 from vigil.api.app import create_app
 from vigil.container import build_container
 from vigil.local import free_port
@@ -45,7 +46,9 @@ async def _client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, build_container(settings), run_runner=False)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://vigil.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c
 
 

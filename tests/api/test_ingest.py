@@ -23,6 +23,7 @@ from sqlalchemy.sql.schema import Table
 from starlette.types import Message
 
 from tests.api.support import table_counts
+from tests.conftest import CLIENT_HEADERS
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
@@ -994,7 +995,9 @@ async def replica(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.A
     application = create_app(settings, container, run_runner=False)
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://replica.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c
 
 

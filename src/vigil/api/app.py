@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import vigil
 from vigil.access.roles import OPEN, permission_of
 from vigil.api.errors import install_error_handlers
-from vigil.api.middleware import SECURITY_HEADERS, Auth, RequestId
+from vigil.api.middleware import SECURITY_HEADERS, Auth, CrossSite, RequestId
 from vigil.api.routes import (
     actions,
     audit,
@@ -93,6 +93,9 @@ def create_app(
         routes=[*app.router.routes, *(route for router in routers for route in router.routes)],
         metrics_auth=settings.metrics_auth,
     )
+    # Before Auth, so a cross-site request is refused without a key lookup; inside RequestId,
+    # so the refusal has a request id and is counted.
+    app.add_middleware(CrossSite, hosts=settings.served_hosts)
     app.add_middleware(RequestId, headers=SECURITY_HEADERS, metrics=components.metrics)
     if settings.cors_origins:
         app.add_middleware(

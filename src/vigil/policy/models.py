@@ -16,7 +16,7 @@ from pydantic import (
 from vigil.durations import Duration
 from vigil.policy.expr import Expression, compile_expression
 from vigil.strict import StrictModel
-from vigil.text import JsonObject, Name, SafeStr
+from vigil.text import JsonObject, Name, Text
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
@@ -33,8 +33,8 @@ PolicyName = Annotated[
 ActionName = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
 ]
-Description = Annotated[SafeStr, StringConstraints(max_length=4096)]
-TargetPattern = Annotated[Name, StringConstraints(max_length=255)]
+Description = Text
+TargetPattern = Name
 StrictBool = Annotated[bool, Field(strict=True)]
 Limit = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 

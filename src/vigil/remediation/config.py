@@ -116,7 +116,7 @@ class _RetriesSpec(_Strict):
 
 class _EntrySpec(_Strict):
     action: ActionName
-    targets: Annotated[Name, StringConstraints(max_length=255)] = "*"
+    targets: Name = "*"
     plugin: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     with_: JsonObject = Field(default_factory=dict, alias="with")
     timeout: PositiveDuration | None = None

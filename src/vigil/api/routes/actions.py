@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.actions import store
 from vigil.actions.status import Status
@@ -14,7 +14,7 @@ from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
 from vigil.strict import StrictModel
-from vigil.text import JsonObject, Name, SafeStr, UtcTimestamp
+from vigil.text import JsonObject, Name, SafeStr, Text, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
 
@@ -78,7 +78,7 @@ class ManualActionIn(StrictModel):
     target: Name
     action: ActionName
     params: JsonObject = Field(default_factory=dict)
-    details: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    details: Text | None = None
 
 
 class ManualActionOut(BaseModel):
@@ -92,7 +92,7 @@ class ManualActionOut(BaseModel):
 class CancelIn(StrictModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    reason: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    reason: Text | None = None
 
 
 async def _page(
@@ -204,7 +204,7 @@ async def cancel_action(
 class ApprovalIn(StrictModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    comment: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    comment: Text | None = None
 
 
 @router.post(

@@ -6,16 +6,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.strict import StrictModel
-from vigil.text import SafeStr
+from vigil.text import no_nul
 
 router = APIRouter(prefix="/api/v1/automation", tags=["safety"], route_class=VigilRoute)
 
-Reason = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4096),
+    AfterValidator(no_nul),
+]
 
 
 class AutomationOut(BaseModel):

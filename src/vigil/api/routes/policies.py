@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
@@ -14,7 +14,7 @@ from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
 from vigil.policy.service import check_action, validate_policy
 from vigil.strict import StrictModel
-from vigil.text import Name, SafeStr, UtcTimestamp
+from vigil.text import Name, SafeStr, TagValue, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
 
@@ -51,7 +51,7 @@ class EvaluateIn(StrictModel):
         min_length=1, max_length=1000
     )
     target: Name
-    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
+    tags: dict[Name, TagValue] = Field(
         default_factory=dict, max_length=64, description="The target's tags (expressions read them)"
     )
 

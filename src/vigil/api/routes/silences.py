@@ -6,19 +6,26 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from vigil.actions import silences as store
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.errors import InvalidInput
 from vigil.strict import StrictModel
-from vigil.text import Name, SafeStr, UtcTimestamp
+from vigil.text import Name, TagValue, UtcTimestamp, no_nul
 
 router = APIRouter(prefix="/api/v1/silences", tags=["safety"], route_class=VigilRoute)
 
 SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The silence's id")]
-Glob = Annotated[Name, StringConstraints(max_length=255)]
+Glob = Name
 
 
 class Matchers(StrictModel):
@@ -26,7 +33,7 @@ class Matchers(StrictModel):
 
     policy: Glob | None = Field(default=None, description="Glob on the policy name")
     target: Glob | None = Field(default=None, description="Glob on the target")
-    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] | None = Field(
+    tags: dict[Name, TagValue] | None = Field(
         default=None, max_length=64, description="Tags the sample must carry, exactly"
     )
 
@@ -57,7 +64,9 @@ class SilenceIn(StrictModel):
     matchers: Matchers
     starts_at: UtcTimestamp | None = None
     ends_at: UtcTimestamp
-    comment: Annotated[SafeStr, StringConstraints(min_length=1, max_length=4096)]
+    comment: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096), AfterValidator(no_nul)
+    ]
 
 
 class SilenceOut(BaseModel):

@@ -31,6 +31,7 @@ from vigil.remediation.placeholders import PlaceholderError, has_placeholder
 from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
 from vigil.settings import client_settings
 from vigil.simulator.fleet import MAX_REPLICAS, Fleet
+from vigil.strict import CLIENT_HEADERS
 
 OPTIONS = frozenset({"operation", "service", "replicas", "url", "api_key"})
 OPERATIONS = frozenset({"scale-up", "scale-down", "restart"})
@@ -161,7 +162,7 @@ class SimulatorPlugin:
         seconds: float,
     ) -> PluginResult:
         """One call to the fleet API (which takes a host for its service too)."""
-        headers = {"x-api-key": key} if key else {}
+        headers = {"x-api-key": key, **CLIENT_HEADERS} if key else dict(CLIENT_HEADERS)
         base = url.rstrip("/")
         where = f"{FLEET_PATH}/{quote(target, safe='')}"
         try:
