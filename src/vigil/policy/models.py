@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from vigil.durations import Duration
+from vigil.durations import Duration, PositiveDuration
 from vigil.policy.expr import Expression, compile_expression
 from vigil.strict import StrictModel
 from vigil.text import JsonObject, Name, Text
@@ -49,7 +49,6 @@ class _Wire(StrictModel):
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
 OPERATORS: tuple[Operator, ...] = (">", ">=", "<", "<=", "==", "!=")
 Aggregate = Literal["avg", "min", "max", "sum", "count", "p95", "last"]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class MetricExceeds(_Wire):

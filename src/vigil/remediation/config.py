@@ -32,7 +32,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
-from vigil.durations import Duration
+from vigil.durations import Duration, PositiveDuration
 from vigil.errors import InvalidInput
 from vigil.policy.models import ActionName
 from vigil.remediation.placeholders import PlaceholderError, check_templates
@@ -99,8 +99,6 @@ class Remediations:
 
 
 # -- the file's schema --------------------------------------------------------------------
-
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class _Strict(StrictModel):
