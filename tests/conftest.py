@@ -22,8 +22,9 @@ from vigil.db.migrate import upgrade
 from vigil.settings import Settings
 
 EMPTY_POLICIES = "policies: []\n"
-TEST_HOSTS = "vigil.test,replica.test,remediator.test"
-"""The hosts the tests' clients call in-process apps by (``http://vigil.test``)."""
+TEST_HOSTS = "vigil.test,replica.test,remediator.test,testserver"
+"""The hosts the tests' clients call in-process apps by (``http://vigil.test``; schemathesis
+and Starlette's test client say ``testserver``)."""
 CLIENT_HEADERS = {"X-Vigil-Request": "1"}
 """What every API client sends, so that a request without a JSON body may change things."""
 

@@ -1174,7 +1174,11 @@ async def test_a_client_that_gives_up_mid_body_is_499_not_an_error(
         "raw_path": b"/api/v1/ingest/batch",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        "headers": [
+            (b"host", b"vigil.test"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"4096"),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("vigil.test", 80),
     }
