@@ -189,7 +189,9 @@ class Settings(BaseSettings):
             data = dict(data)
             names = data.pop(_UNKNOWN)
             known = sorted(setting_env_name(field) for field in cls.model_fields)
-            problems = [unknown_field(name, known, kind="setting") for name in names]
+            problems = [
+                unknown_field(name, known, kind="setting", prefix="VIGIL_") for name in names
+            ]
             raise ValueError("; ".join(problems))
         return data
 

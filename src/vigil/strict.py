@@ -31,15 +31,17 @@ UNKNOWN_FIELD = "extra_forbidden"
 """The error type of an unknown key (pydantic's own)."""
 
 
-def suggestion(name: str, known: Iterable[str]) -> str | None:
-    """The known name ``name`` most likely misspells, if one is close enough."""
-    matches = get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+def suggestion(name: str, known: Iterable[str], *, prefix: str = "") -> str | None:
+    """The known name ``name`` most likely misspells, if one is close enough; compared
+    without a ``prefix`` they all share (which would make any two names look alike)."""
+    short = {item.removeprefix(prefix): item for item in known}
+    matches = get_close_matches(name.removeprefix(prefix), list(short), n=1, cutoff=0.6)
+    return short[matches[0]] if matches else None
 
 
-def unknown_field(name: str, known: Iterable[str], *, kind: str = "field") -> str:
+def unknown_field(name: str, known: Iterable[str], *, kind: str = "field", prefix: str = "") -> str:
     """``unknown field 'name'``, with ``(did you mean 'x'?)`` when a known name is close."""
-    close = suggestion(name, known)
+    close = suggestion(name, known, prefix=prefix)
     hint = f" (did you mean {close!r}?)" if close is not None else ""
     return f"unknown {kind} {name!r}{hint}"
 
