@@ -88,15 +88,13 @@ def create_app(
     # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
     # matches the routers' own routes (their paths carry the prefixes), in the same order,
     # after FastAPI's own (/openapi.json, /docs, /redoc: readers' too, like every GET).
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
     app.add_middleware(
-        Auth,
-        guard=components.keys,
-        routes=[*app.router.routes, *(route for router in routers for route in router.routes)],
-        metrics_auth=settings.metrics_auth,
+        Auth, guard=components.keys, routes=routes, metrics_auth=settings.metrics_auth
     )
     # Before Auth, so a cross-site request is refused without a key lookup; inside RequestId,
     # so the refusal has a request id and is counted.
-    app.add_middleware(CrossSite, hosts=settings.served_hosts)
+    app.add_middleware(CrossSite, hosts=settings.served_hosts, routes=routes)
     app.add_middleware(RequestId, headers=SECURITY_HEADERS, metrics=components.metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -128,8 +128,9 @@ class CrossSite:
     header) reaches a route that changes anything.
     """
 
-    def __init__(self, app: ASGIApp, *, hosts: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, *, hosts: Sequence[str], routes: Sequence[BaseRoute]) -> None:
         self.app = app
+        self.routes = routes
         self.any_host = "*" in hosts
         self.hosts = frozenset(h for h in hosts if not h.startswith("*"))
         self.domains = tuple(h[1:] for h in hosts if h.startswith("*."))
@@ -152,13 +153,17 @@ class CrossSite:
             elif name in _CUSTOM_HEADERS:
                 custom = True
         refusal = self._host_refusal(host, scope["path"])
-        if refusal is None and scope["method"] in STATE_CHANGING:
+        if refusal is None and scope["method"] in STATE_CHANGING and self._routed(scope):
             refusal = _body_refusal(content_type, has_body, custom)
         if refusal is not None:
             status, detail = refusal
             await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _routed(self, scope: Scope) -> bool:
+        """Whether a route answers this method on this path (else a 404 or 405 follows)."""
+        return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
 
     def _host_refusal(self, host: bytes, path: str) -> tuple[int, str] | None:
         if self.any_host or path in _OPEN_PATHS:
