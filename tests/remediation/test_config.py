@@ -154,7 +154,10 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
             "(installed: command, log, picky)",
         ),
         ("{action: a, plugin: picky, with: {bad: 1}}", "(action 'a'): with: picky: `bad` is not"),
-        ("{action: a, plugin: log, with: {msg: x}}", "with: log: unknown option(s) msg"),
+        (
+            "{action: a, plugin: log, with: {msg: x}}",
+            "with: log: unknown option 'msg' (did you mean 'message'?)",
+        ),
         ("{action: a, plugin: command}", "with: command: `argv` is required"),
         ("{action: a, plugin: command, with: {argv: []}}", "with: command: `argv` is required"),
         ("{action: a, plugin: command, with: {argv: [ls, 1]}}", "`argv[1]` must be a string"),
@@ -170,7 +173,7 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
             "{action: a, plugin: command, with: {argv: [ls], allowed_exit_codes: [0, '1']}}",
             "`allowed_exit_codes` must be a non-empty list",
         ),
-        ("{action: a, plugin: command, with: {argv: [ls], shell: true}}", "unknown option(s)"),
+        ("{action: a, plugin: command, with: {argv: [ls], shell: true}}", "unknown option 'shell'"),
         # placeholders
         (
             "{action: a, plugin: command, with: {argv: [ls, '{host}']}}",

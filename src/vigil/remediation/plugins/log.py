@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from vigil.observability.logging import get_logger
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginResult,
+    refuse_unknown_options,
+)
 
 log = get_logger(__name__)
 
@@ -17,11 +22,7 @@ OPTIONS = frozenset({"message"})
 
 
 def _message(options: dict[str, Any]) -> str | None:
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"log: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("log", options, OPTIONS)
     message = options.get("message")
     if message is not None and not isinstance(message, str):
         raise PluginConfigError("log: `message` must be a string")

@@ -28,7 +28,13 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from vigil.remediation.placeholders import PlaceholderError, has_placeholder
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginFailed,
+    PluginResult,
+    refuse_unknown_options,
+)
 from vigil.settings import client_settings
 from vigil.simulator.fleet import MAX_REPLICAS, Fleet
 from vigil.strict import CLIENT_HEADERS
@@ -53,12 +59,7 @@ def _pending(value: object) -> bool:
 
 
 def _check(options: dict[str, Any], *, rendered: bool) -> None:
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"simulator: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("simulator", options, OPTIONS)
     operation = options.get("operation")
     if operation is not None and operation not in OPERATIONS:
         raise PluginConfigError(
