@@ -196,3 +196,20 @@ def test_serve_refuses_a_public_address_with_no_key(
     assert result.exit_code == 2
     assert "refusing to listen on 0.0.0.0" in result.output
     assert "vigil keys create" in result.output
+
+
+def test_serve_refuses_a_policy_file_with_an_unknown_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("policies:\n" + POLICY.format(name="p", rest="action: scale-up, shadw: true"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vigil.cli._configure_logging", lambda settings: None)
+    monkeypatch.setenv("VIGIL_POLICIES_FILE", str(path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'vigil.db'}")
+    served = runner.invoke(app, ["serve"])
+    assert served.exit_code == 2
+    assert served.output == (
+        f"invalid setting VIGIL_POLICIES_FILE: {path}: policies[0]: unknown field 'shadw' "
+        "(did you mean 'shadow'?)\n"
+    )
