@@ -162,8 +162,13 @@ class CrossSite:
         await self.app(scope, receive, send)
 
     def _routed(self, scope: Scope) -> bool:
-        """Whether a route answers this method on this path (else a 404 or 405 follows)."""
-        return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
+        """Whether a route answers this method on this path (else a 404 or 405 follows).
+        The route goes into the scope, so a refusal is counted under its template."""
+        for route in self.routes:
+            if route.matches(scope)[0] is Match.FULL:
+                scope["route"] = route
+                return True
+        return False
 
     def _host_refusal(self, host: bytes, path: str) -> tuple[int, str] | None:
         if self.any_host or path in _OPEN_PATHS:
