@@ -22,6 +22,18 @@ from vigil.db.migrate import upgrade
 from vigil.settings import Settings
 
 EMPTY_POLICIES = "policies: []\n"
+TEST_HOSTS = "vigil.test,replica.test,remediator.test,testserver"
+"""The hosts the tests' clients call in-process apps by (``http://vigil.test``; schemathesis
+and Starlette's test client say ``testserver``)."""
+CLIENT_HEADERS = {"X-Vigil-Request": "1"}
+"""What every API client sends, so that a request without a JSON body may change things."""
+
+
+@pytest.fixture(autouse=True)
+def _test_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in a test answer to the test hosts too (VIGIL_ALLOWED_HOSTS), as a
+    deployment's do to its own names; servers started as processes get a clean environment."""
+    monkeypatch.setenv("VIGIL_ALLOWED_HOSTS", TEST_HOSTS)
 
 
 def _migrate(url: str) -> None:
@@ -128,7 +140,9 @@ async def app(settings: Settings, container: Container) -> AsyncIterator[FastAPI
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://vigil.test", headers=CLIENT_HEADERS
+    ) as c:
         yield c
 
 

@@ -65,6 +65,100 @@ def test_validate_refuses_duplicates_and_bad_yaml(tmp_path: Path) -> None:
     assert "cannot read policy file" in result.output
 
 
+def test_validate_names_an_unknown_key_and_the_likely_intended_one(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "policies:\n"
+        "  - name: guarded\n"
+        "    condition: {type: threshold, metric: cpu, operator: '>', threshold: 90, fro: 1m}\n"
+        "    action: scale-up\n"
+        "    aproval_required: true\n"
+        "    cooldown: 10m\n"
+    )
+    result = runner.invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"invalid: {path}: policies[0].condition.threshold: unknown field 'fro' (did you mean "
+        "'for'?); policies[0]: unknown field 'aproval_required' (did you mean "
+        "'approval_required'?); policies[0]: unknown field 'cooldown' (did you mean "
+        "'cooldown_seconds'?)\n"
+    )
+    path.write_text("polices: []\n")
+    result = runner.invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "unknown field 'polices' (did you mean 'policies'?)" in result.output
+
+
+POLICY = (
+    "  - {{name: {name}, condition: {{type: metric_below, metric: m, threshold: 1}}, {rest}}}\n"
+)
+
+
+def test_validate_checks_actions_against_the_remediations_as_serve_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(
+        "policies:\n"
+        + POLICY.format(name="known", rest="action: scale-up")
+        + "\n"
+        + POLICY.format(name="unknown", rest="action: reboot, escalate: [scale-up, page]")
+        + "\n"
+    )
+    result = runner.invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"invalid: policy 'unknown' in {path} uses action 'reboot', which no remediation in "
+        "packaged default remediations handles (VIGIL_REMEDIATIONS_FILE)\n"
+        f"invalid: policy 'unknown' in {path} escalates to action 'page', which no remediation "
+        "in packaged default remediations handles (VIGIL_REMEDIATIONS_FILE)\n"
+    )
+    # vigil serve refuses the same file, with the same words.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vigil.cli._configure_logging", lambda settings: None)
+    monkeypatch.setenv("VIGIL_POLICIES_FILE", str(path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'vigil.db'}")
+    served = runner.invoke(app, ["serve"])
+    assert served.exit_code == 2
+    assert served.output == (
+        f"invalid setting VIGIL_POLICIES_FILE: policy 'unknown' in {path} uses action 'reboot',"
+        " which no remediation in packaged default remediations handles"
+        " (VIGIL_REMEDIATIONS_FILE)\n"
+    )
+    # With a remediations file that handles them, both pass.
+    remediations = tmp_path / "remediations.yaml"
+    remediations.write_text(
+        "remediations:\n"
+        + "".join(f"  - {{action: {a}, plugin: log}}\n" for a in ("scale-up", "reboot", "page"))
+    )
+    result = runner.invoke(
+        app, ["policies", "validate", str(path), "--remediations", str(remediations)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"2 valid policies (actions checked against {remediations})" in result.output
+    remediations.write_text("remediations:\n  - {action: reboot, plugin: log, timout: 5}\n")
+    result = runner.invoke(
+        app, ["policies", "validate", str(path), "--remediations", str(remediations)]
+    )
+    assert result.exit_code == 1
+    assert "unknown field 'timout' (did you mean 'timeout'?)" in result.output
+
+
+@pytest.mark.parametrize("text", ["", "policies: []\n", "# nothing yet\n"])
+def test_validate_reports_a_file_without_policies(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"invalid: {path}: no policies (the file is empty or says `policies: []`);"
+        " --allow-empty accepts that\n"
+    )
+    result = runner.invoke(app, ["policies", "validate", str(path), "--allow-empty"])
+    assert result.exit_code == 0
+    assert result.output == f"{path}: no policies (the file is empty or says `policies: []`)\n"
+
+
 def test_python_dash_m_runs_the_cli() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True, timeout=30
@@ -217,3 +311,20 @@ def test_the_database_named_hides_its_password() -> None:
     assert result.exit_code == 2
     assert "database: postgresql://vigil:***@127.0.0.1:" in result.stderr
     assert "s3cret" not in result.output
+
+
+def test_serve_refuses_a_policy_file_with_an_unknown_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("policies:\n" + POLICY.format(name="p", rest="action: scale-up, shadw: true"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vigil.cli._configure_logging", lambda settings: None)
+    monkeypatch.setenv("VIGIL_POLICIES_FILE", str(path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'vigil.db'}")
+    served = runner.invoke(app, ["serve"])
+    assert served.exit_code == 2
+    assert served.output == (
+        f"invalid setting VIGIL_POLICIES_FILE: {path}: policies[0]: unknown field 'shadw' "
+        "(did you mean 'shadow'?)\n"
+    )

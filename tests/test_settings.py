@@ -157,3 +157,64 @@ def test_serve_refuses_a_bad_remediations_file_or_a_policy_no_remediation_handle
         assert f"invalid setting {setting}" in proc.stderr
         assert problem in proc.stderr
         assert not (tmp_path / "vigil.db").exists(), "nothing was created"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "VIGIL_POLICY_FILE",
+            "unknown setting 'VIGIL_POLICY_FILE' (did you mean 'VIGIL_POLICIES_FILE'?)",
+        ),
+        (
+            "VIGIL_NOTIFY_WEBHOOK_URL",
+            "unknown setting 'VIGIL_NOTIFY_WEBHOOK_URL' "
+            "(did you mean 'VIGIL_NOTIFY_WEBHOOK_URLS'?)",
+        ),
+        ("VIGIL_FROBNICATE", "unknown setting 'VIGIL_FROBNICATE'"),
+    ],
+)
+def test_an_unknown_vigil_variable_is_refused_naming_the_likely_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, message: str
+) -> None:
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None)
+    assert describe_settings_error(raised.value) == f"invalid settings: {message}"
+
+
+def test_an_unknown_key_in_the_env_file_is_refused(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("VIGIL_LOG_LEVL=debug\nPOSTGRES_PASSWORD=not-vigils\n")
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=env)
+    assert describe_settings_error(raised.value) == (
+        "invalid settings: unknown setting 'VIGIL_LOG_LEVL' (did you mean 'VIGIL_LOG_LEVEL'?)"
+    )
+    env.write_text("VIGIL_LOG_LEVEL=debug\nPOSTGRES_PASSWORD=not-vigils\n")
+    assert Settings(_env_file=env).log_level == "debug"
+
+
+def test_the_test_suites_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VIGIL_TEST_POSTGRES_URL", "VIGIL_REQUIRE_SERVICES", "VIGIL_CHAOS_SECONDS"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("NOT_VIGILS", "1")
+    Settings(_env_file=None)
+
+
+def test_vigil_refuses_to_start_on_an_unknown_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vigil", "serve"],
+        env={**env, "VIGIL_AUTO_MIGRATES": "false"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "invalid settings: unknown setting 'VIGIL_AUTO_MIGRATES' (did you mean "
+        "'VIGIL_AUTO_MIGRATE'?)\n"
+    )
+    assert list(tmp_path.iterdir()) == [], "nothing was created"

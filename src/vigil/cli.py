@@ -22,6 +22,8 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from vigil.container import Container
+    from vigil.policy.models import PolicySpec
+    from vigil.remediation.config import Remediations
 
 app = typer.Typer(help="Vigil: a self-healing control plane.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -542,16 +544,28 @@ def _check_policies_file(settings: Settings) -> None:
     except PolicyInvalid as exc:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    remediations = load_remediations(settings.remediations_file)
+    problems = _unhandled_actions(source, specs, load_remediations(settings.remediations_file))
+    if problems:
+        typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {problems[0]}", err=True)
+        raise typer.Exit(2)
+
+
+def _unhandled_actions(
+    source: str, specs: list[PolicySpec], remediations: Remediations
+) -> list[str]:
+    """Each action (or escalation) of ``specs`` that no entry of ``remediations`` handles:
+    what ``vigil serve`` refuses to start with, and ``vigil policies validate`` reports."""
+    problems = []
     for spec in specs:
-        if not remediations.knows(spec.action):
-            typer.echo(
-                f"invalid setting VIGIL_POLICIES_FILE: policy {spec.name!r} in {source} uses "
-                f"action {spec.action!r}, which no remediation in {remediations.source} "
-                "handles (VIGIL_REMEDIATIONS_FILE)",
-                err=True,
-            )
-            raise typer.Exit(2)
+        named = [("uses action", spec.action)]
+        named += [("escalates to action", action) for action in spec.escalate]
+        problems += [
+            f"policy {spec.name!r} in {source} {how} {action!r}, which no remediation in "
+            f"{remediations.source} handles (VIGIL_REMEDIATIONS_FILE)"
+            for how, action in named
+            if not remediations.knows(action)
+        ]
+    return problems
 
 
 def _tune_gc() -> None:
@@ -635,16 +649,50 @@ def db_upgrade() -> None:
 @policies_app.command("validate")
 def policies_validate(
     file: Annotated[Path, typer.Argument(help="A policy file (YAML, top-level `policies:`)")],
+    remediations_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--remediations",
+            help="The remediations file whose actions the policies may use "
+            "[default: the packaged one, as `vigil serve` without VIGIL_REMEDIATIONS_FILE]",
+        ),
+    ] = None,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="A file with no policies is valid")
+    ] = False,
 ) -> None:
-    """Check a policy file without loading it; exit 1 naming each problem."""
+    """Check a policy file as `vigil serve` would, without loading it: every field, and
+    that a remediation handles each action. Exit 1 naming each problem, or when the file
+    has no policies (unless --allow-empty)."""
     from vigil.policy.loader import read_policy_file
+    from vigil.remediation.config import RemediationsInvalid, load_remediations
+    from vigil.remediation.registry import PluginLoadError
 
     try:
-        _, specs = read_policy_file(file)
+        source, specs = read_policy_file(file)
     except PolicyInvalid as exc:
         typer.echo(f"invalid: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"{file}: {len(specs)} valid policies")
+    if not specs:
+        empty = f"{file}: no policies (the file is empty or says `policies: []`)"
+        if allow_empty:
+            typer.echo(empty)
+            return
+        typer.echo(f"invalid: {empty}; --allow-empty accepts that", err=True)
+        raise typer.Exit(1)
+    try:
+        remediations = load_remediations(remediations_file)
+    except (RemediationsInvalid, PluginLoadError) as exc:
+        typer.echo(f"invalid remediations: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    problems = _unhandled_actions(source, specs, remediations)
+    for problem in problems:
+        typer.echo(f"invalid: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(
+        f"{file}: {len(specs)} valid policies (actions checked against {remediations.source})"
+    )
     for spec in specs:
         state = "enabled" if spec.enabled else "disabled"
         auto = "auto" if spec.auto_remediate else "manual"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -33,18 +33,28 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def _schema(*, positive: bool) -> dict[str, Any]:
+    bound = {"exclusiveMinimum": 0} if positive else {"minimum": 0}
+    return {
+        "anyOf": [
+            {"type": "number", **bound, "maximum": _MAX_SECONDS},
+            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)?\s*$"},
+        ],
+        "description": "Seconds (fractions allowed) or a string like '30s', '2m', '1h';"
+        + (" more than zero and" if positive else "")
+        + " at most ten years",
+    }
+
+
 Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": _MAX_SECONDS},
-                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)?\s*$"},
-            ],
-            "description": "Seconds (fractions allowed) or a string like '30s', '2m', '1h';"
-            " at most ten years",
-        }
-    ),
+    float, BeforeValidator(parse_duration), WithJsonSchema(_schema(positive=False))
 ]
 """A pydantic field type for durations, stored as float seconds."""
+
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(gt=0),
+    WithJsonSchema(_schema(positive=True)),
+]
+"""A duration that must be more than zero (published as ``exclusiveMinimum: 0``)."""

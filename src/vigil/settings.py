@@ -16,10 +16,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 
 from vigil.durations import Duration
+from vigil.strict import unknown_field
 
 DATABASE_FILE = "vigil.db"
 
@@ -35,6 +42,18 @@ def default_data_dir() -> Path:
 def _default_database_url(data: dict[str, Any]) -> str:
     data_dir = data.get("data_dir") or default_data_dir()
     return f"sqlite:///{Path(data_dir) / DATABASE_FILE}"
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""Host names every Vigil API answers to, whatever VIGIL_ALLOWED_HOSTS says."""
+
+NOT_SETTINGS = ("VIGIL_TEST_", "VIGIL_REQUIRE_SERVICES", "VIGIL_CHAOS_SECONDS")
+"""``VIGIL_*`` variables (or prefixes) that are not settings: the test suite's own. Any other
+``VIGIL_*`` variable that is not a setting is refused at start (a misspelt setting would
+otherwise be silently ignored)."""
+
+_UNKNOWN = "vigil_unknown_variables"
+"""Where :class:`_UnknownVariables` hands the names it found to the model's validation."""
 
 
 def normalize_database_url(url: str) -> str:
@@ -78,6 +97,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("CORS_ORIGINS", "cors_origins")
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host names (``Host`` header, without the port) the API answers to besides its listen
+    address and the loopback names; ``*.example.com`` for a domain's names, ``*`` for any."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -178,12 +200,64 @@ class Settings(BaseSettings):
             raise ValueError("use redis://HOST:PORT/DB, rediss://... or unix://PATH")
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        unknown = _UnknownVariables(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, unknown
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_variables(cls, data: Any) -> Any:
+        if isinstance(data, dict) and _UNKNOWN in data:
+            data = dict(data)
+            names = data.pop(_UNKNOWN)
+            known = sorted(setting_env_name(field) for field in cls.model_fields)
+            problems = [
+                unknown_field(name, known, kind="setting", prefix="VIGIL_") for name in names
+            ]
+            raise ValueError("; ".join(problems))
+        return data
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _cors_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        hosts = [host.lower() for host in value]
+        for host in hosts:
+            bare = host.removeprefix("*.") if host != "*" else "x"
+            if not bare or "*" in bare or "/" in bare or (":" in bare and not bare.startswith("[")):
+                raise ValueError(
+                    f"{host!r}: give host names or addresses without a scheme or port "
+                    "(comma-separated; '*.example.com' for a domain, '*' for any)"
+                )
+        return list(dict.fromkeys(hosts))
+
+    @property
+    def served_hosts(self) -> tuple[str, ...]:
+        """Every ``Host`` the API answers to: the listen address (unless it is every
+        address), the loopback names and ``VIGIL_ALLOWED_HOSTS``."""
+        listen = [] if self.host in ("", "0.0.0.0", "::") else [_host_name(self.host)]
+        return tuple(dict.fromkeys([*listen, *LOOPBACK_HOSTS, *self.allowed_hosts]))
 
     @property
     def simulator_on(self) -> bool:
@@ -272,6 +346,36 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be greater than zero")
         return value
+
+
+def _host_name(address: str) -> str:
+    """``address`` as it appears in a ``Host`` header (an IPv6 address in brackets)."""
+    address = address.lower()
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+class _UnknownVariables(PydanticBaseSettingsSource):
+    """Finds ``VIGIL_*`` names in the environment and the ``.env`` file that are not settings
+    (nor in :data:`NOT_SETTINGS`), for :meth:`Settings._refuse_unknown_variables`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._sources = sources
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = {setting_env_name(field) for field in self.settings_cls.model_fields}
+        names: set[str] = set()
+        for source in self._sources:
+            names.update(str(name).upper() for name in getattr(source, "env_vars", {}))
+        unknown = sorted(
+            name
+            for name in names
+            if name.startswith("VIGIL_") and name not in known and not name.startswith(NOT_SETTINGS)
+        )
+        return {_UNKNOWN: unknown} if unknown else {}
 
 
 _UNPREFIXED = {

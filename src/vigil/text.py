@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Control characters (C0, DEL, C1) and the Unicode line and paragraph separators."""
 
-def _no_nul(value: str) -> str:
+
+def no_nul(value: str) -> str:
+    """``value``, or ``ValueError`` if it holds NUL (which no database stores the same)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    return value
+
+
+def has_control(value: str) -> bool:
+    """Whether ``value`` holds a control character (a newline, a tab, an escape, NUL...)."""
+    return _CONTROL.search(value) is not None
+
+
+def no_control(value: str) -> str:
+    """``value``, or ``ValueError`` if it holds a control character."""
+    if _CONTROL.search(value) is not None:
+        raise ValueError("must not contain control characters (such as a newline or a tab)")
     return value
 
 
@@ -21,10 +38,10 @@ def _finite_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("numbers must be finite (no NaN or Infinity)")
     if isinstance(value, str):
-        _no_nul(value)
+        no_nul(value)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(str(key))
+            no_nul(str(key))
             _finite_json(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -32,15 +49,28 @@ def _finite_json(value: Any, depth: int = 0) -> Any:
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_no_nul)]
+# Length constraints come before the character checks: after a validator, pydantic checks a
+# length generically ("at most 255 items") and not as a string's ("255 characters").
+
+SafeStr = Annotated[str, AfterValidator(no_nul)]
 """A string that every database can store (no NUL)."""
+
+Text = Annotated[str, StringConstraints(max_length=4096), AfterValidator(no_nul)]
+"""Free text (a description, a comment, a reason): at most 4096 characters, no NUL."""
+
+Label = Annotated[str, AfterValidator(no_control)]
+"""A tag's name or value: no control characters (they would forge lines in logs)."""
+
+TagValue = Annotated[str, StringConstraints(max_length=1024), AfterValidator(no_control)]
+"""A tag's value where the body's model bounds it: at most 1024 characters."""
 
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
-    AfterValidator(_no_nul),
+    AfterValidator(no_control),
 ]
-"""A trimmed, non-empty name of at most 255 characters."""
+"""A trimmed, non-empty name of at most 255 characters without control characters (a
+metric, a target, a glob on them)."""
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 """A JSON object whose numbers are finite and whose strings are storable."""

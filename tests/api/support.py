@@ -12,6 +12,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
+from tests.conftest import CLIENT_HEADERS
 from vigil.api.app import create_app
 from vigil.clock import Clock
 from vigil.container import Container, build_container
@@ -88,5 +89,7 @@ async def started_client(
     app = create_app(settings, container, run_runner=run_runner)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://vigil.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c, container

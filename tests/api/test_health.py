@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 import vigil
 from tests import services
+from tests.conftest import CLIENT_HEADERS
 from tests.helpers import connection_lost
 from vigil.api.app import create_app
 from vigil.api.errors import RETRY_AFTER_SECONDS
@@ -49,7 +50,9 @@ async def _client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, build_container(settings), run_runner=False)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://vigil.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.sql.schema import Table
 from starlette.types import Message
 
 from tests.api.support import table_counts
+from tests.conftest import CLIENT_HEADERS
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
@@ -994,7 +995,9 @@ async def replica(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.A
     application = create_app(settings, container, run_runner=False)
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://replica.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c
 
 
@@ -1171,7 +1174,11 @@ async def test_a_client_that_gives_up_mid_body_is_499_not_an_error(
         "raw_path": b"/api/v1/ingest/batch",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        "headers": [
+            (b"host", b"vigil.test"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"4096"),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("vigil.test", 80),
     }

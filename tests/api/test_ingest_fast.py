@@ -33,6 +33,8 @@ from vigil.container import Container
 from vigil.db.tables import metrics
 from vigil.ingest import fast
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
@@ -111,9 +113,9 @@ def _stored(row: dict[str, Any]) -> tuple[Any, ...]:
 
 async def _post_all(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     for body in bodies:
-        r = await client.post(INGEST, content=json.dumps(body))
+        r = await client.post(INGEST, content=json.dumps(body), headers=JSON)
         assert r.status_code == 201, r.text
-    r = await client.post(BATCH, content=json.dumps({"metrics": bodies[:MAX_BATCH]}))
+    r = await client.post(BATCH, content=json.dumps({"metrics": bodies[:MAX_BATCH]}), headers=JSON)
     assert r.status_code == 201, r.text
 
 
@@ -169,12 +171,12 @@ async def test_refusals_are_the_slow_paths(
     for raw, case in cases:
         if path == INGEST:
             assert fast.decode_one(raw.encode(), container.limits, now) is None, case
-        r = await client.post(path, content=raw)
+        r = await client.post(path, content=raw, headers=JSON)
         answers.append((r.status_code, r.json()))
     _no_fast_path(monkeypatch)
     for (raw, case), (status, answer) in zip(cases, answers, strict=True):
         with subtests.test(msg=case):
-            r = await client.post(path, content=raw)
+            r = await client.post(path, content=raw, headers=JSON)
             assert status in (413, 422)
             assert (r.status_code, r.json()) == (status, answer)
     assert await rows(container, metrics) == []

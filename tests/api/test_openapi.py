@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -114,9 +115,14 @@ async def test_openapi_lists_every_route_with_its_4xx_responses(
         where = f"{method} {path}"
         operation = doc["paths"][path][method.lower()]
         documented = {int(code) for code in operation["responses"] if code.startswith("4")}
-        # Every route that needs an API key also documents 401 and 403.
+        # Every route that needs an API key also documents 401 and 403; every route but
+        # the probes' a foreign Host (400); every state-changing one a body that is not
+        # JSON (415), and 403 for neither JSON nor X-Vigil-Request.
         access = set() if path in ("/health", "/ready", "/metrics") else {401, 403}
-        assert documented == EXPECTED_ERRORS[(method, path)] | access, where
+        cross_site = set() if path in ("/health", "/ready") else {400}
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            cross_site |= {403, 415}
+        assert documented == EXPECTED_ERRORS[(method, path)] | access | cross_site, where
 
         # The rules behind the table, checked against what each route declares.
         has_body = "requestBody" in operation
@@ -332,3 +338,45 @@ async def test_the_documented_413s_happen(settings: Settings, subtests: pytest.S
                 assert r.status_code == 413, r.text
                 assert "detail" in r.json()
         assert await table_counts(container) == before
+
+
+def _duration_schemas(schema: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every duration in a schema (its number branch), with where it is."""
+    if isinstance(schema, dict):
+        if "anyOf" in schema and any(
+            b.get("pattern", "").endswith("(ms|s|m|h|d)?\\s*$") for b in schema["anyOf"]
+        ):
+            [number] = [b for b in schema["anyOf"] if b.get("type") == "number"]
+            yield path, number
+        for key, value in schema.items():
+            yield from _duration_schemas(value, f"{path}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from _duration_schemas(value, f"{path}[{i}]")
+
+
+async def test_the_schema_says_what_the_server_enforces(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    policy = doc["components"]["schemas"]["PolicySpec"]
+    bounds = dict(_duration_schemas(doc["components"]["schemas"]))
+    assert bounds, "no duration found"
+    # Durations that must be positive publish exclusiveMinimum, and the server agrees.
+    positive = {p for p, number in bounds.items() if number.get("exclusiveMinimum") == 0}
+    non_negative = {p for p, number in bounds.items() if number.get("minimum") == 0}
+    assert positive | non_negative == set(bounds)
+    assert any(p.endswith("approval_timeout_seconds") for p in positive)
+    assert any(p.endswith("cooldown_seconds") for p in non_negative)
+    body = {
+        "name": "p",
+        "condition": {"type": "metric_exceeds", "metric": "cpu", "threshold": 1},
+        "action": "scale-up",
+    }
+    r = await client.post("/api/v1/policies", json={**body, "approval_timeout_seconds": 0})
+    assert r.status_code == 422
+    r = await client.post("/api/v1/policies", json={**body, "cooldown_seconds": 0})
+    assert r.status_code == 201
+    # Bodies that refuse unknown keys say so.
+    assert policy["additionalProperties"] is False
+    assert "additionalProperties" not in doc["components"]["schemas"]["MetricIn"]

@@ -144,14 +144,13 @@ async def test_create_fills_in_the_defaults(client: httpx.AsyncClient) -> None:
     }
 
 
-async def test_strings_are_trimmed_and_unknown_fields_ignored(client: httpx.AsyncClient) -> None:
+async def test_strings_are_trimmed(client: httpx.AsyncClient) -> None:
     created = await create(
         client,
         name="  web-cpu-high  ",
         target=" web-* ",
         action=" scale-up ",
-        condition={**exceeds(" cpu_percent ", 90), "unit": "%"},
-        colour="blue",
+        condition=exceeds(" cpu_percent ", 90),
     )
     assert created["name"] == "web-cpu-high"
     assert created["target"] == "web-*"
@@ -161,8 +160,52 @@ async def test_strings_are_trimmed_and_unknown_fields_ignored(client: httpx.Asyn
         "metric": "cpu_percent",
         "threshold": 90.0,
     }
-    assert "colour" not in created
     assert (await client.get(f"{BASE}/web-cpu-high")).status_code == 200
+
+
+async def test_unknown_fields_are_refused_naming_the_likely_intended_one(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    before = await table_counts(container)
+    r = await client.post(
+        BASE,
+        json=policy(
+            aproval_required=True,
+            cooldown="10m",
+            condition={**exceeds("cpu_percent", 90), "unit": "%"},
+            colour="blue",
+        ),
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {
+            "loc": ["body", "condition", "metric_exceeds", "unit"],
+            "msg": "unknown field 'unit'",
+            "type": "extra_forbidden",
+        },
+        {
+            "loc": ["body", "aproval_required"],
+            "msg": "unknown field 'aproval_required' (did you mean 'approval_required'?)",
+            "type": "extra_forbidden",
+        },
+        {
+            "loc": ["body", "cooldown"],
+            "msg": "unknown field 'cooldown' (did you mean 'cooldown_seconds'?)",
+            "type": "extra_forbidden",
+        },
+        {"loc": ["body", "colour"], "msg": "unknown field 'colour'", "type": "extra_forbidden"},
+    ]
+    assert await table_counts(container) == before
+
+
+async def test_an_update_with_an_unknown_field_is_refused(client: httpx.AsyncClient) -> None:
+    await create(client, name="p")
+    r = await client.put(f"{BASE}/p", json={"aproval_required": True})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "aproval_required"]
+    assert error["msg"] == "unknown field 'aproval_required' (did you mean 'approval_required'?)"
+    assert (await client.get(f"{BASE}/p")).json()["approval_required"] is False
 
 
 async def test_cooldown_accepts_seconds_and_duration_strings(client: httpx.AsyncClient) -> None:
@@ -361,13 +404,14 @@ async def test_a_body_that_is_not_a_policy_object_is_a_422(
         ("[]", "application/json"),
         ("null", "application/json"),
         ('"a policy"', "application/json"),
-        ("name: cpu", "application/yaml"),
         ("", "application/json"),
     ]:
         with subtests.test(content=content, content_type=content_type):
             r = await client.post(BASE, content=content, headers={"content-type": content_type})
             assert r.status_code == 422, r.text
             assert r.json()["detail"][0]["loc"][0] == "body"
+    r = await client.post(BASE, content="name: cpu", headers={"content-type": "application/yaml"})
+    assert r.status_code == 415, r.text
 
 
 async def test_nested_all_and_any_conditions(client: httpx.AsyncClient) -> None:
@@ -487,7 +531,6 @@ async def test_put_each_field(client: httpx.AsyncClient, subtests: pytest.Subtes
             ({"cooldown_seconds": 0.5}, "cooldown_seconds", 0.5),
             ({"shadow": True}, "shadow", True),
             ({"description": "  trimmed  "}, "description", "trimmed"),
-            ({"colour": "blue"}, "severity", "warning"),
             ({}, "severity", "warning"),
         ]
     ):

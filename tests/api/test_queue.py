@@ -10,6 +10,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from tests.conftest import CLIENT_HEADERS
 from tests.helpers import wait_for_async
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
@@ -42,7 +43,9 @@ async def working(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.A
     application = create_app(settings, container, run_runner=False, run_worker=True)
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://vigil.test", headers=CLIENT_HEADERS
+        ) as c:
             yield c
 
 

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import services
 from tests.e2e.procs import Processes, wait_for
+from vigil.strict import CLIENT_HEADERS
 
 SECONDS = float(os.environ.get("VIGIL_CHAOS_SECONDS", "60"))
 DRAIN_SECONDS = 60.0
@@ -161,7 +162,7 @@ def chaos_run(url: str, procs: Processes) -> None:
     assert load["rejected"] > 0
     assert load["succeeded"] > load["generated"] * 0.8, load
 
-    with httpx.Client(base_url=url, timeout=10) as api:
+    with httpx.Client(base_url=url, timeout=10, headers=CLIENT_HEADERS) as api:
         # The operator turns the policies off, then lets the queue drain.
         for policy in POLICIES["policies"]:
             assert api.put(f"/api/v1/policies/{policy['name']}/disable").status_code == 200

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.procs import Processes, wait_for
+from vigil.strict import CLIENT_HEADERS
 
 ACTION = "restart-service"
 SCALE_UP = "scale-up"
@@ -72,7 +73,7 @@ class Api:
     def __init__(self, url: str, procs: Processes) -> None:
         self.url = url
         self.procs = procs
-        self.http = httpx.Client(base_url=url, timeout=10)
+        self.http = httpx.Client(base_url=url, timeout=10, headers=CLIENT_HEADERS)
 
     def close(self) -> None:
         self.http.close()

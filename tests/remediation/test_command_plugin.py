@@ -235,7 +235,7 @@ remediations:
         ({"argv": ["ls"], "allowed_exit_codes": []}, "`allowed_exit_codes`"),
         ({"argv": ["ls"], "allowed_exit_codes": [256]}, "`allowed_exit_codes`"),
         ({"argv": ["ls"], "allowed_exit_codes": [True]}, "`allowed_exit_codes`"),
-        ({"argv": ["ls"], "shell": True}, "unknown option(s) shell"),
+        ({"argv": ["ls"], "shell": True}, "unknown option 'shell'"),
     ],
 )
 def test_check_refuses_bad_options(options: dict[str, Any], message: str) -> None:

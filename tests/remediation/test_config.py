@@ -119,16 +119,19 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        # unknown keys, named with what is allowed
+        # unknown keys, named with the likely intended one
         (
             "{action: a, plugin: log, plugins: x}",
-            "remediations[1] (action 'a'): unknown field 'plugins' "
-            "(allowed: action, targets, plugin, with, timeout, retries)",
+            "remediations[1] (action 'a'): unknown field 'plugins' (did you mean 'plugin'?)",
         ),
         (
             "{action: a, plugin: log, retries: {attempts: 3}}",
             "remediations[1] (action 'a'): retries: unknown field 'attempts' "
-            "(allowed: max_attempts, backoff_seconds, max_backoff_seconds)",
+            "(did you mean 'max_attempts'?)",
+        ),
+        (
+            "{action: a, plugin: log, colour: red}",
+            "remediations[1] (action 'a'): unknown field 'colour'",
         ),
         # missing and mistyped fields; strict: no coercion of strings or booleans
         ("{plugin: log}", "remediations[1]: action: Field required"),
@@ -151,7 +154,10 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
             "(installed: command, log, picky)",
         ),
         ("{action: a, plugin: picky, with: {bad: 1}}", "(action 'a'): with: picky: `bad` is not"),
-        ("{action: a, plugin: log, with: {msg: x}}", "with: log: unknown option(s) msg"),
+        (
+            "{action: a, plugin: log, with: {msg: x}}",
+            "with: log: unknown option 'msg' (did you mean 'message'?)",
+        ),
         ("{action: a, plugin: command}", "with: command: `argv` is required"),
         ("{action: a, plugin: command, with: {argv: []}}", "with: command: `argv` is required"),
         ("{action: a, plugin: command, with: {argv: [ls, 1]}}", "`argv[1]` must be a string"),
@@ -167,7 +173,7 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
             "{action: a, plugin: command, with: {argv: [ls], allowed_exit_codes: [0, '1']}}",
             "`allowed_exit_codes` must be a non-empty list",
         ),
-        ("{action: a, plugin: command, with: {argv: [ls], shell: true}}", "unknown option(s)"),
+        ("{action: a, plugin: command, with: {argv: [ls], shell: true}}", "unknown option 'shell'"),
         # placeholders
         (
             "{action: a, plugin: command, with: {argv: [ls, '{host}']}}",
@@ -204,7 +210,11 @@ def test_invalid_entries_name_file_entry_and_field(entry: str, message: str) -> 
         ("", "expected a mapping with a top-level 'remediations:' list"),
         ("- {action: a, plugin: log}\n", "expected a mapping"),
         ("policies: []\n", "expected a mapping"),
-        ("remediations: []\nextra: 1\n", "unknown top-level key(s) extra"),
+        ("remediations: []\nextra: 1\n", "unknown top-level key 'extra'"),
+        (
+            "remediation:\n  - {action: a, plugin: log}\n",
+            "unknown top-level key 'remediation' (did you mean 'remediations'?)",
+        ),
         ("remediations: {action: a}\n", "'remediations' must be a list"),
         ("remediations: [unclosed\n", "not valid YAML"),
     ],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import pytest
+import structlog
 
 from vigil.clock import FakeClock
 from vigil.remediation.config import Remediations, load_remediations, parse_remediations
@@ -139,19 +139,17 @@ async def test_plugin_failed_keeps_its_retryable_flag_and_details(retryable: boo
     assert result.details == {"exit_code": 3}
 
 
-async def test_an_unexpected_exception_is_a_retryable_failure_and_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_an_unexpected_exception_is_a_retryable_failure_and_logged() -> None:
     async def crash(call: PluginCall) -> PluginResult:
         raise KeyError("boom")
 
-    with caplog.at_level(logging.ERROR, logger="vigil.remediation.execute"):
+    with structlog.testing.capture_logs() as logs:
         result = await run(ScriptedPlugin(crash), request())
     assert (result.status, result.retryable) == ("failed", True)
     assert result.message == "scripted plugin error: KeyError: 'boom'"
-    [record] = caplog.records
-    assert record.exc_info is not None
-    assert "action_id=9" in record.getMessage()
+    [error] = [line for line in logs if line["log_level"] == "error"]
+    assert error["event"] == "remediation.plugin_error"
+    assert (error["action_id"], error["plugin"], error["exc_info"]) == (9, "scripted", True)
 
 
 async def test_cancellation_propagates() -> None:

@@ -508,7 +508,10 @@ SCALE = {"operation": "scale", "kind": "deployment", "name": "{target}"}
         ({**SCALE, "delta": 1, "min": 5, "max": 2}, "`max` (2) is below `min` (5)"),
         ({"operation": "restart", "kind": "deployment", "name": "w", "delta": 1}, "only apply"),
         ({**SCALE, "delta": 1, "kubeconfig": 3}, "`kubeconfig`"),
-        ({**SCALE, "delta": 1, "replica": 2}, "unknown option(s) replica"),
+        (
+            {**SCALE, "delta": 1, "replica": 2},
+            "unknown option 'replica' (did you mean 'replicas'?)",
+        ),
     ],
 )
 def test_check_refuses_bad_options(options: dict[str, Any], problem: str) -> None:

@@ -95,7 +95,7 @@ async def test_what_cannot_work_fails_for_good(
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ({"colour": "red"}, "unknown option(s) colour"),
+        ({"colour": "red"}, "unknown option 'colour'"),
         ({"operation": "explode"}, "`operation` must be one of"),
         ({"replicas": 0}, "`replicas` must be"),
         ({"url": "ftp://vigil"}, "`url` must be an http"),

@@ -280,7 +280,10 @@ async def test_a_rendered_option_that_is_invalid_fails_permanently() -> None:
         ({"url": "https://h.example", "success_codes": 200}, "`success_codes`"),
         ({"url": "https://h.example", "success_codes": []}, "`success_codes`"),
         ({"url": "https://h.example", "body": {"at": datetime(2026, 1, 1)}}, "`body`"),
-        ({"url": "https://h.example", "header": {}}, "unknown option(s) header"),
+        (
+            {"url": "https://h.example", "header": {}},
+            "unknown option 'header' (did you mean 'headers'?)",
+        ),
     ],
 )
 def test_check_refuses_bad_options(options: dict[str, Any], problem: str) -> None:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import vigil
 from vigil.access.roles import OPEN, permission_of
 from vigil.api.errors import install_error_handlers
-from vigil.api.middleware import SECURITY_HEADERS, Auth, RequestId
+from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite, RequestId
 from vigil.api.routes import (
     actions,
     audit,
@@ -35,6 +35,7 @@ from vigil.api.routes import (
 from vigil.container import Container, build_container
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
 from vigil.settings import Settings
+from vigil.strict import REQUEST_HEADER
 
 
 def create_app(
@@ -87,12 +88,13 @@ def create_app(
     # Inside CORS, so that a browser's preflight (which carries no key) is answered. Auth
     # matches the routers' own routes (their paths carry the prefixes), in the same order,
     # after FastAPI's own (/openapi.json, /docs, /redoc: readers' too, like every GET).
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
     app.add_middleware(
-        Auth,
-        guard=components.keys,
-        routes=[*app.router.routes, *(route for router in routers for route in router.routes)],
-        metrics_auth=settings.metrics_auth,
+        Auth, guard=components.keys, routes=routes, metrics_auth=settings.metrics_auth
     )
+    # Before Auth, so a cross-site request is refused without a key lookup; inside RequestId,
+    # so the refusal has a request id and is counted.
+    app.add_middleware(CrossSite, hosts=settings.served_hosts, routes=routes)
     app.add_middleware(RequestId, headers=SECURITY_HEADERS, metrics=components.metrics)
     if settings.cors_origins:
         app.add_middleware(
@@ -179,10 +181,28 @@ def _document_raw_bodies(app: FastAPI, limits: Limits, metrics_auth: bool) -> No
                 additionalProperties={"type": "string", "maxLength": limits.max_tag_value_length},
             )
             _document_access(schema, metrics_auth)
+            _document_cross_site(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_cross_site(schema: dict[str, Any]) -> None:
+    """The answers of :class:`~vigil.api.middleware.CrossSite`, on the operations it gives."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if path not in ("/health", "/ready"):
+                responses["400"] = {"description": "A Host this Vigil does not serve", **error}
+            if method.upper() in STATE_CHANGING:
+                responses["415"] = {"description": "A body that is not JSON", **error}
+                refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
+                if "403" in responses:
+                    responses["403"]["description"] += f"; or {refused}"
+                else:
+                    responses["403"] = {"description": refused.capitalize(), **error}
 
 
 def _document_access(schema: dict[str, Any], metrics_auth: bool) -> None:

@@ -21,6 +21,7 @@ from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
+from vigil.strict import REQUEST_HEADER
 
 log = get_logger(__name__)
 
@@ -105,6 +106,115 @@ class RequestId:
                 method=method, route=template
             )
         timer.observe(seconds)
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"})
+_OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Answered whatever the ``Host``: probes call them by address, and they reveal nothing."""
+
+
+class CrossSite:
+    """Refuse what a web page the operator visits could make the browser send, which matters
+    most while no API key is needed (``VIGIL_AUTH=off``, or ``auto`` before the first key):
+
+    - a ``Host`` Vigil does not serve (``hosts``; ``*`` allows any): 400. A page whose name
+      resolves to Vigil's address (DNS rebinding) carries its own name;
+    - a state-changing request (POST, PUT, PATCH, DELETE) whose body is not JSON: 415;
+    - a state-changing request with neither a JSON ``Content-Type`` nor a custom header
+      (:data:`REQUEST_HEADER`, ``Authorization``, ``X-API-Key``): 403.
+
+    What is left needs a CORS preflight, which the browser only passes for the origins in
+    ``CORS_ORIGINS``: no "simple request" (``text/plain``, a form, or no body and no custom
+    header) reaches a route that changes anything.
+    """
+
+    def __init__(self, app: ASGIApp, *, hosts: Sequence[str], routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+        self.any_host = "*" in hosts
+        self.hosts = frozenset(h for h in hosts if not h.startswith("*"))
+        self.domains = tuple(h[1:] for h in hosts if h.startswith("*."))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = content_type = b""
+        has_body = custom = False
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                has_body = has_body or value.strip() not in (b"", b"0")
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name in _CUSTOM_HEADERS:
+                custom = True
+        refusal = self._host_refusal(host, scope["path"])
+        if refusal is None and scope["method"] in STATE_CHANGING and self._routed(scope):
+            refusal = _body_refusal(content_type, has_body, custom)
+        if refusal is not None:
+            status, detail = refusal
+            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _routed(self, scope: Scope) -> bool:
+        """Whether a route answers this method on this path (else a 404 or 405 follows).
+        The route goes into the scope, so a refusal is counted under its template."""
+        for route in self.routes:
+            if route.matches(scope)[0] is Match.FULL:
+                scope["route"] = route
+                return True
+        return False
+
+    def _host_refusal(self, host: bytes, path: str) -> tuple[int, str] | None:
+        if self.any_host or path in _OPEN_PATHS:
+            return None
+        name = _host_name(host.decode("latin-1"))
+        if name in self.hosts or (name and name.endswith(self.domains)):
+            return None
+        shown = name[:100] if name else "(none)"
+        return 400, (
+            f"host {shown!r} is not one this Vigil serves; add it to VIGIL_ALLOWED_HOSTS "
+            "(a name that resolves to Vigil is not enough: it could be a DNS rebinding page's)"
+        )
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header: lower case, without the port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else ""
+    return host.partition(":")[0]
+
+
+def is_json(content_type: bytes) -> bool:
+    """Whether a ``Content-Type`` is JSON (``application/json``, ``application/*+json``)."""
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+def _body_refusal(content_type: bytes, has_body: bool, custom: bool) -> tuple[int, str] | None:
+    if content_type and not is_json(content_type):
+        media = content_type.partition(b";")[0].strip().decode("latin-1")[:100]
+        return 415, f"the body must be JSON (Content-Type: application/json), not {media!r}"
+    if content_type:
+        return None
+    if has_body:
+        return 415, "the body must be JSON: send it with Content-Type: application/json"
+    if custom:
+        return None
+    return 403, (
+        f"a request that changes something needs a JSON body or the header "
+        f"'{REQUEST_HEADER}: 1' (or an API key header), so that no other web page can send it"
+    )
 
 
 SECURITY_HEADERS = (

@@ -9,15 +9,17 @@ accepts it stores exactly as the slow path would:
 
 - unknown fields, here or in the batch wrapper, send the body to the slow path (its JSON
   parser refuses numbers msgspec would skip over);
-- a string that pydantic would trim, or holding NUL (``\\u0000`` anywhere in the body), a
-  name that is empty or longer than 255 characters, a value beyond ±2**53, and anything
-  over the configured limits send it to the slow path too;
+- a string that pydantic would trim, a control character anywhere in the body (escaped,
+  such as ``\\n`` or ``\\u0000``, or raw, such as DEL; :func:`_maybe_control`), a name
+  that is empty or longer than 255 characters, a value beyond ±2**53, and anything over the
+  configured limits send it to the slow path too;
 - timestamps are validated by :class:`MetricIn` itself, once per distinct string
   (remembered: a batch shares a few timestamps).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import msgspec
@@ -47,7 +49,10 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _ONE = msgspec.json.Decoder(_Metric)
 _BATCH = msgspec.json.Decoder(_Batch)
-_NUL = b"\\u0000"
+_CONTROL = re.compile(
+    rb"\\(?:[bfnrt]|u00[01]|u007[fF]|u00[89]|u202[89])|\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]"
+)
+"""A control character in a JSON text, escaped or raw (as UTF-8): see vigil.text."""
 
 _timestamps: dict[str, datetime] = {}
 
@@ -110,9 +115,17 @@ def _sample(m: _Metric, limits: Limits, now: datetime) -> Sample | None:
     return Sample(name, value, target, tags, ts)
 
 
+def _maybe_control(body: bytes) -> bool:
+    """Whether ``body`` may hold a control character (then the slow path refuses it, naming
+    the field). Searching is costly: first a look for the bytes each one needs."""
+    if b"\\" in body or b"\x7f" in body or b"\xc2" in body or b"\xe2\x80" in body:
+        return _CONTROL.search(body) is not None
+    return False
+
+
 def decode_one(body: bytes, limits: Limits, now: datetime) -> Sample | None:
     """The sample of a single-metric body, or ``None``: take the slow path."""
-    if _NUL in body:
+    if _maybe_control(body):
         return None
     try:
         metric = _ONE.decode(body)
@@ -129,7 +142,7 @@ def decode_batch(
     Raises :class:`PayloadTooLarge` for a valid batch of more than ``max_batch_size``
     metrics (the slow path checks the size before validating the metrics).
     """
-    if _NUL in body:
+    if _maybe_control(body):
         return None
     try:
         metrics = _BATCH.decode(body).metrics

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from vigil.text import Name, SafeStr, UtcTimestamp
+from vigil.text import Label, Name, UtcTimestamp, no_control
 
-TargetStr = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=255)]
+TargetStr = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(no_control)
+]
 
 TARGET_TAGS = ("target", "host", "service")
 """The tags a metric's target defaults to, in this order, when it has no ``target`` field."""
@@ -37,7 +39,7 @@ class MetricIn(BaseModel):
 
     name: Name
     value: Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    tags: dict[SafeStr, SafeStr] = Field(default_factory=dict)
+    tags: dict[Label, Label] = Field(default_factory=dict)
     timestamp: UtcTimestamp | None = None
     target: TargetStr | None = None
 

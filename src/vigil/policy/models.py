@@ -6,7 +6,6 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -14,9 +13,10 @@ from pydantic import (
     model_validator,
 )
 
-from vigil.durations import Duration
+from vigil.durations import Duration, PositiveDuration
 from vigil.policy.expr import Expression, compile_expression
-from vigil.text import JsonObject, Name, SafeStr
+from vigil.strict import StrictModel
+from vigil.text import JsonObject, Name, Text
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
@@ -33,20 +33,22 @@ PolicyName = Annotated[
 ActionName = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255, pattern=ACTION_NAME_PATTERN)
 ]
-Description = Annotated[SafeStr, StringConstraints(max_length=4096)]
-TargetPattern = Annotated[Name, StringConstraints(max_length=255)]
+Description = Text
+TargetPattern = Name
 StrictBool = Annotated[bool, Field(strict=True)]
 Limit = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+class _Wire(StrictModel):
+    """Refuses unknown keys (naming the likely intended one): a misspelt guard such as
+    ``aproval_required`` must never quietly become auto-remediation."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, frozen=True)
 
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
 OPERATORS: tuple[Operator, ...] = (">", ">=", "<", "<=", "==", "!=")
 Aggregate = Literal["avg", "min", "max", "sum", "count", "p95", "last"]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class MetricExceeds(_Wire):
@@ -77,9 +79,7 @@ class ThresholdCondition(_Wire):
     window: PositiveDuration | None = None
     aggregate: Aggregate | None = None
 
-    model_config = ConfigDict(
-        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)
 
     @model_validator(mode="after")
     def _window_and_aggregate(self) -> ThresholdCondition:
@@ -100,9 +100,7 @@ class Absent(_Wire):
     metric: Name
     for_: PositiveDuration = Field(alias="for")
 
-    model_config = ConfigDict(
-        extra="ignore", str_strip_whitespace=True, frozen=True, populate_by_name=True
-    )
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class Rate(_Wire):

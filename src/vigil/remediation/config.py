@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
-from vigil.durations import Duration
+from vigil.durations import Duration, PositiveDuration
 from vigil.errors import InvalidInput
 from vigil.policy.models import ActionName
 from vigil.remediation.placeholders import PlaceholderError, check_templates
 from vigil.remediation.plugins.base import Plugin, PluginConfigError
+from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
 from vigil.text import JsonObject, Name
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -99,12 +100,10 @@ class Remediations:
 
 # -- the file's schema --------------------------------------------------------------------
 
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 
-
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     # strict: YAML's `max_attempts: "5"` or `true` is a mistake to report, not to coerce.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(strict=True, frozen=True)
 
 
 class _RetriesSpec(_Strict):
@@ -115,17 +114,11 @@ class _RetriesSpec(_Strict):
 
 class _EntrySpec(_Strict):
     action: ActionName
-    targets: Annotated[Name, StringConstraints(max_length=255)] = "*"
+    targets: Name = "*"
     plugin: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     with_: JsonObject = Field(default_factory=dict, alias="with")
     timeout: PositiveDuration | None = None
     retries: _RetriesSpec = Field(default_factory=_RetriesSpec)
-
-
-_ALLOWED_FIELDS = {
-    "": "action, targets, plugin, with, timeout, retries",
-    "retries": "max_attempts, backoff_seconds, max_backoff_seconds",
-}
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -139,14 +132,12 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _describe(error: Any) -> str:
-    """One pydantic error as ``field: problem``, with unknown keys spelled out."""
+    """One pydantic error as ``field: problem``; an unknown key as ``parent: unknown field
+    'x' (did you mean 'y'?)``."""
     loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
+    if error["type"] == UNKNOWN_FIELD:
         parent = _field_path(loc[:-1])
-        prefix = f"{parent}: " if parent else ""
-        allowed = _ALLOWED_FIELDS.get(parent)
-        hint = f" (allowed: {allowed})" if allowed else ""
-        return f"{prefix}unknown field {loc[-1]!r}{hint}"
+        return f"{parent}: {error['msg']}" if parent else str(error["msg"])
     return f"{_field_path(loc) or 'entry'}: {_message(error)}"
 
 
@@ -182,15 +173,18 @@ def parse_remediations(
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RemediationsInvalid(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or "remediations" not in data:
-        raise RemediationsInvalid(
-            f"{source}: expected a mapping with a top-level 'remediations:' list"
-        )
-    unknown = sorted(str(key) for key in data if key != "remediations")
-    if unknown:
-        raise RemediationsInvalid(
-            f"{source}: unknown top-level key(s) {', '.join(unknown)} (only 'remediations')"
-        )
+    expected = "expected a mapping with a top-level 'remediations:' list"
+    if not isinstance(data, dict):
+        raise RemediationsInvalid(f"{source}: {expected}")
+    problems = [
+        unknown_field(str(key), ["remediations"], kind="top-level key")
+        for key in sorted(map(str, data))
+        if key != "remediations"
+    ]
+    if "remediations" not in data:
+        problems.insert(0, expected)
+    if problems:
+        raise RemediationsInvalid(f"{source}: {'; '.join(problems)}")
     raw_entries = data["remediations"]
     if not isinstance(raw_entries, list):
         raise RemediationsInvalid(f"{source}: 'remediations' must be a list of entries")

@@ -9,17 +9,19 @@ or not, becomes a ``failed`` :class:`RemediateResult` saying whether a retry cou
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from vigil.clock import Clock
+from vigil.observability.logging import get_logger
 from vigil.remediation.config import Remediations
 from vigil.remediation.placeholders import Context, render
 from vigil.remediation.plugins.base import Plugin, PluginCall, PluginFailed, PluginResult
 from vigil.remediation.wire import RemediateRequest, RemediateResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
+# Structured fields, never values formatted into the event: a target or message holding a
+# newline must not forge a log line (the renderers escape field values).
 
 
 async def run_remediation(
@@ -52,17 +54,16 @@ async def run_remediation(
                 retryable=outcome.retryable,
             )
         log.info(
-            "remediation.finished action_id=%s attempt=%s action=%s target=%s status=%s "
-            "retryable=%s duration_ms=%s started_at=%s message=%r",
-            request.action_id,
-            request.attempt,
-            request.action,
-            request.target,
-            result.status,
-            result.retryable,
-            duration_ms,
-            started_at.isoformat(),
-            result.message,
+            "remediation.finished",
+            action_id=request.action_id,
+            attempt=request.attempt,
+            action=request.action,
+            target=request.target,
+            status=result.status,
+            retryable=result.retryable,
+            duration_ms=duration_ms,
+            started_at=started_at.isoformat(),
+            message=result.message,
         )
         return result
 
@@ -115,10 +116,10 @@ async def run_remediation(
     except Exception as exc:
         # A plugin bug, not an outcome: log it with its traceback, and let a retry try again.
         log.exception(
-            "remediation.plugin_error action_id=%s attempt=%s plugin=%s",
-            request.action_id,
-            request.attempt,
-            remediation.plugin,
+            "remediation.plugin_error",
+            action_id=request.action_id,
+            attempt=request.attempt,
+            plugin=remediation.plugin,
         )
         return finish(
             PluginFailed(f"{remediation.plugin} plugin error: {type(exc).__name__}: {exc}")

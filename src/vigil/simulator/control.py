@@ -20,6 +20,7 @@ from vigil.errors import Conflict
 from vigil.observability.logging import get_logger
 from vigil.simulator.fleet import Fleet
 from vigil.simulator.sender import Counts, RunConfig, Sender
+from vigil.strict import CLIENT_HEADERS
 
 log = get_logger(__name__)
 
@@ -79,7 +80,7 @@ class SimulatorControl:
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             transport=self.transport,
-            headers={"x-api-key": self._api_key, "user-agent": "vigil-simulator"},
+            headers={"x-api-key": self._api_key, "user-agent": "vigil-simulator", **CLIENT_HEADERS},
             # Loopback only, carrying the internal key: never through a proxy from the
             # environment (HTTP_PROXY), which would see the key and break every request.
             trust_env=False,

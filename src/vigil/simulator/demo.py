@@ -45,6 +45,7 @@ from vigil.local import (
     stop,
     wait_healthy,
 )
+from vigil.strict import CLIENT_HEADERS
 
 POLICY = "high-cpu-alert"
 SERVICE = "web"
@@ -207,7 +208,9 @@ class Demo:
         try:
             self._start_server()
             # trust_env=False: the demo's own loopback server, never through a proxy.
-            with httpx.Client(base_url=self.url, timeout=10.0, trust_env=False) as client:
+            with httpx.Client(
+                base_url=self.url, timeout=10.0, trust_env=False, headers=CLIENT_HEADERS
+            ) as client:
                 self.story.violations_before = self._violations(client)
                 self._start_load(client)
                 self._watch(client)

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from vigil.simulator.fleet import Fleet
 from vigil.simulator.sender import Counts, RunConfig, Sender
+from vigil.strict import CLIENT_HEADERS
 
 FLEET_PATH = "/api/v1/simulator/fleet"
 
@@ -66,7 +67,7 @@ async def drive(
     ``api_key`` sends the metrics (an agent's or an admin's, when access control is on);
     ``follow_key`` (default: ``api_key``) reads the fleet (a viewer's or better)."""
     console = console or Console(stderr=True)
-    headers = {"user-agent": "vigil-simulate"}
+    headers = {"user-agent": "vigil-simulate", **CLIENT_HEADERS}
     if api_key:
         headers["x-api-key"] = api_key
     fleet = config.fleet()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.actions import store
 from vigil.actions.status import Status
@@ -14,7 +14,8 @@ from vigil.actions.store import Action, HistoryRow
 from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
 from vigil.api.errors import error_responses
 from vigil.policy.models import ActionName
-from vigil.text import JsonObject, Name, SafeStr, UtcTimestamp
+from vigil.strict import StrictModel
+from vigil.text import JsonObject, Name, SafeStr, Text, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
 
@@ -95,9 +96,8 @@ def history_out(row: HistoryRow) -> dict[str, Any]:
     }
 
 
-class ManualActionIn(BaseModel):
+class ManualActionIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
@@ -114,7 +114,7 @@ class ManualActionIn(BaseModel):
     target: Name
     action: ActionName
     params: JsonObject = Field(default_factory=dict)
-    details: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    details: Text | None = None
 
 
 class ManualActionOut(BaseModel):
@@ -125,10 +125,10 @@ class ManualActionOut(BaseModel):
     action: ActionOut
 
 
-class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class CancelIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
-    reason: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    reason: Text | None = None
 
 
 async def _page(
@@ -237,10 +237,10 @@ async def cancel_action(
     return action_out(record)
 
 
-class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class ApprovalIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
-    comment: Annotated[SafeStr, StringConstraints(max_length=4096)] | None = None
+    comment: Text | None = None
 
 
 @router.post(

@@ -6,15 +6,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
-from vigil.text import SafeStr
+from vigil.strict import StrictModel
+from vigil.text import no_nul
 
 router = APIRouter(prefix="/api/v1/automation", tags=["safety"], route_class=VigilRoute)
 
-Reason = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4096),
+    AfterValidator(no_nul),
+]
 
 
 class AutomationOut(BaseModel):
@@ -24,9 +29,8 @@ class AutomationOut(BaseModel):
     by: str | None
 
 
-class PauseIn(BaseModel):
+class PauseIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={"examples": [{"reason": "database migration"}]},
     )
@@ -34,8 +38,8 @@ class PauseIn(BaseModel):
     reason: Reason
 
 
-class ResumeIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class ResumeIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     reason: Reason | None = None
 

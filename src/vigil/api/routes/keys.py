@@ -13,6 +13,7 @@ from vigil.access.keys import ApiKey
 from vigil.access.roles import Role
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
+from vigil.strict import StrictModel
 
 router = APIRouter(prefix="/api/v1/keys", tags=["access"], route_class=VigilRoute)
 
@@ -21,8 +22,8 @@ KeyName = Annotated[
 ]
 
 
-class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class KeyIn(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     name: KeyName
     role: Role

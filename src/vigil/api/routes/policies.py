@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
@@ -14,7 +14,8 @@ from vigil.decide.episodes import Episode
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
 from vigil.policy.service import Backtest, DryRun, check_action, validate_policy
-from vigil.text import Name, SafeStr, UtcTimestamp
+from vigil.strict import StrictModel
+from vigil.text import Name, SafeStr, TagValue, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], route_class=VigilRoute)
 
@@ -22,6 +23,8 @@ NameParam = Annotated[SafeStr, Path(max_length=255, description="The policy's na
 
 
 class PolicyOut(PolicySpec):
+    model_config = ConfigDict(extra="ignore")  # an answer, not an input
+
     source: str = Field(description="`api` or `file`: where the policy was created")
     created_at: datetime
     updated_at: datetime
@@ -49,9 +52,8 @@ class OkMessage(BaseModel):
     message: str
 
 
-class EvaluateIn(BaseModel):
+class EvaluateIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={"examples": [{"metrics": {"cpu_usage": 95}, "target": "web-01"}]},
     )
@@ -60,7 +62,7 @@ class EvaluateIn(BaseModel):
         min_length=1, max_length=1000
     )
     target: Name
-    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
+    tags: dict[Name, TagValue] = Field(
         default_factory=dict, max_length=64, description="The target's tags (expressions read them)"
     )
 
@@ -125,9 +127,8 @@ def evaluate_out(run: DryRun) -> dict[str, Any]:
     }
 
 
-class BacktestIn(BaseModel):
+class BacktestIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         populate_by_name=True,
         json_schema_extra={
             "examples": [{"from": "2026-01-19T11:00:00Z", "to": "2026-01-19T12:00:00Z"}]

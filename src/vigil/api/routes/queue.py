@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.api.routes.actions import ActionOut, action_out
+from vigil.strict import StrictModel
 
 router = APIRouter(tags=["queue"], route_class=VigilRoute)
 
@@ -52,9 +53,8 @@ class DeadLetterOut(BaseModel):
 TaskId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
-class RedriveIn(BaseModel):
+class RedriveIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         json_schema_extra={"examples": [{"task_ids": ["task_0123abcd"]}, {"all": True}]},
     )
 

@@ -6,27 +6,35 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.api.errors import error_responses
 from vigil.decide import silences as store
 from vigil.decide.silences import Silence
 from vigil.errors import InvalidInput
-from vigil.text import Name, SafeStr, UtcTimestamp
+from vigil.strict import StrictModel
+from vigil.text import Name, TagValue, UtcTimestamp, no_nul
 
 router = APIRouter(prefix="/api/v1/silences", tags=["safety"], route_class=VigilRoute)
 
 SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The silence's id")]
-Glob = Annotated[Name, StringConstraints(max_length=255)]
+Glob = Name
 
 
-class Matchers(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+class Matchers(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     policy: Glob | None = Field(default=None, description="Glob on the policy name")
     target: Glob | None = Field(default=None, description="Glob on the target")
-    tags: dict[Name, Annotated[SafeStr, StringConstraints(max_length=1024)]] | None = Field(
+    tags: dict[Name, TagValue] | None = Field(
         default=None, max_length=64, description="Tags the sample must carry, exactly"
     )
 
@@ -40,9 +48,8 @@ class Matchers(BaseModel):
         return self
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(StrictModel):
     model_config = ConfigDict(
-        extra="ignore",
         str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
@@ -58,7 +65,9 @@ class SilenceIn(BaseModel):
     matchers: Matchers
     starts_at: UtcTimestamp | None = None
     ends_at: UtcTimestamp
-    comment: Annotated[SafeStr, StringConstraints(min_length=1, max_length=4096)]
+    comment: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096), AfterValidator(no_nul)
+    ]
 
 
 class SilenceOut(BaseModel):

@@ -17,6 +17,7 @@ from vigil.errors import Forbidden, NotFound
 from vigil.observability.audit import Actor, append_audit
 from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS, Mode
 from vigil.simulator.sender import RunConfig
+from vigil.strict import StrictModel
 
 
 async def require_simulator(container: ContainerDep) -> None:
@@ -60,10 +61,8 @@ class FleetOut(BaseModel):
     services: dict[str, ServiceOut]
 
 
-class ScaleIn(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore", json_schema_extra={"examples": [{"delta": 2}, {"replicas": 4}]}
-    )
+class ScaleIn(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"delta": 2}, {"replicas": 4}]})
 
     delta: Annotated[int, Field(strict=True, ge=-MAX_REPLICAS, le=MAX_REPLICAS)] | None = None
     replicas: Annotated[int, Field(strict=True, ge=1, le=MAX_REPLICAS)] | None = None
@@ -155,11 +154,12 @@ Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 Share = Annotated[float, Field(ge=0, le=1)]
 
 
-class StartIn(BaseModel):
-    """A run; every field is optional."""
+class StartIn(StrictModel):
+    """A run; every field is optional. Strict types: ``"rate": true`` or ``"batch": "yes"``
+    is a mistake to report, not to coerce."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"mode": "burst", "rate": 50, "targets": ["web"], "duration_seconds": 120}]
         },
@@ -170,7 +170,9 @@ class StartIn(BaseModel):
     rate: Annotated[float, Field(ge=0.1, le=10_000)] = 20.0
     """Samples per second."""
     mode: Mode = "steady"
-    targets: Annotated[list[Literal["web", "api", "db"]], Field(max_length=len(SERVICES))] = []
+    targets: Annotated[list[Literal["web", "api", "db"]], Field(max_length=len(SERVICES))] = Field(
+        default_factory=list
+    )
     """The services to simulate (default: the whole fleet)."""
     duration_seconds: Seconds | None = None
     failure_rate: Share | None = None

@@ -9,8 +9,11 @@ and counts as a retryable failure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+
+from vigil.strict import unknown_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,16 @@ class PluginFailed(Exception):
 
 class PluginConfigError(ValueError):
     """A remediation's ``with:`` options are not valid for its plugin."""
+
+
+def refuse_unknown_options(plugin: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """:class:`PluginConfigError` naming each option not in ``known``, with the likely
+    intended one (``log: unknown option 'msg' (did you mean 'message'?)``)."""
+    known = sorted(known)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        problems = "; ".join(unknown_field(name, known, kind="option") for name in unknown)
+        raise PluginConfigError(f"{plugin}: {problems}; known: {', '.join(known)}")
 
 
 class Plugin(Protocol):

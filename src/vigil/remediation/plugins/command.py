@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from vigil.remediation.placeholders import has_placeholder
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginFailed,
+    PluginResult,
+    refuse_unknown_options,
+)
 
 OPTIONS = frozenset({"argv", "env", "cwd", "allowed_exit_codes"})
 OUTPUT_LIMIT = 64 * 1024
@@ -64,11 +70,7 @@ def parse_options(options: dict[str, Any], *, rendered: bool) -> CommandSpec:
     numbers or booleans become text; a number that would start an argument with ``-`` is
     refused, since it would read as an option.
     """
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"command: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("command", options, OPTIONS)
     argv = options.get("argv")
     if not isinstance(argv, list) or not argv:
         raise PluginConfigError("command: `argv` is required: a non-empty list of strings")

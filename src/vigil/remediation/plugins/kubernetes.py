@@ -17,7 +17,13 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from vigil.clock import Clock, SystemClock
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginFailed,
+    PluginResult,
+    refuse_unknown_options,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -74,12 +80,7 @@ class KubernetesSpec:
 
 def parse_options(options: dict[str, Any], *, rendered: bool) -> KubernetesSpec:
     """Validate ``options``; placeholders pass unless ``rendered`` (raises PluginConfigError)."""
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"kubernetes: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("kubernetes", options, OPTIONS)
 
     def pending(value: object) -> bool:
         return not rendered and _is_placeholder(value)

@@ -6,22 +6,23 @@ Options: ``message`` (optional), a line saying what would happen, usually with p
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginResult
+from vigil.observability.logging import get_logger
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginResult,
+    refuse_unknown_options,
+)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 OPTIONS = frozenset({"message"})
 
 
 def _message(options: dict[str, Any]) -> str | None:
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"log: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("log", options, OPTIONS)
     message = options.get("message")
     if message is not None and not isinstance(message, str):
         raise PluginConfigError("log: `message` must be a string")
@@ -42,21 +43,15 @@ class LogPlugin:
         # Checked at load; a message that is one placeholder may have rendered to a number.
         message = call.options.get("message")
         would = f"would run {call.action} on {call.target}" if message is None else str(message)
+        # Fields, not a formatted line: a target holding a newline cannot forge a log line.
         log.info(
-            "remediation.dry_run action=%s target=%s action_id=%s attempt=%s params=%s would=%r",
-            call.action,
-            call.target,
-            call.action_id,
-            call.attempt,
-            call.params,
-            would,
-            extra={
-                "action": call.action,
-                "target": call.target,
-                "action_id": call.action_id,
-                "attempt": call.attempt,
-                "params": call.params,
-            },
+            "remediation.dry_run",
+            action=call.action,
+            target=call.target,
+            action_id=call.action_id,
+            attempt=call.attempt,
+            params=call.params,
+            would=would,
         )
         return PluginResult(
             message=f"dry run: {would}",

@@ -28,9 +28,16 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from vigil.remediation.placeholders import PlaceholderError, has_placeholder
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginFailed,
+    PluginResult,
+    refuse_unknown_options,
+)
 from vigil.settings import client_settings
 from vigil.simulator.fleet import MAX_REPLICAS, Fleet
+from vigil.strict import CLIENT_HEADERS
 
 OPTIONS = frozenset({"operation", "service", "replicas", "url", "api_key"})
 OPERATIONS = frozenset({"scale-up", "scale-down", "restart"})
@@ -52,12 +59,7 @@ def _pending(value: object) -> bool:
 
 
 def _check(options: dict[str, Any], *, rendered: bool) -> None:
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"simulator: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("simulator", options, OPTIONS)
     operation = options.get("operation")
     if operation is not None and operation not in OPERATIONS:
         raise PluginConfigError(
@@ -161,7 +163,7 @@ class SimulatorPlugin:
         seconds: float,
     ) -> PluginResult:
         """One call to the fleet API (which takes a host for its service too)."""
-        headers = {"x-api-key": key} if key else {}
+        headers = {"x-api-key": key, **CLIENT_HEADERS} if key else dict(CLIENT_HEADERS)
         base = url.rstrip("/")
         where = f"{FLEET_PATH}/{quote(target, safe='')}"
         try:

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from vigil.remediation.plugins.base import PluginCall, PluginConfigError, PluginFailed, PluginResult
+from vigil.remediation.plugins.base import (
+    PluginCall,
+    PluginConfigError,
+    PluginFailed,
+    PluginResult,
+    refuse_unknown_options,
+)
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 OPTIONS = frozenset({"url", "method", "headers", "body", "timeout", "success_codes"})
@@ -52,11 +58,7 @@ class WebhookSpec:
 
 def parse_options(options: dict[str, Any], *, rendered: bool) -> WebhookSpec:
     """Validate ``options``; placeholders pass unless ``rendered`` (raises PluginConfigError)."""
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise PluginConfigError(
-            f"webhook: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}"
-        )
+    refuse_unknown_options("webhook", options, OPTIONS)
 
     def pending(value: object) -> bool:
         return not rendered and _is_placeholder(value)
