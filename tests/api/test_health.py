@@ -15,9 +15,9 @@ from tests import services
 from tests.conftest import CLIENT_HEADERS
 from tests.helpers import connection_lost
 from vigil.api.app import create_app
-from vigil.api.errors import RETRY_AFTER_SECONDS
 from vigil.container import Container, build_container
 from vigil.db.tables import metrics
+from vigil.http.errors import RETRY_AFTER_SECONDS
 from vigil.local import free_port
 from vigil.settings import Settings
 

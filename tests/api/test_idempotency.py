@@ -25,10 +25,10 @@ from tests.api.test_ingest import (
 )
 from tests.helpers import connection_lost
 from vigil.api.app import create_app
-from vigil.api.errors import RETRY_AFTER_SECONDS
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
 from vigil.db.tables import actions, ingest_keys, metrics
+from vigil.http.errors import RETRY_AFTER_SECONDS
 from vigil.settings import Settings
 
 TTL = 3600.0

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from tests.helpers import connection_lost
 from tests.remediation.test_service import FakeRun
-from vigil.api.errors import RETRY_AFTER_SECONDS
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
+from vigil.http.errors import RETRY_AFTER_SECONDS
 from vigil.remediation.app import MAX_BODY_BYTES, RemediatorNotConfigured, create_remediator_app
 from vigil.remediation.runs import INTERRUPTED_MESSAGE, claim_run
 from vigil.remediation.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, signed_headers

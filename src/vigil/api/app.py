@@ -16,8 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.access.roles import OPEN, permission_of
-from vigil.api.errors import install_error_handlers
-from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite, RequestId
+from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite
 from vigil.api.routes import (
     actions,
     audit,
@@ -33,6 +32,8 @@ from vigil.api.routes import (
     simulator,
 )
 from vigil.container import Container, build_container
+from vigil.http.errors import install_error_handlers
+from vigil.http.request_id import RequestId
 from vigil.ingest.schemas import BatchIn, Limits, MetricIn
 from vigil.settings import Settings
 from vigil.strict import REQUEST_HEADER

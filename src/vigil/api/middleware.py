@@ -1,112 +1,21 @@
-"""ASGI middleware shared by Vigil's HTTP apps (the API and the remediator)."""
+"""The API's own ASGI middleware: the cross-site and host checks, access control, and its
+security headers (the request id middleware both apps share is :mod:`vigil.http.request_id`)."""
 
 from __future__ import annotations
 
-import re
-import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vigil.access.keys import KeyGuard
+from vigil.access.keys import Caller, KeyGuard
 from vigil.access.roles import OPEN, READ, Role, permission_of
-from vigil.api.errors import unavailable_response
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
-from vigil.observability.logging import bound, get_logger
-from vigil.observability.metrics import VigilMetrics
+from vigil.http.errors import unavailable_response
 from vigil.strict import REQUEST_HEADER
-
-log = get_logger(__name__)
-
-CLIENT_CLOSED = 499
-"""The status counted for a request whose client disconnected before it could be answered."""
-
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-"""A request id a client may choose: short, and safe to write in a log line."""
-
-
-class RequestId:
-    """Give every request an id -- the client's ``X-Request-ID`` when it is a safe one, else
-    a fresh one -- echo it in the response's ``X-Request-ID``, keep it in
-    ``request.state.request_id`` and add it to every log line written while answering.
-
-    One layer for everything done around each request (each layer costs every request,
-    ingest's included): it also adds ``headers`` to every response, and with ``metrics``
-    counts and times the request by method, route template (never the raw path, which
-    would carry ids; ``unmatched`` when no route matched) and status.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        headers: Sequence[tuple[bytes, bytes]] = (),
-        metrics: VigilMetrics | None = None,
-    ) -> None:
-        self.app = app
-        self.headers = list(headers)
-        self.metrics = metrics
-        # Label lookups cost more than the count itself: each series' child is kept.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        added = [(b"x-request-id", request_id.encode()), *self.headers]
-        status = 500
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), *added]
-            await send(message)
-
-        try:
-            with bound(request_id=request_id):
-                await self.app(scope, receive, send_with_headers)
-        except ClientDisconnect:
-            # The client went away before its body arrived (it gave up): there is no one to
-            # answer and nothing went wrong here. Counted as 499 ("client closed request",
-            # as nginx says), never as a 5xx or an error line that would page someone.
-            status = CLIENT_CLOSED
-            log.info("http.client_disconnected", method=scope["method"], path=scope["path"])
-        finally:
-            if self.metrics is not None:
-                self._count(scope, status, time.perf_counter() - started)
-
-    def _count(self, scope: Scope, status: int, seconds: float) -> None:
-        assert self.metrics is not None
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        method = scope["method"]
-        key = (method, template, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.http_requests_total.labels(
-                method=method, route=template, status=str(status)
-            )
-        counter.inc()
-        timer = self._timers.get(key[:2])
-        if timer is None:
-            timer = self._timers[key[:2]] = self.metrics.http_request_duration_seconds.labels(
-                method=method, route=template
-            )
-        timer.observe(seconds)
-
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"})
@@ -263,12 +172,7 @@ class Auth:
         # Whether keys are needed at all first (remembered, so usually no database read):
         # while none is, no route needs matching. When the database cannot say, an open
         # route (/health, /ready) still answers and any other gets 503.
-        try:
-            needed: bool | None = await self.guard.required()
-        except Exception as exc:
-            if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
-                raise
-            needed = None
+        needed = await self._needed()
         if needed is False:
             await self.app(scope, receive, send)
             return
@@ -277,40 +181,52 @@ class Auth:
             await self.app(scope, receive, send)
             return
         key = _key_of(Headers(scope=scope))
-        try:
-            caller = await self.guard.caller(key) if needed and key else None
-        except Exception as exc:
-            if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
-                raise
-            needed = None
+        caller = None
+        if needed and key:
+            try:
+                caller = await self.guard.caller(key)
+            except Exception as exc:
+                _raise_unless_unavailable(exc)
+                needed = None
         if needed is None:
             await unavailable_response()(scope, receive, send)
             return
-        if not key:
-            await _refuse(
-                scope,
-                receive,
-                send,
-                401,
-                "an API key is needed: send it as 'Authorization: Bearer <key>' or"
-                " 'X-API-Key: <key>'",
-            )
+        refusal = _refusal(key, caller, allowed)
+        if refusal is not None:
+            await _refuse(scope, receive, send, *refusal)
             return
-        if caller is None:
-            await _refuse(scope, receive, send, 401, "the API key is not valid (or revoked)")
-            return
-        if caller.role not in allowed:
-            needs = " or ".join(sorted(r.value for r in allowed))
-            await _refuse(
-                scope,
-                receive,
-                send,
-                403,
-                f"key {caller.name!r} has role {caller.role.value}; this needs {needs}",
-            )
-            return
+        assert caller is not None
         scope.setdefault("state", {})["actor"] = caller.name
         await self.app(scope, receive, send)
+
+    async def _needed(self) -> bool | None:
+        """Whether API keys are needed; None when the database cannot say."""
+        try:
+            return await self.guard.required()
+        except Exception as exc:
+            _raise_unless_unavailable(exc)
+            return None
+
+
+def _raise_unless_unavailable(exc: Exception) -> None:
+    if not (isinstance(exc, Unavailable) or is_unavailable(exc)):
+        raise exc
+
+
+def _refusal(key: str, caller: Caller | None, allowed: frozenset[Role]) -> tuple[int, str] | None:
+    """Why a request with ``key`` (whose caller is ``caller``) may not use a route that
+    ``allowed`` roles may, if it may not."""
+    if not key:
+        return (
+            401,
+            "an API key is needed: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+        )
+    if caller is None:
+        return 401, "the API key is not valid (or revoked)"
+    if caller.role not in allowed:
+        needs = " or ".join(sorted(r.value for r in allowed))
+        return 403, f"key {caller.name!r} has role {caller.role.value}; this needs {needs}"
+    return None
 
 
 def _key_of(headers: Headers) -> str:

@@ -82,20 +82,8 @@ def _sample(m: _Metric, limits: Limits, now: datetime) -> Sample | None:
     if not -_MAX_EXACT < value < _MAX_EXACT:
         return None
     tags = m.tags
-    if tags:
-        if len(tags) > limits.max_tags:
-            return None
-        max_key = limits.max_tag_key_length
-        max_value = limits.max_tag_value_length
-        for key, item in tags.items():
-            if (
-                not key
-                or len(key) > max_key
-                or len(item) > max_value
-                or key.strip() != key
-                or item.strip() != item
-            ):
-                return None
+    if tags and not _tags_fit(tags, limits):
+        return None
     target = m.target
     if target is not None and (len(target) > _MAX_NAME or target.strip() != target):
         return None
@@ -106,13 +94,25 @@ def _sample(m: _Metric, limits: Limits, now: datetime) -> Sample | None:
         return None
     text = m.timestamp
     if text is None:
-        ts = now
-    else:
-        found = _timestamps.get(text) or _timestamp(text)
-        if found is None:
-            return None
-        ts = found
-    return Sample(name, value, target, tags, ts)
+        return Sample(name, value, target, tags, now)
+    ts = _timestamps.get(text) or _timestamp(text)
+    return None if ts is None else Sample(name, value, target, tags, ts)
+
+
+def _tags_fit(tags: dict[str, str], limits: Limits) -> bool:
+    """Whether the slow path would take ``tags`` as they are."""
+    if len(tags) > limits.max_tags:
+        return False
+    max_key = limits.max_tag_key_length
+    max_value = limits.max_tag_value_length
+    return all(
+        key
+        and len(key) <= max_key
+        and len(item) <= max_value
+        and key.strip() == key
+        and item.strip() == item
+        for key, item in tags.items()
+    )
 
 
 def _maybe_control(body: bytes) -> bool:

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 import vigil
-from vigil.api.errors import clean_errors, error_responses, install_error_handlers
-from vigil.api.middleware import RequestId
 from vigil.clock import Clock, SystemClock
 from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import PayloadTooLarge, VigilError
+from vigil.http.errors import clean_errors, error_responses, install_error_handlers
+from vigil.http.request_id import RequestId
 from vigil.observability.logging import get_logger
 from vigil.remediation.metrics import UNKNOWN_ACTION, RemediatorMetrics
 from vigil.remediation.service import InProgress, Remediator, Run

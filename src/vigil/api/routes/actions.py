@@ -12,7 +12,7 @@ from vigil.actions import store
 from vigil.actions.status import Status
 from vigil.actions.store import Action, HistoryRow
 from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
-from vigil.api.errors import error_responses
+from vigil.http.errors import error_responses
 from vigil.policy.models import ActionName
 from vigil.strict import StrictModel
 from vigil.text import JsonObject, Name, SafeStr, Text, UtcTimestamp

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
-from vigil.api.errors import error_responses
+from vigil.http.errors import error_responses
 from vigil.observability.audit import list_entries
 from vigil.text import SafeStr, UtcTimestamp
 

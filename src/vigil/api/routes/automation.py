@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
+from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
 from vigil.text import no_nul
 

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
-from vigil.api.errors import error_responses
 from vigil.decide import episodes
 from vigil.decide.episodes import StoredDecision
+from vigil.http.errors import error_responses
 from vigil.text import SafeStr, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["safety"], route_class=VigilRoute)

@@ -9,8 +9,8 @@ from starlette.responses import JSONResponse, Response
 
 import vigil
 from vigil.api.deps import ContainerDep
-from vigil.api.errors import retry_headers
 from vigil.errors import Unavailable
+from vigil.http.errors import retry_headers
 
 router = APIRouter(tags=["health"])
 

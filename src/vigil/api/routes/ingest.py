@@ -24,9 +24,9 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from vigil.api.deps import actor_of, container_of, json_response
-from vigil.api.errors import clean_errors, error_responses
 from vigil.container import Container
 from vigil.errors import InvalidInput, PayloadTooLarge
+from vigil.http.errors import clean_errors, error_responses
 from vigil.ingest import fast
 from vigil.ingest.pipeline import IdempotencyKey, IngestResult
 from vigil.ingest.schemas import (

@@ -12,7 +12,7 @@ from vigil.access import keys as store
 from vigil.access.keys import ApiKey
 from vigil.access.roles import Role
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
+from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
 
 router = APIRouter(prefix="/api/v1/keys", tags=["access"], route_class=VigilRoute)

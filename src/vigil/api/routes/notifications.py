@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
-from vigil.api.errors import error_responses
+from vigil.http.errors import error_responses
 from vigil.notify import store
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 from vigil.notify.store import Notification

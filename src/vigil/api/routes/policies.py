@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
 from vigil.decide.episodes import Episode
+from vigil.http.errors import error_responses
 from vigil.policy import store
 from vigil.policy.models import PolicySpec, PolicyUpdate, Severity
 from vigil.policy.service import Backtest, DryRun, check_action, validate_policy

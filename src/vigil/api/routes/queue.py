@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
 from vigil.api.routes.actions import ActionOut, action_out
+from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
 
 router = APIRouter(tags=["queue"], route_class=VigilRoute)

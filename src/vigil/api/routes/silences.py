@@ -16,10 +16,10 @@ from pydantic import (
 )
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
 from vigil.decide import silences as store
 from vigil.decide.silences import Silence
 from vigil.errors import InvalidInput
+from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
 from vigil.text import Name, TagValue, UtcTimestamp, no_nul
 

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
-from vigil.api.errors import error_responses
 from vigil.container import Container
 from vigil.errors import Forbidden, NotFound
+from vigil.http.errors import error_responses
 from vigil.observability.audit import Actor, append_audit
 from vigil.simulator.fleet import DEFAULT_FLEET, MAX_REPLICAS, Mode
 from vigil.simulator.sender import RunConfig
