@@ -1,4 +1,8 @@
-"""Settings: the only reader of the environment and ``.env``. Built once, passed down."""
+"""Settings: the only reader of the environment and ``.env``. Built once, passed down.
+
+One module, past the usual size, because it is the one place that reads the environment:
+every setting, its default, its check and its documentation line stand together.
+"""
 
 from __future__ import annotations
 

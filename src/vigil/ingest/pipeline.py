@@ -12,6 +12,10 @@ that was stored gets the same answer and stores nothing.
 Longer than most modules: the writer loop and the steps of its one transaction (keys,
 store, evaluate, record) are read together; the storage itself lives in
 :mod:`vigil.ingest.store` and :mod:`vigil.ingest.keys`.
+
+One module, past the usual size, because the group commit, its one-by-one retry and the
+idempotency keys share one transaction's life and are easiest to check together; storage,
+the decision shell and the wire schemas have their own modules.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -58,32 +61,6 @@ class IngestResult:
     """The key was stored before: ``answer`` is that request's, and nothing was stored."""
     status_code: int = 201
     """The status of the answer (a replayed one's as stored with its key)."""
-
-    def violations_out(self) -> list[dict[str, Any]]:
-        out = []
-        for d in self.decisions:
-            item: dict[str, Any] = {
-                "policy_name": d.violation.policy.name,
-                "severity": d.violation.policy.severity,
-                "action": d.violation.policy.action,
-                "target": d.violation.target,
-            }
-            if d.suppressed is not None:
-                item["suppressed"] = d.suppressed.value
-            out.append(item)
-        return out
-
-    def actions_out(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "action_id": d.action.id,
-                "action": d.action.action,
-                "target": d.action.target,
-                "status": d.action.status,
-            }
-            for d in self.decisions
-            if d.action is not None
-        ]
 
 
 @dataclass(frozen=True, slots=True)

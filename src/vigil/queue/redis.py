@@ -15,6 +15,10 @@ Deliveries that stay unsettled longer than the visibility timeout are claimed ag
 XAUTOCLAIM; their delivery counts come from XPENDING. Losing Redis's data (FLUSHALL, an
 empty restart) does not wedge the queue: the group is recreated on NOGROUP and settling an
 entry that is gone is a no-op.
+
+One module, past the usual size, on purpose: it is the only one allowed to import redis (an
+import contract), so every key, script and command Vigil sends Redis can be read in one
+place.
 """
 
 from __future__ import annotations

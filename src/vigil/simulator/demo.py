@@ -15,6 +15,9 @@ completes;  6. CPU falls below the threshold and the action is verified;
 7. ``vigil_policy_violations_total{policy_name="high-cpu-alert"}`` has increased.
 
 It exits 0 only when every step really happened, 1 otherwise (naming what did not).
+
+One module, past the usual size, because it is a script read top to bottom: the story's
+steps, each with the evidence it checks through the API.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ backoff for a retryable failure, or failed and dead-lettered -- and settle the t
 
 An attempt claimed for the second time (a re-run, see :mod:`vigil.worker.reruns`) keeps
 its attempt while the remediator cannot be reached, until that attempt's deadline.
+
+One module, past the usual size, because a task's handling is one sequence -- claim, run
+while renewing the lease, record, settle -- whose failure paths (lost lease, database away,
+remediator unreachable) are easiest to check side by side; what is separate (backoff,
+re-runs, the reconciler) has its own module.
 """
 
 from __future__ import annotations

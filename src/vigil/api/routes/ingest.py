@@ -210,6 +210,36 @@ async def _ingest_one(request: Request, source: str) -> Response:
     return _answered(result, _one_answer)
 
 
+def violations_out(result: IngestResult) -> list[dict[str, Any]]:
+    """Each violation of a request's samples, with why it did not act if it did not."""
+    out = []
+    for d in result.decisions:
+        item: dict[str, Any] = {
+            "policy_name": d.violation.policy.name,
+            "severity": d.violation.policy.severity,
+            "action": d.violation.policy.action,
+            "target": d.violation.target,
+        }
+        if d.suppressed is not None:
+            item["suppressed"] = d.suppressed.value
+        out.append(item)
+    return out
+
+
+def actions_out(result: IngestResult) -> list[dict[str, Any]]:
+    """The actions a request's samples created."""
+    return [
+        {
+            "action_id": d.action.id,
+            "action": d.action.action,
+            "target": d.action.target,
+            "status": d.action.status,
+        }
+        for d in result.decisions
+        if d.action is not None
+    ]
+
+
 def _one_answer(result: IngestResult) -> dict[str, Any]:
     evaluated = result.evaluated[0]
     return {
@@ -217,8 +247,8 @@ def _one_answer(result: IngestResult) -> dict[str, Any]:
         "metric_id": result.metric_ids[0],
         "status": "stored",
         "policies_evaluated": evaluated,
-        "violations": result.violations_out(),
-        "actions": result.actions_out(),
+        "violations": violations_out(result),
+        "actions": actions_out(result),
         "message": "Metric ingested successfully"
         if evaluated
         else "Metric ingested successfully; it has no target, so no policy was evaluated",
@@ -279,6 +309,6 @@ def _batch_answer(result: IngestResult) -> dict[str, Any]:
     return {
         "ok": True,
         "stored": len(result.metric_ids),
-        "violations": result.violations_out(),
-        "actions": result.actions_out(),
+        "violations": violations_out(result),
+        "actions": actions_out(result),
     }
