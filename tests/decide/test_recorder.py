@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from vigil.actions.store import PairActions, policy_key
 from vigil.db.engine import Database, create_engine
-from vigil.decide import episodes, recorder
+from vigil.decide import episodes, recorder, silences
+from vigil.decide.observations import Observation, Settled
 from vigil.observability.audit import Actor
 from vigil.policy.evaluator import Violation
 from vigil.policy.models import PolicySpec
@@ -74,3 +75,67 @@ async def test_a_pair_opened_by_another_process_meanwhile_is_suppressed_alone(
     assert [d.action is not None for d in decisions] == [True, False, True]
     assert decisions[0].action is not None
     assert decisions[0].action.dedup_key == policy_key("cpu-hot")
+
+
+async def test_a_later_sample_of_the_same_request_tries_again_when_a_silence_held_it_back(
+    database: Database,
+) -> None:
+    # The silence covers the pair's production samples only: the first violation is held
+    # back, and the next one (another sample of the same request) acts, as it would have
+    # in a request of its own.
+    async with database.write() as conn:
+        await silences.create_silence(
+            conn,
+            matchers={"tags": {"env": "prod"}},
+            starts_at=NOW - timedelta(minutes=1),
+            ends_at=NOW + timedelta(hours=1),
+            comment="maintenance",
+            actor=Actor(),
+            now=NOW,
+        )
+    async with database.write() as conn:
+        recorded = await recorder.record_observations(
+            conn,
+            observations=[
+                Violation(POLICY, "web-01", 95.0, {"env": "prod"}),
+                Violation(POLICY, "web-01", 96.0, {"env": "dev"}),
+                Violation(POLICY, "web-01", 97.0, {"env": "dev"}),
+            ],
+            now=NOW,
+            actor=Actor(),
+        )
+    decisions = recorded.decisions
+    assert [d.suppressed for d in decisions] == ["silenced", None, "action already open"]
+    assert decisions[1].action is not None
+
+
+async def test_a_lost_race_repeats_the_episodes_last_reason_on_its_row(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def observe(observation: Observation) -> list[recorder.Decision]:
+        async with database.write() as conn:
+            done = await recorder.record_observations(
+                conn, observations=[observation], now=NOW, actor=Actor()
+            )
+            return done.decisions
+
+    [acted] = await observe(Violation(POLICY, "web-02", 95.0))
+    assert acted.action is not None  # episode 1's action, still open
+    await observe(Settled(POLICY, "web-02"))
+    [held] = await observe(Violation(POLICY, "web-02", 95.0))  # episode 2
+    assert held.suppressed == "action already open"
+
+    async def stale(conn: Any, *, pairs: Any) -> dict[tuple[str, str], PairActions]:
+        return {}  # as if read before the action was created: the insert then fails
+
+    monkeypatch.setattr(recorder, "pair_states", stale)
+    [lost] = await observe(Violation(POLICY, "web-02", 96.0))
+    assert lost.suppressed == "action already open"
+    assert lost.action is None
+    async with database.read() as conn:
+        rows, total = await episodes.list_decisions(conn, page=1, limit=10, target="web-02")
+    assert [(r.episode, r.outcome, r.count) for r in rows] == [
+        (2, "suppressed", 2),
+        (1, "acted", 1),
+    ]
+    assert total == 2

@@ -28,6 +28,7 @@ The rules, each decided here and nowhere else:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -176,10 +177,15 @@ def guard(guards: Guards, now: datetime, *, cooldown: bool = True) -> Suppressed
     return None
 
 
+GuardsIn = Guards | Callable[[], Guards]
+"""The guard inputs, or a pure function that gives them: called only when a guard is
+judged, so a violation that needs none (most of a firing episode's) costs nothing more."""
+
+
 def decide(
     state: PairState,
     verdict: Verdict,
-    guards: Guards,
+    guards: GuardsIn,
     now: datetime,
     *,
     cleared: Verdict | None = None,
@@ -191,21 +197,25 @@ def decide(
     policy has none, or it was not judged). An escalation passes ``Verdict.TRUE``.
     """
     if trigger is Trigger.ESCALATION:
-        return _attempt(state, guards, now, cooldown=False)
+        return _attempt(state, _given(guards), now, cooldown=False)
     if verdict is not Verdict.TRUE:
         phase, change = step(state.phase, verdict, cleared, now)
         return Step(replace(state, phase=phase), change)
     if state.phase.phase is not Phase.FIRING:
         phase, change = step(state.phase, verdict, None, now)
-        fired = _attempt(PairState(phase=phase), guards, now)
+        fired = _attempt(PairState(phase=phase), _given(guards), now)
         return replace(fired, change=change)
     if state.acted:
-        if not guards.open_action:
+        if not _given(guards).open_action:
             return Step(state, acted_before=True)
         return _suppress(state, Suppressed.ALREADY_OPEN, guarded=False)
     if state.reason is not None and state.reason in STICKY:
         return _suppress(state, state.reason, guarded=False)
-    return _attempt(state, guards, now)
+    return _attempt(state, _given(guards), now)
+
+
+def _given(guards: GuardsIn) -> Guards:
+    return guards if isinstance(guards, Guards) else guards()
 
 
 def _attempt(state: PairState, guards: Guards, now: datetime, *, cooldown: bool = True) -> Step:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +32,6 @@ from vigil.decide.state import Change
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Violation
-from vigil.policy.history import Verdict
 from vigil.policy.models import PolicySpec
 
 
@@ -66,7 +66,7 @@ class _Pass:
     states: dict[Pair, PairState]
     opened: dict[Pair, PairActions]
     counted: dict[str, Limits] | None
-    """The counts of each limited policy; None in the first pass (no limit assumed)."""
+    """The counts of each limited policy; None in a trial pass (no limit assumed)."""
     paused: bool = False
     rules: Sequence[SilenceRule] = ()
     guard_rows: dict[str, Guard] = field(default_factory=dict)
@@ -84,8 +84,9 @@ class _Pass:
                 self.steps.append(None)  # another episode began since the caller looked
                 continue
             verdict, cleared = verdicts(observation)
-            guards = self._guards(observation, now) if verdict is Verdict.TRUE else Guards()
-            step = core.decide(state, verdict, guards, now, cleared=cleared)
+            step = core.decide(
+                state, verdict, partial(self._guards, observation, now), now, cleared=cleared
+            )
             self.states[pair] = step.state
             if step.decision is not None and step.decision.acts:
                 self.opened[pair] = PairActions(open_action_id=-1)  # opened by this decision
@@ -178,8 +179,10 @@ async def _decide(
     stored: dict[Pair, Episode],
     now: datetime,
 ) -> _Pass:
-    """Walk the observations through the core: first assuming no silence, pause or limit,
-    then with the guard inputs that first pass showed can matter."""
+    """Walk the observations through the core: first assuming no silence, pause or limit
+    (do any attempt to act?), then, if a limited policy would act, with the silences and
+    the pause (which of them still act, so their guard rows are locked and counted), and
+    last with every guard input."""
     opened = await _opened(conn, observations)
     states = {pair: e.state for pair, e in stored.items()}
     trial = _Pass(dict(states), dict(opened), None)
@@ -190,9 +193,15 @@ async def _decide(
     if any(o.policy.auto_remediate and o.policy.enabled and d.guarded for o, d in tried):
         real.paused = (await get_state(conn)).paused
         real.rules = await active_rules(conn, now=now)
-        acted = [o.policy for o, d in tried if d.acts and is_limited(o.policy)]
-        for name, (row, limits) in (await locked_limits(conn, policies=acted, now=now)).items():
-            real.guard_rows[name], counted[name] = row, limits
+        if any(d.acts and is_limited(o.policy) for o, d in tried):
+            # Which limited policies still act once the silences and the pause are known:
+            # only their guard rows are locked (each lock holds up every other writer).
+            again = _Pass(dict(states), dict(opened), None, real.paused, real.rules)
+            again.run(observations, now)
+            acting = _decided(observations, again.steps)
+            acted = [o.policy for o, d in acting if d.acts and is_limited(o.policy)]
+            for name, (row, limits) in (await locked_limits(conn, policies=acted, now=now)).items():
+                real.guard_rows[name], counted[name] = row, limits
     real.run(observations, now)
     unchecked = {
         o.policy.name
@@ -221,6 +230,7 @@ async def _apply(
             continue
         pair = (observation.policy.name, observation.target)
         episode = stored.setdefault(pair, Episode(*pair))
+        prior = None if step.change is Change.FIRED else episode.reason
         episode.take(step.state)
         if not isinstance(observation, Violation):
             continue
@@ -229,7 +239,8 @@ async def _apply(
         if step.decision is None:  # the episode acted already and its action ended
             results.append(Decision(observation, None, None, episode.action_id))
             continue
-        decision = _raced(step.decision, (pair, step.state.phase.episode), index in created, lost)
+        key = (pair, step.state.phase.episode)
+        decision = _raced(step.decision, key, index in created, lost, prior)
         action = created.get(index)
         if action is not None:
             episode.action_id = action.id
@@ -245,14 +256,20 @@ async def _apply(
 
 
 def _raced(
-    decision: core.Decision, key: tuple[Pair, int], created: bool, lost: set[tuple[Pair, int]]
+    decision: core.Decision,
+    key: tuple[Pair, int],
+    created: bool,
+    lost: set[tuple[Pair, int]],
+    prior: str | None,
 ) -> core.Decision:
     """The decision once the actions are created: one that lost a race with another
-    process (which opened the pair's action first) is ``action already open``, and so are
-    the violations of its episode after it."""
+    process (which opened the pair's action first) is ``action already open`` (a repeat if
+    the episode's last decision said so), and so are the violations of its episode after
+    it."""
     if decision.acts and not created:
         lost.add(key)
-        return core.Decision(Suppressed.ALREADY_OPEN, guarded=True)
+        repeat = prior == Suppressed.ALREADY_OPEN.value
+        return core.Decision(Suppressed.ALREADY_OPEN, repeat=repeat, guarded=True)
     if key in lost and decision.reason is Suppressed.ALREADY_OPEN:
         return replace(decision, repeat=True)
     return decision

@@ -22,8 +22,8 @@ from vigil.actions.status import Status
 from vigil.actions.store import Action, PairActions, create_action, pair_states, policy_key
 from vigil.db.tables import action_history, actions
 from vigil.decide import core, episodes
-from vigil.decide.breaker import breaker_opened, is_limited, lock_guards, locked_limits
-from vigil.decide.core import NO_LIMITS, Guards, Trigger
+from vigil.decide.breaker import Guard, breaker_opened, is_limited, lock_guards, locked_limits
+from vigil.decide.core import Guards, Trigger
 from vigil.decide.episodes import Episode, NewDecision
 from vigil.decide.reasons import Suppressed
 from vigil.decide.state import Phase
@@ -222,23 +222,21 @@ async def _escalate(
     target = episode.target
     key = (policy_key(policy.name), target)
     opened = (await pair_states(conn, pairs=[key])).get(key, PairActions())
-    limited = await locked_limits(conn, policies=[policy], now=now)
-    guard, limits = limited.get(policy.name, (None, NO_LIMITS))
-    decided = core.decide(
-        episode.state,
-        Verdict.TRUE,
-        Guards(
-            enabled=policy.enabled,
-            auto_remediate=policy.auto_remediate,
-            shadow=policy.shadow,
-            open_action=opened.open_action_id is not None,
-            silenced=bool(silenced(policy.name, target, episode.tags or {})),
-            paused=paused,
-            limits=limits,
-        ),
-        now,
-        trigger=Trigger.ESCALATION,
+    guards = Guards(
+        enabled=policy.enabled,
+        auto_remediate=policy.auto_remediate,
+        shadow=policy.shadow,
+        open_action=opened.open_action_id is not None,
+        silenced=bool(silenced(policy.name, target, episode.tags or {})),
+        paused=paused,
     )
+    decided = core.decide(episode.state, Verdict.TRUE, guards, now, trigger=Trigger.ESCALATION)
+    guard: Guard | None = None
+    if decided.decision is not None and decided.decision.acts and is_limited(policy):
+        # Only an escalation every other guard lets through is counted against the limits.
+        guard, limits = (await locked_limits(conn, policies=[policy], now=now))[policy.name]
+        guards = replace(guards, limits=limits)
+        decided = core.decide(episode.state, Verdict.TRUE, guards, now, trigger=Trigger.ESCALATION)
     decision = decided.decision
     assert decision is not None
     record = None
@@ -266,7 +264,7 @@ async def _escalate(
             )
     elif decision.reason is Suppressed.CIRCUIT_OPEN and guard is not None:
         await breaker_opened(
-            conn, guard=guard, policy=policy, target=target, limits=limits, now=now
+            conn, guard=guard, policy=policy, target=target, limits=guards.limits, now=now
         )
     reason = decision.reason
     if decision.repeat:

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from vigil.decide.core import Guards, Limits, PairState, decide
@@ -168,7 +169,7 @@ class _Replay:
         value: float | None,
     ) -> None:
         """One evaluation of a pair, decided by the core as production decides it."""
-        guards = self._guards(target, pair, now) if verdict is Verdict.TRUE else Guards()
+        guards = partial(self._guards, target, pair, now)
         step = decide(pair.state, verdict, guards, now, cleared=cleared)
         pair.state = step.state
         if step.change is Change.RESOLVED and pair.open:
