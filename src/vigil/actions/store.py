@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN, TERMINAL, Status, can_transition
 from vigil.db.paging import newest_first
-from vigil.db.records import record_of
+from vigil.db.records import fields_of, record_of
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.observability.audit import Actor, append_audit, append_audits
@@ -87,27 +87,26 @@ def _history_row(row: Row[Any]) -> HistoryRow:
     return record_of(HistoryRow, row)
 
 
-def _audit_view(record: Action) -> dict[str, Any]:
-    """What an ``action.created`` audit row keeps of an action."""
-    return {
-        "id": record.id,
-        "policy_name": record.policy_name,
-        "target": record.target,
-        "action": record.action,
-        "params": record.params,
-        "status": record.status,
-        "attempts": record.attempts,
-        "severity": record.severity,
-        "details": record.details,
-        "result": record.result,
-        "error_message": record.error_message,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "completed_at": record.completed_at,
-        "updated_at": record.updated_at,
-        "next_attempt_at": record.next_attempt_at,
-        "verification": record.verification,
-    }
+ACTION_VIEW = (
+    "id",
+    "policy_name",
+    "target",
+    "action",
+    "params",
+    "status",
+    "attempts",
+    "severity",
+    "details",
+    "result",
+    "error_message",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+    "next_attempt_at",
+    "verification",
+)
+"""The fields of an action that the API shows and an ``action.created`` audit row keeps."""
 
 
 def policy_key(policy_name: str) -> str:
@@ -238,7 +237,7 @@ async def create_actions(
         at=now,
         actor=actor,
         entries=[
-            ("action.created", f"action:{record.id}", None, _audit_view(record))
+            ("action.created", f"action:{record.id}", None, fields_of(record, ACTION_VIEW))
             for record in records
         ],
     )

@@ -27,3 +27,9 @@ def record_of(cls: type[R], row: Row[Any]) -> R:
 @cache
 def _names(cls: type[DataclassInstance]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
+
+
+def fields_of(record: DataclassInstance, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The record's fields (``names``, else all of them, in order) as a dict, values as
+    they are (unlike :func:`dataclasses.asdict`, nothing is copied)."""
+    return {name: getattr(record, name) for name in names or _names(type(record))}

@@ -39,8 +39,9 @@ def _silence(row: Row[Any]) -> Silence:
     return record_of(Silence, row)
 
 
-def _audit_view(silence: Silence, now: datetime) -> dict[str, Any]:
-    """What an audit row keeps of a silence."""
+def silence_view(silence: Silence, now: datetime) -> dict[str, Any]:
+    """A silence as the API shows it and an audit row keeps it (``active``: in force at
+    ``now``)."""
     return {
         "id": silence.id,
         "matchers": silence.matchers,
@@ -84,7 +85,7 @@ async def create_silence(
         actor=actor,
         kind="silence.created",
         subject=f"silence:{record.id}",
-        after=_audit_view(record, now),
+        after=silence_view(record, now),
     )
     return record
 
@@ -120,8 +121,8 @@ async def expire_silence(
         actor=actor,
         kind="silence.expired",
         subject=f"silence:{silence_id}",
-        before=_audit_view(before, now),
-        after=_audit_view(after, now),
+        before=silence_view(before, now),
+        after=silence_view(after, now),
     )
     return after
 

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.actions import store
 from vigil.actions.status import Status
-from vigil.actions.store import Action, HistoryRow
+from vigil.actions.store import ACTION_VIEW, Action, HistoryRow
 from vigil.api.deps import ActorDep, ContainerDep, Limit, Page, VigilRoute, page_out
+from vigil.db.records import fields_of
 from vigil.http.errors import error_responses
 from vigil.policy.models import ActionName
 from vigil.strict import StrictModel
@@ -44,25 +45,7 @@ class ActionOut(BaseModel):
 
 def action_out(record: Action) -> dict[str, Any]:
     """An action as the API shows it."""
-    return {
-        "id": record.id,
-        "policy_name": record.policy_name,
-        "target": record.target,
-        "action": record.action,
-        "params": record.params,
-        "status": record.status,
-        "attempts": record.attempts,
-        "severity": record.severity,
-        "details": record.details,
-        "result": record.result,
-        "error_message": record.error_message,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "completed_at": record.completed_at,
-        "updated_at": record.updated_at,
-        "next_attempt_at": record.next_attempt_at,
-        "verification": record.verification,
-    }
+    return fields_of(record, ACTION_VIEW)
 
 
 class ActionList(BaseModel):

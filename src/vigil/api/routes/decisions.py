@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from vigil.api.deps import ContainerDep, Limit, Page, VigilRoute, page_out
+from vigil.db.records import fields_of
 from vigil.decide import episodes
 from vigil.decide.episodes import StoredDecision
 from vigil.http.errors import error_responses
@@ -42,21 +43,8 @@ class DecisionOut(BaseModel):
 
 
 def decision_out(d: StoredDecision) -> dict[str, Any]:
-    """A decision as the API shows it."""
-    return {
-        "id": d.id,
-        "at": d.at,
-        "last_at": d.last_at,
-        "policy_name": d.policy_name,
-        "target": d.target,
-        "severity": d.severity,
-        "episode": d.episode,
-        "value": d.value,
-        "outcome": d.outcome,
-        "reason": d.reason,
-        "action_id": d.action_id,
-        "count": d.count,
-    }
+    """A decision as the API shows it: every field of the record."""
+    return fields_of(d)
 
 
 class DecisionList(BaseModel):

@@ -17,7 +17,6 @@ from pydantic import (
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.decide import silences as store
-from vigil.decide.silences import Silence
 from vigil.errors import InvalidInput
 from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
@@ -80,19 +79,6 @@ class SilenceOut(BaseModel):
     active: bool
 
 
-def silence_out(silence: Silence, now: datetime) -> dict[str, Any]:
-    """A silence as the API shows it (``active``: in force at ``now``)."""
-    return {
-        "id": silence.id,
-        "matchers": silence.matchers,
-        "starts_at": silence.starts_at,
-        "ends_at": silence.ends_at,
-        "comment": silence.comment,
-        "created_by": silence.created_by,
-        "active": silence.active_at(now),
-    }
-
-
 class SilenceList(BaseModel):
     silences: list[SilenceOut]
 
@@ -124,7 +110,7 @@ async def create_silence(
             actor=actor,
             now=now,
         )
-    return silence_out(record, now)
+    return store.silence_view(record, now)
 
 
 @router.get("", response_model=SilenceList, responses=error_responses(422))
@@ -136,7 +122,7 @@ async def list_silences(
     now = container.clock.now()
     async with container.database.read() as conn:
         rows = await store.list_silences(conn, now=now, active=active)
-    return {"silences": [silence_out(r, now) for r in rows]}
+    return {"silences": [store.silence_view(r, now) for r in rows]}
 
 
 @router.delete("/{silence_id}", response_model=DeletedOut, responses=error_responses(404, 422))
