@@ -49,22 +49,14 @@ class CrossSite:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = content_type = b""
-        has_body = custom = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                has_body = has_body or value.strip() not in (b"", b"0")
-            elif name == b"transfer-encoding":
-                has_body = True
-            elif name in _CUSTOM_HEADERS:
-                custom = True
+        host, content_type, has_body, custom = _looked_at(scope["headers"])
         refusal = self._host_refusal(host, scope["path"])
-        if refusal is None and scope["method"] in STATE_CHANGING and self._routed(scope):
+        if refusal is None and scope["method"] in STATE_CHANGING:
             refusal = _body_refusal(content_type, has_body, custom)
+            # Routes are matched only for a request about to be refused (a JSON one, the
+            # usual case, never pays for it): one no route answers gets its 404 or 405.
+            if refusal is not None and not self._routed(scope):
+                refusal = None
         if refusal is not None:
             status, detail = refusal
             await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
@@ -91,6 +83,25 @@ class CrossSite:
             f"host {shown!r} is not one this Vigil serves; add it to VIGIL_ALLOWED_HOSTS "
             "(a name that resolves to Vigil is not enough: it could be a DNS rebinding page's)"
         )
+
+
+def _looked_at(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bool, bool]:
+    """What the cross-site checks read of a request's headers: its ``Host``, its
+    ``Content-Type``, whether it has a body, and whether it carries a custom header."""
+    host = content_type = b""
+    has_body = custom = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            has_body = has_body or value.strip() not in (b"", b"0")
+        elif name == b"transfer-encoding":
+            has_body = True
+        elif name in _CUSTOM_HEADERS:
+            custom = True
+    return host, content_type, has_body, custom
 
 
 def _host_name(host: str) -> str:
