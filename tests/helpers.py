@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -17,7 +15,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
-from vigil.local import running
 from vigil.observability.metrics import VigilMetrics
 from vigil.remediation.metrics import RemediatorMetrics
 
@@ -89,14 +86,6 @@ _SUFFIXES = {
     "summary": ("", "_count", "_sum", "_created"),
     "info": ("_info",),
 }
-
-
-@contextlib.contextmanager
-def running_vigil(cwd: Path, env: dict[str, str], port: int) -> Iterator[str]:
-    """Run ``vigil serve`` in ``cwd``; yield its base URL once /health answers."""
-    argv = [sys.executable, "-m", "vigil", "serve", "--port", str(port)]
-    with running("vigil", argv, env, port, cwd, timeout=30) as server:
-        yield server.url
 
 
 def vigil_metric_series() -> dict[str, frozenset[str]]:

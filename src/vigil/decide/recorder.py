@@ -116,8 +116,8 @@ class _Pass:
     def _limits(self, policy: PolicySpec) -> Limits:
         if self.counted is None:
             return NO_LIMITS
-        # The first pass found every limited policy whose limits can matter: they were
-        # counted. Any other is not attempted in this pass (checked after it).
+        # The trial passes found every limited policy whose limits can matter: they were
+        # counted. No other acts in this pass (checked after it).
         return self.counted.get(policy.name, NO_LIMITS)
 
     async def breaker_opened(
