@@ -413,3 +413,20 @@ async def test_after_a_server_error_it_asks_again_with_the_same_key(clock: FakeC
     assert (result.status, result.message) == ("success", "done")
     assert len(bodies) == 2
     assert bodies[0] == bodies[1], "the same action id and attempt"
+
+
+async def test_a_remediator_that_never_answers_ends_the_call_after_its_deadline(
+    clock: FakeClock,
+) -> None:
+    """Every request dropped (a remediator hung, a proxy resetting): nothing is sent after
+    the first deadline, and the call gives up once the last request is past its own."""
+    transport = httpx.MockTransport(lambda _r: (_ for _ in ()).throw(httpx.ReadError("reset")))
+    remote = executor(transport, clock, timeout=0.2, margin=0.1, grace=0.0, poll_interval=0.05)
+    started = time.monotonic()
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    took = time.monotonic() - started
+    assert result.details == {"reason": "no_answer"}, result
+    assert 0.3 <= took < 5.0, "within two lifetimes (0.3 s each), not never"

@@ -79,11 +79,14 @@ class _Call:
     lifetime: float
     started: float
     deadline: float = field(init=False)
+    sending_ends: float = field(init=False)
+    """No request is sent after the first deadline: a remediator that never answers (or a
+    proxy that drops every request) ends the call within two lifetimes, not never."""
     reached: bool = False
     warned: bool = False  # about keeping the attempt while the remediator is unreachable
 
     def __post_init__(self) -> None:
-        self.deadline = self.started + self.lifetime
+        self.deadline = self.sending_ends = self.started + self.lifetime
 
     def may_have_reached(self, sent_at: float) -> None:
         self.reached = True
@@ -144,6 +147,8 @@ class RemoteExecutor(Executor):
         # The remediator answers when the plugin is done, within its timeout.
         http_timeout = httpx.Timeout(timeout + self._margin, connect=CONNECT_TIMEOUT_SECONDS)
         while True:
+            if time.monotonic() >= call.sending_ends:
+                return await self._wait_out(request, call)
             headers = {
                 "content-type": "application/json",
                 **signed_headers(self._secret, body, self._clock.now().timestamp()),
@@ -164,6 +169,17 @@ class RemoteExecutor(Executor):
             if isinstance(outcome, RemediateResult):
                 return outcome
             await asyncio.sleep(outcome)
+
+    async def _wait_out(self, request: RemediateRequest, call: _Call) -> RemediateResult:
+        """Past the first deadline nothing more is sent: wait until the last request that
+        may have reached the remediator is past its own, then give the attempt up."""
+        await asyncio.sleep(max(0.0, call.deadline - time.monotonic()))
+        return self._failed(
+            request,
+            "no answer from the remediator before the attempt's deadline; a request may have "
+            "reached it, and its deadline has passed",
+            "no_answer",
+        )
 
     def _refused(
         self, request: RemediateRequest, call: _Call, exc: httpx.HTTPError
