@@ -20,11 +20,6 @@ def no_nul(value: str) -> str:
     return value
 
 
-def has_control(value: str) -> bool:
-    """Whether ``value`` holds a control character (a newline, a tab, an escape, NUL...)."""
-    return _CONTROL.search(value) is not None
-
-
 def no_control(value: str) -> str:
     """``value``, or ``ValueError`` if it holds a control character."""
     if _CONTROL.search(value) is not None:

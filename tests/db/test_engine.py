@@ -93,3 +93,17 @@ async def test_a_connection_lost_inside_a_write_is_unavailable(database_url: str
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await database.dispose()
+
+
+async def test_a_pool_with_every_connection_busy_is_unavailable(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite opens a connection for each use: there is no pool to exhaust")
+    database = Database(create_engine(Settings(database_url=database_url, db_pool_size=1)))
+    database.engine.pool._timeout = 0.2  # type: ignore[attr-defined]  # not 30 s in a test
+    try:
+        async with database.read(), database.read():  # the pool's one and its overflow
+            with pytest.raises(Unavailable):
+                async with database.read():
+                    pass
+    finally:
+        await database.dispose()

@@ -24,7 +24,8 @@ INGEST = frozenset({Role.AGENT, Role.ADMIN})
 OPERATE = frozenset({Role.OPERATOR, Role.ADMIN})
 ADMIN = frozenset({Role.ADMIN})
 
-_OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Paths every caller may use, whatever its host or key: what probes call."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),
@@ -53,7 +54,7 @@ _OPERATE: frozenset[tuple[str, str]] = frozenset(
 def permission_of(method: str, path: str, *, metrics_auth: bool = False) -> frozenset[Role]:
     """The roles that may call ``method path`` (a route template); :data:`OPEN` for none
     needed."""
-    if path in _OPEN_PATHS:
+    if path in OPEN_PATHS:
         return OPEN
     if path == "/metrics":
         return READ if metrics_auth else OPEN

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -389,13 +389,3 @@ async def redrive(conn: AsyncConnection, *, action_id: int, actor: Actor, now: d
             f"action {action_id} cannot be re-driven: another action for its policy or "
             "action is open on the same target"
         ) from exc
-
-
-async def open_counts(conn: AsyncConnection) -> dict[str, int]:
-    """How many actions are pending (due or not) and running, for stats and health."""
-    rows = await conn.execute(
-        select(actions.c.status, func.count())
-        .where(and_(actions.c.status.in_([Status.PENDING.value, Status.RUNNING.value])))
-        .group_by(actions.c.status)
-    )
-    return {status: int(n) for status, n in rows}

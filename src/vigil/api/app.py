@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
-from vigil.access.roles import OPEN, permission_of
+from vigil.access.roles import OPEN, OPEN_PATHS, permission_of
 from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite
 from vigil.api.routes import (
     actions,
@@ -195,7 +195,7 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
-            if path not in ("/health", "/ready"):
+            if path not in OPEN_PATHS:
                 responses["400"] = {"description": "A Host this Vigil does not serve", **error}
             if method.upper() in STATE_CHANGING:
                 responses["415"] = {"description": "A body that is not JSON", **error}

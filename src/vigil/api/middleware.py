@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vigil.access.keys import Caller, KeyGuard
-from vigil.access.roles import OPEN, READ, Role, permission_of
+from vigil.access.roles import OPEN, OPEN_PATHS, READ, Role, permission_of
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
 from vigil.http.errors import unavailable_response
@@ -19,7 +19,6 @@ from vigil.strict import REQUEST_HEADER
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"})
-_OPEN_PATHS = frozenset({"/health", "/ready"})
 """Answered whatever the ``Host``: probes call them by address, and they reveal nothing."""
 
 
@@ -73,7 +72,7 @@ class CrossSite:
         return False
 
     def _host_refusal(self, host: bytes, path: str) -> tuple[int, str] | None:
-        if self.any_host or path in _OPEN_PATHS:
+        if self.any_host or path in OPEN_PATHS:
             return None
         name = _host_name(host.decode("latin-1"))
         if name in self.hosts or (name and name.endswith(self.domains)):

@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -226,7 +227,9 @@ class Database:
         # later is that only when the driver says the connection was lost.
         try:
             conn = await self.engine.connect()
-        except (DBAPIError, OSError, ConnectionError) as exc:
+        except (DBAPIError, OSError, ConnectionError, PoolTimeout) as exc:
+            # PoolTimeout: every pooled connection is busy (or waiting for a database that
+            # is away) for longer than the pool waits.
             raise Unavailable("database unavailable") from exc
         try:
             yield conn

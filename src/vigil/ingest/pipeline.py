@@ -9,10 +9,6 @@ A request may carry an :class:`IdempotencyKey`: its key is claimed, and its answ
 in the same transaction as its samples (:mod:`vigil.ingest.keys`), so a retry of a request
 that was stored gets the same answer and stores nothing.
 
-Longer than most modules: the writer loop and the steps of its one transaction (keys,
-store, evaluate, record) are read together; the storage itself lives in
-:mod:`vigil.ingest.store` and :mod:`vigil.ingest.keys`.
-
 One module, past the usual size, because the group commit, its one-by-one retry and the
 idempotency keys share one transaction's life and are easiest to check together; storage,
 the decision shell and the wire schemas have their own modules.
