@@ -227,6 +227,34 @@ async def test_a_server_error_that_lasts_is_a_retryable_failure(
     assert "boom" in result.message
 
 
+async def test_the_last_answer_stands_when_sending_ends_before_the_deadline(
+    clock: FakeClock,
+) -> None:
+    """A request lost in flight stretches the deadline past the end of sending; the
+    remediator's later 503s are what the attempt reports, not "no answer"."""
+    requests: list[httpx.Request] = []
+    lost: list[httpx.Request] = []
+    started = time.monotonic()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if not lost and time.monotonic() - started >= 0.1:
+            lost.append(request)
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(503, json={"detail": "database away"})
+
+    remote = executor(httpx.MockTransport(answer), clock, timeout=0.1, margin=0.1)
+    try:
+        result = await remote.execute(REQUEST)
+    finally:
+        await remote.close()
+    assert lost
+    assert requests[-1] is not lost[0]
+    assert result.retryable
+    assert result.details == {"reason": "server_error", "http_status": 503}
+    assert "database away" in result.message
+
+
 async def test_a_garbled_answer_is_a_retryable_failure(clock: FakeClock) -> None:
     transport = httpx.MockTransport(lambda _r: httpx.Response(200, json={"ok": True}))
     remote = executor(transport, clock)

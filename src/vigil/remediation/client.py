@@ -20,7 +20,9 @@
 - The first request of the call never reached the remediator (connection refused, DNS,
   connect timeout) and nothing was sent before: ``failed``, retryable, reason
   ``unreachable`` (:data:`~vigil.remediation.service.UNREACHABLE`). A 5xx that lasts:
-  ``failed``, retryable, reason ``server_error``.
+  ``failed``, retryable, reason ``server_error``. No request is sent after the first
+  deadline; when the call then waits out a later one, it reports what the remediator
+  answered last (``server_error``, ``in_progress``), or ``no_answer`` if it did not.
 - 401: ``failed``, *not* retryable, reason ``unauthorized``: the signature was refused (the
   secrets differ, or the clocks are more than five minutes apart); retrying cannot help
   until someone fixes the configuration. Any other 4xx (an invalid request, a key reused
@@ -83,6 +85,8 @@ class _Call:
     """No request is sent after the first deadline: a remediator that never answers (or a
     proxy that drops every request) ends the call within two lifetimes, not never."""
     reached: bool = False
+    last_answer: httpx.Response | None = None
+    """The remediator's answer to the last request, when it answered (a 5xx or a 409)."""
     warned: bool = False  # about keeping the attempt while the remediator is unreachable
 
     def __post_init__(self) -> None:
@@ -161,10 +165,13 @@ class RemoteExecutor(Executor):
                     PATH, content=body, headers=headers, timeout=http_timeout
                 )
             except _NEVER_SENT as exc:
+                call.last_answer = None
                 outcome = self._refused(request, call, exc)
             except httpx.TransportError as exc:
+                call.last_answer = None
                 outcome = self._unanswered(request, call, exc, sent_at)
             else:
+                call.last_answer = response
                 outcome = self._answered(request, call, response)
             if isinstance(outcome, RemediateResult):
                 return outcome
@@ -172,8 +179,14 @@ class RemoteExecutor(Executor):
 
     async def _wait_out(self, request: RemediateRequest, call: _Call) -> RemediateResult:
         """Past the first deadline nothing more is sent: wait until the last request that
-        may have reached the remediator is past its own, then give the attempt up."""
+        may have reached the remediator is past its own, then give the attempt up -- with
+        what the remediator last answered, when it answered the last request."""
         await asyncio.sleep(max(0.0, call.deadline - time.monotonic()))
+        last = call.last_answer
+        if last is not None and last.status_code == 409:
+            return still_running(request, time.monotonic() - call.started)
+        if last is not None:
+            return self._answer(request, last)
         return self._failed(
             request,
             "no answer from the remediator before the attempt's deadline; a request may have "
