@@ -29,7 +29,7 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
-from vigil.durations import Duration
+from vigil.durations import Duration, PositiveDuration
 from vigil.strict import unknown_field
 
 DATABASE_FILE = "vigil.db"
@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     remediator_port: int = Field(default=8081, ge=1, le=65535)
     remediator_timeout_seconds: Duration = 30.0
 
+    alert_stale_seconds: PositiveDuration = 900.0
+    remote_write_store: Literal["used", "all"] = "used"
+    prometheus_url: str | None = None
+    prometheus_timeout_seconds: PositiveDuration = 10.0
+
     notify_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     notify_timeout_seconds: Duration = 5.0
     notify_max_attempts: int = Field(default=5, ge=1, le=100)
@@ -271,7 +276,7 @@ class Settings(BaseSettings):
             return self.simulator_enabled
         return self.env != "production"
 
-    @field_validator("remediator_url", "api_url")
+    @field_validator("remediator_url", "api_url", "prometheus_url")
     @classmethod
     def _remediator_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

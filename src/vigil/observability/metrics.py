@@ -18,6 +18,13 @@ class VigilMetrics:
         self.ingest_total = Counter(
             "vigil_ingest_total", "Metrics accepted by ingest.", ["source"], registry=r
         )
+        self.ingest_dropped_total = Counter(
+            "vigil_ingest_dropped_total",
+            "Samples received but not stored, by reason (unused: no enabled policy reads"
+            " the metric; not_finite: NaN or infinite).",
+            ["reason"],
+            registry=r,
+        )
         self.ingest_rejected_total = Counter(
             "vigil_ingest_rejected_total",
             "Ingest requests refused, by reason.",

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import operator as op
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from vigil.policy.models import (
+    OUTSIDE_SOURCES,
     Absent,
+    AlertCondition,
     AllOf,
     AnyOf,
     Condition,
     Expr,
     MetricBelow,
     MetricExceeds,
+    PromQLCondition,
     Rate,
     ThresholdCondition,
 )
@@ -43,7 +47,23 @@ def metrics_of(condition: Condition) -> frozenset[str]:
         return frozenset(names)
     if isinstance(condition, Expr):
         return condition.compiled.metrics
+    if isinstance(condition, OUTSIDE_SOURCES):
+        return frozenset()
     return frozenset((condition.metric,))
+
+
+Source = Literal["samples", "alerts", "promql"]
+
+
+def source_of(condition: Condition) -> Source:
+    """What a policy's condition is judged over: Vigil's samples, the alerts Alertmanager
+    sends, or the answers of a PromQL query (see :data:`~vigil.policy.models.OUTSIDE_SOURCES`:
+    such a condition is always a policy's whole condition)."""
+    if isinstance(condition, AlertCondition):
+        return "alerts"
+    if isinstance(condition, PromQLCondition):
+        return "promql"
+    return "samples"
 
 
 def first_value(condition: Condition, values: Mapping[str, float]) -> float | None:
@@ -76,6 +96,10 @@ def history_parts(condition: Condition, path: str = "condition") -> list[str]:
         return [f"{path}: rate of {condition.metric} over {condition.window:g}s"]
     if isinstance(condition, Absent):
         return [f"{path}: absence of {condition.metric} for {condition.for_:g}s"]
+    if isinstance(condition, PromQLCondition):
+        return [f"{path}: the series of a PromQL query, asked of Prometheus"]
+    if isinstance(condition, AlertCondition):
+        return [f"{path}: alert {condition.alertname} firing in Alertmanager"]
     return []
 
 
@@ -85,7 +109,7 @@ def is_instant(condition: Condition) -> bool:
         return all(is_instant(child) for child in condition.conditions)
     if isinstance(condition, ThresholdCondition):
         return condition.for_ is None and condition.window is None
-    return not isinstance(condition, Rate | Absent)
+    return not isinstance(condition, Rate | Absent | AlertCondition | PromQLCondition)
 
 
 def compile_condition(condition: Condition, *, sustained: bool = False) -> Check:
@@ -109,7 +133,7 @@ def compile_condition(condition: Condition, *, sustained: bool = False) -> Check
         if condition.aggregate == "count":
             return _never
         return _compare(condition.metric, condition.operator, condition.threshold)
-    if isinstance(condition, Rate | Absent):
+    if isinstance(condition, Rate | Absent | AlertCondition | PromQLCondition):
         return _sustained(condition, sustained=sustained)
     if isinstance(condition, Expr):
         return condition.compiled.holds
@@ -122,9 +146,16 @@ def compile_condition(condition: Condition, *, sustained: bool = False) -> Check
     return _some(children)
 
 
-def _sustained(condition: Rate | Absent, *, sustained: bool) -> Check:
+def _sustained(
+    condition: Rate | Absent | AlertCondition | PromQLCondition, *, sustained: bool
+) -> Check:
     """A history condition read as if the values had held all along: a ``rate`` is zero, and
-    ``absent`` holds when the metric is missing."""
+    ``absent`` holds when the metric is missing. What another system says (an alert, a
+    PromQL answer) cannot be read off sample values: never."""
+    if isinstance(condition, AlertCondition | PromQLCondition):
+        if not sustained:
+            raise ValueError(f"an '{condition.type}' condition is not judged over samples")
+        return _never
     if isinstance(condition, Rate):
         if not sustained:
             raise ValueError("a 'rate' condition is judged over stored samples")

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from vigil.policy.conditions import Check, compile_condition, is_instant, metrics_of
+from vigil.policy.conditions import Check, compile_condition, is_instant, metrics_of, source_of
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import (
     AllOf,
@@ -138,7 +138,9 @@ class PolicyIndex:
 
     Only policies that read a sample's metric can change their verdict when it arrives,
     so ingest evaluates just those. Policies that need stored samples (``for``, ``window``,
-    ``rate``, ``absent``) are the runner's: they are listed in :attr:`historic`.
+    ``rate``, ``absent``) are the runner's: they are listed in :attr:`historic`. Policies
+    judged over what another system says are listed apart: :attr:`alerts` (Alertmanager's
+    alerts) and :attr:`promql` (PromQL queries the runner asks).
     """
 
     def __init__(self, policies: Iterable[PolicySpec]) -> None:
@@ -147,7 +149,15 @@ class PolicyIndex:
             p for p in self.policies if is_instant(p.condition)
         )
         self.historic: tuple[PolicySpec, ...] = tuple(
-            p for p in self.policies if not is_instant(p.condition)
+            p
+            for p in self.policies
+            if not is_instant(p.condition) and source_of(p.condition) == "samples"
+        )
+        self.alerts: tuple[PolicySpec, ...] = tuple(
+            p for p in self.policies if source_of(p.condition) == "alerts"
+        )
+        self.promql: tuple[PolicySpec, ...] = tuple(
+            p for p in self.policies if source_of(p.condition) == "promql"
         )
         by_metric: dict[str, list[PolicySpec]] = defaultdict(list)
         self._reads: dict[str, frozenset[str]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -137,6 +138,45 @@ class Expr(_Wire):
         return compile_expression(self.expression)
 
 
+AlertMatcher = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class AlertCondition(_Wire):
+    """Holds for a target while an alert named ``alertname`` whose labels match
+    ``matchers`` is firing (alerts come from Alertmanager's webhook). A matcher's value is
+    the label's value, or one prefixed as Alertmanager writes them: ``=~`` (the whole value
+    matches the regular expression), ``!~`` (it does not), ``!=`` (it differs)."""
+
+    type: Literal["alert"]
+    alertname: Name
+    matchers: dict[Name, AlertMatcher] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("matchers")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, matcher in value.items():
+            if matcher.startswith(("=~", "!~")):
+                try:
+                    re.compile(matcher[2:])
+                except re.error as exc:
+                    raise ValueError(
+                        f"matchers.{label}: {matcher[2:]!r} is not a regular expression ({exc})"
+                    ) from None
+        return value
+
+
+class PromQLCondition(_Wire):
+    """Holds for each target whose series the PromQL ``query`` returns (as in a Prometheus
+    alerting rule), asked of ``VIGIL_PROMETHEUS_URL`` by the runner every interval; with
+    ``for``, only once the series has been returned for that long."""
+
+    type: Literal["promql"]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    for_: PositiveDuration | None = Field(default=None, alias="for")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class AllOf(_Wire):
     """True when every one of ``conditions`` is."""
 
@@ -152,9 +192,22 @@ class AnyOf(_Wire):
 
 
 Condition = Annotated[
-    MetricExceeds | MetricBelow | ThresholdCondition | Absent | Rate | Expr | AllOf | AnyOf,
+    MetricExceeds
+    | MetricBelow
+    | ThresholdCondition
+    | Absent
+    | Rate
+    | Expr
+    | AlertCondition
+    | PromQLCondition
+    | AllOf
+    | AnyOf,
     Field(discriminator="type"),
 ]
+
+OUTSIDE_SOURCES = (AlertCondition, PromQLCondition)
+"""Conditions judged by what another system says (an alert, a PromQL answer), not over
+Vigil's samples: each is a policy's whole condition."""
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
@@ -170,6 +223,38 @@ def condition_size(condition: Condition, depth: int = 1) -> tuple[int, int]:
             deepest = max(deepest, d)
         return count, deepest
     return 1, depth
+
+
+def _outside_sources(condition: Condition, clear: Condition | None) -> None:
+    """An alert or PromQL condition stands alone: it is not combined with others, and a
+    ``clear`` is one of the same kind (a PromQL one) or none."""
+    for field, tree in (("condition", condition), ("clear", clear)):
+        if isinstance(tree, AllOf | AnyOf):
+            for child in _leaves(tree):
+                if isinstance(child, OUTSIDE_SOURCES):
+                    raise ValueError(
+                        f"{field}: an '{child.type}' condition cannot be combined with"
+                        " others in 'all' or 'any'; make it the policy's whole condition"
+                    )
+    if clear is None:
+        return
+    if isinstance(condition, AlertCondition):
+        raise ValueError(
+            "clear: an 'alert' policy resolves when its alert does; it takes no 'clear'"
+        )
+    if isinstance(condition, PromQLCondition) != isinstance(clear, PromQLCondition):
+        raise ValueError(
+            "clear: a 'promql' condition is cleared by another 'promql' one, and a"
+            " condition over samples by one over samples"
+        )
+    if isinstance(clear, AlertCondition):
+        raise ValueError("clear: an 'alert' condition cannot be a 'clear'")
+
+
+def _leaves(condition: Condition) -> list[Condition]:
+    if isinstance(condition, AllOf | AnyOf):
+        return [leaf for child in condition.conditions for leaf in _leaves(child)]
+    return [condition]
 
 
 class Verify(_Wire):
@@ -208,6 +293,9 @@ class PolicySpec(_Wire):
     """After an action completes, the policy must resolve for the target within this."""
     escalate: list[ActionName] = Field(default_factory=list, max_length=10)
     """Actions to try next, in order, each time verification fails."""
+    target_label: Name | None = None
+    """For ``alert`` and ``promql`` conditions: the label naming the target (else the
+    first present of ``target``, ``host``, ``instance``, ``pod``, ``service``, ``job``)."""
 
     @model_validator(mode="after")
     def _bounded_condition(self) -> PolicySpec:
@@ -221,6 +309,11 @@ class PolicySpec(_Wire):
                 )
             if count > MAX_CONDITIONS:
                 raise ValueError(f"{field} has too many parts (at most {MAX_CONDITIONS})")
+        _outside_sources(self.condition, self.clear)
+        if self.target_label is not None and not isinstance(self.condition, OUTSIDE_SOURCES):
+            raise ValueError(
+                "target_label: only 'alert' and 'promql' conditions read targets from labels"
+            )
         return self
 
     def document(self) -> dict[str, Any]:
@@ -253,6 +346,7 @@ class PolicyUpdate(_Wire):
     approval_timeout_seconds: PositiveDuration | None = None
     verify: Verify | None = None
     escalate: list[ActionName] | None = None
+    target_label: Name | None = None
 
 
 class PolicyFile(_Wire):
