@@ -204,7 +204,11 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if path not in OPEN_PATHS:
-                responses["400"] = {"description": "A Host this Vigil does not serve", **error}
+                host = "A Host this Vigil does not serve"
+                if "400" in responses:  # a machine protocol's own 400 (its content covers both)
+                    responses["400"]["description"] += f"; or {host[0].lower()}{host[1:]}"
+                else:
+                    responses["400"] = {"description": host, **error}
             if method.upper() in STATE_CHANGING:
                 if path not in MACHINE_BODIES:  # those document their bodies and 415s
                     responses["415"] = {"description": "A body that is not JSON", **error}
