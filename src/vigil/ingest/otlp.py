@@ -173,6 +173,15 @@ def encode(message: ExportMetricsServiceResponse, media: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class _Resource:
+    """A resource's attributes as tags, why they are refused (if), and the target they name."""
+
+    tags: dict[str, str]
+    problem: str | None
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Decoder:
     """Turns export requests into samples under the configured limits."""
 
@@ -183,7 +192,7 @@ class Decoder:
         decoded = Decoded()
         latest_ns = _nanos(now + self.max_future)
         for resource_metrics in request.resource_metrics:
-            resource = _attributes(resource_metrics.resource.attributes)
+            resource = self._resource(_attributes(resource_metrics.resource.attributes))
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     self._metric(metric, resource, now, latest_ns, decoded)
@@ -192,7 +201,7 @@ class Decoder:
     def _metric(
         self,
         metric: Metric,
-        resource: dict[str, str],
+        resource: _Resource,
         now: datetime,
         latest_ns: int,
         decoded: Decoded,
@@ -224,7 +233,7 @@ class Decoder:
         self,
         name: str,
         point: NumberDataPoint,
-        resource: dict[str, str],
+        resource: _Resource,
         now: datetime,
         latest_ns: int,
         samples: list[Sample],
@@ -238,13 +247,16 @@ class Decoder:
         value = float(point.as_int) if which == "as_int" else point.as_double
         if not math.isfinite(value):
             return _NOT_FINITE
-        tags = {**resource, **_attributes(point.attributes)} if point.attributes else resource
-        problem = self._tag_problem(tags)
+        if point.attributes:
+            own = _attributes(point.attributes)
+            tags = {**resource.tags, **own}
+            problem = resource.problem or self._tag_problem(own, len(tags))
+            target = target_of(tags, order=OTLP_TARGET_ATTRIBUTES)
+            problem = problem or self._target_problem(target)
+        else:  # the resource's, checked once
+            tags, problem, target = resource.tags, resource.problem, resource.target
         if problem is not None:
             return problem
-        target = target_of(tags, order=OTLP_TARGET_ATTRIBUTES)
-        if target is not None and len(target) > self.limits.max_target_length:
-            return f"points whose target is over {self.limits.max_target_length} characters"
         ns = point.time_unix_nano
         if ns > latest_ns:
             return "points stamped too far ahead of the server's clock"
@@ -252,9 +264,20 @@ class Decoder:
         samples.append(Sample(name, value, target, tags, ts))
         return None
 
-    def _tag_problem(self, tags: Mapping[str, str]) -> str | None:
+    def _resource(self, tags: dict[str, str]) -> _Resource:
+        target = target_of(tags, order=OTLP_TARGET_ATTRIBUTES)
+        problem = self._tag_problem(tags, len(tags)) or self._target_problem(target)
+        return _Resource(tags, problem, target)
+
+    def _target_problem(self, target: str | None) -> str | None:
+        if target is not None and len(target) > self.limits.max_target_length:
+            return f"points whose target is over {self.limits.max_target_length} characters"
+        return None
+
+    def _tag_problem(self, tags: Mapping[str, str], count: int) -> str | None:
+        """Why ``tags`` (of ``count`` tags in all, with the resource's) are refused, if."""
         limits = self.limits
-        if len(tags) > limits.max_tags:
+        if count > limits.max_tags:
             return f"points with more than {limits.max_tags} attributes"
         for key, value in tags.items():
             if not key or len(key) > limits.max_tag_key_length:
