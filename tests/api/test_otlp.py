@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
+from tests.api.support import started_client
 from tests.api.test_access import make_keys
 from tests.api.test_ingest import create_policy, exceeds, policy, rows, written
 from tests.ingest.otlp_requests import cumulative_sum, export, gauge, histogram, point
@@ -26,6 +27,7 @@ from vigil.db.tables import actions, metrics
 from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestResult
 from vigil.ingest.schemas import Sample
+from vigil.settings import Settings
 
 PATH = "/v1/metrics"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -246,3 +248,15 @@ async def test_with_access_control_an_agent_key_sent_as_bearer_may_export(
         )
         protobuf_answer(agent)
     assert len(await rows(container, metrics)) == 2
+
+
+async def test_the_target_attributes_come_from_the_settings(settings: Settings) -> None:
+    configured = settings.model_copy(update={"otlp_target_attributes": ["k8s.pod.name"]})
+    request = export(
+        [gauge("cpu_usage", point(1.0))], {"host.name": "node-3", "k8s.pod.name": "api-1"}
+    )
+    async with started_client(configured) as (client, container):
+        r = await client.post(PATH, content=request.SerializeToString(), headers=PROTOBUF)
+        protobuf_answer(r)
+        [stored] = await rows(container, metrics)
+    assert stored["target"] == "api-1"

@@ -300,3 +300,12 @@ def test_the_response_is_encoded_in_the_request_type() -> None:
     assert json_format.Parse(otlp.encode(answer, otlp.JSON), ExportMetricsServiceResponse()) == (
         answer
     )
+
+
+def test_the_target_attributes_can_be_configured() -> None:
+    decoder = otlp.Decoder(LIMITS, timedelta(seconds=600), ("k8s.pod.name", "host.name"))
+    request = export(
+        [gauge("g", point(1.0)), gauge("h", point(1.0, attrs={"k8s.pod.name": "api-1"}))],
+        {"host.name": "node-3", "service.name": "api"},
+    )
+    assert [s.target for s in decoder.samples(request, NOW).samples] == ["node-3", "api-1"]

@@ -25,7 +25,7 @@ import json
 import math
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -187,6 +187,8 @@ class Decoder:
 
     limits: Limits
     max_future: timedelta
+    target_attributes: Sequence[str] = OTLP_TARGET_ATTRIBUTES
+    """Where a point names its target, first present wins."""
 
     def samples(self, request: ExportMetricsServiceRequest, now: datetime) -> Decoded:
         decoded = Decoded()
@@ -251,7 +253,7 @@ class Decoder:
             own = _attributes(point.attributes)
             tags = {**resource.tags, **own}
             problem = resource.problem or self._tag_problem(own, len(tags))
-            target = target_of(tags, order=OTLP_TARGET_ATTRIBUTES)
+            target = target_of(tags, order=self.target_attributes)
             problem = problem or self._target_problem(target)
         else:  # the resource's, checked once
             tags, problem, target = resource.tags, resource.problem, resource.target
@@ -265,7 +267,7 @@ class Decoder:
         return None
 
     def _resource(self, tags: dict[str, str]) -> _Resource:
-        target = target_of(tags, order=OTLP_TARGET_ATTRIBUTES)
+        target = target_of(tags, order=self.target_attributes)
         problem = self._tag_problem(tags, len(tags)) or self._target_problem(target)
         return _Resource(tags, problem, target)
 

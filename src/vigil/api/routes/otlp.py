@@ -26,6 +26,7 @@ from vigil.container import Container
 from vigil.errors import PayloadTooLarge, VigilError
 from vigil.http.errors import retry_headers
 from vigil.ingest import otlp
+from vigil.ingest.labels import OTLP_TARGET_ATTRIBUTES
 from vigil.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -107,7 +108,11 @@ async def _decoded(request: Request, container: Container, media: str) -> otlp.D
     data = otlp.decompress(
         body, request.headers.get("content-encoding", ""), settings.max_body_bytes
     )
-    decoder = otlp.Decoder(container.limits, timedelta(seconds=settings.max_future_seconds))
+    decoder = otlp.Decoder(
+        container.limits,
+        timedelta(seconds=settings.max_future_seconds),
+        tuple(settings.otlp_target_attributes) or OTLP_TARGET_ATTRIBUTES,
+    )
     decoded = decoder.samples(otlp.parse(data, media), container.clock.now())
     limit = settings.max_batch_size
     if len(decoded.samples) > limit:
