@@ -25,9 +25,9 @@ OPERATE = frozenset({Role.OPERATOR, Role.ADMIN})
 ADMIN = frozenset({Role.ADMIN})
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Paths every caller may use, whatever its host or key: what probes call."""
 INGEST_PATHS = frozenset({"/v1/metrics"})
 """Paths where machine protocols send metrics (besides ``/api/v1/ingest...``): OTLP/HTTP."""
-"""Paths every caller may use, whatever its host or key: what probes call."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),

@@ -144,6 +144,9 @@ def _body_refusal(
         if media in accepted:
             return None
         shown = media.decode("latin-1")[:100]
+        if accepted:
+            wanted = ", ".join(["application/json", *sorted(m.decode() for m in accepted)])
+            return 415, f"the body's Content-Type must be one of {wanted}, not {shown!r}"
         return 415, f"the body must be JSON (Content-Type: application/json), not {shown!r}"
     if content_type:
         return None
