@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     remote_write_store: Literal["used", "all"] = "used"
     prometheus_url: str | None = None
     prometheus_timeout_seconds: PositiveDuration = 10.0
+    otlp_target_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Where an OTLP data point names its target, first present wins; empty: the default
+    order (vigil.ingest.labels.OTLP_TARGET_ATTRIBUTES)."""
 
     notify_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     notify_timeout_seconds: Duration = 5.0
@@ -284,6 +287,13 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("use http://HOST:PORT or https://HOST:PORT")
+        return value
+
+    @field_validator("otlp_target_attributes", mode="before")
+    @classmethod
+    def _split_attributes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("notify_webhook_urls", mode="before")

@@ -17,7 +17,8 @@ from vigil.container import Container
 from vigil.observability.audit import Actor
 
 # docs/api.md "Access control", restated here on purpose (not imported from the code): which
-# roles each kind of route allows. Reads: viewer, operator, admin; ingest: agent, admin;
+# roles each kind of route allows. Reads: viewer, operator, admin; ingest (OTLP's
+# /v1/metrics too): agent, admin;
 # operating: operator, admin; everything else (policies, keys): admin.
 OPERATOR_ROUTES = {
     ("POST", "/api/v1/actions"),
@@ -57,7 +58,7 @@ def expected_roles(method: str, path: str) -> set[str]:
         return {"admin"}
     if method == "GET":
         return {"viewer", "operator", "admin"}
-    if path.startswith("/api/v1/ingest"):
+    if path.startswith("/api/v1/ingest") or path == "/v1/metrics":
         return {"agent", "admin"}
     if (method, path) in OPERATOR_ROUTES:
         return {"operator", "admin"}

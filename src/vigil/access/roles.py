@@ -26,6 +26,8 @@ ADMIN = frozenset({Role.ADMIN})
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths every caller may use, whatever its host or key: what probes call."""
+INGEST_PATHS = frozenset({"/v1/metrics"})
+"""Paths where machine protocols send metrics (besides ``/api/v1/ingest...``): OTLP/HTTP."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),
@@ -62,7 +64,7 @@ def permission_of(method: str, path: str, *, metrics_auth: bool = False) -> froz
         return ADMIN
     if method in ("GET", "HEAD"):
         return READ
-    if path.startswith("/api/v1/ingest"):
+    if path.startswith("/api/v1/ingest") or path in INGEST_PATHS:
         return INGEST
     if (method, path) in _OPERATE:
         return OPERATE

@@ -16,7 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.access.roles import OPEN, OPEN_PATHS, permission_of
-from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite
+from vigil.api.middleware import (
+    MACHINE_BODIES,
+    SECURITY_HEADERS,
+    STATE_CHANGING,
+    Auth,
+    CrossSite,
+)
 from vigil.api.routes import (
     actions,
     audit,
@@ -26,6 +32,7 @@ from vigil.api.routes import (
     ingest,
     keys,
     notifications,
+    otlp,
     policies,
     queue,
     silences,
@@ -73,6 +80,7 @@ def create_app(
     # Routes are matched in order: ingest, by far the most frequent request, goes first.
     routers = (
         ingest.router,
+        otlp.router,
         health.router,
         policies.router,
         actions.router,
@@ -196,9 +204,14 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if path not in OPEN_PATHS:
-                responses["400"] = {"description": "A Host this Vigil does not serve", **error}
+                host = "A Host this Vigil does not serve"
+                if "400" in responses:  # a machine protocol's own 400 (its content covers both)
+                    responses["400"]["description"] += f"; or {host[0].lower()}{host[1:]}"
+                else:
+                    responses["400"] = {"description": host, **error}
             if method.upper() in STATE_CHANGING:
-                responses["415"] = {"description": "A body that is not JSON", **error}
+                if path not in MACHINE_BODIES:  # those document their bodies and 415s
+                    responses["415"] = {"description": "A body that is not JSON", **error}
                 refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
                 if "403" in responses:
                     responses["403"]["description"] += f"; or {refused}"

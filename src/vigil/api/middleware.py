@@ -3,7 +3,7 @@ security headers (the request id middleware both apps share is :mod:`vigil.http.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -21,6 +21,20 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"})
 """Answered whatever the ``Host``: probes call them by address, and they reveal nothing."""
 
+MACHINE_BODIES: Mapping[str, frozenset[bytes]] = {
+    "/v1/metrics": frozenset({b"application/x-protobuf"}),  # OTLP/HTTP
+}
+"""The paths machine protocols post to, each with the media types it takes besides JSON.
+
+Safe to let through: a web page can make a browser send a cross-site request without a
+CORS preflight only with a "simple" ``Content-Type`` (``text/plain``, a form's
+``application/x-www-form-urlencoded`` or ``multipart/form-data``) and no custom header. A
+page's ``fetch`` with ``application/x-protobuf`` (like one with ``application/json``, which
+every path takes) needs the preflight, which only ``CORS_ORIGINS`` pass; a form cannot
+choose that type, and ``navigator.sendBeacon`` refuses it. So these types only ever come
+from clients outside a browser (an OpenTelemetry exporter, Prometheus), or from the origins
+the operator allowed."""
+
 
 class CrossSite:
     """Refuse what a web page the operator visits could make the browser send, which matters
@@ -28,7 +42,8 @@ class CrossSite:
 
     - a ``Host`` Vigil does not serve (``hosts``; ``*`` allows any): 400. A page whose name
       resolves to Vigil's address (DNS rebinding) carries its own name;
-    - a state-changing request (POST, PUT, PATCH, DELETE) whose body is not JSON: 415;
+    - a state-changing request (POST, PUT, PATCH, DELETE) whose body is not JSON (nor, on
+      a path of :data:`MACHINE_BODIES`, of a type that path takes): 415;
     - a state-changing request with neither a JSON ``Content-Type`` nor a custom header
       (:data:`REQUEST_HEADER`, ``Authorization``, ``X-API-Key``): 403.
 
@@ -51,7 +66,8 @@ class CrossSite:
         host, content_type, has_body, custom = _looked_at(scope["headers"])
         refusal = self._host_refusal(host, scope["path"])
         if refusal is None and scope["method"] in STATE_CHANGING:
-            refusal = _body_refusal(content_type, has_body, custom)
+            accepted = MACHINE_BODIES.get(scope["path"], frozenset())
+            refusal = _body_refusal(content_type, has_body, custom, accepted)
             # Routes are matched only for a request about to be refused (a JSON one, the
             # usual case, never pays for it): one no route answers gets its 404 or 405.
             if refusal is not None and not self._routed(scope):
@@ -120,10 +136,18 @@ def is_json(content_type: bytes) -> bool:
     )
 
 
-def _body_refusal(content_type: bytes, has_body: bool, custom: bool) -> tuple[int, str] | None:
+def _body_refusal(
+    content_type: bytes, has_body: bool, custom: bool, accepted: frozenset[bytes]
+) -> tuple[int, str] | None:
     if content_type and not is_json(content_type):
-        media = content_type.partition(b";")[0].strip().decode("latin-1")[:100]
-        return 415, f"the body must be JSON (Content-Type: application/json), not {media!r}"
+        media = content_type.partition(b";")[0].strip().lower()
+        if media in accepted:
+            return None
+        shown = media.decode("latin-1")[:100]
+        if accepted:
+            wanted = ", ".join(["application/json", *sorted(m.decode() for m in accepted)])
+            return 415, f"the body's Content-Type must be one of {wanted}, not {shown!r}"
+        return 415, f"the body must be JSON (Content-Type: application/json), not {shown!r}"
     if content_type:
         return None
     if has_body:
