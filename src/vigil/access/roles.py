@@ -62,7 +62,7 @@ def permission_of(method: str, path: str, *, metrics_auth: bool = False) -> froz
         return ADMIN
     if method in ("GET", "HEAD"):
         return READ
-    if path.startswith("/api/v1/ingest"):
+    if path.startswith("/api/v1/ingest") or path == "/api/v1/alerts/alertmanager":
         return INGEST
     if (method, path) in _OPERATE:
         return OPERATE
