@@ -329,3 +329,25 @@ async def test_alert_policies_are_listed_described_and_not_backtested(
     assert "alert policies are not backtested" in backtest.text
     await container.runner.run_once()
     assert container.runner.last_error is None
+
+
+async def test_samples_of_a_target_leave_its_alert_episode_alone(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container
+) -> None:
+    await create(client)
+    hot = {
+        "name": "cpu-hot",
+        "target": "web-*",
+        "condition": {"type": "metric_exceeds", "metric": "cpu", "threshold": 90},
+        "action": "scale-up",
+    }
+    assert (await client.post("/api/v1/policies", json=hot)).status_code == 201
+    await post(client, notification(alert(clock)))
+    for value in (95, 10):
+        response = await client.post(
+            "/api/v1/ingest", json={"name": "cpu", "value": value, "target": "web-1"}
+        )
+        assert response.status_code == 201, response.text
+    await container.runner.run_once()
+    assert container.runner.last_error is None
+    assert (await pair(client))["state"] == "firing"

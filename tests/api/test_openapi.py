@@ -77,6 +77,8 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/policies/{name}/state"): {404, 422},
     ("POST", "/api/v1/policies/{name}/reset"): {404, 422},
     ("GET", "/api/v1/notifications"): {422},
+    ("POST", "/api/v1/alerts/alertmanager"): {413, 422},
+    ("GET", "/api/v1/alerts"): {422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.
