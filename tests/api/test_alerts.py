@@ -351,3 +351,19 @@ async def test_samples_of_a_target_leave_its_alert_episode_alone(
     await container.runner.run_once()
     assert container.runner.last_error is None
     assert (await pair(client))["state"] == "firing"
+
+
+async def test_a_silence_on_an_alert_label_holds_its_violation_back(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await create(client)
+    silence = {
+        "matchers": {"tags": {"job": "node", "alertname": "HighCPU"}},
+        "ends_at": stamp(clock.now() + timedelta(hours=1)),
+        "comment": "maintenance",
+    }
+    assert (await client.post("/api/v1/silences", json=silence)).status_code == 201
+    [result] = (await post(client, notification(alert(clock))))["alerts"]
+    [decision] = result["decisions"]
+    assert decision["suppressed"] == "silenced"
+    assert "action_id" not in decision
