@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -367,3 +368,18 @@ async def test_a_silence_on_an_alert_label_holds_its_violation_back(
     [decision] = result["decisions"]
     assert decision["suppressed"] == "silenced"
     assert "action_id" not in decision
+
+
+async def test_the_same_notification_sent_at_once_acts_once(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await create(client)
+    without_target = alert(clock, fingerprint="f0")
+    del without_target["labels"]["instance"], without_target["labels"]["job"]
+    body = notification(alert(clock), without_target)
+    answers = await asyncio.gather(*(post(client, body) for _ in range(5)))
+    made = [d for a in answers for r in a["alerts"] for d in r["decisions"]]
+    assert len(made) == 1
+    assert (await client.get("/api/v1/actions")).json()["total"] == 1
+    assert (await client.get("/api/v1/decisions")).json()["total"] == 1
+    assert (await client.get("/api/v1/alerts")).json()["total"] == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.dispatch import Dispatcher
@@ -20,7 +21,7 @@ from vigil.alerts import store
 from vigil.alerts.matching import Match, alert_matches, alert_target, matches, usable
 from vigil.alerts.schemas import AlertIn
 from vigil.clock import Clock
-from vigil.db.engine import Database
+from vigil.db.engine import Database, is_transient
 from vigil.decide import episodes
 from vigil.decide.observations import Observation, Settled
 from vigil.decide.reasons import outcome_of
@@ -74,13 +75,37 @@ class AlertReceiver:
 
     async def receive(self, alerts: Sequence[AlertIn], *, actor: Actor) -> list[AlertResult]:
         """Store ``alerts`` and record their decisions; what each did, in their order."""
+        for tries_left in (2, 1, 0):
+            try:
+                results, decisions = await self._commit(alerts, actor)
+                break
+            except DBAPIError as exc:
+                # A deadlock or serialisation failure (PostgreSQL): nothing was written.
+                if not is_transient(exc) or not tries_left:
+                    raise
+                log.warning("alerts.retried", error=repr(exc), tries_left=tries_left)
+        self._report(decisions, actor)
+        if self._dispatcher is not None:
+            await self._dispatcher.dispatch(d.action for d in decisions if d.action is not None)
+        return results
+
+    async def _commit(
+        self, alerts: Sequence[AlertIn], actor: Actor
+    ) -> tuple[list[AlertResult], list[Decision]]:
         now = self._clock.now()
-        # One order for every notification, so two holding the same alerts cannot deadlock.
+        # One order for every writer: the alerts' rows (by fingerprint and startsAt, as the
+        # runner marks them stale), then the targets; so no two can deadlock.
         order = sorted(range(len(alerts)), key=lambda i: (alerts[i].fingerprint, alerts[i].starts))
-        results: list[AlertResult | None] = [None] * len(alerts)
-        decisions: list[Decision] = []
+        results: dict[int, AlertResult] = {}
         async with self._db.write() as conn:
             index = await self._policies.index(conn)
+            for i in order:
+                alert = alerts[i]
+                target = usable(target_of(alert.labels))
+                before = await store.record_alert(conn, alert=alert, target=target, now=now)
+                result = AlertResult(alert, target, new=before is None)
+                result.ended = before in (store.RESOLVED, store.STALE)
+                results[i] = result
             found = {i: matches(index.alerts, alerts[i].labels) for i in order}
             await lock_targets(conn, targets=(m.target for ms in found.values() for m in ms))
             pairs = {(m.policy.name, m.target) for ms in found.values() for m in ms}
@@ -89,20 +114,16 @@ class AlertReceiver:
             observations: list[Observation] = []
             owners: dict[int, AlertResult] = {}
             for i in order:
-                alert = alerts[i]
-                target = usable(target_of(alert.labels))
-                before = await store.record_alert(conn, alert=alert, target=target, now=now)
-                result = AlertResult(alert, target, new=before is None)
-                result.ended = before in (store.RESOLVED, store.STALE)
-                results[i] = result
-                if alert.status == store.FIRING and not result.ended:
+                result = results[i]
+                if result.alert.status == store.FIRING and not result.ended:
                     for v in _fire(found[i], firing):
                         owners[id(v)] = result
                         observations.append(v)
-                elif alert.status == store.RESOLVED:
+                elif result.alert.status == store.RESOLVED:
                     for s in await _settle(conn, found[i], firing):
                         result.resolved.append(s.policy.name)
                         observations.append(s)
+            decisions: list[Decision] = []
             if observations:
                 recorded = await record_observations(
                     conn,
@@ -115,10 +136,7 @@ class AlertReceiver:
                 decisions = recorded.decisions
                 if recorded.firing_changed:
                     await episodes.bump_firing(conn)
-        self._report(decisions, actor)
-        if self._dispatcher is not None:
-            await self._dispatcher.dispatch(d.action for d in decisions if d.action is not None)
-        return [r for r in results if r is not None]
+        return [results[i] for i in range(len(alerts))], decisions
 
     def _report(self, decisions: list[Decision], actor: Actor) -> None:
         count_decisions(self._metrics, decisions)

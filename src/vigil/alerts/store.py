@@ -103,9 +103,15 @@ async def firing_labels(
 
 async def mark_stale(conn: AsyncConnection, *, seen_before: datetime) -> list[StoredAlert]:
     """Mark every firing alert last refreshed before ``seen_before`` stale; those alerts."""
-    rows = await conn.execute(
-        select(alerts).where(alerts.c.status == FIRING, alerts.c.last_seen_at < seen_before)
+    query = (
+        select(alerts)
+        .where(alerts.c.status == FIRING, alerts.c.last_seen_at < seen_before)
+        .order_by(alerts.c.fingerprint, alerts.c.starts_at)
     )
+    if conn.dialect.name == "postgresql":
+        # Row locks in the receiver's order (fingerprint, startsAt), before any target's.
+        query = query.with_for_update()
+    rows = await conn.execute(query)
     found = [record_of(StoredAlert, row) for row in rows]
     if found:
         await conn.execute(
