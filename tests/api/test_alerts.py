@@ -78,7 +78,9 @@ def notification(*items: dict[str, Any]) -> dict[str, Any]:
 
 
 async def post(client: httpx.AsyncClient, body: Any, status: int = 200, **kw: Any) -> Any:
-    response = await client.post(URL, json=body, **kw)
+    if body is not None:
+        kw["json"] = body
+    response = await client.post(URL, **kw)
     assert response.status_code == status, response.text
     return response.json()
 
@@ -219,6 +221,7 @@ BAD_BODIES: list[tuple[str, Any, list[Any]]] = [
         ["body", "alerts", 0, "labels", "alertname"],
     ),
     ("truncatedAlerts", {"truncatedAlerts": "3"}, ["body", "truncatedAlerts"]),
+    ("not JSON", b"{", ["body"]),
 ]
 
 
@@ -240,6 +243,11 @@ async def test_a_malformed_body_is_422_naming_the_field_and_writes_nothing(
             body["alerts"] = []
     elif case == "not an object":
         body = change
+    elif case == "not JSON":
+        headers = {"Content-Type": "application/json"}
+        errors = (await post(client, None, 422, content=change, headers=headers))["detail"]
+        assert errors[0]["loc"] == loc
+        return
     else:
         item = body["alerts"][0]
         for key, value in change.items():
@@ -251,6 +259,9 @@ async def test_a_malformed_body_is_422_naming_the_field_and_writes_nothing(
                 item[key] = value
     errors = (await post(client, body, 422))["detail"]
     assert loc in [e["loc"] for e in errors], errors
+    assert (
+        'vigil_ingest_rejected_total{reason="invalid"} 1.0' in (await client.get("/metrics")).text
+    )
     assert await table_counts(container) == before
     async with container.database.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(alerts))).scalar_one() == 0

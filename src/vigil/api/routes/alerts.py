@@ -127,7 +127,14 @@ async def alertmanager(request: Request) -> Response:
     """Alertmanager's webhook (``webhook_config``): store each alert and act on the ``alert``
     policies it matches; a notification re-sent decides nothing twice."""
     container = container_of(request)
-    payload = _parse(await request.body(), container.settings.max_batch_size)
+    try:
+        payload = _parse(await request.body(), container.settings.max_batch_size)
+    except RequestValidationError:
+        container.metrics.ingest_rejected_total.labels(reason="invalid").inc()
+        raise
+    except PayloadTooLarge:
+        container.metrics.ingest_rejected_total.labels(reason="too_large").inc()
+        raise
     results = await container.alerts.receive(payload.alerts, actor=actor_of(request))
     return json_response({"alerts": [result_out(r) for r in results]})
 
