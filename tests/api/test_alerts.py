@@ -394,3 +394,19 @@ async def test_the_same_notification_sent_at_once_acts_once(
     assert (await client.get("/api/v1/actions")).json()["total"] == 1
     assert (await client.get("/api/v1/decisions")).json()["total"] == 1
     assert (await client.get("/api/v1/alerts")).json()["total"] == 2
+
+
+async def test_a_pair_its_policy_no_longer_matches_settles_in_the_runner(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container
+) -> None:
+    await create(client)
+    await post(client, notification(alert(clock)))
+    await container.runner.run_once()
+    assert (await pair(client))["state"] == "firing"
+    changed = {**POLICY, "condition": {**POLICY["condition"], "matchers": {"severity": "page"}}}
+    response = await client.put("/api/v1/policies/high-cpu", json=changed)
+    assert response.status_code == 200, response.text
+    await container.runner.run_once()
+    assert (await pair(client))["state"] == "resolved"
+    [stored] = (await client.get("/api/v1/alerts")).json()["alerts"]
+    assert stored["status"] == "firing"  # the alert itself is still firing
