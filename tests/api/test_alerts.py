@@ -54,7 +54,8 @@ def alert(
         },
         "annotations": {"summary": "CPU above 90%", "description": "line one\nline two"},
         "startsAt": stamp(starts),
-        "endsAt": stamp(clock.now()) if status == "resolved" else "0001-01-01T00:00:00Z",
+        # Firing: a time it would end unless refreshed, as Prometheus sets it.
+        "endsAt": stamp(clock.now() + timedelta(seconds=0 if status == "resolved" else 240)),
         "generatorURL": "http://prometheus:9090/graph?g0.expr=cpu",
         "fingerprint": fingerprint,
     }
@@ -159,6 +160,8 @@ async def test_resolution_settles_verifies_and_a_new_start_is_a_new_episode(
     listed = (await client.get("/api/v1/alerts")).json()
     assert listed["total"] == 2
     assert [a["status"] for a in listed["alerts"]] == ["firing", "resolved"]
+    assert listed["alerts"][0]["ends_at"] is None
+    assert listed["alerts"][1]["ends_at"] is not None
 
 
 async def test_a_pair_held_by_two_alerts_resolves_with_the_last(
@@ -270,7 +273,12 @@ async def test_a_malformed_body_is_422_naming_the_field_and_writes_nothing(
 async def test_grafana_s_extra_fields_are_accepted(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    item = {**alert(clock), "silenceURL": "http://grafana/silence", "values": {"B": 95.5}}
+    item = {
+        **alert(clock),
+        "endsAt": "0001-01-01T00:00:00Z",  # Go's zero time
+        "silenceURL": "http://grafana/silence",
+        "values": {"B": 95.5},
+    }
     body = {
         **notification(item),
         "version": "1",

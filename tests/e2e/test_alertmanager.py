@@ -113,7 +113,7 @@ class Gauge:
 
 
 @contextmanager
-def running(name: str, argv: list[str], log_path: Path, ready_url: str) -> Iterator[str]:
+def running(name: str, argv: list[str], log_path: Path, ready_url: str) -> Iterator[None]:
     """Run ``argv``; yield once ``ready_url`` answers 200; terminate it when the block exits."""
     log: IO[bytes] = log_path.open("wb")
     popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -134,7 +134,7 @@ def running(name: str, argv: list[str], log_path: Path, ready_url: str) -> Itera
         helpers.wait_for(
             ready, within=START_TIMEOUT, what=f"{name} to be ready", interval=0.05, details=tail
         )
-        yield tail()
+        yield
     finally:
         popen.terminate()
         try:
@@ -316,6 +316,7 @@ def test_alertmanager_alerts_act_once_and_their_resolution_verifies(
             assert resolved["ends_at"] is not None
             assert len(api.actions()) == 1
             assert runs(runs_dir, TARGET) == [1]
+            assert api.http.get("/api/v1/decisions").json()["total"] == 1
     finally:
         gauge.close()
         api.close()

@@ -55,12 +55,15 @@ async def record_alert(
     notification of it only refreshes ``last_seen_at``.
     """
     starts = alert.starts
+    # A firing alert's endsAt is only when its sender would take it as resolved unless
+    # refreshed: the row's ends_at is when it did end.
+    ends = alert.ends if alert.status == RESOLVED else None
     values = {
         "fingerprint": alert.fingerprint,
         "starts_at": starts,
         "alertname": alert.labels.get("alertname", "")[:1024],
         "status": alert.status,
-        "ends_at": alert.ends,
+        "ends_at": ends,
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "generator_url": alert.generator_url or None,
@@ -83,7 +86,7 @@ async def record_alert(
     before: str = (await conn.execute(query)).scalar_one()
     changes: dict[str, Any] = {"last_seen_at": now, "annotations": dict(alert.annotations)}
     if before == FIRING or alert.status == RESOLVED:
-        changes.update(status=alert.status, ends_at=alert.ends)
+        changes.update(status=alert.status, ends_at=ends)
     await conn.execute(update(alerts).where(*key).values(**changes))
     return before
 
