@@ -418,3 +418,23 @@ async def test_a_pair_its_policy_no_longer_matches_settles_in_the_runner(
     assert (await pair(client))["state"] == "resolved"
     [stored] = (await client.get("/api/v1/alerts")).json()["alerts"]
     assert stored["status"] == "firing"  # the alert itself is still firing
+
+
+async def test_an_episode_held_back_by_the_pause_acts_at_the_next_repeat(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await create(client)
+    assert (
+        await client.post("/api/v1/automation/pause", json={"reason": "deploy"})
+    ).status_code == 200
+    body = notification(alert(clock))
+    [held] = (await post(client, body))["alerts"][0]["decisions"]
+    assert held["suppressed"] == "paused"
+    [again] = (await post(client, body))["alerts"][0]["decisions"]
+    assert again["suppressed"] == "paused"  # counted on the same decision
+    assert (await client.post("/api/v1/automation/resume", json={})).status_code == 200
+    [acted] = (await post(client, body))["alerts"][0]["decisions"]
+    assert "action_id" in acted
+    assert (await post(client, body))["alerts"][0]["decisions"] == []
+    assert (await client.get("/api/v1/actions")).json()["total"] == 1
+    assert (await client.get("/api/v1/decisions")).json()["total"] == 2

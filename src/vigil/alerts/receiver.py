@@ -5,7 +5,8 @@ A firing alert matching an ``alert`` policy is a :class:`~vigil.policy.evaluator
 (value None, the alert's other labels as tags) when its pair is not firing yet; a resolved
 one is a :class:`~vigil.decide.observations.Settled` when no other firing alert still holds
 the pair. A notification re-sent (Alertmanager's ``repeat_interval``, its retries) finds its
-alerts stored and its pairs firing: it decides nothing.
+alerts stored and its pairs firing: it decides nothing, unless a silence, the pause or
+another guard that lifts held its episode back (then it is tried again).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.decide import episodes
 from vigil.decide.observations import Observation, Settled
-from vigil.decide.reasons import outcome_of
+from vigil.decide.reasons import Suppressed, outcome_of
 from vigil.decide.recorder import Decision, count_decisions, record_observations
 from vigil.decide.state import Phase
 from vigil.ingest.labels import target_of
@@ -39,6 +40,19 @@ from vigil.policy.store import PolicyCache
 log = get_logger(__name__)
 
 Pair = tuple[str, str]
+
+LIFTING = frozenset(
+    reason.value
+    for reason in (
+        Suppressed.SILENCED,
+        Suppressed.PAUSED,
+        Suppressed.MAX_CONCURRENT_TARGETS,
+        Suppressed.ALREADY_OPEN,
+    )
+)
+"""Suppressions that end by themselves: a firing alert's episode held back by one is tried
+again when Alertmanager repeats the alert (as the runner tries a history policy's at each
+pass), so a silence or pause that ends lets it act."""
 
 
 @dataclass(slots=True)
@@ -111,12 +125,13 @@ class AlertReceiver:
             pairs = {(m.policy.name, m.target) for ms in found.values() for m in ms}
             stored = await episodes.load(conn, pairs=pairs)
             firing = {p for p, e in stored.items() if e.phase.phase is Phase.FIRING}
+            held = {p for p in firing if not stored[p].acted and stored[p].reason in LIFTING}
             observations: list[Observation] = []
             owners: dict[int, AlertResult] = {}
             for i in order:
                 result = results[i]
                 if result.alert.status == store.FIRING and not result.ended:
-                    for v in _fire(found[i], firing):
+                    for v in _fire(found[i], firing, held):
                         owners[id(v)] = result
                         observations.append(v)
                 elif result.alert.status == store.RESOLVED:
@@ -153,13 +168,15 @@ class AlertReceiver:
                 )
 
 
-def _fire(found: list[Match], firing: set[Pair]) -> list[Violation]:
-    """A violation for each matched pair not firing yet (now counted as firing)."""
+def _fire(found: list[Match], firing: set[Pair], held: set[Pair]) -> list[Violation]:
+    """A violation for each matched pair not firing yet (now counted as firing), and for
+    each firing pair whose attempt to act a guard that lifts held back (tried once more)."""
     fired = []
     for m in found:
         pair = (m.policy.name, m.target)
-        if pair not in firing:
+        if pair not in firing or pair in held:
             firing.add(pair)
+            held.discard(pair)
             fired.append(Violation(m.policy, m.target, None, m.tags))
     return fired
 
