@@ -66,6 +66,11 @@ def need_prometheus() -> str:
     return need_program("prometheus", "prometheus")
 
 
+def need_alertmanager() -> str:
+    """The ``prometheus-alertmanager`` server binary (.ci/run installs it)."""
+    return need_program("prometheus-alertmanager", "prometheus-alertmanager")
+
+
 def need_promtool() -> str:
     """``promtool``, which comes with the ``prometheus`` package."""
     return need_program("promtool", "prometheus")

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from vigil.access.keys import KeyGuard
 from vigil.actions.dispatch import Dispatcher
 from vigil.actions.service import ActionService
+from vigil.alerts.receiver import AlertReceiver
 from vigil.clock import Clock, SystemClock
 from vigil.db.engine import Database, create_engine
 from vigil.db.migrate import startup_lock, upgrade
@@ -75,6 +76,7 @@ class Container:
     actions: ActionService
     ingest: IngestPipeline
     runner: PolicyRunner
+    alerts: AlertReceiver
     keys: KeyGuard
     notifier: Notifier
     name: str
@@ -306,6 +308,10 @@ def build_container(
             decision_retention=settings.decision_retention,
             dispatcher=dispatcher,
             key_ttl=settings.idempotency_ttl_seconds,
+            alert_stale=settings.alert_stale_seconds,
+        ),
+        alerts=AlertReceiver(
+            database=database, metrics=metrics, clock=clock, dispatcher=dispatcher
         ),
         notifier=Notifier(
             database=database,

@@ -58,7 +58,7 @@ def expected_roles(method: str, path: str) -> set[str]:
         return {"admin"}
     if method == "GET":
         return {"viewer", "operator", "admin"}
-    if path.startswith("/api/v1/ingest") or path == "/v1/metrics":
+    if path.startswith("/api/v1/ingest") or path in ("/v1/metrics", "/api/v1/alerts/alertmanager"):
         return {"agent", "admin"}
     if (method, path) in OPERATOR_ROUTES:
         return {"operator", "admin"}

@@ -80,6 +80,8 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/notifications"): {422},
     # OTLP/HTTP: its own statuses (a google.rpc.Status body), not Vigil's 422.
     ("POST", "/v1/metrics"): {400, 413, 415},
+    ("POST", "/api/v1/alerts/alertmanager"): {413, 422},
+    ("GET", "/api/v1/alerts"): {422},
 }
 
 # Path parameters that name something stored: an unknown one is a 404.

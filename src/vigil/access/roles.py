@@ -26,8 +26,9 @@ ADMIN = frozenset({Role.ADMIN})
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths every caller may use, whatever its host or key: what probes call."""
-INGEST_PATHS = frozenset({"/v1/metrics"})
-"""Paths where machine protocols send metrics (besides ``/api/v1/ingest...``): OTLP/HTTP."""
+INGEST_PATHS = frozenset({"/v1/metrics", "/api/v1/alerts/alertmanager"})
+"""Paths where machines send what Vigil hears (besides ``/api/v1/ingest...``): OTLP/HTTP
+metrics and Alertmanager's webhook."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),

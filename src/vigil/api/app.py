@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
 from vigil.access.roles import OPEN, OPEN_PATHS, permission_of
+from vigil.alerts.schemas import WebhookIn
 from vigil.api.middleware import (
     MACHINE_BODIES,
     SECURITY_HEADERS,
@@ -25,6 +26,7 @@ from vigil.api.middleware import (
 )
 from vigil.api.routes import (
     actions,
+    alerts,
     audit,
     automation,
     decisions,
@@ -81,6 +83,7 @@ def create_app(
     routers = (
         ingest.router,
         otlp.router,
+        alerts.router,
         health.router,
         policies.router,
         actions.router,
@@ -180,7 +183,7 @@ def _document_raw_bodies(app: FastAPI, limits: Limits, metrics_auth: bool) -> No
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (MetricIn, BatchIn):
+            for model in (MetricIn, BatchIn, WebhookIn):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(definition.pop("$defs", {}))
                 schemas[model.__name__] = definition

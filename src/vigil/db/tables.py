@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -355,3 +356,28 @@ api_keys = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
 )
 """API keys: a name, a role, the key's hash; revoked keys stay, for the audit trail."""
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("alertname", String(1024), nullable=False),
+    # firing | resolved (as Alertmanager last said) | stale (firing, but no notification
+    # refreshed it within VIGIL_ALERT_STALE_SECONDS: Vigil settled its episodes).
+    Column("status", String(16), nullable=False),
+    Column("ends_at", UtcDateTime, nullable=True),
+    Column("labels", Json, nullable=False),
+    Column("annotations", Json, nullable=False),
+    Column("generator_url", Text, nullable=True),
+    # From the labels as for a policy without target_label; None when no label names one.
+    Column("target", String(255), nullable=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    UniqueConstraint("fingerprint", "starts_at"),
+    Index("ix_alerts_status_alertname", "status", "alertname"),
+    Index("ix_alerts_last_seen_at", "last_seen_at"),
+)
+"""Alerts heard from Alertmanager, one row per alert episode (fingerprint, ``startsAt``):
+a re-sent notification updates its row, never adds one. Pruned with the samples."""

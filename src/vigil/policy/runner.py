@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import approval
 from vigil.actions.dispatch import Dispatcher
+from vigil.alerts.stale import settle_alerts
+from vigil.alerts.store import prune_alerts
 from vigil.clock import Clock
 from vigil.db import leases
 from vigil.db.engine import Database
@@ -61,8 +63,10 @@ class PolicyRunner:
         decision_retention: float = 30 * 86400.0,
         dispatcher: Dispatcher | None = None,
         key_ttl: float = 86400.0,
+        alert_stale: float = 900.0,
     ) -> None:
         self.name = name
+        self.alert_stale = alert_stale
         self.decision_retention = decision_retention
         self.key_ttl = key_ttl
         self._dispatcher = dispatcher
@@ -146,6 +150,9 @@ class PolicyRunner:
         async with self._db.write() as conn:
             index = await self._policies.index(conn)
             observations = await sweep(conn, index=index, now=now)
+            observations += await settle_alerts(
+                conn, index=index, now=now, stale_after=self.alert_stale
+            )
             self.last_evaluated = len(observations)
             if observations:
                 await lock_targets(conn, targets=(o.target for o in observations))
@@ -216,6 +223,7 @@ class PolicyRunner:
                 break
         async with self._db.write() as conn:
             await prune_latest_before(conn, cutoff=cutoff)
+            await prune_alerts(conn, seen_before=cutoff)
         keys_before = self._clock.now() - timedelta(seconds=self.key_ttl)
         while True:
             async with self._db.write() as conn:

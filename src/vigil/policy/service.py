@@ -30,7 +30,7 @@ from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
 from vigil.policy.backtest import backtest as replay
 from vigil.policy.backtest import needs_runner
-from vigil.policy.conditions import history_parts, metrics_of
+from vigil.policy.conditions import history_parts, metrics_of, source_of
 from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
 from vigil.policy.matcher import target_matches
@@ -202,6 +202,14 @@ class PolicyService:
     async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> Backtest:
         """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
         simulated clock: the decisions it would have made. Reads only."""
+        if source_of(spec.condition) == "alerts":
+            message = (
+                "alert policies are not backtested: their alerts come from Alertmanager,"
+                " not from samples Vigil can replay"
+            )
+            raise InvalidInput(
+                message, detail=[{"loc": ["body"], "msg": message, "type": "value_error"}]
+            )
         end = min(end, self._clock.now())  # nothing is stored after now
         if end <= start:
             message = "must be later than 'from' (and 'from' earlier than now)"
@@ -357,7 +365,7 @@ class PolicyService:
             }
         needs_history = {
             p.name: history_parts(p.condition)
-            for p in index.historic
+            for p in (*index.historic, *index.alerts)
             if target_matches(p.target, target)
         }
         verdicts = []

@@ -21,7 +21,7 @@ from vigil.decide import episodes
 from vigil.decide.episodes import Episode
 from vigil.decide.observations import Observation, Pending, Settled
 from vigil.decide.state import Phase
-from vigil.policy.conditions import first_value, metrics_of
+from vigil.policy.conditions import first_value, metrics_of, source_of
 from vigil.policy.evaluator import PolicyIndex, Violation
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
@@ -40,7 +40,9 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
     instant_pairs = [
         (by_name[name], e)
         for (name, _), e in unsettled.items()
-        if name in by_name and by_name[name] not in historic
+        if name in by_name
+        and by_name[name] not in historic
+        and source_of(by_name[name].condition) == "samples"
     ]
     gone = [e for (name, _), e in unsettled.items() if name not in by_name]
     if not historic and not instant_pairs and not gone:
