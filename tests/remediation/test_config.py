@@ -74,6 +74,18 @@ def test_the_issue_example_loads_with_timeout_moved_to_the_entry() -> None:
     )
 
 
+def test_tag_placeholders_load() -> None:
+    loaded = parse(
+        "remediations:\n"
+        "  - action: restart-service\n"
+        "    plugin: command\n"
+        "    with: {argv: [systemctl, restart, '{tags.service}', '--ns={tags.k8s.namespace}']}\n"
+    )
+    remediation = loaded.resolve("restart-service", "web-1")
+    assert remediation is not None
+    assert remediation.options["argv"][2] == "{tags.service}"
+
+
 def test_defaults_and_durations() -> None:
     remediations = parse(
         "remediations:\n"
@@ -178,6 +190,10 @@ def test_first_match_wins_and_globs_are_case_sensitive() -> None:
         (
             "{action: a, plugin: command, with: {argv: [ls, '{host}']}}",
             "(action 'a'): with.argv[1]: unknown placeholder {host}",
+        ),
+        (
+            "{action: a, plugin: command, with: {argv: [ls, '{tags.service..name}']}}",
+            "(action 'a'): with.argv[1]: unknown placeholder {tags.service..name}",
         ),
         # timeout in two places
         (

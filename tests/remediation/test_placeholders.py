@@ -20,6 +20,12 @@ def context(target: str = "web-1", **params: Any) -> Context:
     return Context(action_id=42, attempt=3, action="restart-service", target=target, params=params)
 
 
+def tagged(**tags: str) -> Context:
+    return Context(
+        action_id=42, attempt=3, action="restart-service", target="web-1", params={}, tags=tags
+    )
+
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
@@ -140,6 +146,13 @@ def test_missing_param_is_a_permanent_failure_naming_it() -> None:
         ({"url": "{params.a/b}"}, "with.url", "{params.a/b}"),
         ({"x": "{ target }"}, "with.x", "{ target }"),
         ({"x": '{"json": 1}'}, "with.x", '{"json": 1}'),
+        ({"x": "{tags.}"}, "with.x", "{tags.}"),
+        ({"x": "{tags.a..b}"}, "with.x", "{tags.a..b}"),
+        ({"x": "{tags.service.}"}, "with.x", "{tags.service.}"),
+        ({"x": "{tags..service}"}, "with.x", "{tags..service}"),
+        ({"x": "{tags.a/b}"}, "with.x", "{tags.a/b}"),
+        ({"x": "{tags.-a}"}, "with.x", "{tags.-a}"),
+        ({"x": "{tag.service}"}, "with.x", "{tag.service}"),
     ],
 )
 def test_unknown_placeholders_are_refused_at_load(
@@ -152,7 +165,10 @@ def test_unknown_placeholders_are_refused_at_load(
 
 def test_known_placeholders_pass_the_load_check() -> None:
     check_templates(
-        {"a": ["{target}", "{action}", "{action_id}", "{attempt}", "{params.x_1-y}", "{{z}}"]},
+        {
+            "a": ["{target}", "{action}", "{action_id}", "{attempt}", "{params.x_1-y}", "{{z}}"],
+            "b": ["{tags.service}", "{tags.service.name}", "{tags.k8s.pod-name_2}", "{tags.0}"],
+        },
         where="with",
     )
 
@@ -162,3 +178,37 @@ def test_has_placeholder_ignores_escapes() -> None:
     assert has_placeholder("/usr/bin/{params.x}")
     assert not has_placeholder("{{target}}")
     assert not has_placeholder("/usr/bin/systemctl")
+
+
+def test_tags_are_substituted_whole_or_in_text() -> None:
+    ctx = tagged(**{"service": "nginx", "service.name": "checkout", "replicas": "3"})
+    options = {
+        "argv": ["systemctl", "restart", "{tags.service}"],
+        "body": {"svc": "{tags.service.name}", "n": "{tags.replicas}"},
+        "url": "https://hooks.example/{tags.service}/{target}",
+    }
+    assert render(options, ctx) == {
+        "argv": ["systemctl", "restart", "nginx"],
+        "body": {"svc": "checkout", "n": "3"},  # a tag is text: it stays a string
+        "url": "https://hooks.example/nginx/web-1",
+    }
+
+
+@pytest.mark.parametrize("value", ["-rf", "../etc", "a;b", "$(x)", "a b", "a\nb", "", "x/y"])
+def test_unsafe_tags_are_refused_permanently(value: str) -> None:
+    for template in ("{tags.service}", "--unit={tags.service}"):
+        with pytest.raises(PluginFailed) as raised:
+            render({"argv": ["x", template]}, tagged(service=value))
+        assert raised.value.retryable is False
+        assert "{tags.service}" in raised.value.message
+
+
+def test_missing_tag_is_a_permanent_failure_naming_it() -> None:
+    with pytest.raises(PluginFailed) as raised:
+        render({"argv": ["systemctl", "restart", "{tags.service}"]}, tagged(region="eu"))
+    assert raised.value.retryable is False
+    assert "no tag 'service'" in raised.value.message
+    assert raised.value.details == {"missing_tag": "service"}
+    # a param of the same name does not stand in for the tag
+    with pytest.raises(PluginFailed, match="no tag 'service'"):
+        render("{tags.service}", context(service="nginx"))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -400,3 +401,31 @@ async def test_without_an_injected_run_it_runs_the_remediations_file(
         assert unknown.status_code == 200
         assert unknown.json()["status"] == "failed"
         assert unknown.json()["retryable"] is False
+
+
+async def test_tags_in_a_signed_request_reach_the_placeholders(
+    database_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    remediations = tmp_path / "remediations.yaml"
+    remediations.write_text(
+        "remediations:\n"
+        "  - action: restart\n"
+        "    plugin: log\n"
+        "    with: {message: 'would restart {tags.service} in {tags.k8s.namespace}'}\n"
+    )
+    settings = settings_for(database_url, remediations_file=remediations)
+    tags = {"service": "nginx", "k8s.namespace": "shop"}
+    async with remediator_app(settings, None, clock) as remediator:
+        response = await remediator.post({**REQUEST, "tags": tags})
+        assert response.status_code == 200, response.text
+        assert response.json()["message"] == "dry run: would restart nginx in shop"
+        missing = await remediator.post({**REQUEST, "attempt": 2, "tags": {"service": "nginx"}})
+        assert missing.json()["status"] == "failed"
+        assert missing.json()["retryable"] is False
+        assert "no tag 'k8s.namespace'" in missing.json()["message"]
+        unsafe = await remediator.post(
+            {**REQUEST, "attempt": 3, "tags": {**tags, "service": "a;b"}}
+        )
+        assert unsafe.json()["status"] == "failed"
+        assert unsafe.json()["retryable"] is False
+        assert "{tags.service}" in unsafe.json()["message"]

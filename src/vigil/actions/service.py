@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ class ActionService:
         params: dict[str, Any],
         details: str | None,
         actor: Actor,
+        tags: Mapping[str, str] | None = None,
     ) -> Action:
         """A pending manual action, dispatched to the queue.
 
@@ -89,6 +90,7 @@ class ActionService:
                 action=action,
                 params=params,
                 details=details,
+                tags=tags,
                 reason=f"manual action requested by {actor.name}",
             )
         self._metrics.actions_total.labels(action=action, status=Status.PENDING.value).inc()

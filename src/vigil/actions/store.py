@@ -63,6 +63,7 @@ class Action:
     escalation_step: int
     approval_expires_at: datetime | None
     request_id: str | None
+    tags: dict[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ ACTION_VIEW = (
     "updated_at",
     "next_attempt_at",
     "verification",
+    "tags",
 )
 """The fields of an action that the API shows and an ``action.created`` audit row keeps."""
 
@@ -137,6 +139,7 @@ async def create_action(
     episode: int | None = None,
     approval_expires_at: datetime | None = None,
     escalation_step: int = 0,
+    tags: Mapping[str, str] | None = None,
 ) -> Action:
     """Record a new action (``pending``, or ``awaiting_approval``) with its first history
     row and an audit row.
@@ -158,6 +161,7 @@ async def create_action(
         "episode": episode,
         "approval_expires_at": approval_expires_at,
         "escalation_step": escalation_step,
+        "tags": tags,
     }
     try:
         [record] = await create_actions(conn, now=now, actor=actor, items=[item])
@@ -204,6 +208,7 @@ async def create_actions(
             "approval_expires_at": item.get("approval_expires_at"),
             "escalation_step": item.get("escalation_step", 0),
             "request_id": actor.request_id,
+            "tags": dict(item.get("tags") or {}),
         }
         for item in items
     ]

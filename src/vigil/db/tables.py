@@ -142,6 +142,10 @@ actions = Table(
     Column("approval_expires_at", UtcDateTime, nullable=True),
     # The request that led to it (an ingest, a manual action): its logs share the id.
     Column("request_id", String(128), nullable=True),
+    # The tags of the violation that created it (of its episode, for an escalation; given
+    # with a manual one): its remediation's ``{tags.NAME}`` placeholders read them. Null for
+    # actions recorded before tags were kept.
+    Column("tags", Json, nullable=True),
     # Invariant 2: at most one open action per (policy, target) -- dedup_key is
     # "policy:<name>" -- and per (action, target) for manual ones ("manual:<action>").
     Index(

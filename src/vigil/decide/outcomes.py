@@ -127,6 +127,7 @@ def _new_action(
         "details": _details(violation),
         "reason": f"policy {policy.name} violated",
         "episode": step.state.phase.episode,
+        "tags": violation.tags,
     }
     if policy.approval_required:
         item |= approval_fields(policy, now)

@@ -256,6 +256,7 @@ async def _escalate(
                 reason=f"escalated: verification of the previous action failed ({action})",
                 episode=episode.phase.episode,
                 escalation_step=step + 1,
+                tags=episode.tags,
                 **approval_fields(policy, now),
             )
         except ActionAlreadyOpen:

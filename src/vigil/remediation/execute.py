@@ -91,6 +91,7 @@ async def run_remediation(
                 action=request.action,
                 target=request.target,
                 params=request.params,
+                tags=request.tags,
             ),
         )
         call = PluginCall(

@@ -2,9 +2,15 @@
 
 The rule, in full:
 
-- Known placeholders are ``{target}``, ``{action}``, ``{action_id}``, ``{attempt}`` and
-  ``{params.NAME}``. Any other ``{...}`` in a string is refused when the file is loaded;
-  ``{{`` and ``}}`` stand for literal braces. Dictionary keys are never rendered.
+- Known placeholders are ``{target}``, ``{action}``, ``{action_id}``, ``{attempt}``,
+  ``{params.NAME}`` and ``{tags.NAME}``. A param's NAME is letters, digits, ``_`` and ``-``,
+  not starting with ``-``; a tag's NAME is one or more such words joined by single dots
+  (``{tags.service.name}`` reads the tag ``service.name``). Any other ``{...}`` in a string
+  is refused when the file is loaded; ``{{`` and ``}}`` stand for literal braces.
+  Dictionary keys are never rendered.
+- ``{tags.NAME}`` reads the tags of what fired the action: an alert's labels but the target,
+  a sample's tags (the episode's first sample, for an escalation); a manual action carries
+  the tags it was created with. Tag values are strings.
 - A string that is exactly one placeholder is replaced by the value itself, keeping its type
   (``action_id`` and ``attempt`` are integers; a param may be a string, number or boolean),
   so a JSON body or a replica count gets a number. Inside a longer string
@@ -16,9 +22,9 @@ The rule, in full:
   (``../etc``), a second word or a shell construct (``a;b``, ``$(x)``). Numbers must be
   finite, and a negative one may not start a longer string. Lists, objects and null are
   refused.
-- A value that breaks the rule, or a ``params.NAME`` the action does not carry, fails the
-  attempt permanently (:class:`PluginFailed` with ``retryable=False``): another attempt
-  would get the same input.
+- A value that breaks the rule, or a ``params.NAME`` or ``tags.NAME`` the action does not
+  carry, fails the attempt permanently (:class:`PluginFailed` with ``retryable=False``):
+  another attempt would get the same input.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.remediation.plugins.base import PluginFailed
@@ -35,6 +41,7 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@=-]*")
 MAX_VALUE_LENGTH = 255
 SIMPLE_NAMES = frozenset({"target", "action", "action_id", "attempt"})
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+_TAG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*")
 # ``{{`` / ``}}`` are escapes; ``{...}`` (no braces inside) is a placeholder.
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -52,6 +59,7 @@ class Context:
     action: str
     target: str
     params: Mapping[str, Any]
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def _check_name(name: str) -> None:
@@ -59,9 +67,11 @@ def _check_name(name: str) -> None:
         return
     if name.startswith("params.") and _PARAM_NAME.fullmatch(name.removeprefix("params.")):
         return
+    if name.startswith("tags.") and _TAG_NAME.fullmatch(name.removeprefix("tags.")):
+        return
     known = ", ".join(f"{{{n}}}" for n in sorted(SIMPLE_NAMES))
     raise PlaceholderError(
-        f"unknown placeholder {{{name}}} (known: {known}, {{params.NAME}}; "
+        f"unknown placeholder {{{name}}} (known: {known}, {{params.NAME}}, {{tags.NAME}}; "
         "write {{ and }} for literal braces)"
     )
 
@@ -97,7 +107,8 @@ def has_placeholder(text: str) -> bool:
 def render(value: Any, context: Context) -> Any:
     """``value`` with every placeholder replaced, recursively through lists and dict values.
 
-    Raises :class:`PluginFailed` (``retryable=False``) for a missing param or an unsafe value.
+    Raises :class:`PluginFailed` (``retryable=False``) for a missing param or tag, or an
+    unsafe value.
     """
     if isinstance(value, str):
         return _render_string(value, context)
@@ -149,6 +160,15 @@ def _lookup(name: str, context: Context) -> Any:
                 details={"missing_param": key},
             )
         return _checked(name, context.params[key])
+    if name.startswith("tags."):
+        key = name.removeprefix("tags.")
+        if key not in context.tags:
+            raise PluginFailed(
+                f"placeholder {{{name}}}: the action has no tag {key!r}",
+                retryable=False,
+                details={"missing_tag": key},
+            )
+        return _checked(name, context.tags[key])
     raise PluginFailed(f"unknown placeholder {{{name}}}", retryable=False)  # checked at load
 
 

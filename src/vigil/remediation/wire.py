@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.text import JsonObject, Name
+from vigil.text import JsonObject, Label, Name
 
 
 class RemediateRequest(BaseModel):
@@ -19,6 +19,9 @@ class RemediateRequest(BaseModel):
     action: Name
     target: Name
     params: JsonObject = Field(default_factory=dict)
+    tags: dict[Label, Label] = Field(
+        default_factory=dict, description="The action's tags, for {tags.NAME} placeholders"
+    )
 
 
 class RemediateResult(BaseModel):

@@ -239,6 +239,7 @@ class Worker:
             action=record.action,
             target=record.target,
             params=record.params or {},
+            tags=record.tags or {},
         )
         # The keepers are stopped with an event, not cancelled: cancelling one in the middle
         # of its database transaction can leak the pooled connection.

@@ -16,7 +16,7 @@ from vigil.db.records import fields_of
 from vigil.http.errors import error_responses
 from vigil.policy.models import ActionName
 from vigil.strict import StrictModel
-from vigil.text import JsonObject, Name, SafeStr, Text, UtcTimestamp
+from vigil.text import JsonObject, Label, Name, SafeStr, TagValue, Text, UtcTimestamp
 
 router = APIRouter(prefix="/api/v1/actions", tags=["actions"], route_class=VigilRoute)
 
@@ -41,6 +41,7 @@ class ActionOut(BaseModel):
     updated_at: datetime
     next_attempt_at: datetime | None
     verification: dict[str, Any] | None
+    tags: dict[str, str] | None
 
 
 def action_out(record: Action) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class ManualActionIn(StrictModel):
                     "target": "web-01",
                     "action": "restart-service",
                     "params": {"graceful": True},
+                    "tags": {"service": "nginx"},
                     "details": "restarting after a deploy",
                 }
             ]
@@ -97,6 +99,10 @@ class ManualActionIn(StrictModel):
     target: Name
     action: ActionName
     params: JsonObject = Field(default_factory=dict)
+    tags: dict[Label, TagValue] = Field(
+        default_factory=dict,
+        description="What the remediation's {tags.NAME} placeholders read",
+    )
     details: Text | None = None
 
 
@@ -167,6 +173,7 @@ async def create_manual_action(
         params=body.params,
         details=body.details,
         actor=actor,
+        tags=body.tags,
     )
     return {
         "ok": True,
