@@ -34,6 +34,7 @@ ACTION_FIELDS = {
     "updated_at",
     "next_attempt_at",
     "verification",
+    "tags",
 }
 
 POLICY = {
@@ -115,6 +116,7 @@ async def test_manual_action_is_recorded_pending(client: httpx.AsyncClient) -> N
         "updated_at": "2026-01-19T12:00:00Z",
         "next_attempt_at": None,
         "verification": None,
+        "tags": {},
     }
 
 
@@ -224,6 +226,21 @@ INVALID_MANUAL: list[tuple[str, dict[str, Any], list[Any]]] = [
         "long details",
         {"target": "web-01", "action": "restart", "details": "d" * 5000},
         ["body", "details"],
+    ),
+    (
+        "tags a list",
+        {"target": "web-01", "action": "restart", "tags": ["a"]},
+        ["body", "tags"],
+    ),
+    (
+        "a tag value not a string",
+        {"target": "web-01", "action": "restart", "tags": {"n": 1}},
+        ["body", "tags", "n"],
+    ),
+    (
+        "a newline in a tag",
+        {"target": "web-01", "action": "restart", "tags": {"service": "a\nb"}},
+        ["body", "tags", "service"],
     ),
     (
         "NUL in params",
@@ -522,6 +539,32 @@ async def test_history_of_a_policy_action(client: httpx.AsyncClient) -> None:
     detail = (await client.get(f"{BASE}/{action['action_id']}")).json()
     assert detail["policy_name"] == "web-cpu-high"
     assert detail["params"] == {"replicas": 2}
+    assert detail["tags"] == {}
+
+
+async def test_a_policy_action_keeps_the_tags_of_the_sample_that_fired_it(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.post("/api/v1/policies", json=POLICY)).status_code == 201
+    tags = {"service": "nginx", "service.name": "checkout"}
+    r = await client.post(
+        "/api/v1/ingest",
+        json={"name": "cpu_percent", "value": 99, "target": "web-01", "tags": tags},
+    )
+    [action] = r.json()["actions"]
+    detail = (await client.get(f"{BASE}/{action['action_id']}")).json()
+    assert detail["tags"] == tags
+    listed = (await client.get(BASE, params={"policy": "web-cpu-high"})).json()["actions"]
+    assert [a["tags"] for a in listed] == [tags]
+
+
+async def test_a_manual_action_may_carry_tags(client: httpx.AsyncClient) -> None:
+    tags = {"service": "nginx", "k8s.namespace": "shop"}
+    r = await client.post(BASE, json={"target": "web-01", "action": "restart", "tags": tags})
+    assert r.status_code == 201, r.text
+    assert r.json()["action"]["tags"] == tags
+    detail = (await client.get(f"{BASE}/{r.json()['action_id']}")).json()
+    assert detail["tags"] == tags
 
 
 async def test_cancel_a_pending_action(client: httpx.AsyncClient, clock: FakeClock) -> None:

@@ -110,7 +110,9 @@ async def test_a_firing_alert_acts_once_however_often_it_is_sent(
     assert decision["policy_name"] == "high-cpu"
     assert decision["target"] == "web-1"
     assert decision["action"] == "restart-service"
-    assert "action_id" in decision
+    # The labels but the target's are the action's tags, for {tags.NAME} placeholders.
+    action = (await client.get(f"/api/v1/actions/{decision['action_id']}")).json()
+    assert action["tags"] == {"alertname": "HighCPU", "severity": "critical", "job": "node"}
     for _ in range(4):  # repeat_interval, retries
         clock.advance(10)
         again = await post(client, body)

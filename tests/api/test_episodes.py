@@ -587,10 +587,10 @@ async def test_a_failed_verification_escalates_until_the_list_is_exhausted(
     client: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     await create(client, **VERIFIED_POLICY)
-    [action] = (await send(client, 95))["actions"]
+    [action] = (await send(client, 95, service="nginx"))["actions"]
     await complete(container, action["action_id"])
     clock.advance(61)
-    await send(client, 96)  # still hot
+    await send(client, 96, service="other")  # still hot
     await container.runner.run_once()
     detail = (await client.get(f"/api/v1/actions/{action['action_id']}")).json()
     assert detail["verification"]["result"] == "failed"
@@ -599,6 +599,7 @@ async def test_a_failed_verification_escalates_until_the_list_is_exhausted(
     assert pair["action_id"] != action["action_id"]
     escalation = (await client.get(f"/api/v1/actions/{pair['action_id']}")).json()
     assert (escalation["action"], escalation["status"]) == ("restart-service", "pending")
+    assert escalation["tags"] == {"service": "nginx"}  # the episode's, from its first sample
     assert [d["outcome"] for d in await decisions(client)] == ["acted", "acted"]
 
     await complete(container, escalation["id"])

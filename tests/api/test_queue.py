@@ -25,6 +25,10 @@ remediations:
     with: {argv: ["false"]}
     retries: {max_attempts: 1}
   - action: restart-service
+    targets: "tagged-*"
+    plugin: command
+    with: {argv: [echo, "{tags.service}", "--name={tags.service.name}"]}
+  - action: restart-service
     plugin: log
 """
 
@@ -179,3 +183,33 @@ async def test_in_process_remediations_show_in_the_api_metrics(
     await settled(working, action_id, "completed")
     text = (await working.get("/metrics")).text
     assert 'vigil_remediations_total{action="restart-service",status="success"} 1.0' in text
+
+
+async def test_a_worker_renders_the_tags_of_the_sample_that_fired_the_action(
+    working: httpx.AsyncClient,
+) -> None:
+    policy = {
+        "name": "tagged-cpu-high",
+        "target": "tagged-*",
+        "auto_remediate": True,
+        "condition": {"type": "metric_exceeds", "metric": "cpu_percent", "threshold": 90},
+        "action": "restart-service",
+    }
+    assert (await working.post("/api/v1/policies", json=policy)).status_code == 201
+
+    async def fire(target: str, tags: dict[str, str]) -> int:
+        sample = {"name": "cpu_percent", "value": 99, "target": target, "tags": tags}
+        response = await working.post("/api/v1/ingest", json=sample)
+        assert response.status_code == 201, response.text
+        [action] = response.json()["actions"]
+        return int(action["action_id"])
+
+    ran = await fire("tagged-01", {"service": "nginx", "service.name": "checkout"})
+    action = await settled(working, ran, "completed")
+    assert action["result"]["details"]["stdout"] == "nginx --name=checkout\n"
+
+    # A tag the sample did not carry fails the attempt for good, naming it.
+    missing = await fire("tagged-02", {"service": "nginx"})
+    action = await settled(working, missing, "failed")
+    assert action["attempts"] == 1
+    assert "no tag 'service.name'" in action["error_message"]

@@ -87,9 +87,19 @@ class World:
         options.update(overrides)
         return Worker(**options)
 
-    async def manual(self, action: str = "restart-service", target: str = "web-01") -> int:
+    async def manual(
+        self,
+        action: str = "restart-service",
+        target: str = "web-01",
+        tags: dict[str, str] | None = None,
+    ) -> int:
         record = await self.actions.create_manual(
-            target=target, action=action, params={"n": 1}, details=None, actor=Actor("tester")
+            target=target,
+            action=action,
+            params={"n": 1},
+            details=None,
+            actor=Actor("tester"),
+            tags=tags,
         )
         return record.id
 

@@ -27,7 +27,7 @@ async def take(w: World) -> Reserved:
 
 async def test_a_pending_action_runs_once_and_completes(database_url: str) -> None:
     async with world(database_url) as w:
-        action_id = await w.manual()
+        action_id = await w.manual(tags={"service": "nginx"})
         executor = ScriptedExecutor([success("restarted")])
         await w.worker(executor).handle(await take(w))
 
@@ -40,6 +40,7 @@ async def test_a_pending_action_runs_once_and_completes(database_url: str) -> No
         assert action.completed_at is not None
         assert [c.attempt for c in executor.calls] == [1]
         assert executor.calls[0].params == {"n": 1}
+        assert executor.calls[0].tags == {"service": "nginx"}  # read from the action's row
         assert [(h.from_status, h.to_status, h.attempt) for h in await w.history(action_id)] == [
             (None, "pending", 0),
             ("pending", "running", 1),
