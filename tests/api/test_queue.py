@@ -10,6 +10,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from tests.api.test_alerts import alert, notification
 from tests.conftest import CLIENT_HEADERS
 from tests.helpers import wait_for_async
 from vigil.api.app import create_app
@@ -28,6 +29,10 @@ remediations:
     targets: "tagged-*"
     plugin: command
     with: {argv: [echo, "{tags.service}", "--name={tags.service.name}"]}
+  - action: restart-service
+    targets: "alerted-*"
+    plugin: command
+    with: {argv: [echo, "{tags.alertname}", "{tags.severity}"]}
   - action: restart-service
     plugin: log
 """
@@ -213,3 +218,24 @@ async def test_a_worker_renders_the_tags_of_the_sample_that_fired_the_action(
     action = await settled(working, missing, "failed")
     assert action["attempts"] == 1
     assert "no tag 'service.name'" in action["error_message"]
+
+
+async def test_a_worker_renders_the_labels_of_the_alert_that_fired_the_action(
+    working: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    policy = {
+        "name": "alerted-cpu-high",
+        "target": "alerted-*",
+        "auto_remediate": True,
+        "condition": {"type": "alert", "alertname": "HighCPU"},
+        "action": "restart-service",
+    }
+    assert (await working.post("/api/v1/policies", json=policy)).status_code == 201
+    labels = {"alertname": "HighCPU", "severity": "critical", "instance": "alerted-01:9100"}
+    response = await working.post(
+        "/api/v1/alerts/alertmanager", json=notification(alert(clock, **labels))
+    )
+    assert response.status_code == 200, response.text
+    [decision] = response.json()["alerts"][0]["decisions"]
+    action = await settled(working, decision["action_id"], "completed")
+    assert action["result"]["details"]["stdout"] == "HighCPU critical\n"
