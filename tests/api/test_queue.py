@@ -231,10 +231,8 @@ async def test_a_worker_renders_the_labels_of_the_alert_that_fired_the_action(
         "action": "restart-service",
     }
     assert (await working.post("/api/v1/policies", json=policy)).status_code == 201
-    labels = {"alertname": "HighCPU", "severity": "critical", "instance": "alerted-01:9100"}
-    response = await working.post(
-        "/api/v1/alerts/alertmanager", json=notification(alert(clock, **labels))
-    )
+    firing = alert(clock, instance="alerted-01:9100", severity="critical")
+    response = await working.post("/api/v1/alerts/alertmanager", json=notification(firing))
     assert response.status_code == 200, response.text
     [decision] = response.json()["alerts"][0]["decisions"]
     action = await settled(working, decision["action_id"], "completed")
