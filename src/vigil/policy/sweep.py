@@ -40,7 +40,7 @@ async def sweep(conn: AsyncConnection, *, index: PolicyIndex, now: datetime) -> 
     instant_pairs = [
         (by_name[name], e)
         for (name, _), e in unsettled.items()
-        if name in by_name and by_name[name] not in historic
+        if name in by_name and by_name[name] not in historic and by_name[name] not in index.promql
     ]
     gone = [e for (name, _), e in unsettled.items() if name not in by_name]
     if not historic and not instant_pairs and not gone:

@@ -337,7 +337,7 @@ async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]
         return policy_out(await store.get_policy(conn, name=name))
 
 
-@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 413, 422, 503))
+@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 409, 413, 422, 503))
 async def update_policy(
     name: NameParam, changes: PolicyUpdate, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
