@@ -65,7 +65,7 @@ class PrometheusClient:
         """The matrix ``expr`` evaluates to from ``start`` to ``end`` every ``step`` seconds."""
         data = await self._ask(
             "/api/v1/query_range",
-            {"query": expr, "start": _stamp(start), "end": _stamp(end), "step": f"{step:g}"},
+            {"query": expr, "start": _stamp(start), "end": _stamp(end), "step": f"{step:.3f}"},
         )
         result = _result(data, "matrix")
         matrix: list[RangeSeries] = []

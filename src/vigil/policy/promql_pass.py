@@ -73,8 +73,10 @@ class PromQLPolicies:
         self.unlabelled: dict[str, int] = {}
         """Policy → series of the last pass without a target label."""
         self.outages: dict[str, tuple[datetime, datetime | None]] = {}
-        """Policy → its last outage: when its query first failed, and when it was answered
-        again (None while it still fails)."""
+        """Policy → its last outage: from its last answered pass before its query failed
+        (nothing is known since) to the pass it was answered again (None while it still
+        fails)."""
+        self._answered: dict[str, datetime] = {}
 
     async def ask(self, now: datetime) -> Asked:
         """Ask every enabled ``promql`` policy's queries (outside any transaction)."""
@@ -115,9 +117,12 @@ class PromQLPolicies:
 
     def _remember(self, asked: Asked, now: datetime) -> None:
         for name in asked.failed:
-            start, end = self.outages.get(name, (now, None))
-            self.outages[name] = (now, None) if end is not None else (start, None)
+            if (
+                self.outages.get(name, (now, now))[1] is not None
+            ):  # a new outage: unknown since the last answer
+                self.outages[name] = (self._answered.get(name, now), None)
         for name in asked.answers:
+            self._answered[name] = now
             if name in self.outages and self.outages[name][1] is None:
                 self.outages[name] = (self.outages[name][0], now)
         self.unavailable = dict(sorted(asked.failed.items()))

@@ -367,7 +367,7 @@ class PolicyService:
                         query, ticks[0], ticks[-1], step_ms / 1000
                     )
                 except QueryInvalid as exc:
-                    loc = ["body", "policy", where, "query"]
+                    loc = ["policy", where, "query"]
                     raise InvalidInput(
                         exc.message,
                         detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],
