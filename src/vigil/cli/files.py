@@ -94,8 +94,7 @@ def query_problems(source: str, specs: list[PolicySpec]) -> list[str]:
                 try:
                     await check_queries(spec, client, datetime.now(UTC), loc_prefix=where)
                 except PolicyInvalid as exc:
-                    where_ = ".".join(str(part) for part in exc.detail[0]["loc"])
-                    problems.append(f"{source}: {where_}: {exc.message}")
+                    problems.append(f"{source}: policies.{spec.name}.{exc.message}")
                 except Unavailable as exc:
                     problems.append(f"{source}: policy {spec.name!r}: {exc.message}")
         finally:

@@ -170,13 +170,15 @@ async def check_queries(
                 " stored; set it and try again"
             )
             raise PolicyInvalid(
-                message, detail=[{"loc": loc, "msg": message, "type": "value_error"}]
+                f"{where}.query: {message}",
+                detail=[{"loc": loc, "msg": message, "type": "value_error"}],
             )
         try:
             await client.query(query, now)
         except QueryInvalid as exc:
             raise PolicyInvalid(
-                exc.message, detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}]
+                f"{where}.query: {exc.message}",
+                detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],
             ) from exc
         except PrometheusUnavailable as exc:
             raise Unavailable(
