@@ -449,6 +449,10 @@ class PolicyService:
             check_action(spec, self._knows, loc_prefix=where)
             try:
                 await check_queries(spec, self.prometheus, self._clock.now(), loc_prefix=where)
+            except PolicyInvalid as exc:
+                raise PolicyInvalid(
+                    f"{source}: policies.{spec.name}.{exc.message}", detail=exc.detail
+                ) from exc
             except Unavailable as exc:
                 if not unchecked_ok:
                     raise
