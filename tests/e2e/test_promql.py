@@ -143,7 +143,7 @@ def settings_overrides(prometheus_port: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def clock() -> Clock:  # type: ignore[override]
+def clock() -> Clock:
     """Real time: Prometheus is asked about now."""
     return SystemClock()
 
