@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from tests.api.support import table_counts
 from tests.api.test_episodes import complete, decisions, target_state
 from tests.prometheus_standin import StandIn, running_standin
+from vigil.cli import app
 from vigil.clock import FakeClock
 from vigil.container import Container
 
@@ -247,3 +251,24 @@ async def test_a_backtest_replays_range_queries_with_for(
     assert result["samples"] == 300
     [asked] = [a for a in standin.asked if a["path"] == "/api/v1/query_range"]
     assert asked["step"] == "0.200"
+
+
+def test_policies_validate_asks_prometheus_about_each_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin: StandIn
+) -> None:
+    path = tmp_path / "policies.yaml"
+    policy = {**POLICY, "condition": {"type": "promql", "query": "up =="}}
+    path.write_text(yaml.safe_dump({"policies": [policy]}))
+    monkeypatch.delenv("VIGIL_PROMETHEUS_URL", raising=False)
+    result = CliRunner().invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "policies.node-down.condition.query: VIGIL_PROMETHEUS_URL is not set" in result.output
+
+    monkeypatch.setenv("VIGIL_PROMETHEUS_URL", standin.url)
+    standin.refused["up =="] = "1:5: parse error: unexpected end of input"
+    result = CliRunner().invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "condition.query: Prometheus refused the query (bad_data)" in result.output
+    del standin.refused["up =="]
+    result = CliRunner().invoke(app, ["policies", "validate", str(path)])
+    assert result.exit_code == 0, result.output
