@@ -60,9 +60,17 @@ class PromQLPolicies:
     remembers what the last pass could not ask, for the runner's status and verification."""
 
     def __init__(
-        self, client: PrometheusClient | None, *, database: Database, metrics: VigilMetrics
+        self,
+        client: PrometheusClient | None,
+        *,
+        database: Database,
+        metrics: VigilMetrics,
+        budget: float = 10.0,
     ) -> None:
         self._client = client
+        self._budget = max(budget, client.timeout if client is not None else 0.0)
+        """How long a pass's queries may take in all (at least one query's timeout): a
+        pass that asks longer could outlast the runner's lease."""
         self._db = database
         self._metrics = metrics
         self._cache = PolicyCache()
@@ -98,7 +106,15 @@ class PromQLPolicies:
                     result = "error" if isinstance(exc, InvalidInput) else "unavailable"
                     self._metrics.promql_queries_total.labels(result=result).inc()
 
-        await asyncio.gather(*(one(p) for p in index.promql))
+        try:
+            async with asyncio.timeout(self._budget):
+                await asyncio.gather(*(one(p) for p in index.promql))
+        except TimeoutError:
+            late = f"not answered within the pass's {self._budget:g}s for queries"
+            for policy in index.promql:
+                if policy.name not in asked.answers and policy.name not in asked.failed:
+                    asked.failed[policy.name] = late
+                    self._metrics.promql_queries_total.labels(result="unavailable").inc()
         self._remember(asked, now)
         return asked
 

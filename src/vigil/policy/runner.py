@@ -65,7 +65,9 @@ class PolicyRunner:
         key_ttl: float = 86400.0,
         prometheus: PrometheusClient | None = None,
     ) -> None:
-        self.promql = PromQLPolicies(prometheus, database=database, metrics=metrics)
+        self.promql = PromQLPolicies(
+            prometheus, database=database, metrics=metrics, budget=interval
+        )
         self.name = name
         self.decision_retention = decision_retention
         self.key_ttl = key_ttl
