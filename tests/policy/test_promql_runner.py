@@ -272,3 +272,18 @@ def test_policies_validate_asks_prometheus_about_each_query(
     del standin.refused["up =="]
     result = CliRunner().invoke(app, ["policies", "validate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+async def test_a_backtest_names_a_refused_query_and_waits_for_an_absent_prometheus(
+    client: httpx.AsyncClient, clock: FakeClock, standin: StandIn
+) -> None:
+    span = {"from": (clock.now() - timedelta(minutes=5)).isoformat(), "to": clock.now().isoformat()}
+    standin.refused["up =="] = "parse error"
+    policy = {**POLICY, "condition": {"type": "promql", "query": "up =="}}
+    response = await client.post("/api/v1/policies/backtest", json={"policy": policy, **span})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "policy", "condition", "query"]
+    standin.down = True
+    response = await client.post("/api/v1/policies/backtest", json={"policy": POLICY, **span})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"]

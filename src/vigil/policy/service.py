@@ -272,7 +272,14 @@ class PolicyService:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
             await episodes.forget_policy(conn, policy_name=name)
 
-    async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> Backtest:
+    async def backtest(
+        self,
+        spec: PolicySpec,
+        start: datetime,
+        end: datetime,
+        *,
+        loc_prefix: tuple[str, ...] = ("policy",),
+    ) -> Backtest:
         """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
         simulated clock: the decisions it would have made. Reads only."""
         end = min(end, self._clock.now())  # nothing is stored after now
@@ -282,7 +289,7 @@ class PolicyService:
                 message, detail=[{"loc": ["body", "to"], "msg": message, "type": "value_error"}]
             )
         if isinstance(spec.condition, PromQLCondition):
-            return await self._backtest_promql(spec, start, end)
+            return await self._backtest_promql(spec, start, end, loc_prefix)
         passes = (end - start).total_seconds() / self.runner_interval
         if needs_runner(spec) and passes > MAX_BACKTEST_PASSES:
             message = (
@@ -346,11 +353,13 @@ class PolicyService:
         )
         return Backtest(policy=spec.name, start=start, end=end, replay=result)
 
-    async def _backtest_promql(self, spec: PolicySpec, start: datetime, end: datetime) -> Backtest:
+    async def _backtest_promql(
+        self, spec: PolicySpec, start: datetime, end: datetime, loc_prefix: tuple[str, ...]
+    ) -> Backtest:
         """Replay a ``promql`` policy over range queries of its queries, one simulated pass
         per step (the runner's interval, or coarser to stay within
         :data:`MAX_RANGE_POINTS`)."""
-        await check_queries(spec, self.prometheus, end, loc_prefix=("policy",))
+        await check_queries(spec, self.prometheus, end, loc_prefix=loc_prefix)
         assert self.prometheus is not None  # checked just above
         span = (end - start).total_seconds()
         step = max(self.runner_interval, span / MAX_RANGE_POINTS, 0.001)
@@ -369,7 +378,7 @@ class PolicyService:
                         query, ticks[0], ticks[-1], step_ms / 1000
                     )
                 except QueryInvalid as exc:
-                    loc = ["policy", where, "query"]
+                    loc = [*loc_prefix, where, "query"]
                     raise InvalidInput(
                         exc.message,
                         detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],

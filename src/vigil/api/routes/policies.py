@@ -328,7 +328,10 @@ async def backtest_unsaved(body: BacktestPolicyIn, container: ContainerDep) -> d
     have made. Changes nothing."""
     spec = validate_policy(body.policy, loc_prefix=("body", "policy"))
     check_action(spec, container.remediations.knows, loc_prefix=("body", "policy"))
-    return backtest_out(await container.policies.backtest(spec, body.from_, body.to))
+    replayed = await container.policies.backtest(
+        spec, body.from_, body.to, loc_prefix=("body", "policy")
+    )
+    return backtest_out(replayed)
 
 
 @router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
