@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -18,8 +19,10 @@ from tests.api.support import table_counts
 from tests.api.test_episodes import complete, decisions, target_state
 from tests.prometheus_standin import StandIn, running_standin
 from vigil.cli import app
+from vigil.cli.files import check_policies_file
 from vigil.clock import FakeClock
 from vigil.container import Container
+from vigil.settings import Settings
 
 QUERY = 'up{job="node"} == 0'
 DOWN = [({"__name__": "up", "instance": "web-1:9100", "job": "node"}, 0.0)]
@@ -287,3 +290,17 @@ async def test_a_backtest_names_a_refused_query_and_waits_for_an_absent_promethe
     response = await client.post("/api/v1/policies/backtest", json={"policy": POLICY, **span})
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"]
+
+
+def test_serve_refuses_a_policy_file_whose_query_cannot_be_asked(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump({"policies": [POLICY]}))
+    base: dict[str, Any] = {"policies_file": path, "database_url": f"sqlite:///{tmp_path / 'v.db'}"}
+    with pytest.raises(typer.Exit) as refused:
+        check_policies_file(Settings(**base))
+    assert refused.value.exit_code == 2
+    check_policies_file(Settings(**base, prometheus_url=standin.url))
+    standin.down = True  # Prometheus away at start-up: Vigil starts all the same
+    check_policies_file(Settings(**base, prometheus_url=standin.url))

@@ -42,6 +42,7 @@ def check_policies_file(settings: Settings) -> None:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     problems = unhandled_actions(source, specs, load_remediations(settings.remediations_file))
+    problems += query_problems(source, specs, settings=settings, unreachable_ok=True)
     if problems:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {problems[0]}", err=True)
         raise typer.Exit(2)
@@ -65,9 +66,16 @@ def unhandled_actions(
     return problems
 
 
-def query_problems(source: str, specs: list[PolicySpec]) -> list[str]:
+def query_problems(
+    source: str,
+    specs: list[PolicySpec],
+    *,
+    settings: Settings | None = None,
+    unreachable_ok: bool = False,
+) -> list[str]:
     """Each PromQL query of ``specs`` that Prometheus (VIGIL_PROMETHEUS_URL) refuses or
-    cannot check, or that cannot be checked because the setting is missing."""
+    cannot check (unless ``unreachable_ok``: ``vigil serve`` starts while Prometheus is
+    away), or that cannot be checked because the setting is missing."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -78,7 +86,7 @@ def query_problems(source: str, specs: list[PolicySpec]) -> list[str]:
     asking = [spec for spec in specs if queries_of(spec)]
     if not asking:
         return []
-    settings = Settings()
+    settings = settings or Settings()
 
     async def check() -> list[str]:
         url = settings.prometheus_url
@@ -96,7 +104,8 @@ def query_problems(source: str, specs: list[PolicySpec]) -> list[str]:
                 except PolicyInvalid as exc:
                     problems.append(f"{source}: policies.{spec.name}.{exc.message}")
                 except Unavailable as exc:
-                    problems.append(f"{source}: policy {spec.name!r}: {exc.message}")
+                    if not unreachable_ok:
+                        problems.append(f"{source}: policy {spec.name!r}: {exc.message}")
         finally:
             if client is not None:
                 await client.close()

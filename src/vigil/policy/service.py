@@ -182,7 +182,7 @@ async def check_queries(
             ) from exc
         except PrometheusUnavailable as exc:
             raise Unavailable(
-                f"the query cannot be checked, so the policy was not stored: {exc.message}"
+                f"Prometheus did not answer, so the query could not be checked: {exc.message}"
             ) from exc
 
 
