@@ -1,6 +1,7 @@
 """The background runner: evaluates the conditions that need stored samples (``for``,
-``window``, ``rate``, ``absent``), resolves firing pairs, expires approvals, and applies
-the retention of samples and decisions.
+``window``, ``rate``, ``absent``) and asks the ``promql`` policies' queries of the TSDB,
+resolves firing pairs, expires approvals, and applies the retention of samples and
+decisions.
 
 Exactly one runner is active across processes: each pass starts by taking (or renewing) the
 ``policy-runner`` lease in the database; a runner that does not hold it waits and asks
