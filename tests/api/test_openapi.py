@@ -37,7 +37,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/policies/reload"): {422},
     ("POST", "/api/v1/policies/evaluate"): {413, 422},
     ("GET", "/api/v1/policies/{name}"): {404, 422},
-    ("PUT", "/api/v1/policies/{name}"): {404, 413, 422},
+    ("PUT", "/api/v1/policies/{name}"): {404, 409, 413, 422},
     ("DELETE", "/api/v1/policies/{name}"): {404, 422},
     ("PUT", "/api/v1/policies/{name}/enable"): {404, 422},
     ("PUT", "/api/v1/policies/{name}/disable"): {404, 422},

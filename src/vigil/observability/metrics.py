@@ -71,6 +71,19 @@ class VigilMetrics:
             "How long the background runner's last pass took.",
             registry=r,
         )
+        self.promql_queries_total = Counter(
+            "vigil_promql_queries_total",
+            "PromQL queries the runner asked, by result (ok; unavailable: no answer;"
+            " error: the query was refused or is not an instant vector).",
+            ["result"],
+            registry=r,
+        )
+        self.runner_promql_unavailable = Gauge(
+            "vigil_runner_promql_unavailable",
+            "promql policies whose queries failed in the runner's last pass (nothing of"
+            " theirs was decided).",
+            registry=r,
+        )
 
         self.tasks_total = Counter(
             "vigil_tasks_total",
