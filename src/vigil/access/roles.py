@@ -26,6 +26,10 @@ ADMIN = frozenset({Role.ADMIN})
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths every caller may use, whatever its host or key: what probes call."""
+MACHINE_INGEST_PATHS = frozenset({"/api/v1/write"})
+"""Ingest endpoints that speak another system's protocol (Prometheus remote write), in its
+media types rather than JSON: agents' (or admins') to call, like ``/api/v1/ingest``. Their
+bodies are checked by the cross-site middleware as such (see ``vigil.api.middleware``)."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),
@@ -62,7 +66,7 @@ def permission_of(method: str, path: str, *, metrics_auth: bool = False) -> froz
         return ADMIN
     if method in ("GET", "HEAD"):
         return READ
-    if path.startswith("/api/v1/ingest"):
+    if path.startswith("/api/v1/ingest") or path in MACHINE_INGEST_PATHS:
         return INGEST
     if (method, path) in _OPERATE:
         return OPERATE

@@ -15,8 +15,14 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import vigil
-from vigil.access.roles import OPEN, OPEN_PATHS, permission_of
-from vigil.api.middleware import SECURITY_HEADERS, STATE_CHANGING, Auth, CrossSite
+from vigil.access.roles import MACHINE_INGEST_PATHS, OPEN, OPEN_PATHS, permission_of
+from vigil.api.middleware import (
+    CROSS_SITE_MACHINE,
+    SECURITY_HEADERS,
+    STATE_CHANGING,
+    Auth,
+    CrossSite,
+)
 from vigil.api.routes import (
     actions,
     audit,
@@ -28,6 +34,7 @@ from vigil.api.routes import (
     notifications,
     policies,
     queue,
+    remote_write,
     silences,
     simulator,
 )
@@ -73,6 +80,7 @@ def create_app(
     # Routes are matched in order: ingest, by far the most frequent request, goes first.
     routers = (
         ingest.router,
+        remote_write.router,
         health.router,
         policies.router,
         actions.router,
@@ -196,14 +204,26 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if path not in OPEN_PATHS:
-                responses["400"] = {"description": "A Host this Vigil does not serve", **error}
-            if method.upper() in STATE_CHANGING:
+                _add_answer(responses, "400", "A Host this Vigil does not serve", error)
+            if method.upper() not in STATE_CHANGING:
+                continue
+            if path in MACHINE_INGEST_PATHS:
+                _add_answer(responses, "403", CROSS_SITE_MACHINE, error)
+                _add_answer(responses, "415", "A body in another media type", error)
+            else:
                 responses["415"] = {"description": "A body that is not JSON", **error}
                 refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
-                if "403" in responses:
-                    responses["403"]["description"] += f"; or {refused}"
-                else:
-                    responses["403"] = {"description": refused.capitalize(), **error}
+                _add_answer(responses, "403", refused, error)
+
+
+def _add_answer(
+    responses: dict[str, Any], status: str, description: str, error: dict[str, Any]
+) -> None:
+    """Document ``status`` with ``description``, after the route's own reason for it."""
+    if status in responses:
+        responses[status]["description"] += f"; or {description[0].lower()}{description[1:]}"
+    else:
+        responses[status] = {"description": description, **error}
 
 
 def _document_access(schema: dict[str, Any], metrics_auth: bool) -> None:

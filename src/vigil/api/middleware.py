@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vigil.access.keys import Caller, KeyGuard
-from vigil.access.roles import OPEN, OPEN_PATHS, READ, Role, permission_of
+from vigil.access.roles import MACHINE_INGEST_PATHS, OPEN, OPEN_PATHS, READ, Role, permission_of
 from vigil.db.engine import is_unavailable
 from vigil.errors import Unavailable
 from vigil.http.errors import unavailable_response
@@ -35,6 +35,15 @@ class CrossSite:
     What is left needs a CORS preflight, which the browser only passes for the origins in
     ``CORS_ORIGINS``: no "simple request" (``text/plain``, a form, or no body and no custom
     header) reaches a route that changes anything.
+
+    The ingest endpoints of other systems' protocols (``MACHINE_INGEST_PATHS``: Prometheus
+    remote write) take bodies in those protocols' media types, not JSON. For them the rule is
+    the one above, stated directly: a state-changing request is refused (403) only when it
+    could be a simple request, that is with a CORS-safelisted ``Content-Type``
+    (:data:`SIMPLE_MEDIA_TYPES`) or none, and no custom header. Anything else, such as
+    Prometheus's ``application/x-protobuf`` (with ``Content-Encoding: snappy``, which is not
+    a safelisted header either) or an ``Authorization`` header, makes the browser ask first;
+    each route then refuses the media types it does not take (415).
     """
 
     def __init__(self, app: ASGIApp, *, hosts: Sequence[str], routes: Sequence[BaseRoute]) -> None:
@@ -51,7 +60,10 @@ class CrossSite:
         host, content_type, has_body, custom = _looked_at(scope["headers"])
         refusal = self._host_refusal(host, scope["path"])
         if refusal is None and scope["method"] in STATE_CHANGING:
-            refusal = _body_refusal(content_type, has_body, custom)
+            if scope["path"] in MACHINE_INGEST_PATHS:
+                refusal = _simple_request_refusal(content_type, custom)
+            else:
+                refusal = _body_refusal(content_type, has_body, custom)
             # Routes are matched only for a request about to be refused (a JSON one, the
             # usual case, never pays for it): one no route answers gets its 404 or 405.
             if refusal is not None and not self._routed(scope):
@@ -133,6 +145,30 @@ def _body_refusal(content_type: bytes, has_body: bool, custom: bool) -> tuple[in
     return 403, (
         f"a request that changes something needs a JSON body or the header "
         f"'{REQUEST_HEADER}: 1' (or an API key header), so that no other web page can send it"
+    )
+
+
+SIMPLE_MEDIA_TYPES = frozenset(
+    {b"application/x-www-form-urlencoded", b"multipart/form-data", b"text/plain"}
+)
+"""The ``Content-Type`` values a web page may send to another origin without a preflight
+(the Fetch standard's CORS-safelisted request header)."""
+
+CROSS_SITE_MACHINE = (
+    "A request any web page could send (a form or text/plain body, or no Content-Type, and no "
+    "custom header such as Authorization)"
+)
+
+
+def _simple_request_refusal(content_type: bytes, custom: bool) -> tuple[int, str] | None:
+    """Why a request to a machine-protocol endpoint is refused: when a browser could send it
+    from any page without asking first (see :class:`CrossSite`)."""
+    media = content_type.partition(b";")[0].strip().lower()
+    if custom or (media and media not in SIMPLE_MEDIA_TYPES):
+        return None
+    return 403, (
+        "this endpoint takes its protocol's body (such as application/x-protobuf) or a "
+        "request with an API key header, so that no other web page can send it"
     )
 
 
