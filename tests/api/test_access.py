@@ -57,7 +57,7 @@ def expected_roles(method: str, path: str) -> set[str]:
         return {"admin"}
     if method == "GET":
         return {"viewer", "operator", "admin"}
-    if path.startswith("/api/v1/ingest"):
+    if path.startswith("/api/v1/ingest") or path == "/api/v1/write":
         return {"agent", "admin"}
     if (method, path) in OPERATOR_ROUTES:
         return {"operator", "admin"}

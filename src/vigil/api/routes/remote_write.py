@@ -15,7 +15,7 @@ from starlette.responses import Response
 from vigil.api.deps import actor_of, container_of
 from vigil.container import Container
 from vigil.errors import PayloadTooLarge, Undecodable, UnsupportedMedia
-from vigil.http.errors import error_responses
+from vigil.http.errors import ErrorOut, error_responses
 from vigil.ingest import remote_write
 from vigil.ingest.remote_write import Decoded
 
@@ -25,7 +25,18 @@ PATH = "/api/v1/write"
 MEDIA_TYPE = "application/x-protobuf"
 SOURCE = "remote_write"
 
-_ERRORS: dict[int | str, dict[str, Any]] = error_responses(400, 413, 415, 503)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorOut,
+        "description": "A body that does not decode (snappy, protobuf), a series without "
+        "__name__, or a stored series over the configured limits: nothing is stored",
+    },
+    415: {
+        "model": ErrorOut,
+        "description": "Not a snappy-compressed application/x-protobuf body (remote write 1.0)",
+    },
+    **error_responses(413, 503),
+}
 _BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
