@@ -63,7 +63,7 @@ bench-remote-write: $(STAMP)
 PROMPB := src/vigil/ingest/prompb
 prompb: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src \
-		$(PROMPB)/types.proto $(PROMPB)/remote.proto
+		$(PROMPB)/types.proto $(PROMPB)/remote.proto $(PROMPB)/view.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -190,7 +190,7 @@ def test_prometheus_remote_write_feeds_a_for_policy_that_fires(
                 what=what("Prometheus to send cpu_usage to Vigil"),
                 procs=procs,
             )
-            assert api.policy_state(CPU_FOR["name"]) == {}  # 40 is no violation
+            assert api.policy_state(str(CPU_FOR["name"])) == {}  # 40 is no violation
             exporter.values["cpu_usage"] = 97.0
             fired = wait_for(
                 lambda: _state(api, "firing"),

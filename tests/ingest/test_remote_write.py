@@ -54,6 +54,15 @@ def test_series_no_policy_reads_are_dropped_and_counted() -> None:
     )
     out = decoded(data, used=frozenset({"cpu_usage"}))
     assert [s.value for s in out.samples] == [1.0, 2.0]
+    assert out.samples[0].tags == {"instance": "web-1:9100", "job": "node", "mode": "user"}
+    assert out.unused == 2
+    # Read a second time (the first labels are remembered), and with the other names used.
+    assert decoded(data, used=frozenset({"cpu_usage"})).unused == 2
+    out = decoded(data, used=frozenset({"node_load1", "node_load5"}))
+    assert [(s.name, s.tags) for s in out.samples] == [
+        ("node_load1", {"instance": "web-1:9100"}),
+        ("node_load5", {"Zone": "a"}),
+    ]
     assert out.unused == 2
     assert len(decoded(data, used=None).samples) == 4
 
@@ -88,9 +97,12 @@ def test_samples_too_far_ahead_of_the_clock_are_dropped_and_counted() -> None:
         (body([({"__name__": "m", "k": "a\nb"}, [])]), "control characters"),
     ],
 )
-def test_a_body_vigil_cannot_store_is_refused_whole(data: bytes, message: str) -> None:
+@pytest.mark.parametrize("used", [None, frozenset({"cpu_usage", "m", "", "x" * 256})])
+def test_a_body_vigil_cannot_store_is_refused_whole(
+    data: bytes, message: str, used: frozenset[str] | None
+) -> None:
     with pytest.raises(Undecodable, match=message):
-        decoded(data)
+        decoded(data, used=used)
 
 
 def test_an_unused_series_is_not_checked_against_the_limits() -> None:

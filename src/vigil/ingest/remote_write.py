@@ -34,7 +34,9 @@ from google.protobuf.message import DecodeError
 from vigil.errors import PayloadTooLarge, Undecodable
 from vigil.ingest.labels import target_of
 from vigil.ingest.prompb.remote_pb2 import WriteRequest
-from vigil.ingest.prompb.types_pb2 import TimeSeries
+from vigil.ingest.prompb.types_pb2 import Label, TimeSeries
+from vigil.ingest.prompb.types_pb2 import Sample as PromSample
+from vigil.ingest.prompb.view_pb2 import TimeSeriesView, WriteRequestView
 from vigil.ingest.schemas import Limits, Sample
 from vigil.text import no_control
 
@@ -112,17 +114,72 @@ def decode(
     """The samples of a remote-write body (snappy-compressed), and what was dropped.
 
     ``used``: the metric names worth storing (None: all of them)."""
-    request = parse(decompress(body, max_bytes))
-    out = Decoded(series=len(request.timeseries))
+    raw = decompress(body, max_bytes)
     latest_ms = math.floor((now.timestamp() + max_future_seconds) * 1000)
     stamps: dict[int, datetime] = {}
+    if used is not None:
+        return _decode_used(raw, used, limits, latest_ms, stamps)
+    request = parse(raw)
+    out = Decoded(series=len(request.timeseries))
     for position, series in enumerate(request.timeseries):
         name = name_of(series, position)
-        if used is not None and name not in used:
-            out.unused += len(series.samples)
-            continue
         _add_series(out, series, name, position, limits, latest_ms, stamps)
     return out
+
+
+def _decode_used(
+    raw: bytes, used: frozenset[str], limits: Limits, latest_ms: int, stamps: dict[int, datetime]
+) -> Decoded:
+    """:func:`decode` keeping only the series named in ``used``.
+
+    Read through :class:`WriteRequestView`, which leaves labels and samples serialized: a
+    series is judged by its first label's bytes alone (``__name__``, as Prometheus sorts
+    them), looked up in :data:`_FIRST_LABELS`, so a dropped series makes no Python object
+    but that view and those bytes. The series kept are parsed whole."""
+    view = WriteRequestView()
+    try:
+        view.ParseFromString(raw)
+    except DecodeError as exc:
+        raise Undecodable(f"the body is not a prometheus.WriteRequest: {exc}") from exc
+    out = Decoded(series=len(view.timeseries))
+    first_labels = _FIRST_LABELS
+    for position, series in enumerate(view.timeseries):
+        labels = series.labels
+        name = first_labels.get(labels[0]) if labels else None
+        if name is None:
+            name = _view_name(series, position)
+        if name in used:
+            full = TimeSeries(
+                labels=[Label.FromString(label) for label in labels],
+                samples=[PromSample.FromString(point) for point in series.samples],
+            )
+            _add_series(out, full, name, position, limits, latest_ms, stamps)
+        else:
+            out.unused += len(series.samples)
+    return out
+
+
+_FIRST_LABELS: dict[bytes, str] = {}
+"""A serialized ``__name__`` label → its value: the first labels seen so far (a few per
+metric name), each parsed once."""
+_MAX_FIRST_LABELS = 65_536
+
+
+def _view_name(series: TimeSeriesView, position: int) -> str:
+    """The ``__name__`` of a series seen through the view (its first label remembered when
+    it is ``__name__``)."""
+    try:
+        labels = [Label.FromString(label) for label in series.labels]
+    except DecodeError as exc:
+        raise Undecodable(f"timeseries[{position}]: a label does not decode: {exc}") from exc
+    for index, label in enumerate(labels):
+        if label.name == NAME_LABEL:
+            if index == 0:
+                if len(_FIRST_LABELS) >= _MAX_FIRST_LABELS:
+                    _FIRST_LABELS.clear()
+                _FIRST_LABELS[series.labels[0]] = label.value
+            return label.value
+    raise Undecodable(f"timeseries[{position}] has no __name__ label")
 
 
 def _add_series(
