@@ -21,7 +21,7 @@ class VigilMetrics:
         self.ingest_dropped_total = Counter(
             "vigil_ingest_dropped_total",
             "Samples received but not stored, by reason (unused: no enabled policy reads"
-            " the metric; not_finite: NaN or infinite).",
+            " the metric; not_finite: NaN or infinite; future: stamped too far ahead).",
             ["reason"],
             registry=r,
         )
