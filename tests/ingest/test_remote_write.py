@@ -91,7 +91,7 @@ def test_samples_too_far_ahead_of_the_clock_are_dropped_and_counted() -> None:
         (body([(CPU, [(1.0, MS)]), ({"__name__": ""}, [(1.0, MS)])]), r"timeseries\[1\]"),
         (body([({"__name__": "x" * 256}, [(1.0, MS)])]), "__name__ must be 1 to 255"),
         (body([({"__name__": "m", **{f"l{i}": "v" for i in range(5)}}, [])]), "at most 4"),
-        (body([({"__name__": "m", "k" * 17: "v"}, [])]), "label names must be at most 16"),
+        (body([({"__name__": "m", "k" * 17: "v"}, [])]), "label names must be 1 to 16"),
         (body([({"__name__": "m", "k": "v" * 33}, [])]), "values must be at most 32"),
         (body([({"__name__": "m", "host": "h" * 21}, [])]), "target must be at most 20"),
         (body([({"__name__": "m", "k": "a\nb"}, [])]), "control characters"),

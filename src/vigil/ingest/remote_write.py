@@ -33,8 +33,7 @@ from google.protobuf.message import DecodeError
 
 from vigil.errors import PayloadTooLarge, Undecodable
 from vigil.ingest.labels import target_of
-from vigil.ingest.prompb.remote_pb2 import WriteRequest
-from vigil.ingest.prompb.types_pb2 import Label, TimeSeries
+from vigil.ingest.prompb.types_pb2 import Label
 from vigil.ingest.prompb.types_pb2 import Sample as PromSample
 from vigil.ingest.prompb.view_pb2 import TimeSeriesView, WriteRequestView
 from vigil.ingest.schemas import Limits, Sample
@@ -79,27 +78,15 @@ def decompress(body: bytes, max_bytes: int) -> bytes:
         raise Undecodable(f"the body is not snappy-compressed (block format): {exc}") from exc
 
 
-def parse(raw: bytes) -> WriteRequest:
-    """The ``prometheus.WriteRequest`` in ``raw`` (uncompressed)."""
-    request = WriteRequest()
+def parse(raw: bytes) -> WriteRequestView:
+    """The ``prometheus.WriteRequest`` in ``raw`` (uncompressed), seen through
+    :class:`WriteRequestView`: each label and sample left serialized."""
+    view = WriteRequestView()
     try:
-        request.ParseFromString(raw)
+        view.ParseFromString(raw)
     except DecodeError as exc:
         raise Undecodable(f"the body is not a prometheus.WriteRequest: {exc}") from exc
-    return request
-
-
-def name_of(series: TimeSeries, position: int) -> str:
-    """The series' ``__name__`` (Prometheus sorts labels, so it is nearly always first)."""
-    labels = series.labels
-    if labels:
-        first = labels[0]
-        if first.name == NAME_LABEL:
-            return first.value
-        for label in labels:
-            if label.name == NAME_LABEL:
-                return label.value
-    raise Undecodable(f"timeseries[{position}] has no __name__ label")
+    return view
 
 
 def decode(
@@ -113,135 +100,170 @@ def decode(
 ) -> Decoded:
     """The samples of a remote-write body (snappy-compressed), and what was dropped.
 
-    ``used``: the metric names worth storing (None: all of them)."""
-    raw = decompress(body, max_bytes)
-    latest_ms = math.floor((now.timestamp() + max_future_seconds) * 1000)
-    stamps: dict[int, datetime] = {}
-    if used is not None:
-        return _decode_used(raw, used, limits, latest_ms, stamps)
-    request = parse(raw)
-    out = Decoded(series=len(request.timeseries))
-    for position, series in enumerate(request.timeseries):
-        name = name_of(series, position)
-        _add_series(out, series, name, position, limits, latest_ms, stamps)
-    return out
+    ``used``: the metric names worth storing (None: all of them).
 
-
-def _decode_used(
-    raw: bytes, used: frozenset[str], limits: Limits, latest_ms: int, stamps: dict[int, datetime]
-) -> Decoded:
-    """:func:`decode` keeping only the series named in ``used``.
-
-    Read through :class:`WriteRequestView`, which leaves labels and samples serialized: a
-    series is judged by its first label's bytes alone (``__name__``, as Prometheus sorts
-    them), looked up in :data:`_FIRST_LABELS`, so a dropped series makes no Python object
-    but that view and those bytes. The series kept are parsed whole."""
-    view = WriteRequestView()
-    try:
-        view.ParseFromString(raw)
-    except DecodeError as exc:
-        raise Undecodable(f"the body is not a prometheus.WriteRequest: {exc}") from exc
+    The body is read through :class:`WriteRequestView`, which leaves labels and samples
+    serialized. With ``used``, a series is judged by its first label's bytes alone
+    (``__name__``, as Prometheus sorts labels; :data:`_FIRST_LABELS`), so a dropped series
+    makes no Python object but the view and those bytes. A series kept has its labels
+    looked up by their bytes (:class:`_Labels`: the same label recurs in series after
+    series), each parsed and checked against the limits once."""
+    view = parse(decompress(body, max_bytes))
     out = Decoded(series=len(view.timeseries))
+    series_of = _Series(
+        out,
+        _labels_for(limits),
+        limits,
+        math.floor((now.timestamp() + max_future_seconds) * 1000),
+    )
     first_labels = _FIRST_LABELS
     for position, series in enumerate(view.timeseries):
-        labels = series.labels
-        name = first_labels.get(labels[0]) if labels else None
-        if name is None:
-            name = _view_name(series, position)
-        if name in used:
-            full = TimeSeries(
-                labels=[Label.FromString(label) for label in labels],
-                samples=[PromSample.FromString(point) for point in series.samples],
-            )
-            _add_series(out, full, name, position, limits, latest_ms, stamps)
-        else:
-            out.unused += len(series.samples)
+        if used is not None:
+            labels = series.labels
+            name = first_labels.get(labels[0]) if labels else None
+            if name is None:
+                name = _first_name(series, position)
+            if name not in used:
+                out.unused += len(series.samples)
+                continue
+        series_of.add(series, position)
     return out
 
 
 _FIRST_LABELS: dict[bytes, str] = {}
 """A serialized ``__name__`` label → its value: the first labels seen so far (a few per
 metric name), each parsed once."""
-_MAX_FIRST_LABELS = 65_536
+_MAX_CACHED = 65_536
+"""How many labels a cache remembers before starting afresh."""
 
 
-def _view_name(series: TimeSeriesView, position: int) -> str:
-    """The ``__name__`` of a series seen through the view (its first label remembered when
-    it is ``__name__``)."""
+def _label(data: bytes, position: int) -> Label:
     try:
-        labels = [Label.FromString(label) for label in series.labels]
+        return Label.FromString(data)
     except DecodeError as exc:
         raise Undecodable(f"timeseries[{position}]: a label does not decode: {exc}") from exc
-    for index, label in enumerate(labels):
+
+
+def _first_name(series: TimeSeriesView, position: int) -> str:
+    """The ``__name__`` of a series (its first label remembered when it is ``__name__``)."""
+    for index, data in enumerate(series.labels):
+        label = _label(data, position)
         if label.name == NAME_LABEL:
             if index == 0:
-                if len(_FIRST_LABELS) >= _MAX_FIRST_LABELS:
+                if len(_FIRST_LABELS) >= _MAX_CACHED:
                     _FIRST_LABELS.clear()
-                _FIRST_LABELS[series.labels[0]] = label.value
+                _FIRST_LABELS[data] = label.value
             return label.value
     raise Undecodable(f"timeseries[{position}] has no __name__ label")
 
 
-def _add_series(
-    out: Decoded,
-    series: TimeSeries,
-    name: str,
-    position: int,
-    limits: Limits,
-    latest_ms: int,
-    stamps: dict[int, datetime],
-) -> None:
-    """Append the samples of ``series`` (named ``name``) to ``out``, counting those dropped."""
-    tags = {label.name: label.value for label in series.labels}
-    del tags[NAME_LABEL]
-    target = target_of(tags)
-    _check(name, tags, target, position, limits)
-    append = out.samples.append
-    for point in series.samples:
-        value = point.value
-        if not math.isfinite(value):
-            if struct.pack("<d", value) == _STALE_BITS:
-                out.stale += 1
-            else:
-                out.not_finite += 1
-            continue
-        ms = point.timestamp
-        if ms > latest_ms:
-            out.future += 1
-            continue
-        ts = stamps.get(ms)
-        if ts is None:
-            ts = stamps[ms] = _EPOCH + timedelta(milliseconds=ms)
-        append(Sample(name, value, target, tags, ts))
+class _Labels(dict[bytes, tuple[str, str]]):
+    """Serialized labels → ``(name, value)``, each checked against one set of limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def parse(self, data: bytes, position: int) -> tuple[str, str]:
+        """The label in ``data``, checked and remembered; :class:`Undecodable` if Vigil
+        cannot store it."""
+        label = _label(data, position)
+        pair = (label.name, label.value)
+        _check_label(*pair, f"timeseries[{position}]", self.limits)
+        if len(self) >= _MAX_CACHED:
+            self.clear()
+        self[data] = pair
+        return pair
 
 
-def _check(
-    name: str, tags: dict[str, str], target: str | None, position: int, limits: Limits
-) -> None:
-    """:class:`Undecodable` for a series Vigil cannot store as it is."""
-    where = f"timeseries[{position}]"
-    if not name or len(name) > _MAX_NAME:
-        raise Undecodable(f"{where}: __name__ must be 1 to {_MAX_NAME} characters")
-    if len(tags) > limits.max_tags:
-        raise Undecodable(f"{where}: at most {limits.max_tags} labels besides __name__")
-    for key, value in tags.items():
-        if len(key) > limits.max_tag_key_length:
-            raise Undecodable(
-                f"{where}: label names must be at most {limits.max_tag_key_length} characters"
-            )
-        if len(value) > limits.max_tag_value_length:
-            raise Undecodable(
-                f"{where}: label {key[:64]!r}: values must be at most "
-                f"{limits.max_tag_value_length} characters"
-            )
-    if target is not None and len(target) > limits.max_target_length:
+_LABELS: dict[Limits, _Labels] = {}
+
+
+def _labels_for(limits: Limits) -> _Labels:
+    labels = _LABELS.get(limits)
+    if labels is None:
+        labels = _LABELS[limits] = _Labels(limits)
+    return labels
+
+
+def _check_label(key: str, value: str, where: str, limits: Limits) -> None:
+    """:class:`Undecodable` for a label Vigil cannot store as a name or tag."""
+    if key == NAME_LABEL:
+        if not value or len(value) > _MAX_NAME:
+            raise Undecodable(f"{where}: __name__ must be 1 to {_MAX_NAME} characters")
+    elif not key or len(key) > limits.max_tag_key_length:
         raise Undecodable(
-            f"{where}: the target must be at most {limits.max_target_length} characters"
+            f"{where}: label names must be 1 to {limits.max_tag_key_length} characters"
+        )
+    elif len(value) > limits.max_tag_value_length:
+        raise Undecodable(
+            f"{where}: label {key[:64]!r}: values must be at most "
+            f"{limits.max_tag_value_length} characters"
         )
     try:
-        # One search over every string of the series (they would forge lines in logs).
-        no_control("".join((name, *tags.keys(), *tags.values())))
+        no_control(key + value)  # they would forge lines in logs
     except ValueError:
         raise Undecodable(
             f"{where}: labels must not contain control characters (such as a newline)"
         ) from None
+
+
+@dataclass(slots=True)
+class _Series:
+    """Turns the series kept into samples, appended to ``out``."""
+
+    out: Decoded
+    labels: _Labels
+    limits: Limits
+    latest_ms: int
+    stamps: dict[int, datetime] = field(default_factory=dict)
+
+    def add(self, series: TimeSeriesView, position: int) -> None:
+        """Append the samples of ``series``, counting those dropped."""
+        name, tags, target = self._labels_of(series, position)
+        out = self.out
+        append = out.samples.append
+        latest_ms, stamps = self.latest_ms, self.stamps
+        for data in series.samples:
+            try:
+                point = PromSample.FromString(data)
+            except DecodeError as exc:
+                raise Undecodable(f"timeseries[{position}]: a sample does not decode") from exc
+            value = point.value
+            if not math.isfinite(value):
+                if struct.pack("<d", value) == _STALE_BITS:
+                    out.stale += 1
+                else:
+                    out.not_finite += 1
+                continue
+            ms = point.timestamp
+            if ms > latest_ms:
+                out.future += 1
+                continue
+            ts = stamps.get(ms)
+            if ts is None:
+                ts = stamps[ms] = _EPOCH + timedelta(milliseconds=ms)
+            append(Sample(name, value, target, tags, ts))
+
+    def _labels_of(
+        self, series: TimeSeriesView, position: int
+    ) -> tuple[str, dict[str, str], str | None]:
+        """The series' name, tags and target; :class:`Undecodable` if Vigil cannot store it."""
+        known = self.labels
+        tags: dict[str, str] = {}
+        for data in series.labels:
+            key, value = known.get(data) or known.parse(data, position)
+            tags[key] = value
+        name = tags.pop(NAME_LABEL, None)
+        where = f"timeseries[{position}]"
+        if name is None:
+            raise Undecodable(f"{where} has no __name__ label")
+        limits = self.limits
+        if len(tags) > limits.max_tags:
+            raise Undecodable(f"{where}: at most {limits.max_tags} labels besides __name__")
+        target = target_of(tags)
+        if target is not None and len(target) > limits.max_target_length:
+            raise Undecodable(
+                f"{where}: the target must be at most {limits.max_target_length} characters"
+            )
+        return name, tags, target
