@@ -32,7 +32,7 @@ import cramjam
 from google.protobuf.message import DecodeError
 
 from vigil.errors import PayloadTooLarge, Undecodable
-from vigil.ingest.labels import target_of
+from vigil.ingest.labels import TARGET_LABELS, strip_port
 from vigil.ingest.prompb.types_pb2 import Label
 from vigil.ingest.prompb.types_pb2 import Sample as PromSample
 from vigil.ingest.prompb.view_pb2 import TimeSeriesView, WriteRequestView
@@ -217,6 +217,8 @@ class _Series:
     limits: Limits
     latest_ms: int
     stamps: dict[int, datetime] = field(default_factory=dict)
+    instances: dict[str, str] = field(default_factory=dict)
+    """``instance`` labels without their ports (a request repeats each many times)."""
 
     def add(self, series: TimeSeriesView, position: int) -> None:
         """Append the samples of ``series``, counting those dropped."""
@@ -261,9 +263,22 @@ class _Series:
         limits = self.limits
         if len(tags) > limits.max_tags:
             raise Undecodable(f"{where}: at most {limits.max_tags} labels besides __name__")
-        target = target_of(tags)
+        target = self._target(tags)
         if target is not None and len(target) > limits.max_target_length:
             raise Undecodable(
                 f"{where}: the target must be at most {limits.max_target_length} characters"
             )
         return name, tags, target
+
+    def _target(self, tags: dict[str, str]) -> str | None:
+        """:func:`~vigil.ingest.labels.target_of` ``tags``, each ``instance`` stripped once."""
+        for label in TARGET_LABELS:
+            value = tags.get(label)
+            if value:
+                if label != "instance":
+                    return value
+                stripped = self.instances.get(value)
+                if stripped is None:
+                    stripped = self.instances[value] = strip_port(value)
+                return stripped
+        return None
