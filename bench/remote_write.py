@@ -33,6 +33,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,8 @@ import httpx
 import orjson
 
 from vigil.ingest.prompb.remote_pb2 import WriteRequest
+from vigil.ingest.remote_write import decode
+from vigil.ingest.schemas import Limits
 from vigil.local import clean_env, free_port, running
 
 STORED_TARGET = 150_000.0
@@ -179,10 +182,38 @@ def _server_env(workdir: Path, name: str, port: int, store: str) -> dict[str, st
     )
 
 
+def decode_alone(body: bytes) -> dict[str, float]:
+    """Milliseconds to decode one request in this process (best of 15), each way: the
+    ceiling of the route, free of HTTP, storage and, mostly, of other work on the machine."""
+    limits = Limits(max_tags=64, max_tag_key_length=128, max_tag_value_length=1024)
+    best = {}
+    for mode, used in (("all", None), ("used", frozenset({"metric_00"}))):
+
+        def once(used: frozenset[str] | None = used) -> None:
+            decode(
+                body,
+                limits=limits,
+                max_bytes=64 << 20,
+                used=used,
+                now=datetime.now(UTC),
+                max_future_seconds=600,
+            )
+
+        best[mode] = min(timeit.repeat(once, number=1, repeat=15)) * 1000
+    return best
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Result]:
     python = sys.executable
     results: dict[str, Result] = {}
     rw_bodies = bodies("remote_write", args.bodies, args.spread)
+    alone = decode_alone(rw_bodies[-1])
+    print(
+        f"decoding one request in this process (best of 15): {alone['all']:.1f} ms with "
+        f"'all' ({SERIES / alone['all'] * 1000:,.0f} samples/s), {alone['used']:.1f} ms with "
+        f"'used' ({SERIES / alone['used'] * 1000:,.0f} samples/s)",
+        flush=True,
+    )
     for name, store, path, headers in (
         ("json batch", "all", "/api/v1/ingest/batch", JSON_HEADERS),
         ("stored", "all", "/api/v1/write", REMOTE_WRITE_HEADERS),
