@@ -213,7 +213,7 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
             else:
                 responses["415"] = {"description": "A body that is not JSON", **error}
                 refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
-                _add_answer(responses, "403", refused, error)
+                _add_answer(responses, "403", refused.capitalize(), error)
 
 
 def _add_answer(
