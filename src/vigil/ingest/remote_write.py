@@ -133,8 +133,10 @@ def decode(
 _FIRST_LABELS: dict[bytes, str] = {}
 """A serialized ``__name__`` label → its value: the first labels seen so far (a few per
 metric name), each parsed once."""
-_MAX_CACHED = 65_536
+_MAX_CACHED = 16_384
 """How many labels a cache remembers before starting afresh."""
+_MAX_CACHED_BYTES = 512
+"""Longer labels are parsed each time they come, not remembered (a cache stays a few MB)."""
 
 
 def _label(data: bytes, position: int) -> Label:
@@ -149,7 +151,7 @@ def _first_name(series: TimeSeriesView, position: int) -> str:
     for index, data in enumerate(series.labels):
         label = _label(data, position)
         if label.name == NAME_LABEL:
-            if index == 0:
+            if index == 0 and len(data) <= _MAX_CACHED_BYTES:
                 if len(_FIRST_LABELS) >= _MAX_CACHED:
                     _FIRST_LABELS.clear()
                 _FIRST_LABELS[data] = label.value
@@ -170,9 +172,10 @@ class _Labels(dict[bytes, tuple[str, str]]):
         label = _label(data, position)
         pair = (label.name, label.value)
         _check_label(*pair, f"timeseries[{position}]", self.limits)
-        if len(self) >= _MAX_CACHED:
-            self.clear()
-        self[data] = pair
+        if len(data) <= _MAX_CACHED_BYTES:
+            if len(self) >= _MAX_CACHED:
+                self.clear()
+            self[data] = pair
         return pair
 
 
