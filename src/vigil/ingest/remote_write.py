@@ -116,17 +116,24 @@ def decode(
         limits,
         math.floor((now.timestamp() + max_future_seconds) * 1000),
     )
+    if used is None:
+        for position, series in enumerate(view.timeseries):
+            series_of.add(series, position)
+        return out
     first_labels = _FIRST_LABELS
+    unused = 0
     for position, series in enumerate(view.timeseries):
-        if used is not None:
-            labels = series.labels
-            name = first_labels.get(labels[0]) if labels else None
-            if name is None:
-                name = _first_name(series, position)
-            if name not in used:
-                out.unused += len(series.samples)
-                continue
-        series_of.add(series, position)
+        try:
+            name = first_labels.get(series.labels[0])
+        except IndexError:  # no label at all
+            name = None
+        if name is None:
+            name = _first_name(series, position)
+        if name in used:
+            series_of.add(series, position)
+        else:
+            unused += len(series.samples)
+    out.unused = unused
     return out
 
 
