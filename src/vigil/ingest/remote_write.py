@@ -56,7 +56,6 @@ class Decoded:
     not_finite: int = 0
     future: int = 0
     stale: int = 0
-    series: int = 0
 
 
 def decompress(body: bytes, max_bytes: int) -> bytes:
@@ -109,7 +108,7 @@ def decode(
     looked up by their bytes (:class:`_Labels`: the same label recurs in series after
     series), each parsed and checked against the limits once."""
     view = parse(decompress(body, max_bytes))
-    out = Decoded(series=len(view.timeseries))
+    out = Decoded()
     series_of = _Series(
         out,
         _labels_for(limits),
