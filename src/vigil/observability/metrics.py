@@ -21,9 +21,9 @@ class VigilMetrics:
         self.ingest_dropped_total = Counter(
             "vigil_ingest_dropped_total",
             "Samples received but not stored, by reason (unused: no enabled policy reads"
-            " the metric; not_finite: NaN or infinite; unsupported: OTLP histogram,"
-            " exponential-histogram and summary points; invalid: OTLP points beyond the"
-            " limits).",
+            " the metric; not_finite: NaN or infinite; future: stamped too far ahead;"
+            " unsupported: OTLP histogram, exponential-histogram and summary points;"
+            " invalid: OTLP points beyond the limits).",
             ["reason"],
             registry=r,
         )
