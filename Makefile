@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline clean
+.PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline bench-remote-write prompb clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,17 @@ bench-policies: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+bench-remote-write: $(STAMP)
+	$(BIN)/python bench/remote_write.py
+
+# The Prometheus remote-write messages (src/vigil/ingest/prompb/*.proto, from Prometheus's
+# prompb) as Python, with grpcio-tools' bundled protoc. The generated code names the protobuf
+# version it needs: keep the protobuf lower bound in pyproject.toml at least that.
+PROMPB := src/vigil/ingest/prompb
+prompb: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src \
+		$(PROMPB)/types.proto $(PROMPB)/remote.proto $(PROMPB)/view.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

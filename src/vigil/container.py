@@ -24,6 +24,7 @@ from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
+from vigil.policy.prometheus import PrometheusClient
 from vigil.policy.runner import PolicyRunner
 from vigil.policy.service import PolicyService
 from vigil.policy.store import PolicyCache
@@ -83,6 +84,8 @@ class Container:
     simulator: SimulatorControl
     worker: Worker | None = None
     reconciler: Reconciler | None = None
+    prometheus: PrometheusClient | None = None
+    """The query API ``promql`` conditions are asked of (VIGIL_PROMETHEUS_URL)."""
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _remediator_metrics: RemediatorMetrics | None = None
@@ -102,7 +105,7 @@ class Container:
             async with startup_lock(self.database):
                 await upgrade(self.database)
         if run_ingest:
-            source, report = await self.policies.reload(actor=Actor("system"))
+            source, report = await self.policies.reload(actor=Actor("system"), unchecked_ok=True)
             log.info(
                 "policies.loaded",
                 source=source,
@@ -151,6 +154,8 @@ class Container:
             await self.notifier.stop()
         self._started.clear()
         await self._close_executor()
+        if self.prometheus is not None:
+            await self.prometheus.close()
         await self.queue.close()
         if self.redis is not None:
             await self.redis.close()
@@ -256,6 +261,11 @@ def build_container(
     dispatcher = Dispatcher(queue)
     name = process_name(role)
     keys = KeyGuard(database, settings.auth)
+    prometheus = (
+        PrometheusClient(settings.prometheus_url, timeout=settings.prometheus_timeout_seconds)
+        if settings.prometheus_url is not None
+        else None
+    )
     return Container(
         settings=settings,
         clock=clock,
@@ -278,6 +288,7 @@ def build_container(
             policies_file=settings.policies_file,
             knows_action=remediations.knows,
             runner_interval=settings.runner_interval_seconds,
+            prometheus=prometheus,
         ),
         actions=ActionService(
             database=database,
@@ -309,6 +320,7 @@ def build_container(
             dispatcher=dispatcher,
             key_ttl=settings.idempotency_ttl_seconds,
             alert_stale=settings.alert_stale_seconds,
+            prometheus=prometheus,
         ),
         alerts=AlertReceiver(
             database=database, metrics=metrics, clock=clock, dispatcher=dispatcher
@@ -328,6 +340,7 @@ def build_container(
         ),
         keys=keys,
         name=name,
+        prometheus=prometheus,
         simulator=SimulatorControl(
             base_url=loopback_url(settings.host, settings.port),
             api_key=keys.internal_key,

@@ -2,6 +2,8 @@
 
     VigilError
     ├── InvalidInput            a client sent something Vigil refuses (HTTP 422)
+    │   ├── Undecodable         a body in another system's wire format that does not decode (400)
+    │   ├── UnsupportedMedia    a body in a media type or encoding a route does not take (415)
     │   ├── PolicyInvalid       a policy document does not validate
     │   ├── RemediationsInvalid       (remediation.config) a remediations file is invalid
     │   └── IdempotencyKeyReused      (remediation.service) one (action, attempt), two requests
@@ -42,6 +44,20 @@ class InvalidInput(VigilError):
 
 class PolicyInvalid(InvalidInput):
     """A policy (from the API or a file) does not validate; ``detail`` lists the fields."""
+
+
+class Undecodable(InvalidInput):
+    """A body in another system's wire format (Prometheus remote write, OTLP) that does not
+    decode, or that says what Vigil cannot store. A 400, as those protocols expect: their
+    clients do not send a 4xx request again."""
+
+    status_code = 400
+
+
+class UnsupportedMedia(InvalidInput):
+    """A body in a media type or content encoding the route does not take."""
+
+    status_code = 415
 
 
 class Forbidden(VigilError):

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from tests.api.support import audit_rows
 from vigil.access.keys import create_key
-from vigil.access.roles import Role
+from vigil.access.roles import INGEST_PATHS, Role
 from vigil.container import Container
 from vigil.observability.audit import Actor
 
@@ -58,7 +58,7 @@ def expected_roles(method: str, path: str) -> set[str]:
         return {"admin"}
     if method == "GET":
         return {"viewer", "operator", "admin"}
-    if path.startswith("/api/v1/ingest") or path in ("/v1/metrics", "/api/v1/alerts/alertmanager"):
+    if path.startswith("/api/v1/ingest") or path in INGEST_PATHS:
         return {"agent", "admin"}
     if (method, path) in OPERATOR_ROUTES:
         return {"operator", "admin"}

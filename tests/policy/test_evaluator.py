@@ -98,3 +98,22 @@ def test_evaluate_values_skips_disabled_policies_and_other_targets() -> None:
     ]
     found = PolicyIndex(policies).evaluate_values("web-02", {"cpu": 99})
     assert [v.policy.name for v in found] == ["web"]
+
+
+def test_the_index_names_every_metric_an_enabled_policy_reads() -> None:
+    sustained = {
+        "type": "threshold",
+        "metric": "load",
+        "operator": ">",
+        "threshold": 4,
+        "for": "1m",
+    }
+    index = PolicyIndex(
+        [
+            policy("instant", CPU_AND_MEM, clear=below("swap", 10)),
+            policy("sustained", sustained),
+            policy("alerting", {"type": "alert", "alertname": "HighCPU"}),
+            policy("off", exceeds("disk", 90), enabled=False),
+        ]
+    )
+    assert index.metric_names == frozenset({"cpu", "mem", "swap", "load"})

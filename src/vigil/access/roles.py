@@ -26,9 +26,9 @@ ADMIN = frozenset({Role.ADMIN})
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths every caller may use, whatever its host or key: what probes call."""
-INGEST_PATHS = frozenset({"/v1/metrics", "/api/v1/alerts/alertmanager"})
-"""Paths where machines send what Vigil hears (besides ``/api/v1/ingest...``): OTLP/HTTP
-metrics and Alertmanager's webhook."""
+INGEST_PATHS = frozenset({"/api/v1/write", "/v1/metrics", "/api/v1/alerts/alertmanager"})
+"""Paths where machines send what Vigil hears (besides ``/api/v1/ingest...``): Prometheus
+remote write, OTLP/HTTP metrics and Alertmanager's webhook; agents' (or admins') to call."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),

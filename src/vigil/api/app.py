@@ -37,6 +37,7 @@ from vigil.api.routes import (
     otlp,
     policies,
     queue,
+    remote_write,
     silences,
     simulator,
 )
@@ -84,6 +85,7 @@ def create_app(
         ingest.router,
         otlp.router,
         alerts.router,
+        remote_write.router,
         health.router,
         policies.router,
         actions.router,
@@ -207,19 +209,25 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if path not in OPEN_PATHS:
-                host = "A Host this Vigil does not serve"
-                if "400" in responses:  # a machine protocol's own 400 (its content covers both)
-                    responses["400"]["description"] += f"; or {host[0].lower()}{host[1:]}"
-                else:
-                    responses["400"] = {"description": host, **error}
-            if method.upper() in STATE_CHANGING:
-                if path not in MACHINE_BODIES:  # those document their bodies and 415s
-                    responses["415"] = {"description": "A body that is not JSON", **error}
+                _add_answer(responses, "400", "A Host this Vigil does not serve", error)
+            if method.upper() not in STATE_CHANGING:
+                continue
+            if path in MACHINE_BODIES:  # a machine protocol's body: the route documents it
+                _add_answer(responses, "415", "A body in another media type", error)
+            else:
+                responses["415"] = {"description": "A body that is not JSON", **error}
                 refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
-                if "403" in responses:
-                    responses["403"]["description"] += f"; or {refused}"
-                else:
-                    responses["403"] = {"description": refused.capitalize(), **error}
+                _add_answer(responses, "403", refused.capitalize(), error)
+
+
+def _add_answer(
+    responses: dict[str, Any], status: str, description: str, error: dict[str, Any]
+) -> None:
+    """Document ``status`` with ``description``, after the route's own reason for it."""
+    if status in responses:
+        responses[status]["description"] += f"; or {description[0].lower()}{description[1:]}"
+    else:
+        responses[status] = {"description": description, **error}
 
 
 def _document_access(schema: dict[str, Any], metrics_auth: bool) -> None:

@@ -22,6 +22,7 @@ _CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"}
 """Answered whatever the ``Host``: probes call them by address, and they reveal nothing."""
 
 MACHINE_BODIES: Mapping[str, frozenset[bytes]] = {
+    "/api/v1/write": frozenset({b"application/x-protobuf"}),  # Prometheus remote write
     "/v1/metrics": frozenset({b"application/x-protobuf"}),  # OTLP/HTTP
 }
 """The paths machine protocols post to, each with the media types it takes besides JSON.

@@ -42,6 +42,7 @@ def check_policies_file(settings: Settings) -> None:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     problems = unhandled_actions(source, specs, load_remediations(settings.remediations_file))
+    problems += query_problems(source, specs, settings=settings, unreachable_ok=True)
     if problems:
         typer.echo(f"invalid setting VIGIL_POLICIES_FILE: {problems[0]}", err=True)
         raise typer.Exit(2)
@@ -65,6 +66,54 @@ def unhandled_actions(
     return problems
 
 
+def query_problems(
+    source: str,
+    specs: list[PolicySpec],
+    *,
+    settings: Settings | None = None,
+    unreachable_ok: bool = False,
+) -> list[str]:
+    """Each PromQL query of ``specs`` that Prometheus (VIGIL_PROMETHEUS_URL) refuses or
+    cannot check (unless ``unreachable_ok``: ``vigil serve`` starts while Prometheus is
+    away), or that cannot be checked because the setting is missing."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from vigil.errors import Unavailable
+    from vigil.policy.prometheus import PrometheusClient
+    from vigil.policy.service import check_queries, queries_of
+
+    asking = [spec for spec in specs if queries_of(spec)]
+    if not asking:
+        return []
+    settings = settings or Settings()
+
+    async def check() -> list[str]:
+        url = settings.prometheus_url
+        client = (
+            None
+            if url is None
+            else PrometheusClient(url, timeout=settings.prometheus_timeout_seconds)
+        )
+        problems = []
+        try:
+            for spec in asking:
+                where = ("policies", spec.name)
+                try:
+                    await check_queries(spec, client, datetime.now(UTC), loc_prefix=where)
+                except PolicyInvalid as exc:
+                    problems.append(f"{source}: policies.{spec.name}.{exc.message}")
+                except Unavailable as exc:
+                    if not unreachable_ok:
+                        problems.append(f"{source}: policy {spec.name!r}: {exc.message}")
+        finally:
+            if client is not None:
+                await client.close()
+        return problems
+
+    return asyncio.run(check())
+
+
 @policies_app.command("validate")
 def policies_validate(
     file: Annotated[Path, typer.Argument(help="A policy file (YAML, top-level `policies:`)")],
@@ -80,8 +129,9 @@ def policies_validate(
         bool, typer.Option("--allow-empty", help="A file with no policies is valid")
     ] = False,
 ) -> None:
-    """Check a policy file as `vigil serve` would, without loading it: every field, and
-    that a remediation handles each action. Exit 1 naming each problem, or when the file
+    """Check a policy file as `vigil serve` would, without loading it: every field, that a
+    remediation handles each action, and that Prometheus (VIGIL_PROMETHEUS_URL) accepts
+    each PromQL query. Exit 1 naming each problem, or when the file
     has no policies (unless --allow-empty)."""
     from vigil.policy.loader import read_policy_file
     from vigil.remediation.config import RemediationsInvalid, load_remediations
@@ -104,7 +154,7 @@ def policies_validate(
     except (RemediationsInvalid, PluginLoadError) as exc:
         typer.echo(f"invalid remediations: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    problems = unhandled_actions(source, specs, remediations)
+    problems = unhandled_actions(source, specs, remediations) + query_problems(source, specs)
     for problem in problems:
         typer.echo(f"invalid: {problem}", err=True)
     if problems:

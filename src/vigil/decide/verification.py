@@ -62,11 +62,14 @@ async def verify(
     silenced: Any,
     actor: Actor,
     limit: int = 200,
+    outages: Mapping[str, tuple[datetime, datetime]] | None = None,
 ) -> list[Verified]:
     """Verify the completed actions of policies with ``verify`` whose result is due.
 
     ``silenced(policy, target, tags)`` says whether an active silence holds back an
-    escalation; ``paused`` whether automation is paused.
+    escalation; ``paused`` whether automation is paused. ``outages`` gives, by policy, the
+    last span (start, end) during which the policy's condition could not be judged (its
+    TSDB did not answer): a window open when it began is longer by its length.
     """
     wanted = [name for name, p in policies.items() if p.verify is not None]
     if not wanted:
@@ -99,7 +102,9 @@ async def verify(
         policy = policies[row.policy_name]
         assert policy.verify is not None
         within = policy.verify.within_seconds
-        deadline = row.completed_at + timedelta(seconds=within)
+        deadline = _extended(
+            row.completed_at, row.completed_at + timedelta(seconds=within), outages, row.policy_name
+        )
         episode = states.get((row.policy_name, row.target))
         if _resolved(episode, row.episode, deadline):
             result = "verified"
@@ -133,6 +138,23 @@ async def verify(
         if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
             found.append(outcome)
     return found
+
+
+def _extended(
+    completed: datetime,
+    deadline: datetime,
+    outages: Mapping[str, tuple[datetime, datetime]] | None,
+    policy: str,
+) -> datetime:
+    """The deadline, longer by an outage of the policy's condition that began before it
+    and ended after the action completed."""
+    outage = None if outages is None else outages.get(policy)
+    if outage is None:
+        return deadline
+    start, end = outage
+    if start <= deadline and end > completed:
+        return deadline + (end - max(start, completed))
+    return deadline
 
 
 def _resolved(episode: Episode | None, number: int, deadline: datetime) -> bool:

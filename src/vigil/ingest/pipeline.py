@@ -146,6 +146,14 @@ class IngestPipeline:
             raise Unavailable("ingest is overloaded; retry later") from None
         return await future
 
+    async def metric_names(self) -> frozenset[str]:
+        """Every metric name an enabled policy reads, as of now: one primary-key read (the
+        policy revision) while the policies did not change, so a change made by any process
+        counts from the next call on."""
+        async with self._db.read() as conn:
+            index = await self._policies.index(conn)
+        return index.metric_names
+
     def _take_group(self, first: _Request) -> tuple[list[_Request], bool]:
         """The next group, and whether the stop marker came after it."""
         group = [first]

@@ -21,9 +21,9 @@ class VigilMetrics:
         self.ingest_dropped_total = Counter(
             "vigil_ingest_dropped_total",
             "Samples received but not stored, by reason (unused: no enabled policy reads"
-            " the metric; not_finite: NaN or infinite; unsupported: OTLP histogram,"
-            " exponential-histogram and summary points; invalid: OTLP points beyond the"
-            " limits).",
+            " the metric; not_finite: NaN or infinite; future: stamped too far ahead;"
+            " unsupported: OTLP histogram, exponential-histogram and summary points;"
+            " invalid: OTLP points beyond the limits).",
             ["reason"],
             registry=r,
         )
@@ -69,6 +69,19 @@ class VigilMetrics:
         self.runner_duration = Gauge(
             "vigil_runner_duration_seconds",
             "How long the background runner's last pass took.",
+            registry=r,
+        )
+        self.promql_queries_total = Counter(
+            "vigil_promql_queries_total",
+            "PromQL queries the runner asked, by result (ok; unavailable: no answer;"
+            " error: the query was refused or is not an instant vector).",
+            ["result"],
+            registry=r,
+        )
+        self.runner_promql_unavailable = Gauge(
+            "vigil_runner_promql_unavailable",
+            "promql policies whose queries failed in the runner's last pass (nothing of"
+            " theirs was decided).",
             registry=r,
         )
 

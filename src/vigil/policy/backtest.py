@@ -8,6 +8,8 @@ does), history conditions at simulated runner passes every ``interval`` seconds,
 in the documentation: a simulated action stays open until its episode resolves and ends
 then (so the cooldown counts from the resolution, and the blast radius sees the targets
 still firing); the global pause is not replayed; silences are, as they were at each moment.
+A ``promql`` policy is replayed over its queries' range answers, one simulated pass at each
+step of the range.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from functools import partial
 from typing import Any
 
 from vigil.decide.core import Guards, Limits, PairState, decide
+from vigil.decide.observations import verdicts
 from vigil.decide.state import Change, Phase
 from vigil.policy.conditions import compile_condition, first_value, is_instant
+from vigil.policy.evaluator import Violation
 from vigil.policy.history import Point, TargetView, Verdict, judge, lookbacks
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec
+from vigil.policy.promql import Found
+from vigil.policy.promql import judge as judge_promql
 
 Sample = tuple[datetime, str, str, float, Mapping[str, str]]
 """(ts, target, metric, value, tags), as stored."""
@@ -254,3 +260,33 @@ def _summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:
             suppressed[d["reason"]] += d["count"]
             entry["suppressed"] += d["count"]
     return {"acted": acted, "suppressed": dict(suppressed), "targets": targets}
+
+
+PromQLPass = tuple[datetime, Found, Found | None]
+"""A simulated runner pass of a ``promql`` policy: its time, what the query returned then,
+and what the ``clear`` query did (None without one)."""
+
+
+def backtest_promql(
+    policy: PolicySpec, passes: Iterable[PromQLPass], *, points: int, silenced: Silenced
+) -> dict[str, Any]:
+    """The decisions a ``promql`` policy would have made at ``passes`` (in time order),
+    judged as the runner judges them (:func:`vigil.policy.promql.judge`); ``points`` is how
+    many samples the range queries returned."""
+    replay = _Replay(policy, silenced)
+    replay.counted = points
+    for now, found, cleared in passes:
+        phases = {
+            target: pair.state.phase
+            for target, pair in replay.pairs.items()
+            if pair.state.phase.phase in (Phase.PENDING, Phase.FIRING)
+        }
+        for observation in judge_promql(policy, found, cleared, phases, now):
+            pair = replay.pairs[observation.target]
+            value = None
+            if isinstance(observation, Violation):
+                pair.tags, value = observation.tags, observation.value
+            verdict, clear_verdict = verdicts(observation)
+            replay.observe(observation.target, pair, verdict, clear_verdict, now, value)
+    decisions = replay.decisions
+    return {"samples": replay.counted, "decisions": decisions, "summary": _summary(decisions)}

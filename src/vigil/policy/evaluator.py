@@ -159,6 +159,15 @@ class PolicyIndex:
         self.promql: tuple[PolicySpec, ...] = tuple(
             p for p in self.policies if source_of(p.condition) == "promql"
         )
+        self.metric_names: frozenset[str] = frozenset(
+            name
+            for p in self.policies
+            for condition in (p.condition, p.clear)
+            if condition is not None
+            for name in metrics_of(condition)
+        )
+        """Every metric name an enabled policy reads (its condition or its ``clear``,
+        instant or historic): the samples worth storing when not everything is."""
         by_metric: dict[str, list[PolicySpec]] = defaultdict(list)
         self._reads: dict[str, frozenset[str]] = {}
         for policy in self.instant:

@@ -1,6 +1,7 @@
 """The background runner: evaluates the conditions that need stored samples (``for``,
-``window``, ``rate``, ``absent``), resolves firing pairs, expires approvals, and applies
-the retention of samples and decisions.
+``window``, ``rate``, ``absent``) and asks the ``promql`` policies' queries of the TSDB,
+resolves firing pairs, expires approvals, and applies the retention of samples and
+decisions.
 
 Exactly one runner is active across processes: each pass starts by taking (or renewing) the
 ``policy-runner`` lease in the database; a runner that does not hold it waits and asks
@@ -38,6 +39,8 @@ from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.models import PolicySpec
+from vigil.policy.prometheus import PrometheusClient
+from vigil.policy.promql_pass import PromQLPolicies
 from vigil.policy.store import PolicyCache
 from vigil.policy.sweep import sweep
 
@@ -64,7 +67,11 @@ class PolicyRunner:
         dispatcher: Dispatcher | None = None,
         key_ttl: float = 86400.0,
         alert_stale: float = 900.0,
+        prometheus: PrometheusClient | None = None,
     ) -> None:
+        self.promql = PromQLPolicies(
+            prometheus, database=database, metrics=metrics, budget=interval
+        )
         self.name = name
         self.alert_stale = alert_stale
         self.decision_retention = decision_retention
@@ -147,12 +154,14 @@ class PolicyRunner:
         """Judge the history conditions and settle firing pairs; the decisions made."""
         now = self._clock.now()
         created: list[Decision] = []
+        asked = await self.promql.ask(now)  # HTTP: before the transaction
         async with self._db.write() as conn:
             index = await self._policies.index(conn)
             observations = await sweep(conn, index=index, now=now)
             observations += await settle_alerts(
                 conn, index=index, now=now, stale_after=self.alert_stale
             )
+            observations += await self.promql.observe(conn, index=index, asked=asked)
             self.last_evaluated = len(observations)
             if observations:
                 await lock_targets(conn, targets=(o.target for o in observations))
@@ -192,7 +201,8 @@ class PolicyRunner:
         self, conn: AsyncConnection, policies: Sequence[PolicySpec], now: datetime
     ) -> list[Verified]:
         """Verify completed actions whose window has closed (or whose policy resolved)."""
-        with_verify = {p.name: p for p in policies if p.verify is not None}
+        held = self.promql.unavailable  # the TSDB did not answer: their verdicts wait
+        with_verify = {p.name: p for p in policies if p.verify is not None and p.name not in held}
         if not with_verify:
             return []
         paused = (await get_state(conn)).paused
@@ -203,7 +213,13 @@ class PolicyRunner:
             return found is not None
 
         return await verify(
-            conn, policies=with_verify, now=now, paused=paused, silenced=silenced, actor=Actor()
+            conn,
+            policies=with_verify,
+            now=now,
+            paused=paused,
+            silenced=silenced,
+            actor=Actor(),
+            outages=self.promql.ended_outages(),
         )
 
     async def run_once(self) -> int:
@@ -284,4 +300,5 @@ class PolicyRunner:
             "retention_seconds": self.retention,
             "last_pruned": self.last_pruned,
             "last_error": self.last_error,
+            "promql": self.promql.status(),
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,34 @@ from vigil.decide.pause import get_state
 from vigil.decide.reasons import Suppressed
 from vigil.decide.silence_rules import silencing
 from vigil.decide.silences import active_rules, rules_between
-from vigil.errors import InvalidInput, PolicyInvalid
+from vigil.errors import Conflict, InvalidInput, PolicyInvalid, Unavailable
 from vigil.observability.audit import Actor, append_audit
+from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy import store
 from vigil.policy.backtest import backtest as replay
-from vigil.policy.backtest import needs_runner
+from vigil.policy.backtest import backtest_promql, needs_runner
 from vigil.policy.conditions import history_parts, metrics_of, source_of
 from vigil.policy.evaluator import PolicyIndex
 from vigil.policy.loader import read_policy_file
 from vigil.policy.matcher import target_matches
-from vigil.policy.models import PolicySpec
+from vigil.policy.models import PolicySpec, PromQLCondition
+from vigil.policy.prometheus import PrometheusClient, PrometheusUnavailable, QueryInvalid
+from vigil.policy.promql import Found, targets_of
 
 MAX_BACKTEST_SAMPLES = 500_000
 """The most samples one backtest replays (a wider range is refused with 422)."""
 MAX_BACKTEST_PASSES = 100_000
 """The most simulated runner passes one backtest makes (11.5 days at the default 10 s)."""
+MAX_RANGE_POINTS = 11_000
+"""The most points per series a ``promql`` backtest's range query asks for (Prometheus's
+own limit): a longer span is replayed with a coarser step."""
+
+log = get_logger(__name__)
+
+
+def _ms(when: datetime) -> int:
+    return round(when.timestamp() * 1000)
 
 
 def jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +138,54 @@ def check_action(
         )
 
 
+def queries_of(spec: PolicySpec) -> dict[str, str]:
+    """The PromQL queries of a policy, by where they are (``condition``, ``clear``)."""
+    return {
+        where: condition.query
+        for where, condition in (("condition", spec.condition), ("clear", spec.clear))
+        if isinstance(condition, PromQLCondition)
+    }
+
+
+async def check_queries(
+    spec: PolicySpec,
+    client: PrometheusClient | None,
+    now: datetime,
+    *,
+    loc_prefix: tuple[str, ...] = ("body",),
+    skip: frozenset[str] = frozenset(),
+) -> None:
+    """Have Prometheus parse each PromQL query of ``spec`` (a dry instant query) but those
+    in ``skip``: :class:`PolicyInvalid` naming the query with Prometheus's error (or saying
+    that VIGIL_PROMETHEUS_URL is not set), :class:`Unavailable` when Prometheus does not
+    answer."""
+    for where, query in queries_of(spec).items():
+        if query in skip:
+            continue
+        loc = [*loc_prefix, where, "query"]
+        if client is None:
+            message = (
+                "VIGIL_PROMETHEUS_URL is not set: a promql condition is asked of a"
+                " Prometheus-compatible query API, which checks its query when the policy is"
+                " stored; set it and try again"
+            )
+            raise PolicyInvalid(
+                f"{where}.query: {message}",
+                detail=[{"loc": loc, "msg": message, "type": "value_error"}],
+            )
+        try:
+            await client.query(query, now)
+        except QueryInvalid as exc:
+            raise PolicyInvalid(
+                f"{where}.query: {exc.message}",
+                detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],
+            ) from exc
+        except PrometheusUnavailable as exc:
+            raise Unavailable(
+                f"Prometheus did not answer, so the query could not be checked: {exc.message}"
+            ) from exc
+
+
 class PolicyService:
     """Creates, changes and reloads policies; evaluates them in dry runs."""
 
@@ -138,8 +198,10 @@ class PolicyService:
         policies_file: Path | None,
         knows_action: Callable[[str], bool] = lambda _action: True,
         runner_interval: float = 10.0,
+        prometheus: PrometheusClient | None = None,
     ) -> None:
         self.runner_interval = runner_interval
+        self.prometheus = prometheus
         self._db = database
         self._clock = clock
         self._metrics = metrics
@@ -150,6 +212,7 @@ class PolicyService:
         """Store a new policy; :class:`PolicyInvalid` if no remediation handles its action,
         :class:`DuplicatePolicy` if its name is taken."""
         check_action(spec, self._knows)
+        await check_queries(spec, self.prometheus, self._clock.now())
         async with self._db.write() as conn:
             stored = await store.create_policy(conn, spec=spec, now=self._clock.now(), actor=actor)
         self._metrics.policy_loaded(spec.name, spec.severity)
@@ -170,11 +233,21 @@ class PolicyService:
                     }
                 ],
             )
+        # A new query is checked by Prometheus first, outside the transaction.
+        async with self._db.read() as conn:
+            before = await store.get_policy(conn, name=name)
+        spec = validate_policy({**before.spec, "enabled": before.enabled, **changes, "name": name})
+        check_action(spec, self._knows)
+        kept = frozenset(queries_of(before.policy()).values())
+        await check_queries(spec, self.prometheus, self._clock.now(), skip=kept)
+        checked = kept | frozenset(queries_of(spec).values())
         async with self._db.write() as conn:
             current = await store.get_policy(conn, name=name, for_update=True)
             merged = {**current.spec, "enabled": current.enabled, **changes, "name": name}
             spec = validate_policy(merged)
             check_action(spec, self._knows)
+            if not checked.issuperset(queries_of(spec).values()):
+                raise Conflict("the policy changed while its query was checked: send it again")
             updated = await store.replace_policy(
                 conn, name=name, spec=spec, now=self._clock.now(), actor=actor
             )
@@ -199,7 +272,14 @@ class PolicyService:
             await store.delete_policy(conn, name=name, now=self._clock.now(), actor=actor)
             await episodes.forget_policy(conn, policy_name=name)
 
-    async def backtest(self, spec: PolicySpec, start: datetime, end: datetime) -> Backtest:
+    async def backtest(
+        self,
+        spec: PolicySpec,
+        start: datetime,
+        end: datetime,
+        *,
+        loc_prefix: tuple[str, ...] = ("policy",),
+    ) -> Backtest:
         """Replay the stored samples from ``start`` to ``end`` through ``spec`` with a
         simulated clock: the decisions it would have made. Reads only."""
         if source_of(spec.condition) == "alerts":
@@ -216,6 +296,8 @@ class PolicyService:
             raise InvalidInput(
                 message, detail=[{"loc": ["body", "to"], "msg": message, "type": "value_error"}]
             )
+        if isinstance(spec.condition, PromQLCondition):
+            return await self._backtest_promql(spec, start, end, loc_prefix)
         passes = (end - start).total_seconds() / self.runner_interval
         if needs_runner(spec) and passes > MAX_BACKTEST_PASSES:
             message = (
@@ -279,6 +361,62 @@ class PolicyService:
         )
         return Backtest(policy=spec.name, start=start, end=end, replay=result)
 
+    async def _backtest_promql(
+        self, spec: PolicySpec, start: datetime, end: datetime, loc_prefix: tuple[str, ...]
+    ) -> Backtest:
+        """Replay a ``promql`` policy over range queries of its queries, one simulated pass
+        per step (the runner's interval, or coarser to stay within
+        :data:`MAX_RANGE_POINTS`)."""
+        await check_queries(spec, self.prometheus, end, loc_prefix=loc_prefix)
+        assert self.prometheus is not None  # checked just above
+        span = (end - start).total_seconds()
+        step = max(self.runner_interval, span / MAX_RANGE_POINTS, 0.001)
+        step_ms = round(step * 1000)
+        first = start + timedelta(milliseconds=step_ms)
+        ticks = [
+            first + timedelta(milliseconds=step_ms * i) for i in range(int(span * 1000 // step_ms))
+        ]
+        answers: dict[str, dict[int, list[tuple[dict[str, str], float | None]]]] = {}
+        points = 0
+        for where, query in queries_of(spec).items():
+            by_tick: dict[int, list[tuple[dict[str, str], float | None]]] = {}
+            if ticks:
+                try:
+                    matrix = await self.prometheus.query_range(
+                        query, ticks[0], ticks[-1], step_ms / 1000
+                    )
+                except QueryInvalid as exc:
+                    loc = [*loc_prefix, where, "query"]
+                    raise InvalidInput(
+                        exc.message,
+                        detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],
+                    ) from exc
+                for labels, samples in matrix:
+                    for ts, value in samples:
+                        by_tick.setdefault(_ms(ts), []).append((labels, value))
+                        points += 1
+            answers[where] = by_tick
+
+        def found(where: str, tick: datetime) -> Found | None:
+            if where not in answers:
+                return None
+            return targets_of(spec, answers[where].get(_ms(tick), []))
+
+        passes = [(t, found("condition", t) or Found(), found("clear", t)) for t in ticks]
+        rules = await self._rules_between(start, end)
+
+        def silenced(policy: str, target: str, tags: Mapping[str, str], at: datetime) -> bool:
+            return silencing(rules, policy=policy, target=target, tags=tags, now=at) is not None
+
+        result = await asyncio.to_thread(
+            backtest_promql, spec, passes, points=points, silenced=silenced
+        )
+        return Backtest(policy=spec.name, start=start, end=end, replay=result)
+
+    async def _rules_between(self, start: datetime, end: datetime) -> Any:
+        async with self._db.read() as conn:
+            return await rules_between(conn, start=start, end=end)
+
     async def stored(self, name: str) -> PolicySpec:
         """A stored policy; :class:`NotFound` if there is none of that name."""
         async with self._db.read() as conn:
@@ -312,15 +450,30 @@ class PolicyService:
             )
         return after
 
-    async def reload(self, *, actor: Actor) -> tuple[str, store.LoadReport]:
+    async def reload(
+        self, *, actor: Actor, unchecked_ok: bool = False
+    ) -> tuple[str, store.LoadReport]:
         """Upsert the policy file into the store; nothing changes if the file is invalid.
 
         Under the start-up lock, so replicas loading the file at once take turns instead of
-        racing to create the same policy.
+        racing to create the same policy. Prometheus checks each PromQL query; with
+        ``unchecked_ok`` (at start-up) a Prometheus that does not answer is logged and the
+        file loaded, so that Vigil starts while it is away.
         """
         source, specs = read_policy_file(self.policies_file)
         for spec in specs:
-            check_action(spec, self._knows, loc_prefix=(source, "policies", spec.name))
+            where = (source, "policies", spec.name)
+            check_action(spec, self._knows, loc_prefix=where)
+            try:
+                await check_queries(spec, self.prometheus, self._clock.now(), loc_prefix=where)
+            except PolicyInvalid as exc:
+                raise PolicyInvalid(
+                    f"{source}: policies.{spec.name}.{exc.message}", detail=exc.detail
+                ) from exc
+            except Unavailable as exc:
+                if not unchecked_ok:
+                    raise
+                log.warning("policies.query_unchecked", policy=spec.name, error=exc.message)
         async with startup_lock(self._db), self._db.write() as conn:
             report = await store.upsert_from_file(
                 conn, specs=specs, now=self._clock.now(), actor=actor

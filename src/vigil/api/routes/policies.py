@@ -328,7 +328,10 @@ async def backtest_unsaved(body: BacktestPolicyIn, container: ContainerDep) -> d
     have made. Changes nothing."""
     spec = validate_policy(body.policy, loc_prefix=("body", "policy"))
     check_action(spec, container.remediations.knows, loc_prefix=("body", "policy"))
-    return backtest_out(await container.policies.backtest(spec, body.from_, body.to))
+    replayed = await container.policies.backtest(
+        spec, body.from_, body.to, loc_prefix=("body", "policy")
+    )
+    return backtest_out(replayed)
 
 
 @router.get("/{name}", response_model=PolicyOut, responses=error_responses(404, 503))
@@ -337,7 +340,7 @@ async def get_policy(name: NameParam, container: ContainerDep) -> dict[str, Any]
         return policy_out(await store.get_policy(conn, name=name))
 
 
-@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 413, 422, 503))
+@router.put("/{name}", response_model=PolicyOut, responses=error_responses(404, 409, 413, 422, 503))
 async def update_policy(
     name: NameParam, changes: PolicyUpdate, container: ContainerDep, actor: ActorDep
 ) -> dict[str, Any]:
