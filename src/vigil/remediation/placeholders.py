@@ -9,8 +9,8 @@ The rule, in full:
   is refused when the file is loaded; ``{{`` and ``}}`` stand for literal braces.
   Dictionary keys are never rendered.
 - ``{tags.NAME}`` reads the tags of what fired the action: an alert's labels but the target,
-  a sample's tags (the episode's first sample, for an escalation); a manual action carries
-  the tags it was created with. Tag values are strings.
+  a sample's tags, a PromQL series' labels (the episode's first, for an escalation); a
+  manual action carries the tags it was created with. Tag values are strings.
 - A string that is exactly one placeholder is replaced by the value itself, keeping its type
   (``action_id`` and ``attempt`` are integers; a param may be a string, number or boolean),
   so a JSON body or a replica count gets a number. Inside a longer string
