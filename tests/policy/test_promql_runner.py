@@ -75,6 +75,7 @@ async def test_a_series_returned_for_its_for_fires_and_resolves_when_it_goes(
     assert await _phase(client) == "firing"
     [action] = await _actions(client)
     assert (action["target"], action["action"]) == ("web-1", "scale-up")
+    assert action["tags"] == {"instance": "web-1:9100", "job": "node"}  # for {tags.NAME}
     [decision] = await decisions(client, policy="node-down")
     assert decision["outcome"] == "acted"
     standin.series[QUERY] = []
