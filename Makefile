@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
+# pytest's worker processes (pytest-xdist): one per CPU by default; PYTEST_WORKERS=0 runs the
+# tests in pytest's own process (for a debugger, or to read the tests' output in file order).
+PYTEST_WORKERS ?= auto
 
 .PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline bench-remote-write prompb clean
 
@@ -37,13 +40,13 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck contracts pytest
 
 # The inner loop: every check but the tests marked slow (long end-to-end runs).
 test-fast: lint typecheck contracts
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

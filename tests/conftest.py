@@ -56,8 +56,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated PostgreSQL database, used as the template of each test's database."""
+def migrated_postgres() -> Iterator[str]:
+    """A migrated PostgreSQL database (the session's template)."""
     services.need_postgres()
     name = services.create_database()
     _migrate(services.database_url(name))
@@ -65,18 +65,35 @@ def postgres_template() -> Iterator[str]:
     services.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def postgres_template(migrated_postgres: str) -> str:
+    """The template of each test's PostgreSQL database (a module may override it with a
+    template of its own, made from this one)."""
+    return migrated_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_copies(migrated_postgres: str) -> Iterator[services.DatabaseCopies]:
+    """Fresh copies of the template, made ahead in the background; dropped in the background."""
+    copies = services.DatabaseCopies(migrated_postgres)
+    yield copies
+    copies.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database of each kind (the test runs once per kind)."""
+    """A fresh, migrated database of each kind (the test runs once per kind): a copy of the
+    migrated template, used by this test alone."""
     if request.param == "sqlite":
         path = tmp_path / "vigil.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
     template = request.getfixturevalue("postgres_template")
-    name = services.create_database(template)
+    copies: services.DatabaseCopies = request.getfixturevalue("postgres_copies")
+    name = copies.take(template)
     yield services.database_url(name)
-    services.drop_database(name)
+    copies.give_back(name)
 
 
 @pytest.fixture

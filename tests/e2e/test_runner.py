@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -242,6 +242,7 @@ def test_a_for_policy_is_pending_then_fires_once_with_its_action_and_resolves(
     _, api = vigil("api", interval=INTERVAL)
     api.create_policy(CPU_FOR)
 
+    started = datetime.now(UTC)
     with sending(api, "cpu", TARGET, 95) as sender:
         first = wait_state(api, "cpu-for", TARGET, "pending", "firing")
         assert first["state"] == "pending", first
@@ -251,11 +252,9 @@ def test_a_for_policy_is_pending_then_fires_once_with_its_action_and_resolves(
         assert fired["episode"] == 1, fired
         assert fired["action_id"] is not None, fired
         assert fired["acted"] is True, fired
-        # The condition had to hold for 2 s: the first pass saw it pending within an interval
-        # of the first sample.
-        assert at(fired, "fired_at") - at(first, "pending_since") >= timedelta(
-            seconds=2 - INTERVAL
-        ), (first, fired)
+        # The condition had to hold for 2 s: it fired at least 2 s after the first sample (stamped
+        # when it arrived, after ``started``), however late a busy machine's first pass came.
+        assert at(fired, "fired_at") - started >= timedelta(seconds=2), (started, first, fired)
         action = api.wait_status(fired["action_id"], "completed", "failed")
         assert action["status"] == "completed", (action, transitions(api.history(action["id"])))
         assert (action["policy_name"], action["target"], action["action"]) == (
