@@ -80,7 +80,11 @@ def test_actions_spread_over_two_workers_each_run_once(
         procs=cluster.procs,
     )
     assert stats["backend"] == "redis"
-    assert stats["tasks_completed"] >= 20, stats
+    # A copy settled first (discarded: its action was done) leaves the worker that ran the
+    # action nothing to settle, so each delivery beyond the 20 may take one off the count.
+    redelivered = stats["tasks_dequeued"] - 20
+    assert redelivered >= 0, stats
+    assert stats["tasks_completed"] >= 20 - redelivered, stats
     assert stats["dead_letter_length"] == 0, stats
 
     # Both workers count what they did in their own /metrics.
