@@ -331,6 +331,44 @@ async def test_an_alert_not_refreshed_goes_stale_and_its_episode_settles(
     assert (await client.get("/api/v1/alerts")).json()["total"] == 0
 
 
+async def test_an_action_whose_alert_went_stale_is_not_called_verified(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container
+) -> None:
+    """The episode ends because Alertmanager fell silent, not because the alert resolved:
+    whether the action worked is not known, and the action says so."""
+    stale_after = container.settings.alert_stale_seconds
+    await create(client, verify={"within_seconds": stale_after * 2})
+    [result] = (await post(client, notification(alert(clock))))["alerts"]
+    action_id = result["decisions"][0]["action_id"]
+    await complete(container, action_id)
+    await container.runner.run_once()
+    assert (await client.get(f"/api/v1/actions/{action_id}")).json()["verification"] is None
+    clock.advance(stale_after + 1)
+    await container.runner.run_once()
+    assert (await pair(client))["state"] == "resolved"
+    action = (await client.get(f"/api/v1/actions/{action_id}")).json()
+    assert action["verification"]["result"] == "inconclusive"
+    history = (await client.get(f"/api/v1/actions/{action_id}/history")).json()
+    assert any("went stale" in (h["reason"] or "") for h in history), history
+    metrics = (await client.get("/metrics")).text
+    assert 'vigil_verifications_total{result="inconclusive"} 1.0' in metrics
+
+
+async def test_an_action_whose_alert_resolved_is_verified(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container
+) -> None:
+    await create(client)
+    firing = alert(clock)
+    [result] = (await post(client, notification(firing)))["alerts"]
+    action_id = result["decisions"][0]["action_id"]
+    await complete(container, action_id)
+    clock.advance(5)
+    await post(client, notification({**firing, "status": "resolved", "endsAt": stamp(clock.now())}))
+    await container.runner.run_once()
+    action = (await client.get(f"/api/v1/actions/{action_id}")).json()
+    assert action["verification"]["result"] == "verified"
+
+
 async def test_alert_policies_are_listed_described_and_not_backtested(
     client: httpx.AsyncClient, clock: FakeClock, container: Container
 ) -> None:

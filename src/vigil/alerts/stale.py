@@ -26,10 +26,17 @@ log = get_logger(__name__)
 
 
 async def settle_alerts(
-    conn: AsyncConnection, *, index: PolicyIndex, now: datetime, stale_after: float
+    conn: AsyncConnection,
+    *,
+    index: PolicyIndex,
+    now: datetime,
+    stale_after: float,
+    gone_stale: dict[tuple[str, str], int] | None = None,
 ) -> list[Observation]:
     """Mark firing alerts not refreshed for ``stale_after`` seconds stale; the settlements
-    of the ``alert`` policies' firing pairs that no firing alert holds any more."""
+    of the ``alert`` policies' firing pairs that no firing alert holds any more. The pairs
+    settled because their alert went stale are added to ``gone_stale`` (pair → episode):
+    their actions cannot be verified."""
     stale = await store.mark_stale(conn, seen_before=now - timedelta(seconds=stale_after))
     for alert in stale:
         log.warning(
@@ -70,6 +77,8 @@ async def settle_alerts(
             stale_seconds=stale_after,
         )
         settled.append(Settled(policy, episode.target, episode.phase.episode))
+        if why == "stale" and gone_stale is not None:
+            gone_stale[(policy.name, episode.target)] = episode.phase.episode
     return settled
 
 

@@ -42,7 +42,7 @@ class Verified:
 
     action_id: int
     result: str
-    """``verified`` or ``failed``."""
+    """``verified``, ``failed`` or ``inconclusive``."""
     escalation: Action | None = None
     """The escalation action created, if any."""
     suppressed: Suppressed | None = None
@@ -63,13 +63,16 @@ async def verify(
     actor: Actor,
     limit: int = 200,
     outages: Mapping[str, tuple[datetime, datetime]] | None = None,
+    unknown: Mapping[tuple[str, str], int] | None = None,
 ) -> list[Verified]:
     """Verify the completed actions of policies with ``verify`` whose result is due.
 
     ``silenced(policy, target, tags)`` says whether an active silence holds back an
     escalation; ``paused`` whether automation is paused. ``outages`` gives, by policy, the
     last span (start, end) during which the policy's condition could not be judged (its
-    TSDB did not answer): a window open when it began is longer by its length.
+    TSDB did not answer): a window open when it began is longer by its length. ``unknown``
+    gives, by (policy, target), an episode that resolved for want of news rather than by
+    news of its resolution (its alert went stale): its actions are ``inconclusive``.
     """
     wanted = [name for name, p in policies.items() if p.verify is not None]
     if not wanted:
@@ -107,7 +110,8 @@ async def verify(
         )
         episode = states.get((row.policy_name, row.target))
         if _resolved(episode, row.episode, deadline):
-            result = "verified"
+            stale = unknown is not None and unknown.get(_pair(row)) == row.episode
+            result = "inconclusive" if stale else "verified"
         elif now >= deadline:
             result = "failed"
         else:
@@ -138,6 +142,10 @@ async def verify(
         if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
             found.append(outcome)
     return found
+
+
+def _pair(row: Any) -> tuple[str, str]:
+    return (row.policy_name, row.target)
 
 
 def _extended(
@@ -184,11 +192,12 @@ async def _record(
     )
     if not updated.rowcount:
         return False
-    reason = (
-        f"verification: verified (the policy resolved within {within:g}s)"
-        if result == "verified"
-        else f"verification: failed (the policy did not resolve within {within:g}s)"
-    )
+    reason = {
+        "verified": f"verification: verified (the policy resolved within {within:g}s)",
+        "failed": f"verification: failed (the policy did not resolve within {within:g}s)",
+        "inconclusive": "verification: inconclusive (the episode ended because its alert went"
+        " stale, not because it resolved: whether the action worked is not known)",
+    }[result]
     await conn.execute(
         action_history.insert().values(
             action_id=row.id,

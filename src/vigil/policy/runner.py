@@ -47,6 +47,7 @@ from vigil.policy.sweep import sweep
 log = get_logger(__name__)
 
 LEASE = "policy-runner"
+_GONE_STALE_KEPT = 10_000
 
 
 class PolicyRunner:
@@ -74,6 +75,9 @@ class PolicyRunner:
         )
         self.name = name
         self.alert_stale = alert_stale
+        self._gone_stale: dict[tuple[str, str], int] = {}
+        """(policy, target) → the episode that ended because its alert went stale (kept by
+        the leader, the latest ``_GONE_STALE_KEPT``): its actions verify ``inconclusive``."""
         self.decision_retention = decision_retention
         self.key_ttl = key_ttl
         self._dispatcher = dispatcher
@@ -159,8 +163,14 @@ class PolicyRunner:
             index = await self._policies.index(conn)
             observations = await sweep(conn, index=index, now=now)
             observations += await settle_alerts(
-                conn, index=index, now=now, stale_after=self.alert_stale
+                conn,
+                index=index,
+                now=now,
+                stale_after=self.alert_stale,
+                gone_stale=self._gone_stale,
             )
+            while len(self._gone_stale) > _GONE_STALE_KEPT:
+                del self._gone_stale[next(iter(self._gone_stale))]
             observations += await self.promql.observe(conn, index=index, asked=asked)
             self.last_evaluated = len(observations)
             if observations:
@@ -220,6 +230,7 @@ class PolicyRunner:
             silenced=silenced,
             actor=Actor(),
             outages=self.promql.ended_outages(),
+            unknown=self._gone_stale,
         )
 
     async def run_once(self) -> int:
