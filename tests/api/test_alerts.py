@@ -16,6 +16,7 @@ from tests.api.test_episodes import complete
 from vigil.clock import FakeClock
 from vigil.container import Container
 from vigil.db.tables import alerts
+from vigil.policy.runner import PolicyRunner
 
 URL = "/api/v1/alerts/alertmanager"
 POLICY: dict[str, Any] = {
@@ -270,6 +271,67 @@ async def test_a_malformed_body_is_422_naming_the_field_and_writes_nothing(
     assert await table_counts(container) == before
     async with container.database.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(alerts))).scalar_one() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("startsAt", "0001-01-01T00:00:00+01:00"), ("endsAt", "9999-12-31T23:59:59-01:00")],
+)
+async def test_a_time_with_no_utc_form_is_a_422(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container, field: str, value: str
+) -> None:
+    before = await table_counts(container)
+    item = {**alert(clock, status="resolved"), field: value}
+    errors = (await post(client, notification(item), 422))["detail"]
+    assert ["body", "alerts", 0, field] in [e["loc"] for e in errors], errors
+    assert await table_counts(container) == before
+
+
+async def test_a_label_that_cannot_be_a_target_or_tag_is_not_used_as_one(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await create(client)
+    forged = alert(clock, instance="web-1\nforged:9100", fingerprint="0000000000000001")
+    blank = alert(clock, instance=" ", fingerprint="0000000000000002")
+    answer = await post(client, notification(forged, blank))
+    assert [a["target"] for a in answer["alerts"]] == [None, None]
+    assert all(a["decisions"] == [] for a in answer["alerts"])
+    tagged = alert(clock, note="line\nbreak", fingerprint="0000000000000003")
+    [result] = (await post(client, notification(tagged)))["alerts"]
+    action = (await client.get(f"/api/v1/actions/{result['decisions'][0]['action_id']}")).json()
+    assert "note" not in action["tags"]
+    assert action["tags"]["severity"] == "critical"
+
+
+async def test_alerts_go_stale_only_once_the_runner_has_listened_that_long(
+    client: httpx.AsyncClient, clock: FakeClock, container: Container
+) -> None:
+    """Vigil itself was away longer than the stale time: its first passes must not end every
+    episode before Alertmanager's next repeat can be heard."""
+    await create(client)
+    body = notification(alert(clock))
+    await post(client, body)
+    stale_after = container.settings.alert_stale_seconds
+    clock.advance(stale_after * 3)  # Vigil down meanwhile
+    restarted = PolicyRunner(
+        database=container.database,
+        metrics=container.metrics,
+        clock=clock,
+        enabled=False,
+        interval=10,
+        retention=container.settings.metrics_retention_seconds * 10,
+        prune_chunk=1000,
+        alert_stale=stale_after,
+    )
+    await restarted.run_once()
+    assert (await pair(client))["state"] == "firing"
+    clock.advance(60)
+    await post(client, body)  # the repeat is heard: nothing new
+    await restarted.run_once()
+    assert (await pair(client))["state"] == "firing"
+    clock.advance(stale_after + 1)  # then Alertmanager falls silent for good
+    await restarted.run_once()
+    assert (await pair(client))["state"] == "resolved"
 
 
 async def test_grafana_s_extra_fields_are_accepted(

@@ -169,6 +169,7 @@ def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int]]:
         ("truncated snappy", good[:-4], HEADERS, 400),
         ("not protobuf", compress(b"\xff\xfe\xfd"), HEADERS, 400),
         ("no __name__", body([({"job": "node"}, [(1.0, 0)])]), HEADERS, 400),
+        ("before the year 1", body([cpu(1.0, -62_135_596_800_001)]), HEADERS, 400),
         (
             "too many labels",
             body([({"__name__": "cpu_usage", **{f"l{i}": "v" for i in range(5)}}, [])]),
@@ -209,7 +210,7 @@ async def test_each_bad_body_is_refused_and_writes_nothing(
         assert response.json()["detail"], case
     assert await written(container) == before
     assert counted(container, "vigil_ingest_total", source="remote_write") == 0
-    assert counted(container, "vigil_ingest_rejected_total", reason="invalid") == 10
+    assert counted(container, "vigil_ingest_rejected_total", reason="invalid") == 11
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,16 @@ async def test_a_refused_query_is_invalid_with_prometheus_s_error(status: int) -
         await _answering(status, body).query("up)", NOW)
 
 
+async def test_a_query_that_fails_on_today_s_data_is_unavailable_not_invalid() -> None:
+    body = {
+        "status": "error",
+        "errorType": "execution",
+        "error": "found duplicate series for the match group",
+    }
+    with pytest.raises(PrometheusUnavailable, match=r"could not run the query now.*duplicate"):
+        await _answering(422, body).query("a * on(job) b", NOW)
+
+
 @pytest.mark.parametrize("kind", ["scalar", "string", "matrix"])
 async def test_a_result_that_is_not_a_vector_is_invalid_naming_it(kind: str) -> None:
     body = {"status": "success", "data": {"resultType": kind, "result": [1, "1"]}}

@@ -42,6 +42,19 @@ def test_target_label_and_policy_target_choose_the_targets() -> None:
     assert list(targets_of(policy, series).targets) == ["node-a"]
 
 
+def test_a_target_that_cannot_be_one_counts_as_none_and_unsafe_tags_are_dropped() -> None:
+    policy = _policy()
+    series = [
+        ({"instance": "x" * 256}, 1.0),
+        ({"instance": "web-1\nforged:9100"}, 1.0),
+        ({"instance": "   "}, 1.0),
+        ({"instance": "web-2:9100", "note": "a\tb", "job": "node"}, 1.0),
+    ]
+    found = targets_of(policy, series)
+    assert found.unlabelled == 3
+    assert found.targets == {"web-2": (1.0, {"instance": "web-2:9100", "job": "node"})}
+
+
 def test_series_without_a_target_label_are_skipped_and_counted() -> None:
     policy = _policy()
     found = targets_of(policy, [({"__name__": "x"}, 1.0), *_series("a:1")])

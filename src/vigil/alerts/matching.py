@@ -13,13 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from vigil.ingest.labels import TARGET_LABELS, target_of
+from vigil.ingest.labels import TARGET_LABELS, target_of, usable_tags, usable_target
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import AlertCondition, PolicySpec
 
 ALERTNAME = "alertname"
-MAX_TARGET = 255
-"""A target longer than this (the width of every target column) is no usable target."""
 
 
 @lru_cache(maxsize=4096)
@@ -53,14 +51,15 @@ def alert_target(policy: PolicySpec, labels: Mapping[str, str]) -> str | None:
 
 
 def usable(target: str | None) -> str | None:
-    """``target``, unless it is too long to be one."""
-    return target if target is not None and len(target) <= MAX_TARGET else None
+    """``target`` (trimmed), unless it cannot be one: empty, too long, or with a control
+    character."""
+    return usable_target(target)
 
 
 def alert_tags(labels: Mapping[str, str], target_label: str | None) -> dict[str, str]:
     """The labels as a violation's tags: all of them except the one the target came from."""
     source = target_label if target_label is not None else _source_label(labels)
-    return {k: v for k, v in labels.items() if k != source}
+    return usable_tags({k: v for k, v in labels.items() if k != source})
 
 
 def _source_label(labels: Mapping[str, str]) -> str | None:

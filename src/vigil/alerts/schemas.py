@@ -18,6 +18,17 @@ LabelName = Annotated[str, StringConstraints(min_length=1, max_length=1024), Aft
 LabelValue = Annotated[str, StringConstraints(max_length=16_384), AfterValidator(no_nul)]
 Labels = dict[LabelName, LabelValue]
 
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range once converted to UTC") from exc
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
+"""An RFC 3339 date-time with its offset, kept in UTC."""
+
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 """Go's zero time (``0001-01-01T00:00:00Z``): the ``endsAt`` of an alert still firing."""
 
@@ -32,8 +43,8 @@ class AlertIn(_Wire):
     status: Literal["firing", "resolved"]
     labels: Labels = Field(max_length=1024)
     annotations: Labels = Field(default_factory=dict, max_length=1024)
-    starts_at: AwareDatetime = Field(alias="startsAt")
-    ends_at: AwareDatetime | None = Field(default=None, alias="endsAt")
+    starts_at: Timestamp = Field(alias="startsAt")
+    ends_at: Timestamp | None = Field(default=None, alias="endsAt")
     generator_url: LabelValue = Field(default="", alias="generatorURL")
     fingerprint: Annotated[
         str, StringConstraints(min_length=1, max_length=64), AfterValidator(no_nul)

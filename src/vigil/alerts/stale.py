@@ -31,13 +31,18 @@ async def settle_alerts(
     index: PolicyIndex,
     now: datetime,
     stale_after: float,
+    listening_since: datetime | None = None,
     gone_stale: dict[tuple[str, str], int] | None = None,
 ) -> list[Observation]:
     """Mark firing alerts not refreshed for ``stale_after`` seconds stale; the settlements
     of the ``alert`` policies' firing pairs that no firing alert holds any more. The pairs
     settled because their alert went stale are added to ``gone_stale`` (pair → episode):
-    their actions cannot be verified."""
-    stale = await store.mark_stale(conn, seen_before=now - timedelta(seconds=stale_after))
+    their actions cannot be verified. Before ``stale_after`` seconds have passed since
+    ``listening_since`` (when the caller started listening) nothing goes stale: after Vigil
+    itself was away, Alertmanager's next repeat must get the chance to be heard."""
+    seen_before = now - timedelta(seconds=stale_after)
+    listened = listening_since is None or listening_since <= seen_before
+    stale = await store.mark_stale(conn, seen_before=seen_before) if listened else []
     for alert in stale:
         log.warning(
             "alert.stale",

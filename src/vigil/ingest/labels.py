@@ -18,6 +18,9 @@ OTLP_TARGET_ATTRIBUTES: tuple[str, ...] = (
 """Where an OpenTelemetry resource (or data point) names its target, first present wins."""
 
 _PORT = re.compile(r":\d{1,5}$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_TARGET = 255
+"""The width of every target column."""
 
 
 def strip_port(value: str) -> str:
@@ -42,3 +45,21 @@ def target_of(
         if value:
             return strip_port(value) if name == "instance" else value
     return None
+
+
+def usable_target(target: str | None) -> str | None:
+    """``target`` trimmed, if it can be one (not empty, at most 255 characters, no control
+    characters: what every target Vigil stores and hands to remediations must be); else
+    None."""
+    if target is None:
+        return None
+    target = target.strip()
+    if not target or len(target) > MAX_TARGET or _CONTROL.search(target):
+        return None
+    return target
+
+
+def usable_tags(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels that can be tags: neither name nor value has a control character (a tag
+    may end up in a log line, a placeholder, a notification)."""
+    return {k: v for k, v in labels.items() if not _CONTROL.search(k) and not _CONTROL.search(v)}

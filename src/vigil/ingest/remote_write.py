@@ -45,6 +45,8 @@ STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 _STALE_BITS = struct.pack("<Q", 0x7FF0000000000002)
 _MAX_NAME = 255
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_MS = -62_135_596_800_000
+"""0001-01-01T00:00:00Z in milliseconds since the epoch: no earlier time is representable."""
 
 
 @dataclass(slots=True)
@@ -251,6 +253,8 @@ class _Series:
             if ms > latest_ms:
                 out.future += 1
                 continue
+            if ms < _EARLIEST_MS:
+                raise Undecodable(f"timeseries[{position}]: timestamp {ms} ms is before the year 1")
             ts = stamps.get(ms)
             if ts is None:
                 ts = stamps[ms] = _EPOCH + timedelta(milliseconds=ms)

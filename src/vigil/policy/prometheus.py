@@ -96,8 +96,14 @@ class PrometheusClient:
             raise PrometheusUnavailable(
                 f"{self.base_url} answered {response.status_code} without the query API's JSON"
             )
+        kind = answer.get("errorType", "bad_data")
         if response.status_code in (400, 422) and answer.get("status") == "error":
-            kind = answer.get("errorType", "bad_data")
+            if kind != "bad_data":
+                # ``execution`` and the like: the query parsed, and failed on the data it
+                # met now (many-to-many matching, too many samples); it may run next time.
+                raise PrometheusUnavailable(
+                    f"{self.base_url} could not run the query now ({kind}): {answer.get('error')}"
+                )
             raise QueryInvalid(f"Prometheus refused the query ({kind}): {answer.get('error')}")
         if response.status_code != 200 or answer.get("status") != "success":
             error = answer.get("error") or f"status {answer.get('status')!r}"

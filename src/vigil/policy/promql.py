@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from vigil.decide.observations import Observation, Pending, Settled
 from vigil.decide.state import PairPhase, Phase
-from vigil.ingest.labels import target_of
+from vigil.ingest.labels import target_of, usable_tags, usable_target
 from vigil.policy.evaluator import Violation
 from vigil.policy.matcher import target_matches
 from vigil.policy.models import PolicySpec, PromQLCondition
@@ -40,13 +40,13 @@ def targets_of(policy: PolicySpec, series: Sequence[Series]) -> Found:
     found: dict[str, tuple[float | None, dict[str, str]]] = {}
     unlabelled = 0
     for labels, value in series:
-        target = target_of(labels, policy.target_label)
+        target = usable_target(target_of(labels, policy.target_label))
         if target is None:
             unlabelled += 1
             continue
         if target in found or not target_matches(policy.target, target):
             continue
-        found[target] = (value, {k: v for k, v in labels.items() if k != "__name__"})
+        found[target] = (value, usable_tags({k: v for k, v in labels.items() if k != "__name__"}))
     return Found(found, unlabelled)
 
 

@@ -75,6 +75,9 @@ class PolicyRunner:
         )
         self.name = name
         self.alert_stale = alert_stale
+        self._started = clock.now()
+        """Alerts go stale only once this runner has listened for ``alert_stale`` seconds:
+        after Vigil itself was away, Alertmanager gets a repeat interval to be heard."""
         self._gone_stale: dict[tuple[str, str], int] = {}
         """(policy, target) → the episode that ended because its alert went stale (kept by
         the leader, the latest ``_GONE_STALE_KEPT``): its actions verify ``inconclusive``."""
@@ -159,6 +162,7 @@ class PolicyRunner:
         now = self._clock.now()
         created: list[Decision] = []
         asked = await self.promql.ask(now)  # HTTP: before the transaction
+        gone_stale: dict[tuple[str, str], int] = {}
         async with self._db.write() as conn:
             index = await self._policies.index(conn)
             observations = await sweep(conn, index=index, now=now)
@@ -167,10 +171,9 @@ class PolicyRunner:
                 index=index,
                 now=now,
                 stale_after=self.alert_stale,
-                gone_stale=self._gone_stale,
+                listening_since=self._started,
+                gone_stale=gone_stale,
             )
-            while len(self._gone_stale) > _GONE_STALE_KEPT:
-                del self._gone_stale[next(iter(self._gone_stale))]
             observations += await self.promql.observe(conn, index=index, asked=asked)
             self.last_evaluated = len(observations)
             if observations:
@@ -181,6 +184,9 @@ class PolicyRunner:
                 created = recorded.decisions
                 if recorded.firing_changed:
                     await episodes.bump_firing(conn)
+        self._gone_stale.update(gone_stale)  # committed: those episodes did end so
+        while len(self._gone_stale) > _GONE_STALE_KEPT:
+            del self._gone_stale[next(iter(self._gone_stale))]
         async with self._db.write() as conn:
             expired = await approval.expire(conn, now=now)
         async with self._db.write() as conn:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions import lifecycle
@@ -233,14 +234,20 @@ class Worker:
         rerun_until: datetime | None,
     ) -> RemediateResult:
         attempt = reserved.task.attempt
-        request = RemediateRequest(
-            action_id=record.id,
-            attempt=attempt,
-            action=record.action,
-            target=record.target,
-            params=record.params or {},
-            tags=record.tags or {},
-        )
+        try:
+            request = RemediateRequest(
+                action_id=record.id,
+                attempt=attempt,
+                action=record.action,
+                target=record.target,
+                params=record.params or {},
+                tags=record.tags or {},
+            )
+        except ValidationError as exc:
+            # Every source checks targets and tags; an action that still cannot be sent
+            # (one recorded before a check existed) fails for good rather than looping.
+            message = f"the action cannot be sent to a remediation: {exc.errors()[0]['msg']}"
+            return _failure(message, retryable=False)
         # The keepers are stopped with an event, not cancelled: cancelling one in the middle
         # of its database transaction can leak the pooled connection.
         done = asyncio.Event()
