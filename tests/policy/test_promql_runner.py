@@ -229,18 +229,26 @@ async def test_without_a_prometheus_url_the_runner_reports_the_policy_unavailabl
         await container.stop()
 
 
+@pytest.mark.parametrize("aligned", [False, True], ids=["as asked", "aligned to the step"])
 async def test_a_backtest_replays_range_queries_with_for(
-    client: httpx.AsyncClient, clock: FakeClock, standin: StandIn
+    client: httpx.AsyncClient, clock: FakeClock, standin: StandIn, aligned: bool
 ) -> None:
+    """Some TSDBs (VictoriaMetrics, Mimir) answer at multiples of the step, before the
+    times asked: each sample counts for the tick it precedes."""
     await _create(client)
-    end = clock.now()
+    end = clock.now() - timedelta(milliseconds=130)  # a span not on multiples of the step
     start = end - timedelta(minutes=2)
     step = 0.2  # the runner interval of the tests' settings
     # Down from 30 s in to 90 s in: pending from 30 s, firing at 60 s, resolved at 90 s.
     first, last = start.timestamp() + 30, start.timestamp() + 90
     ticks = [start.timestamp() + step * i for i in range(1, int(120 / step) + 1)]
+
+    def at(t: float) -> float:
+        ms = round(t * 1000)
+        return (ms - ms % 200 if aligned else ms) / 1000
+
     standin.matrix[QUERY] = [
-        ({"instance": "web-1:9100"}, [(round(t, 3), 0.0) for t in ticks if first <= t < last])
+        ({"instance": "web-1:9100"}, [(at(t), 0.0) for t in ticks if first <= t < last])
     ]
     body = {"from": start.isoformat(), "to": end.isoformat()}
     response = await client.post("/api/v1/policies/node-down/backtest", json=body)

@@ -391,18 +391,25 @@ class PolicyService:
                         exc.message,
                         detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}],
                     ) from exc
+                origin = _ms(ticks[0])
                 for labels, samples in matrix:
                     for ts, value in samples:
-                        by_tick.setdefault(_ms(ts), []).append((labels, value))
+                        # Some TSDBs (VictoriaMetrics, Mimir, Thanos's query frontend) move
+                        # the range's start back to a multiple of the step: each sample
+                        # belongs to the first tick at or after it.
+                        tick = -(-(_ms(ts) - origin) // step_ms)
+                        by_tick.setdefault(tick, []).append((labels, value))
                         points += 1
             answers[where] = by_tick
 
-        def found(where: str, tick: datetime) -> Found | None:
+        def found(where: str, tick: int) -> Found | None:
             if where not in answers:
                 return None
-            return targets_of(spec, answers[where].get(_ms(tick), []))
+            return targets_of(spec, answers[where].get(tick, []))
 
-        passes = [(t, found("condition", t) or Found(), found("clear", t)) for t in ticks]
+        passes = [
+            (t, found("condition", i) or Found(), found("clear", i)) for i, t in enumerate(ticks)
+        ]
         rules = await self._rules_between(start, end)
 
         def silenced(policy: str, target: str, tags: Mapping[str, str], at: datetime) -> bool:
