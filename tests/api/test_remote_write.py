@@ -164,7 +164,10 @@ def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int]]:
     json_headers = {**HEADERS, "Content-Type": "application/json"}
     raw = write_request([cpu(1.0, 0)] * 400).SerializeToString()  # about 24 KiB
     assert len(raw) > MAX_BODY
+    twice = write_request([cpu(1.0, 0)])
+    twice.timeseries[0].labels.add(name="__name__", value="other")  # after cpu_usage's
     return [
+        ("a label twice", compress(twice.SerializeToString()), HEADERS, 400),
         ("not snappy", b"\x00garbage", HEADERS, 400),
         ("truncated snappy", good[:-4], HEADERS, 400),
         ("not protobuf", compress(b"\xff\xfe\xfd"), HEADERS, 400),
@@ -210,7 +213,7 @@ async def test_each_bad_body_is_refused_and_writes_nothing(
         assert response.json()["detail"], case
     assert await written(container) == before
     assert counted(container, "vigil_ingest_total", source="remote_write") == 0
-    assert counted(container, "vigil_ingest_rejected_total", reason="invalid") == 11
+    assert counted(container, "vigil_ingest_rejected_total", reason="invalid") == 12
 
 
 @pytest.mark.parametrize(

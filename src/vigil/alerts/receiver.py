@@ -128,6 +128,7 @@ class AlertReceiver:
             held = {p for p in firing if not stored[p].acted and stored[p].reason in LIFTING}
             observations: list[Observation] = []
             owners: dict[int, AlertResult] = {}
+            live: dict[str, list[dict[str, str]]] = {}  # firing alerts' labels, by alertname
             for i in order:
                 result = results[i]
                 if result.alert.status == store.FIRING and not result.ended:
@@ -135,7 +136,7 @@ class AlertReceiver:
                         owners[id(v)] = result
                         observations.append(v)
                 elif result.alert.status == store.RESOLVED:
-                    for s in await _settle(conn, found[i], firing):
+                    for s in await _settle(conn, found[i], firing, live):
                         result.resolved.append(s.policy.name)
                         observations.append(s)
             decisions: list[Decision] = []
@@ -181,8 +182,14 @@ def _fire(found: list[Match], firing: set[Pair], held: set[Pair]) -> list[Violat
     return fired
 
 
-async def _settle(conn: AsyncConnection, found: list[Match], firing: set[Pair]) -> list[Settled]:
-    """A settlement for each matched pair firing that no firing alert holds any more."""
+async def _settle(
+    conn: AsyncConnection,
+    found: list[Match],
+    firing: set[Pair],
+    live: dict[str, list[dict[str, str]]],
+) -> list[Settled]:
+    """A settlement for each matched pair firing that no firing alert holds any more
+    (``live``: the firing alerts' labels by alertname, read once per notification)."""
     settled = []
     for m in found:
         pair = (m.policy.name, m.target)
@@ -190,9 +197,12 @@ async def _settle(conn: AsyncConnection, found: list[Match], firing: set[Pair]) 
             continue
         condition = m.policy.condition
         assert isinstance(condition, AlertCondition)
+        name = condition.alertname
+        if name not in live:
+            live[name] = await store.firing_labels(conn, alertnames=[name])
         still = [
             labels
-            for labels in await store.firing_labels(conn, alertnames=[condition.alertname])
+            for labels in live[name]
             if alert_matches(condition, labels) and alert_target(m.policy, labels) == m.target
         ]
         if not still:

@@ -268,6 +268,8 @@ class _Series:
         tags: dict[str, str] = {}
         for data in series.labels:
             key, value = known.get(data) or known.parse(data, position)
+            if key in tags:
+                raise Undecodable(f"timeseries[{position}]: label {key!r} appears twice")
             tags[key] = value
         name = tags.pop(NAME_LABEL, None)
         where = f"timeseries[{position}]"
