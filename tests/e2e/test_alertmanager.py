@@ -9,23 +9,20 @@ test's children on free ports with throwaway storage and second-long intervals.
 
 from __future__ import annotations
 
-import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from tests import helpers
-from tests.e2e.procs import LOG_TAIL_LINES, START_TIMEOUT, STOP_TIMEOUT, Processes, wait_for
+from tests.e2e.procs import Processes, wait_for
+from tests.e2e.prometheus import Exporter, running, running_prometheus, scraping
 from tests.e2e.vigil_api import ACTION, Api, runs
-from tests.services import need_alertmanager, need_prometheus
+from tests.services import need_alertmanager
 from vigil.local import free_port
 
 TARGET = "web-e2e"
@@ -83,68 +80,6 @@ def alertmanager_config(url: str, key: str) -> dict[str, Any]:
     }
 
 
-class Gauge:
-    """A ``/metrics`` page with one gauge, ``e2e_hot``, that the test sets."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        gauge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = f"# TYPE e2e_hot gauge\ne2e_hot {gauge.value}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextmanager
-def running(name: str, argv: list[str], log_path: Path, ready_url: str) -> Iterator[None]:
-    """Run ``argv``; yield once ``ready_url`` answers 200; terminate it when the block exits."""
-    log: IO[bytes] = log_path.open("wb")
-    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def tail() -> str:
-        lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        return f"\n----- {name} -----\n" + "\n".join(lines)
-
-    def ready() -> bool:
-        if popen.poll() is not None:
-            raise AssertionError(f"{name} exited with {popen.returncode}" + tail())
-        try:
-            return httpx.get(ready_url, timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        helpers.wait_for(
-            ready, within=START_TIMEOUT, what=f"{name} to be ready", interval=0.05, details=tail
-        )
-        yield
-    finally:
-        popen.terminate()
-        try:
-            popen.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        log.close()
-
-
 def keys(api: Api) -> tuple[str, str]:
     """An admin key and an agent key; from then on keys are needed (and ``api`` sends the
     admin's)."""
@@ -171,57 +106,25 @@ def prometheus_and_alertmanager(
 ) -> Iterator[None]:
     """A Prometheus scraping ``scrape`` with the e2e rule, sending to an Alertmanager whose
     receiver is Vigil at ``vigil_url`` (with the agent ``key``), both running in the block."""
-    prometheus, alertmanager = need_prometheus(), need_alertmanager()
-    am_port, prom_port = free_port(), free_port()
+    am_port = free_port()
     am_config = directory / "alertmanager.yml"
     am_config.write_text(yaml.safe_dump(alertmanager_config(vigil_url, key)))
     rules = directory / "rules.yml"
     rules.write_text(yaml.safe_dump(RULES))
-    prom_config = directory / "prometheus.yml"
-    prom_config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "rule_files": [str(rules)],
-                "alerting": {
-                    "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
-                },
-                "scrape_configs": [{"job_name": "e2e", "static_configs": [{"targets": [scrape]}]}],
-            }
-        )
-    )
     am_argv = [
-        alertmanager,
+        need_alertmanager(),
         f"--config.file={am_config}",
         f"--storage.path={directory / 'alertmanager-data'}",
         f"--web.listen-address=127.0.0.1:{am_port}",
         "--cluster.listen-address=",
         "--log.level=warn",
     ]
-    prom_argv = [
-        prometheus,
-        f"--config.file={prom_config}",
-        f"--storage.tsdb.path={directory / 'prometheus-data'}",
-        f"--web.listen-address=127.0.0.1:{prom_port}",
-        "--log.level=warn",
-    ]
+    alerting = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}
+    config = scraping(scrape, job="e2e", rule_files=[str(rules)], alerting=alerting)
+    ready = f"http://127.0.0.1:{am_port}/-/ready"
     with (
-        running(
-            "alertmanager",
-            am_argv,
-            directory / "alertmanager.log",
-            f"http://127.0.0.1:{am_port}/-/ready",
-        ),
-        running(
-            "prometheus",
-            prom_argv,
-            directory / "prometheus.log",
-            f"http://127.0.0.1:{prom_port}/-/ready",
-        ),
+        running("alertmanager", am_argv, directory / "alertmanager.log", ready),
+        running_prometheus(directory, config),
     ):
         yield
 
@@ -280,7 +183,7 @@ def test_alertmanager_alerts_act_once_and_their_resolution_verifies(
         }
     )
     api = Api(vigil.url, procs)
-    gauge = Gauge()
+    gauge = Exporter({"e2e_hot": 0})
     try:
         _, agent = keys(api)
         assert httpx.get(f"{vigil.url}/api/v1/alerts", timeout=5).status_code == 401
@@ -288,7 +191,7 @@ def test_alertmanager_alerts_act_once_and_their_resolution_verifies(
         with prometheus_and_alertmanager(
             tmp_path, vigil_url=vigil.url, key=agent, scrape=gauge.address
         ):
-            gauge.value = 1
+            gauge.values["e2e_hot"] = 1
             wait_for(
                 lambda: runs(runs_dir, TARGET) or None,
                 timeout=30,
@@ -301,7 +204,7 @@ def test_alertmanager_alerts_act_once_and_their_resolution_verifies(
             repeats_change_nothing(api, agent, runs_dir)
 
             # The gauge drops: the rule resolves, the episode settles, the fix is verified.
-            gauge.value = 0
+            gauge.values["e2e_hot"] = 0
 
             def verified() -> dict[str, Any] | None:
                 found = api.action(action["id"])

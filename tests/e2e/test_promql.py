@@ -10,28 +10,22 @@ test sets. Vigil runs in-process on the test's database; the test drives the run
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.api.test_episodes import complete
-from tests.e2e.procs import STOP_TIMEOUT
-from tests.e2e.test_prometheus import Prometheus, _wait_ready
+from tests.e2e.prometheus import Exporter, running_prometheus, scraping
 from tests.helpers import wait_for_async
-from tests.services import need_prometheus
 from vigil.clock import Clock, SystemClock
 from vigil.container import Container
 from vigil.local import free_port
 
+DOWN = 'vigil_test_down{host="web-1"}'
 QUERY = "max_over_time(vigil_test_down[2s]) > 0"
 """Down at some time within the last two seconds: a restarted Prometheus, which scrapes
 again only some seconds after it starts, does not answer with the sample it had before."""
@@ -45,86 +39,9 @@ POLICY: dict[str, Any] = {
 }
 
 
-class Gauge:
-    """An HTTP endpoint exposing ``vigil_test_down{host="web-1"}`` at the value set."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        gauge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = (
-                    f'# TYPE vigil_test_down gauge\nvigil_test_down{{host="web-1"}} {gauge.value}\n'
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextmanager
-def prometheus_process(directory: Path, port: int, target: str) -> Iterator[Prometheus]:
-    """Start Prometheus on ``port`` scraping ``target`` every second, its data in
-    ``directory`` (kept across restarts); stop it (if still running) when the block exits."""
-    config = directory / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [
-                    {"job_name": "hosts", "static_configs": [{"targets": [target]}]}
-                ],
-            }
-        )
-    )
-    log_path = directory / "prometheus.log"
-    log: IO[bytes] = log_path.open("ab")
-    popen = subprocess.Popen(
-        [
-            need_prometheus(),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=url, timeout=5)
-    prometheus = Prometheus(url, log_path, popen, http)
-    try:
-        _wait_ready(prometheus)
-        yield prometheus
-    finally:
-        http.close()
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
-        log.close()
-
-
 @pytest.fixture
-def gauge() -> Iterator[Gauge]:
-    served = Gauge()
+def gauge() -> Iterator[Exporter]:
+    served = Exporter({DOWN: 0.0})
     yield served
     served.close()
 
@@ -167,12 +84,14 @@ async def _pass_until(container: Container, client: httpx.AsyncClient, phase: st
 async def test_a_promql_policy_against_a_real_prometheus(
     client: httpx.AsyncClient,
     container: Container,
-    gauge: Gauge,
+    gauge: Exporter,
     prometheus_port: int,
     tmp_path: Path,
 ) -> None:
     started = container.clock.now()
-    with prometheus_process(tmp_path, prometheus_port, gauge.address) as prometheus:
+    with running_prometheus(
+        tmp_path, scraping(gauge.address, job="hosts"), port=prometheus_port
+    ) as prometheus:
         response = await client.post("/api/v1/policies", json=POLICY)
         assert response.status_code == 201, response.text
         bad = {**POLICY, "name": "bad", "condition": {"type": "promql", "query": "rate(x["}}
@@ -181,7 +100,7 @@ async def test_a_promql_policy_against_a_real_prometheus(
         assert response.json()["detail"][0]["loc"] == ["body", "condition", "query"]
         assert "parse error" in response.json()["detail"][0]["msg"], "Prometheus's own parser"
 
-        gauge.value = 1
+        gauge.values[DOWN] = 1
         await _pass_until(container, client, "pending")
         pending_at = container.clock.now()
         await _pass_until(container, client, "firing")
@@ -193,7 +112,7 @@ async def test_a_promql_policy_against_a_real_prometheus(
 
         prometheus.popen.kill()  # mid-episode, the TSDB goes away
         prometheus.popen.wait()
-        gauge.value = 0
+        gauge.values[DOWN] = 0
         for _ in range(2):
             await container.runner.run_once()
         status = (await client.get("/api/v1/policies/runner/status")).json()["runner"]
@@ -211,7 +130,7 @@ async def test_a_promql_policy_against_a_real_prometheus(
         metrics = (await client.get("/metrics")).text
         assert 'vigil_promql_queries_total{result="unavailable"}' in metrics
 
-    with prometheus_process(tmp_path, prometheus_port, gauge.address):
+    with running_prometheus(tmp_path, scraping(gauge.address, job="hosts"), port=prometheus_port):
         await _pass_until(container, client, "resolved")
         detail = (await client.get(f"/api/v1/actions/{action['id']}")).json()
         assert detail["verification"]["result"] == "verified", "the outage did not count"

@@ -11,22 +11,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.e2e.procs import STOP_TIMEOUT, Processes, wait_for
-from tests.e2e.test_prometheus import Prometheus, _wait_ready
+from tests.e2e.procs import Processes, wait_for
+from tests.e2e.prometheus import Exporter, running_prometheus, scraping
 from tests.e2e.vigil_api import SCALE_UP, Api
-from tests.services import need_prometheus
-from vigil.local import free_port
 
 HOST = "web-07"
 CPU_FOR = {
@@ -52,40 +47,17 @@ MEMORY = {
 }
 
 
-class Exporter:
-    """A ``/metrics`` endpoint in Prometheus's text format, its values set by the test."""
+def series(**values: float) -> dict[str, float]:
+    """The exporter's series: each metric of ``values`` on the host ``HOST``."""
+    return {f'{name}{{host="{HOST}"}}': value for name, value in values.items()}
 
-    def __init__(self) -> None:
-        self.values = {"cpu_usage": 40.0, "memory_percent": 30.0, "node_load1": 0.5}
-        exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                text = "".join(
-                    f'{name}{{host="{HOST}"}} {value}\n' for name, value in exporter.values.items()
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(text)))
-                self.end_headers()
-                self.wfile.write(text)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    @contextmanager
-    def serving(self) -> Iterator[Exporter]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join()
+@contextmanager
+def serving(exporter: Exporter) -> Iterator[Exporter]:
+    try:
+        yield exporter
+    finally:
+        exporter.close()
 
 
 def remote_write(url: str, key: str) -> dict[str, Any]:
@@ -99,52 +71,6 @@ def remote_write(url: str, key: str) -> dict[str, Any]:
         "queue_config": {"batch_send_deadline": "1s", "min_backoff": "100ms", "max_backoff": "1s"},
         "metadata_config": {"send": False},
     }
-
-
-@contextmanager
-def running_prometheus(
-    directory: Path, *, scrape: str, write: dict[str, Any]
-) -> Iterator[Prometheus]:
-    """Prometheus scraping ``scrape`` every second and sending it on with ``write``."""
-    config = directory / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [{"job_name": "node", "static_configs": [{"targets": [scrape]}]}],
-                "remote_write": [write],
-            }
-        )
-    )
-    port = free_port()
-    log_path = directory / "prometheus.log"
-    log: IO[bytes] = log_path.open("wb")
-    popen = subprocess.Popen(
-        [
-            need_prometheus(),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    prometheus = Prometheus(f"http://127.0.0.1:{port}", log_path, popen, http)
-    try:
-        _wait_ready(prometheus)
-        yield prometheus
-    finally:
-        http.close()
-        popen.terminate()
-        try:
-            popen.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        log.close()
 
 
 def counter(vigil_url: str, sample: str) -> float:
@@ -174,9 +100,16 @@ def test_prometheus_remote_write_feeds_a_for_policy_that_fires(
         api.create_policy(CPU_FOR)
         api.create_policy(MEMORY)
         with (
-            Exporter().serving() as exporter,
+            serving(
+                Exporter(series(cpu_usage=40.0, memory_percent=30.0, node_load1=0.5))
+            ) as exporter,
             running_prometheus(
-                tmp_path, scrape=exporter.address, write=remote_write(vigil.url, keys["agent"])
+                tmp_path,
+                scraping(
+                    exporter.address,
+                    job="node",
+                    remote_write=[remote_write(vigil.url, keys["agent"])],
+                ),
             ) as prometheus,
         ):
 
@@ -191,7 +124,7 @@ def test_prometheus_remote_write_feeds_a_for_policy_that_fires(
                 procs=procs,
             )
             assert api.policy_state(str(CPU_FOR["name"])) == {}  # 40 is no violation
-            exporter.values["cpu_usage"] = 97.0
+            exporter.values[f'cpu_usage{{host="{HOST}"}}'] = 97.0
             fired = wait_for(
                 lambda: _state(api, "firing"),
                 timeout=20,
