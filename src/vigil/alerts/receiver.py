@@ -25,7 +25,7 @@ from vigil.clock import Clock
 from vigil.db.engine import Database, is_transient
 from vigil.decide import episodes
 from vigil.decide.observations import Observation, Settled
-from vigil.decide.reasons import Suppressed, outcome_of
+from vigil.decide.reasons import LIFTING, outcome_of
 from vigil.decide.recorder import Decision, count_decisions, record_observations
 from vigil.decide.state import Phase
 from vigil.ingest.labels import target_of
@@ -40,19 +40,6 @@ from vigil.policy.store import PolicyCache
 log = get_logger(__name__)
 
 Pair = tuple[str, str]
-
-LIFTING = frozenset(
-    reason.value
-    for reason in (
-        Suppressed.SILENCED,
-        Suppressed.PAUSED,
-        Suppressed.MAX_CONCURRENT_TARGETS,
-        Suppressed.ALREADY_OPEN,
-    )
-)
-"""Suppressions that end by themselves: a firing alert's episode held back by one is tried
-again when Alertmanager repeats the alert (as the runner tries a history policy's at each
-pass), so a silence or pause that ends lets it act."""
 
 
 @dataclass(slots=True)

@@ -28,6 +28,20 @@ class Suppressed(StrEnum):
 STICKY = frozenset({Suppressed.COOLDOWN, Suppressed.CIRCUIT_OPEN})
 """Suppressions that hold for the rest of their episode (the others are tried again)."""
 
+LIFTING = frozenset(
+    {
+        Suppressed.ALREADY_OPEN,
+        Suppressed.MAX_CONCURRENT_TARGETS,
+        Suppressed.SILENCED,
+        Suppressed.PAUSED,
+    }
+)
+"""Suppressions that end by themselves (the action closes, the blast radius frees up, the
+silence ends, automation resumes): a source that does not judge its pairs every runner pass
+(Alertmanager's alerts) tries an episode held back by one again when it next hears of it.
+The others are held for the episode (:data:`STICKY`) or by the policy itself (shadow, not
+auto-remediated, disabled), so hearing of it again changes nothing."""
+
 
 def outcome_of(reason: Suppressed | None) -> str:
     """A decision's outcome: ``acted`` (no reason), ``shadow``, ``recorded`` (a policy that
