@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     """Where an OTLP data point names its target, first present wins; empty: the default
     order (vigil.ingest.labels.OTLP_TARGET_ATTRIBUTES)."""
 
+    notifications_file: Path | None = None
+    external_url: str | None = None
+    """Where people reach this Vigil (``https://vigil.example.com``): links in messages are
+    absolute under it. Unset: they are paths."""
     notify_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     notify_timeout_seconds: Duration = 5.0
     notify_max_attempts: int = Field(default=5, ge=1, le=100)
@@ -319,6 +323,21 @@ class Settings(BaseSettings):
                     "each URL must be http://HOST/... or https://HOST/... (comma-separated)"
                 )
         return list(dict.fromkeys(value))
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            parts = urlsplit(value.strip())
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid or parts.query or parts.fragment:
+            raise ValueError("must be http://HOST[:PORT][/PATH] or https://... (no query)")
+        return value.strip().rstrip("/")
 
     @field_validator("remediator_secret")
     @classmethod

@@ -329,10 +329,17 @@ notifications = Table(
     Column("action_id", BigId, nullable=True),
     Column("reason", Text, nullable=False),
     Column("details", Json, nullable=True),
-    # Delivery to the configured webhooks: pending → delivered | failed, or none when no
-    # webhook is configured. While pending, next_attempt_at is when the next try is due (a
-    # sender's claim pushes it ahead); attempts counts tries, deliveries holds each webhook's
-    # own state, keyed by a digest of its URL (never the URL, which may carry a token).
+    # What routes match on besides the event, policy and target: the policy's severity, the
+    # tags of what fired, and the violation episode (one page per episode).
+    Column("severity", String(16), nullable=True),
+    Column("tags", Json, nullable=True),
+    Column("episode", Integer, nullable=True),
+    # Delivery to the channels its routes name: pending → delivered | failed, or none when
+    # no route sends it anywhere. While pending, next_attempt_at is when the next try is due
+    # (a sender's claim pushes it ahead, a route's group_wait holds it back); attempts
+    # counts tries, deliveries holds each channel's own state keyed by the channel's name
+    # (never a URL, which may carry a token), with what the far side gave back to refer to
+    # the message later (a Slack message's channel and ts).
     Column("delivery_status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UtcDateTime, nullable=True),
@@ -341,9 +348,23 @@ notifications = Table(
     Column("deliveries", Json, nullable=True),
     Index("ix_notifications_delivery_status_next_attempt_at", "delivery_status", "next_attempt_at"),
     Index("ix_notifications_at", "at"),
+    Index("ix_notifications_action_id", "action_id"),
 )
 """Notification events (breaker opened, action failed, ...), listed by the API and sent to
-the configured webhooks."""
+the channels the notification routes name."""
+
+notification_marks = Table(
+    "notification_marks",
+    metadata,
+    # "group:<route>:<channel>" or "repeat:<route>:<channel>:<digest of event, policy, target>"
+    Column("key", String(255), primary_key=True),
+    # A group: when its held events go out (null: none held) and when it last sent.
+    # A repeat: when the (event, policy, target) last went to the channel.
+    Column("due_at", UtcDateTime, nullable=True),
+    Column("sent_at", UtcDateTime, nullable=True),
+)
+"""What the sender remembers between passes: route groups waiting to go out, and when each
+event last went to a channel (for ``repeat_interval``)."""
 
 api_keys = Table(
     "api_keys",

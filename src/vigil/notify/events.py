@@ -20,16 +20,43 @@ class NotificationEvent(StrEnum):
     it): the action failed without running and its task went to the dead letter."""
     APPROVAL_WAITING = "approval_waiting"
     """An action awaits an operator's approval."""
+    ACTION_COMPLETED = "action_completed"
+    """An action's remediation ran and succeeded (its verification, if any, comes later)."""
+    ACTION_VERIFIED = "action_verified"
+    """The violation an action answered resolved within the policy's verification window."""
+    ACTION_UNVERIFIED = "action_unverified"
+    """The violation an action answered outlived the verification window: it did not help."""
+    EPISODE_RESOLVED = "episode_resolved"
+    """A (policy, target) pair's violation episode ended: the condition holds no more. Pages
+    opened for the episode are resolved with it."""
+    AUTOMATION_PAUSED = "automation_paused"
+    """An operator paused automation: no new action is created until it is resumed."""
+    AUTOMATION_RESUMED = "automation_resumed"
+    """Automation was resumed."""
+
+
+NEEDS_A_PERSON = frozenset(
+    {
+        NotificationEvent.BREAKER_OPENED,
+        NotificationEvent.ESCALATION_EXHAUSTED,
+        NotificationEvent.ACTION_FAILED,
+        NotificationEvent.ACTION_DEAD_LETTERED,
+        NotificationEvent.APPROVAL_WAITING,
+    }
+)
+"""The events that need a person: always recorded, and sent by a route that names no events.
+The others are recorded only when a route names them."""
 
 
 class DeliveryStatus(StrEnum):
-    """Where a notification is in its delivery to the configured webhooks."""
+    """Where a notification is in its delivery to the channels its routes send it to."""
 
     PENDING = "pending"
-    """Not yet sent to every webhook; the next try is due at ``next_attempt_at``."""
+    """Not yet taken by every channel; the next try is due at ``next_attempt_at`` (a
+    retry, or the end of a route's ``group_wait``)."""
     DELIVERED = "delivered"
-    """Every webhook answered 2xx. Final."""
+    """Every channel took it (or held it back as a repeat within ``repeat_interval``). Final."""
     FAILED = "failed"
-    """Some webhook still refused it after the last attempt. Final."""
+    """Some channel still refused it after the last attempt. Final."""
     NONE = "none"
-    """No webhook was configured when it came up for sending. Final."""
+    """No route sent it to any channel when it came up for sending. Final."""

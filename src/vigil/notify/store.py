@@ -41,13 +41,16 @@ class Notification:
     action_id: int | None
     reason: str
     details: dict[str, Any] | None
+    severity: str | None
+    tags: dict[str, str] | None
+    episode: int | None
     delivery_status: str
     attempts: int
     next_attempt_at: datetime | None
     last_error: str | None
     delivered_at: datetime | None
     deliveries: dict[str, Any] | None
-    """Each webhook's own delivery state, keyed by a digest of its URL."""
+    """Each channel's own delivery state, keyed by the channel's name."""
 
 
 def _notification(row: Row[Any]) -> Notification:
@@ -65,6 +68,9 @@ async def record_notification(
     action_id: int | None = None,
     reason: str,
     details: dict[str, Any] | None = None,
+    severity: str | None = None,
+    tags: dict[str, str] | None = None,
+    episode: int | None = None,
 ) -> int:
     """Record a notification in the caller's transaction, due for sending at once; its id."""
     notification_id = (
@@ -78,6 +84,9 @@ async def record_notification(
                 action_id=action_id,
                 reason=reason,
                 details=details,
+                severity=severity,
+                tags=tags or None,
+                episode=episode,
                 delivery_status=DeliveryStatus.PENDING.value,
                 attempts=0,
                 next_attempt_at=now,

@@ -1,0 +1,25 @@
+"""Channels built from the notifications file's specs."""
+
+from __future__ import annotations
+
+import httpx
+
+from vigil.notify.channels.base import Channel
+from vigil.notify.channels.webhook import WebhookChannel
+from vigil.notify.config import Notifications, WebhookSpec
+
+
+def build_channels(
+    notifications: Notifications,
+    *,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, Channel]:
+    """One channel per spec, by name. ``transport`` (tests) carries every HTTP request."""
+    channels: dict[str, Channel] = {}
+    for name, spec in notifications.channels.items():
+        if isinstance(spec, WebhookSpec):
+            channels[name] = WebhookChannel(spec, timeout=timeout, transport=transport)
+        else:
+            raise NotImplementedError(f"channel type {spec.type!r}")
+    return channels
