@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 
 from vigil.notify.channels.base import Channel
+from vigil.notify.channels.slack import SlackChannel
 from vigil.notify.channels.webhook import WebhookChannel
-from vigil.notify.config import Notifications, WebhookSpec
+from vigil.notify.config import Notifications, SlackSpec, WebhookSpec
 
 
 def build_channels(
@@ -15,11 +16,14 @@ def build_channels(
     timeout: float,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Channel]:
-    """One channel per spec, by name. ``transport`` (tests) carries every HTTP request."""
+    """One channel per spec, by name. ``transport`` (tests) carries every HTTP request made
+    with httpx (Slack's goes through slack-sdk: point its ``api_url`` at a stand-in)."""
     channels: dict[str, Channel] = {}
     for name, spec in notifications.channels.items():
         if isinstance(spec, WebhookSpec):
             channels[name] = WebhookChannel(spec, timeout=timeout, transport=transport)
+        elif isinstance(spec, SlackSpec):
+            channels[name] = SlackChannel(spec, timeout=timeout)
         else:
             raise NotImplementedError(f"channel type {spec.type!r}")
     return channels
