@@ -271,9 +271,12 @@ class Settings(BaseSettings):
     @property
     def served_hosts(self) -> tuple[str, ...]:
         """Every ``Host`` the API answers to: the listen address (unless it is every
-        address), the loopback names and ``VIGIL_ALLOWED_HOSTS``."""
+        address), the loopback names, ``VIGIL_EXTERNAL_URL``'s host (what Slack's button
+        clicks and every link in a message call) and ``VIGIL_ALLOWED_HOSTS``."""
         listen = [] if self.host in ("", "0.0.0.0", "::") else [_host_name(self.host)]
-        return tuple(dict.fromkeys([*listen, *LOOPBACK_HOSTS, *self.allowed_hosts]))
+        external = urlsplit(self.external_url).hostname if self.external_url else None
+        named = [external.lower()] if external else []
+        return tuple(dict.fromkeys([*listen, *LOOPBACK_HOSTS, *named, *self.allowed_hosts]))
 
     @property
     def simulator_on(self) -> bool:

@@ -166,3 +166,10 @@ def test_allowed_hosts_are_names_without_a_port(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("VIGIL_ALLOWED_HOSTS", bad)
         with pytest.raises(ValueError, match="without a scheme or port"):
             Settings(_env_file=None)
+
+
+def test_the_external_url_names_a_served_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIGIL_ALLOWED_HOSTS", raising=False)
+    settings = Settings(_env_file=None, external_url="https://Vigil.Example.com:8443/base")
+    assert "vigil.example.com" in settings.served_hosts
+    assert "vigil.example.com" not in Settings(_env_file=None).served_hosts

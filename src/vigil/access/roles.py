@@ -29,6 +29,9 @@ OPEN_PATHS = frozenset({"/health", "/ready"})
 INGEST_PATHS = frozenset({"/api/v1/write", "/v1/metrics", "/api/v1/alerts/alertmanager"})
 """Paths where machines send what Vigil hears (besides ``/api/v1/ingest...``): Prometheus
 remote write, OTLP/HTTP metrics and Alertmanager's webhook; agents' (or admins') to call."""
+SIGNED_PATHS = frozenset({"/api/v1/integrations/slack/interactions"})
+"""Paths whose requests bring their own proof instead of an API key, checked by the route
+before it reads anything: Slack's request signature (``X-Slack-Signature``)."""
 _OPERATE: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/actions"),
@@ -57,7 +60,7 @@ _OPERATE: frozenset[tuple[str, str]] = frozenset(
 def permission_of(method: str, path: str, *, metrics_auth: bool = False) -> frozenset[Role]:
     """The roles that may call ``method path`` (a route template); :data:`OPEN` for none
     needed."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path in SIGNED_PATHS:
         return OPEN
     if path == "/metrics":
         return READ if metrics_auth else OPEN

@@ -40,6 +40,7 @@ from vigil.api.routes import (
     remote_write,
     silences,
     simulator,
+    slack,
 )
 from vigil.container import Container, build_container
 from vigil.http.errors import install_error_handlers
@@ -96,6 +97,7 @@ def create_app(
         notifications.router,
         audit.router,
         keys.router,
+        slack.router,
         simulator.router,
         simulator.ui_router,
     )

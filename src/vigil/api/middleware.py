@@ -24,6 +24,8 @@ _CUSTOM_HEADERS = frozenset({b"x-vigil-request", b"authorization", b"x-api-key"}
 MACHINE_BODIES: Mapping[str, frozenset[bytes]] = {
     "/api/v1/write": frozenset({b"application/x-protobuf"}),  # Prometheus remote write
     "/v1/metrics": frozenset({b"application/x-protobuf"}),  # OTLP/HTTP
+    # Slack's button clicks: a form, as Slack sends it.
+    "/api/v1/integrations/slack/interactions": frozenset({b"application/x-www-form-urlencoded"}),
 }
 """The paths machine protocols post to, each with the media types it takes besides JSON.
 
@@ -34,7 +36,11 @@ page's ``fetch`` with ``application/x-protobuf`` (like one with ``application/js
 every path takes) needs the preflight, which only ``CORS_ORIGINS`` pass; a form cannot
 choose that type, and ``navigator.sendBeacon`` refuses it. So these types only ever come
 from clients outside a browser (an OpenTelemetry exporter, Prometheus), or from the origins
-the operator allowed."""
+the operator allowed.
+
+Slack's interactivity requests are a form, which any web page can make a browser send: that
+path acts only on a request signed with a slack channel's signing secret
+(:data:`~vigil.access.roles.SIGNED_PATHS`), which no web page has."""
 
 
 class CrossSite:

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from vigil.db.engine import Database
 from vigil.db.records import record_of
 from vigil.db.tables import silences
 from vigil.decide.silence_rules import SilenceRule
-from vigil.errors import NotFound
+from vigil.errors import InvalidInput, NotFound
 from vigil.observability.audit import Actor, append_audit
 
 
@@ -88,6 +89,38 @@ async def create_silence(
         after=silence_view(record, now),
     )
     return record
+
+
+async def add_silence(
+    database: Database,
+    *,
+    matchers: dict[str, Any],
+    starts_at: datetime | None,
+    ends_at: datetime,
+    comment: str,
+    actor: Actor,
+    now: datetime,
+) -> Silence:
+    """Make a silence from ``starts_at`` (default ``now``) to ``ends_at``, in a transaction
+    of its own: what ``POST /api/v1/silences`` and Slack's **Silence 1h** button do.
+
+    :class:`InvalidInput` when it would end before it starts or before ``now``."""
+    starts_at = starts_at or now
+    if ends_at <= max(starts_at, now):
+        message = "must be later than starts_at and than now"
+        raise InvalidInput(
+            message, detail=[{"loc": ["body", "ends_at"], "msg": message, "type": "value_error"}]
+        )
+    async with database.write() as conn:
+        return await create_silence(
+            conn,
+            matchers=matchers,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            comment=comment,
+            actor=actor,
+            now=now,
+        )
 
 
 async def list_silences(

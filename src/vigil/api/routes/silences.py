@@ -17,7 +17,6 @@ from pydantic import (
 
 from vigil.api.deps import ActorDep, ContainerDep, VigilRoute
 from vigil.decide import silences as store
-from vigil.errors import InvalidInput
 from vigil.http.errors import error_responses
 from vigil.strict import StrictModel
 from vigil.text import Name, TagValue, UtcTimestamp, no_nul
@@ -94,22 +93,15 @@ async def create_silence(
     """Suppress violations matching every given matcher from ``starts_at`` (default now) to
     ``ends_at``. Matched violations are suppressed as ``silenced``."""
     now = container.clock.now()
-    starts_at = body.starts_at or now
-    if body.ends_at <= max(starts_at, now):
-        message = "must be later than starts_at and than now"
-        raise InvalidInput(
-            message, detail=[{"loc": ["body", "ends_at"], "msg": message, "type": "value_error"}]
-        )
-    async with container.database.write() as conn:
-        record = await store.create_silence(
-            conn,
-            matchers=body.matchers.model_dump(exclude_none=True),
-            starts_at=starts_at,
-            ends_at=body.ends_at,
-            comment=body.comment,
-            actor=actor,
-            now=now,
-        )
+    record = await store.add_silence(
+        container.database,
+        matchers=body.matchers.model_dump(exclude_none=True),
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        comment=body.comment,
+        actor=actor,
+        now=now,
+    )
     return store.silence_view(record, now)
 
 
