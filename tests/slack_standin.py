@@ -25,6 +25,7 @@ from aiohttp import web
 TOKEN = "xoxb-test-token-0123456789"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL_ID = "C0VIGIL01"
+WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -98,9 +99,10 @@ class SlackStandIn:
     def replies(self, ts: str) -> list[Posted]:
         return [m for m in self.messages.values() if m.thread_ts == ts]
 
-    async def wait_for(self, what: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Wait until ``what()`` is truthy (re-checked at each call received); its value."""
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, what: Callable[[], Any]) -> Any:
+        """Wait until ``what()`` is truthy (re-checked at each call received, for up to
+        ten seconds); its value."""
+        async with asyncio.timeout(WAIT_SECONDS), self._changed:
             await self._changed.wait_for(what)
         return what()
 
@@ -194,31 +196,48 @@ def message_problem(args: Mapping[str, Any]) -> str | None:
         return f"1 to 50 blocks, not {len(blocks) if isinstance(blocks, list) else blocks!r}"
     action_ids: list[str] = []
     for block in blocks:
-        kind = block.get("type")
-        if kind not in ("header", "section", "context", "actions", "divider"):
-            return f"unknown block type {kind!r}"
-        texts: list[tuple[str, int]] = []
-        if "text" in block:
-            texts.append((block["text"]["text"], 150 if kind == "header" else 3000))
-        fields = block.get("fields", [])
-        if len(fields) > 10:
-            return "a section with more than 10 fields"
-        texts += [(f["text"], 2000) for f in fields]
-        for element in block.get("elements", []):
-            if element.get("type") == "button":
-                if not element.get("action_id"):
-                    return "a button without an action_id"
-                action_ids.append(element["action_id"])
-                if len(element.get("value", "")) > 2000:
-                    return "a button value above 2000 characters"
-                texts.append((element["text"]["text"], 75))
-            elif "text" in element:
-                texts.append((element["text"], 3000))
-        for text, limit in texts:
-            if not text or len(text) > limit:
-                return f"a {kind} text of {len(text)} characters (1 to {limit})"
+        problem = _block_problem(block, action_ids)
+        if problem:
+            return problem
     if len(set(action_ids)) != len(action_ids):
         return "two buttons with the same action_id"
+    return None
+
+
+def _block_problem(block: Mapping[str, Any], action_ids: list[str]) -> str | None:
+    kind = block.get("type")
+    if kind not in ("header", "section", "context", "actions", "divider"):
+        return f"unknown block type {kind!r}"
+    texts: list[tuple[str, int]] = []
+    if "text" in block:
+        texts.append((block["text"]["text"], 150 if kind == "header" else 3000))
+    fields = block.get("fields", [])
+    if len(fields) > 10:
+        return "a section with more than 10 fields"
+    texts += [(f["text"], 2000) for f in fields]
+    for element in block.get("elements", []):
+        problem = _element_problem(element, texts, action_ids)
+        if problem:
+            return problem
+    for text, limit in texts:
+        if not text or len(text) > limit:
+            return f"a {kind} text of {len(text)} characters (1 to {limit})"
+    return None
+
+
+def _element_problem(
+    element: Mapping[str, Any], texts: list[tuple[str, int]], action_ids: list[str]
+) -> str | None:
+    if element.get("type") != "button":
+        if "text" in element:
+            texts.append((element["text"], 3000))
+        return None
+    if not element.get("action_id"):
+        return "a button without an action_id"
+    if len(element.get("value", "")) > 2000:
+        return "a button value above 2000 characters"
+    action_ids.append(element["action_id"])
+    texts.append((element["text"]["text"], 75))
     return None
 
 

@@ -221,7 +221,8 @@ async def test_progress_goes_to_the_thread_and_updates_the_first_message(
     failed = note(3, NotificationEvent.ACTION_FAILED, reason="exit 1")
     await channel.send(message(failed, threads={3: Thread(ref=ref, origin=first)}))
     last = slack.called("chat.postMessage")[-1]
-    assert last.args["thread_ts"] == ref["ts"] and last.args["reply_broadcast"] is True
+    assert last.args["thread_ts"] == ref["ts"]
+    assert last.args["reply_broadcast"] is True
 
 
 async def test_a_refusal_says_what_slack_answered(
@@ -261,7 +262,7 @@ async def test_the_token_is_never_logged(
     slack: SlackStandIn, channel: SlackChannel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    [ref] = (await channel.send(message(note(1)))).values()
+    await channel.send(message(note(1)))
     slack.fail = (500, "nope", "text/plain")
     with pytest.raises(DeliveryFailed):
         await channel.send(message(note(2)))
