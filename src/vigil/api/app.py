@@ -214,12 +214,13 @@ def _document_cross_site(schema: dict[str, Any]) -> None:
                 _add_answer(responses, "400", "A Host this Vigil does not serve", error)
             if method.upper() not in STATE_CHANGING:
                 continue
+            refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
             if path in MACHINE_BODIES:  # a machine protocol's body: the route documents it
                 _add_answer(responses, "415", "A body in another media type", error)
+                refused = f"neither a body nor a custom header such as '{REQUEST_HEADER}: 1'"
             else:
                 responses["415"] = {"description": "A body that is not JSON", **error}
-                refused = f"neither a JSON body nor a custom header such as '{REQUEST_HEADER}: 1'"
-                _add_answer(responses, "403", refused.capitalize(), error)
+            _add_answer(responses, "403", refused.capitalize(), error)
 
 
 def _add_answer(

@@ -86,23 +86,6 @@ _FORM_BODY: dict[str, Any] = {
             }
         },
     },
-    "parameters": [
-        {
-            "name": "X-Slack-Signature",
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string"},
-            "description": "`v0=` and the HMAC-SHA256 of `v0:<timestamp>:<body>` with the "
-            "slack channel's signing secret",
-        },
-        {
-            "name": "X-Slack-Request-Timestamp",
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string"},
-            "description": "Unix seconds; older than 5 minutes is refused",
-        },
-    ],
 }
 
 
@@ -181,8 +164,11 @@ def _get(data: object, *keys: str) -> object:
     responses={
         200: {"description": "Taken (what it did is shown in Slack)"},
         400: {"model": ErrorOut, "description": "Signed, but not an interaction Vigil made"},
-        401: {"model": ErrorOut, "description": "Not signed by Slack, or older than 5 minutes"},
-        404: {"model": ErrorOut, "description": "No slack channel has a signing_secret"},
+        401: {
+            "model": ErrorOut,
+            "description": "Not signed with a slack channel's signing_secret, or older than"
+            " 5 minutes (or no slack channel has a signing_secret)",
+        },
         413: {"model": ErrorOut, "description": "Body above the configured limit"},
         503: {"model": ErrorOut, "description": "The database is unavailable"},
     },
@@ -192,12 +178,15 @@ async def interactions(
     request: Request, container: ContainerDep, background: BackgroundTasks
 ) -> Response:
     """A click on a button of a Slack message (Slack's interactivity request URL). Needs no
-    API key: Slack's signature is the proof."""
+    API key: Slack's signature is the proof (`X-Slack-Signature`: `v0=` and the HMAC-SHA256
+    of `v0:<X-Slack-Request-Timestamp>:<body>` with the channel's signing secret; a timestamp
+    more than 5 minutes away is refused)."""
     channels = _slack_channels(container)
     if not channels:
         return error_response(
-            "no slack channel with a signing_secret is configured (VIGIL_NOTIFICATIONS_FILE)",
-            404,
+            "no slack channel with a signing_secret is configured (VIGIL_NOTIFICATIONS_FILE):"
+            " no request can be verified",
+            401,
         )
     body = await request.body()
     signed, why = _signed_by(
