@@ -404,6 +404,10 @@ async def test_what_is_not_a_click_of_vigils_buttons_is_refused_or_left_alone(
     ):
         response = await slack_client.post(PATH, content=body, headers=sign(body, at=at))
         assert response.status_code == status, (body, response.text)
+    garbled = {k.encode(): v.encode() for k, v in sign("payload=x", at=at).items()}
+    garbled[b"X-Slack-Signature"] = b"v0=\xe9t\xe9"  # not ASCII: no signature of Slack's
+    response = await slack_client.post(PATH, content="payload=x", headers=garbled)
+    assert response.status_code == 401
     assert await table_counts(container) == before
 
 

@@ -117,6 +117,8 @@ def _signed_by(
     """The channels whose signing secret signed ``body``; else why none did."""
     if not timestamp or not signature:
         return [], "the request is not signed (X-Slack-Signature, X-Slack-Request-Timestamp)"
+    if not signature.isascii() or len(signature) > 100:
+        return [], "the signature does not match any slack channel's signing_secret"
     try:
         sent = int(timestamp)
     except ValueError:

@@ -117,7 +117,7 @@ class ButtonValue:
             return None
         if not (target is None or isinstance(target, str)):
             return None
-        if action < 1:
+        if not 1 <= action < 2**63:
             return None
         return cls(channel=channel, action=action, policy=policy, target=target)
 
