@@ -243,6 +243,27 @@ async def test_someone_not_listed_is_told_so_and_nothing_changes(
     assert has_buttons(posted)
 
 
+async def test_when_the_approver_groups_cannot_be_read_nothing_changes(
+    client: httpx.AsyncClient,
+    slack_client: httpx.AsyncClient,
+    slack: SlackStandIn,
+    clock: FakeClock,
+    container: Container,
+) -> None:
+    action_id, posted = await waiting_approval(client, slack)
+    before = await table_counts(container)
+    slack.fail = (200, '{"ok": false, "error": "missing_scope"}', "application/json")
+
+    response = await press(slack_client, slack, clock, posted, APPROVE, user=ON_CALL)
+
+    assert response.status_code == 200, response.text
+    [answer] = slack.responses
+    assert "could not read the approver groups" in answer["text"]
+    assert "missing_scope" in answer["text"]
+    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
+    assert await table_counts(container) == before
+
+
 @pytest.mark.parametrize(
     ("secret", "age", "why"),
     [
@@ -307,6 +328,26 @@ async def test_a_second_click_says_what_happened_and_acts_no_more(
     assert "the action is pending now" in answer["text"]
     assert (await action_of(client, action_id))["status"] == "pending"
     assert [h["to"] for h in await history(client, action_id)] == ["awaiting_approval", "pending"]
+    assert await table_counts(container) == before
+
+
+async def test_approve_after_the_approval_timed_out_says_so_and_changes_nothing(
+    client: httpx.AsyncClient,
+    slack_client: httpx.AsyncClient,
+    slack: SlackStandIn,
+    clock: FakeClock,
+    container: Container,
+) -> None:
+    action_id, posted = await waiting_approval(client, slack)
+    clock.advance(2 * 86400)
+    before = await table_counts(container)
+
+    assert (await press(slack_client, slack, clock, posted, APPROVE)).status_code == 200
+
+    [answer] = slack.responses
+    assert "approval timed out" in answer["text"]
+    assert answer["text"].endswith("Nothing was changed.")
+    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
     assert await table_counts(container) == before
 
 
