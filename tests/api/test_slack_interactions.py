@@ -25,6 +25,7 @@ from tests.slack_standin import (
 )
 from vigil.access.keys import create_key
 from vigil.access.roles import Role
+from vigil.actions import store as actions_store
 from vigil.api.app import create_app
 from vigil.clock import FakeClock
 from vigil.container import Container, build_container
@@ -418,7 +419,9 @@ async def test_a_click_needs_no_api_key_while_every_other_route_does(
     assert response.status_code == 200, response.text
     assert posted.updates == 1
     assert not has_buttons(posted)
-    del action_id
+    async with container.database.read() as conn:
+        [*_, approved] = await actions_store.history(conn, action_id=action_id)
+    assert (approved.to_status, approved.actor) == ("pending", "slack:U0APPROVER (alice)")
 
 
 async def test_what_is_not_a_click_of_vigils_buttons_is_refused_or_left_alone(

@@ -142,7 +142,7 @@ def _payload(body: bytes) -> dict[str, Any] | None:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=10)
         [text] = form["payload"]
         payload = json.loads(text)
-    except (UnicodeDecodeError, ValueError, KeyError):
+    except (UnicodeDecodeError, ValueError, KeyError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -227,7 +227,7 @@ async def interactions(
     if not user:
         return error_response("the payload names no user", 400)
     name = _text(_get(payload, "user", "username")) or _text(_get(payload, "user", "name"))
-    click_ = _Click(
+    pressed = _Click(
         container=container,
         channel=channel,
         background=background,
@@ -237,7 +237,7 @@ async def interactions(
         response_url=_response_url(payload, channel),
         message=_message(payload),
     )
-    await click_.run(str(click["action_id"]))
+    await pressed.run(str(click["action_id"]))
     return Response(status_code=200)
 
 
