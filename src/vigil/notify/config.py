@@ -23,8 +23,8 @@ variable that is not set. Header values of a webhook channel may hold references
 ``VIGIL_NOTIFY_WEBHOOK_URLS`` adds a ``webhook`` channel per URL, reached by every event
 recorded, whatever the routes say.
 
-Every event :data:`~vigil.notify.events.NEEDS_A_PERSON` is recorded; the others only when some
-route names them in its ``event`` list (:meth:`Notifications.wants`). A route without an
+Every event of :data:`~vigil.notify.events.ALWAYS_RECORDED` is recorded; the others only when
+some route names them in its ``event`` list (:meth:`Notifications.wants`). A route without an
 ``event`` list matches every recorded event.
 """
 
@@ -50,7 +50,7 @@ from pydantic import (
 
 from vigil.durations import PositiveDuration
 from vigil.errors import InvalidInput
-from vigil.notify.events import NEEDS_A_PERSON, NotificationEvent
+from vigil.notify.events import ALWAYS_RECORDED, NotificationEvent
 from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
 
 SLACK_API_URL = "https://slack.com/api/"
@@ -276,10 +276,16 @@ class Notifications:
         return [(route, channel) for channel, route in sent.items()]
 
     def wants(self, event: NotificationEvent) -> bool:
-        """Whether ``event`` is recorded at all: it needs a person, or a route names it."""
-        return event in NEEDS_A_PERSON or any(
+        """Whether ``event`` is recorded at all: it is always recorded (it needs a person, or
+        tells of the pause), or a route names it."""
+        return event in ALWAYS_RECORDED or any(
             route.events is not None and event.value in route.events for route in self.routes
         )
+
+    @property
+    def recorded(self) -> frozenset[NotificationEvent]:
+        """Every event :meth:`wants`: what the places that record notifications are given."""
+        return frozenset(event for event in NotificationEvent if self.wants(event))
 
     @property
     def empty(self) -> bool:
