@@ -20,6 +20,7 @@ from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
+from vigil.notify.config import NO_NOTIFICATIONS, Notifications, load_notifications
 from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
@@ -86,6 +87,8 @@ class Container:
     reconciler: Reconciler | None = None
     prometheus: PrometheusClient | None = None
     """The query API ``promql`` conditions are asked of (VIGIL_PROMETHEUS_URL)."""
+    notifications: Notifications = NO_NOTIFICATIONS
+    """The notifications file (VIGIL_NOTIFICATIONS_FILE and VIGIL_NOTIFY_WEBHOOK_URLS)."""
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _remediator_metrics: RemediatorMetrics | None = None
@@ -190,6 +193,7 @@ class Container:
             max_deliveries=s.queue_max_deliveries,
             shutdown_timeout=s.worker_shutdown_timeout_seconds,
             visibility_timeout=s.queue_visibility_timeout_seconds,
+            wanted=self.notifications.recorded,
         )
 
     def _executor(self) -> Executor:
@@ -258,6 +262,10 @@ def build_container(
     queue = build_queue(settings, redis, clock)
     plugins = load_plugins()
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
+    notifications = load_notifications(
+        settings.notifications_file, webhook_urls=settings.notify_webhook_urls
+    )
+    wanted = notifications.recorded
     dispatcher = Dispatcher(queue)
     name = process_name(role)
     keys = KeyGuard(database, settings.auth)
@@ -306,6 +314,7 @@ def build_container(
             queue_limit=settings.ingest_queue_limit,
             dispatcher=dispatcher,
             key_ttl=settings.idempotency_ttl_seconds,
+            wanted=wanted,
         ),
         runner=PolicyRunner(
             database=database,
@@ -321,9 +330,10 @@ def build_container(
             key_ttl=settings.idempotency_ttl_seconds,
             alert_stale=settings.alert_stale_seconds,
             prometheus=prometheus,
+            wanted=wanted,
         ),
         alerts=AlertReceiver(
-            database=database, metrics=metrics, clock=clock, dispatcher=dispatcher
+            database=database, metrics=metrics, clock=clock, dispatcher=dispatcher, wanted=wanted
         ),
         notifier=Notifier(
             database=database,
@@ -341,6 +351,7 @@ def build_container(
         keys=keys,
         name=name,
         prometheus=prometheus,
+        notifications=notifications,
         simulator=SimulatorControl(
             base_url=loopback_url(settings.host, settings.port),
             api_key=keys.internal_key,
