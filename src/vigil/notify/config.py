@@ -310,6 +310,11 @@ def _describe(error: Any) -> str:
     tag pydantic adds (``channels[0].slack.token`` reads ``channels[0].token``)."""
     loc = [p for p in error["loc"] if p not in CHANNEL_TYPES]
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":  # a channel's type that is none of them
+        tag = str(error["ctx"]["tag"])
+        return f"{_path([*loc, 'type'])}: {unknown_field(tag, CHANNEL_TYPES, kind='channel type')}"
+    if error["type"] == "union_tag_not_found":
+        return f"{_path([*loc, 'type'])}: Field required (one of {', '.join(CHANNEL_TYPES)})"
     if error["type"] == UNKNOWN_FIELD:
         parent = _path(loc[:-1])
         return f"{parent}: {message}" if parent else message
