@@ -20,7 +20,8 @@ from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
-from vigil.notify.config import NO_NOTIFICATIONS, Notifications, load_notifications
+from vigil.notify.channels.registry import build_channels
+from vigil.notify.config import Notifications, load_notifications
 from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
@@ -81,14 +82,14 @@ class Container:
     alerts: AlertReceiver
     keys: KeyGuard
     notifier: Notifier
+    notifications: Notifications
+    """The notifications file's channels and routes (with ``VIGIL_NOTIFY_WEBHOOK_URLS``)."""
     name: str
     simulator: SimulatorControl
     worker: Worker | None = None
     reconciler: Reconciler | None = None
     prometheus: PrometheusClient | None = None
     """The query API ``promql`` conditions are asked of (VIGIL_PROMETHEUS_URL)."""
-    notifications: Notifications = NO_NOTIFICATIONS
-    """The notifications file (VIGIL_NOTIFICATIONS_FILE and VIGIL_NOTIFY_WEBHOOK_URLS)."""
     _started: list[str] = field(default_factory=list)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _remediator_metrics: RemediatorMetrics | None = None
@@ -155,6 +156,7 @@ class Container:
             await self.ingest.stop()
         if "notifier" in self._started:
             await self.notifier.stop()
+        await self.notifier.aclose()
         self._started.clear()
         await self._close_executor()
         if self.prometheus is not None:
@@ -339,7 +341,9 @@ def build_container(
             database=database,
             clock=clock,
             metrics=metrics,
-            urls=settings.notify_webhook_urls,
+            notifications=notifications,
+            channels=build_channels(notifications, timeout=settings.notify_timeout_seconds),
+            external_url=settings.external_url,
             timeout=settings.notify_timeout_seconds,
             retry=RetryPolicy(
                 max_attempts=settings.notify_max_attempts,
@@ -348,10 +352,10 @@ def build_container(
             ),
             interval=settings.notify_interval_seconds,
         ),
+        notifications=notifications,
         keys=keys,
         name=name,
         prometheus=prometheus,
-        notifications=notifications,
         simulator=SimulatorControl(
             base_url=loopback_url(settings.host, settings.port),
             api_key=keys.internal_key,
