@@ -13,6 +13,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from tests.api.test_alerts import alert, notification
 from tests.conftest import CLIENT_HEADERS
 from tests.helpers import wait_for_async
 from vigil.actions.store import get_action
@@ -326,3 +327,32 @@ async def test_pauses_asked_at_once_are_told_once(
     )
     assert [a.status_code for a in answers] == [200] * 5
     assert [n.event for n in await recorded(container)] == ["automation_paused"]
+
+
+async def test_an_alerts_episode_end_is_told_whether_resolved_or_gone_stale(
+    working: httpx.AsyncClient, container: Container, clock: FakeClock
+) -> None:
+    alert_policy = {
+        **POLICY,
+        "name": "high-cpu",
+        "condition": {"type": "alert", "alertname": "HighCPU"},
+    }
+    await create(working, alert_policy)
+    url = "/api/v1/alerts/alertmanager"
+    for instance, fingerprint in (("web-1:9100", "a1a1a1a1a1a1a1a1"), ("web-2:9100", "b2b2b2")):
+        response = await working.post(
+            url, json=notification(alert(clock, instance=instance, fingerprint=fingerprint))
+        )
+        assert response.status_code == 200, response.text
+    resolved = alert(
+        clock, status="resolved", instance="web-1:9100", fingerprint="a1a1a1a1a1a1a1a1"
+    )
+    assert (await working.post(url, json=notification(resolved))).status_code == 200
+    [by_alertmanager] = [n for n in await recorded(container) if n.event == "episode_resolved"]
+    assert (by_alertmanager.policy_name, by_alertmanager.target) == ("high-cpu", "web-1")
+    assert (by_alertmanager.severity, by_alertmanager.episode) == ("critical", 1)
+
+    clock.advance(container.settings.alert_stale_seconds + 1)  # web-2's alert falls silent
+    await container.runner.run_once()
+    ended = [n for n in await recorded(container) if n.event == "episode_resolved"]
+    assert [(n.target, n.episode) for n in ended] == [("web-1", 1), ("web-2", 1)]
