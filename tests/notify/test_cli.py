@@ -243,6 +243,23 @@ def test_a_refused_test_message_prints_the_far_sides_answer(tmp_path: Path, far:
     assert len(far.received) == 1  # tried once: a person reads the answer, not a retry loop
 
 
+def test_a_webhook_of_the_url_setting_can_be_tested_without_a_file(far: Far) -> None:
+    result = runner.invoke(
+        app,
+        ["notifications", "test", "webhook-1"],
+        env={
+            "VIGIL_NOTIFY_WEBHOOK_URLS": f"{far.url}/first",
+            "VIGIL_NOTIFICATIONS_FILE": None,
+            "VIGIL_EXTERNAL_URL": None,
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("webhook-1 (webhook, ")
+    [(where, _, body)] = far.received
+    assert (where, body["reason"]) == ("/first", TEST_REASON)
+    assert body["links"]["notifications"] == "/api/v1/notifications"  # no VIGIL_EXTERNAL_URL
+
+
 def test_testing_an_unknown_channel_names_the_likely_one(tmp_path: Path, far: Far) -> None:
     path = hook_file(tmp_path, far)
     result = runner.invoke(app, ["notifications", "test", "hok", "--file", str(path)])
