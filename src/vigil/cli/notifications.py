@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,23 +31,6 @@ if TYPE_CHECKING:
 notifications_app = typer.Typer(help="The notifications file.", no_args_is_help=True)
 
 TEST_REASON = "test message from vigil notifications test"
-
-
-class _EveryVariable(Mapping[str, str]):
-    """An environment in which every variable is set (to its own reference): ``--no-env``
-    checks a file's shape where its secrets are not at hand."""
-
-    def __getitem__(self, name: str) -> str:
-        return f"${{{name}}}"
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 def check_notifications(settings: Settings) -> None:
@@ -93,11 +75,11 @@ def notifications_validate(
 ) -> None:
     """Check a notifications file as `vigil serve` would; print its channels and routes, or
     exit 1 naming each problem."""
-    from vigil.notify.config import NotificationsInvalid, load_notifications
+    from vigil.notify.config import EVERY_VARIABLE, NotificationsInvalid, load_notifications
     from vigil.notify.events import ALWAYS_RECORDED
 
     try:
-        notifications = load_notifications(file, env=_EveryVariable() if no_env else None)
+        notifications = load_notifications(file, env=EVERY_VARIABLE if no_env else None)
     except NotificationsInvalid as exc:
         typer.echo(f"invalid: {exc.message}", err=True)
         raise typer.Exit(1) from exc

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -80,6 +80,28 @@ def _secret_reference(value: str) -> str:
 
 SecretReference = Annotated[str, AfterValidator(_secret_reference)]
 """A setting that holds a secret: written ``${ENV_NAME}``, resolved when the file is loaded."""
+
+
+class _EveryVariable(Mapping[str, str]):
+    """An environment in which every variable is set, to its own reference."""
+
+    def __getitem__(self, name: str) -> str:
+        return f"${{{name}}}"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+EVERY_VARIABLE: Mapping[str, str] = _EveryVariable()
+"""The ``env`` that checks a file's shape only: every ``${ENV}`` reference counts as set
+(``vigil notifications validate --no-env``; a process that never sends, such as a worker,
+needs the routes but not the secrets)."""
 
 
 def resolve(value: str, env: Mapping[str, str], *, where: str) -> str:
@@ -427,7 +449,10 @@ def load_notifications(
     """The notifications file at ``path`` (none: only ``webhook_urls``' channels)."""
     if path is None:
         return _build(
-            _FileSpec(), source="VIGIL_NOTIFY_WEBHOOK_URLS", env=env or {}, urls=webhook_urls
+            _FileSpec(),
+            source="VIGIL_NOTIFY_WEBHOOK_URLS",
+            env={} if env is None else env,
+            urls=webhook_urls,
         )
     try:
         text = path.read_text("utf-8")
