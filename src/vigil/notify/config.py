@@ -34,7 +34,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -215,13 +214,13 @@ class WebhookSpec(_Channel):
         return value
 
 
-_ADDRESS = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
+_ADDR = r"[^\s@<>,;:\"\\()\[\]]+@[^\s@<>,;:\"\\()\[\]]+"
+_ADDRESS = re.compile(rf"{_ADDR}|[^<>,;:\"\\()\[\]\r\n]*<{_ADDR}>")
 
 
 def _address(value: str) -> str:
     """One email address, ``name@host`` or ``Name <name@host>``: no list, no line break."""
-    _, address = parseaddr(value)
-    if any(c in value for c in "\r\n,;") or not _ADDRESS.fullmatch(address):
+    if not _ADDRESS.fullmatch(value):
         raise ValueError(
             f"{value!r} is not one email address such as oncall@example.com"
             " or 'On call <oncall@example.com>'"

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from vigil.strict import suggestion
@@ -57,6 +57,8 @@ class TemplateFailed(Exception):
 
 
 def _tojson(value: Any) -> str:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()  # the name that is missing, not "not serializable"
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 

@@ -158,7 +158,7 @@ class PagerDutyChannel(Channel):
                     "notify.not_paged",
                     channel=self.name,
                     notification=record.id,
-                    event=record.event,
+                    notification_event=record.event,
                 )
         return sent
 
