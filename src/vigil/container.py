@@ -20,6 +20,8 @@ from vigil.db.migrate import startup_lock, upgrade
 from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
+from vigil.notify.channels.registry import build_channels
+from vigil.notify.config import Notifications, load_notifications
 from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
@@ -80,6 +82,8 @@ class Container:
     alerts: AlertReceiver
     keys: KeyGuard
     notifier: Notifier
+    notifications: Notifications
+    """The notifications file's channels and routes (with ``VIGIL_NOTIFY_WEBHOOK_URLS``)."""
     name: str
     simulator: SimulatorControl
     worker: Worker | None = None
@@ -152,6 +156,7 @@ class Container:
             await self.ingest.stop()
         if "notifier" in self._started:
             await self.notifier.stop()
+        await self.notifier.aclose()
         self._started.clear()
         await self._close_executor()
         if self.prometheus is not None:
@@ -258,6 +263,9 @@ def build_container(
     queue = build_queue(settings, redis, clock)
     plugins = load_plugins()
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
+    notifications = load_notifications(
+        settings.notifications_file, webhook_urls=settings.notify_webhook_urls
+    )
     dispatcher = Dispatcher(queue)
     name = process_name(role)
     keys = KeyGuard(database, settings.auth)
@@ -329,7 +337,9 @@ def build_container(
             database=database,
             clock=clock,
             metrics=metrics,
-            urls=settings.notify_webhook_urls,
+            notifications=notifications,
+            channels=build_channels(notifications, timeout=settings.notify_timeout_seconds),
+            external_url=settings.external_url,
             timeout=settings.notify_timeout_seconds,
             retry=RetryPolicy(
                 max_attempts=settings.notify_max_attempts,
@@ -338,6 +348,7 @@ def build_container(
             ),
             interval=settings.notify_interval_seconds,
         ),
+        notifications=notifications,
         keys=keys,
         name=name,
         prometheus=prometheus,

@@ -41,6 +41,9 @@ async def test_the_last_failed_attempt_notifies_action_failed_once(database_url:
             "action_id": action_id,
             "reason": "flaky on web-07 failed at attempt 2: still down",
             "details": {"action": "flaky", "attempt": 2, "error": "still down"},
+            "severity": None,
+            "tags": None,
+            "episode": None,
             "delivery": None,
         }
         assert notification.delivery_status == "pending"

@@ -68,6 +68,9 @@ async def test_lists_notifications_newest_first_with_filters_and_pages(
         "action_id": None,
         "reason": "3 failures in 10 minutes",
         "details": {"failures": 3},
+        "severity": None,
+        "tags": None,
+        "episode": None,
     }
     assert set(oldest["delivery"]) >= {"status", "attempts", "last_error", "delivered_at"}
 
@@ -106,10 +109,10 @@ async def test_bad_filters_get_422_naming_the_parameter(
     assert response.json()["detail"][0]["loc"] == ["query", name]
 
 
-async def test_without_webhooks_nothing_is_sent_and_notifications_still_list(
+async def test_without_channels_nothing_is_sent_and_notifications_still_list(
     client: httpx.AsyncClient, container: Container
 ) -> None:
-    assert container.notifier.webhooks == ()
+    assert container.notifier.channels == {}
     notification_id = await record(container)
     async with asyncio.timeout(10):
         while True:
@@ -126,7 +129,7 @@ async def test_without_webhooks_nothing_is_sent_and_notifications_still_list(
         "last_error": None,
         "delivered_at": None,
         "next_attempt_at": None,
-        "webhooks": [],
+        "channels": [],
     }
     assert (await listed(client, delivery="pending"))["notifications"] == []
 

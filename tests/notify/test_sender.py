@@ -18,6 +18,8 @@ from vigil.api.routes.notifications import notification_out
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
 from vigil.notify import store
+from vigil.notify.channels.registry import build_channels
+from vigil.notify.config import Notifications, load_notifications
 from vigil.notify.events import NotificationEvent
 from vigil.notify.sender import Notifier
 from vigil.observability.metrics import VigilMetrics
@@ -98,12 +100,18 @@ class Setup:
     clock: FakeClock
     metrics: VigilMetrics
 
-    def notifier(self, urls: list[str], **overrides: Any) -> Notifier:
+    def notifier(
+        self, urls: list[str], *, notifications: Notifications | None = None, **overrides: Any
+    ) -> Notifier:
+        """A sender to ``urls`` (as VIGIL_NOTIFY_WEBHOOK_URLS) or by ``notifications``."""
+        if notifications is None:
+            notifications = load_notifications(None, webhook_urls=urls)
         options: dict[str, Any] = {
             "database": self.database,
             "clock": self.clock,
             "metrics": self.metrics,
-            "urls": urls,
+            "notifications": notifications,
+            "channels": build_channels(notifications, timeout=2.0),
             "timeout": 2.0,
             "retry": RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=60),
             "interval": 3600.0,  # only a wake (or a test) runs a pass
@@ -119,6 +127,9 @@ class Setup:
             "action_id": 42,
             "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
             "details": {"action": "scale-up", "attempt": 3},
+            "severity": "critical",
+            "episode": 7,
+            "tags": {"region": "eu"},
             **fields,
         }
         async with self.database.write() as conn:
@@ -163,7 +174,7 @@ async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delive
         assert await notifier.run_once() == 1
         row = await s.row(notification_id)
         assert (row.delivery_status, row.attempts) == ("pending", 1)
-        assert row.last_error == f"http://{endpoint.url.split('//')[1]}/…: answered 500"
+        assert row.last_error == "webhook-1: answered 500: {}"
         # Base 1 s with equal jitter: the next try is due between 0.5 and 1 s later.
         assert row.next_attempt_at is not None
         wait = (row.next_attempt_at - recorded_at).total_seconds()
@@ -191,6 +202,9 @@ async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delive
         "policy": "web-cpu-high",
         "target": "web-01",
         "action": 42,
+        "severity": "critical",
+        "episode": 7,
+        "tags": {"region": "eu"},
         "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
         "details": {"action": "scale-up", "attempt": 3},
         "links": {
@@ -221,8 +235,8 @@ async def test_an_unreachable_webhook_fails_after_the_last_attempt(database_url:
             [listed], _ = await store.list_notifications(conn, page=1, limit=10)
         out = notification_out(listed)
         assert out["delivery"]["status"] == "failed"
-        [webhook] = out["delivery"]["webhooks"]
-        assert webhook["url"].startswith("http://127.0.0.1:")
+        [webhook] = out["delivery"]["channels"]
+        assert (webhook["channel"], webhook["type"]) == ("webhook-1", "webhook")
         assert webhook["attempts"] == 3
         assert webhook["delivered_at"] is None
     assert TOKEN not in json.dumps(out, default=str)
@@ -239,12 +253,12 @@ async def test_a_webhook_that_took_it_is_not_sent_it_again(
         await notifier.run_once()
         row = await s.row(notification_id)
         assert (row.delivery_status, row.attempts) == ("pending", 1)
-        assert str(row.last_error).endswith("/…: answered 503")
+        assert row.last_error == "webhook-2: answered 503: {}"
         s.clock.advance(1)
         await notifier.run_once()
         row = await s.row(notification_id)
         assert (row.delivery_status, row.attempts) == ("delivered", 2)
-        webhooks = notification_out(row)["delivery"]["webhooks"]
+        webhooks = notification_out(row)["delivery"]["channels"]
         assert sorted(w["attempts"] for w in webhooks) == [1, 2]
     assert sorted(r.path for r in endpoint.received) == ["/first", "/second", "/second"]
     links = endpoint.received[0].body["links"]
@@ -266,7 +280,7 @@ async def test_two_senders_send_each_notification_once(
     assert sorted(r.body["id"] for r in endpoint.received) == ids
 
 
-async def test_without_webhooks_nothing_is_sent_and_notifications_settle_as_none(
+async def test_without_channels_nothing_is_sent_and_notifications_settle_as_none(
     database_url: str,
 ) -> None:
     async with setup(database_url) as s:

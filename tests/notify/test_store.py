@@ -60,13 +60,16 @@ async def test_a_notification_round_trips(database: Database) -> None:
         "action_id": 2**40,
         "reason": "3 failures in 10 minutes",
         "details": {"failures": 3, "window": "10m", "nested": {"ok": True}},
+        "severity": None,
+        "tags": None,
+        "episode": None,
         "delivery": {
             "status": "pending",
             "attempts": 0,
             "last_error": None,
             "delivered_at": None,
             "next_attempt_at": NOW,
-            "webhooks": [],
+            "channels": [],
         },
     }
 

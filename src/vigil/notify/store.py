@@ -13,11 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
 from vigil.db.records import record_of
-from vigil.db.tables import notifications
+from vigil.db.tables import notification_marks, notifications
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 
 RECORDED = "vigil.notification_recorded"
@@ -187,7 +189,7 @@ async def record_attempt(
     next_attempt_at: datetime | None,
     last_error: str | None,
     delivered_at: datetime | None,
-    deliveries: dict[str, Any],
+    deliveries: dict[str, Any] | None,
 ) -> bool:
     """Record a try's outcome if the claim taken until ``claimed_until`` still holds."""
     result = await conn.execute(
@@ -210,7 +212,7 @@ async def record_attempt(
 
 
 async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> list[str]:
-    """Mark pending notifications due by ``now`` as ``none`` (no webhook is configured);
+    """Mark pending notifications due by ``now`` as ``none`` (no channel is configured);
     the event of each."""
     result = await conn.execute(
         update(notifications)
@@ -222,3 +224,53 @@ async def settle_unsendable(conn: AsyncConnection, *, now: datetime) -> list[str
         .returning(notifications.c.event)
     )
     return [str(event) for event in result.scalars()]
+
+
+async def about_actions(conn: AsyncConnection, *, action_ids: set[int]) -> list[Notification]:
+    """Every notification about one of ``action_ids`` that has a delivery record, oldest
+    first: where the sender finds the first message about an action on each channel."""
+    rows = await conn.execute(
+        select(notifications)
+        .where(
+            notifications.c.action_id.in_(sorted(action_ids)),
+            notifications.c.deliveries.is_not(None),
+        )
+        .order_by(notifications.c.id)
+    )
+    return [_notification(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What the sender remembers under one key: a route group's due time and last send, or
+    when an event last went to a channel."""
+
+    due_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+async def read_marks(conn: AsyncConnection, keys: set[str]) -> dict[str, Mark]:
+    """The marks stored under ``keys`` (absent ones are left out)."""
+    if not keys:
+        return {}
+    rows = await conn.execute(
+        select(notification_marks).where(notification_marks.c.key.in_(sorted(keys)))
+    )
+    return {row.key: Mark(due_at=row.due_at, sent_at=row.sent_at) for row in rows}
+
+
+async def write_marks(conn: AsyncConnection, marks: dict[str, Mark]) -> None:
+    """Store ``marks``, each replacing what its key held."""
+    if not marks:
+        return
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for key, mark in sorted(marks.items()):
+        statement = insert(notification_marks).values(
+            key=key, due_at=mark.due_at, sent_at=mark.sent_at
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[notification_marks.c.key],
+                set_={"due_at": mark.due_at, "sent_at": mark.sent_at},
+            )
+        )

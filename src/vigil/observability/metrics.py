@@ -122,9 +122,10 @@ class VigilMetrics:
         )
         self.notifications_total = Counter(
             "vigil_notifications_total",
-            "Tries at sending a notification to the webhooks, by event and result (delivered, "
-            "retrying, failed, none when no webhook is configured).",
-            ["event", "result"],
+            "Notifications handled per channel, by event and result: delivered, retrying, "
+            "failed, held (for its route's group), skipped (a repeat within "
+            "repeat_interval), none (no route sends it anywhere; channel empty).",
+            ["event", "channel", "result"],
             registry=r,
         )
         self.verifications_total = Counter(

@@ -1,5 +1,6 @@
 """Notifications: breaker opened, escalation exhausted, action failed or dead-lettered,
-approval waiting -- listed here, and sent to the configured webhooks."""
+approval waiting, and the events routes ask for -- listed here, with each channel's
+delivery."""
 
 from __future__ import annotations
 
@@ -19,11 +20,20 @@ from vigil.text import SafeStr, UtcTimestamp
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=VigilRoute)
 
 
-class WebhookDeliveryOut(BaseModel):
-    url: str
+class ChannelDeliveryOut(BaseModel):
+    channel: str = Field(description="The channel's name in the notifications file")
+    type: str | None = Field(description="slack, pagerduty, teams, email or webhook")
     attempts: int
     last_error: str | None
     delivered_at: datetime | None
+    held_until: datetime | None = Field(
+        default=None, description="Held for its route's group until then"
+    )
+    skipped: str | None = Field(
+        default=None,
+        description="repeat: the same event went to the channel within the"
+        " route's repeat_interval, so it was not sent again",
+    )
 
 
 # Statuses and events are plain strings on the way out (as an action's status is), so a
@@ -34,7 +44,7 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     delivered_at: datetime | None
     next_attempt_at: datetime | None
-    webhooks: list[WebhookDeliveryOut]
+    channels: list[ChannelDeliveryOut]
 
 
 class NotificationOut(BaseModel):
@@ -46,6 +56,9 @@ class NotificationOut(BaseModel):
     action_id: int | None
     reason: str
     details: dict[str, Any] | None
+    severity: str | None
+    tags: dict[str, str] | None
+    episode: int | None
     delivery: DeliveryOut
 
 
@@ -60,6 +73,9 @@ def notification_out(record: Notification) -> dict[str, Any]:
         "action_id": record.action_id,
         "reason": record.reason,
         "details": record.details,
+        "severity": record.severity,
+        "tags": record.tags,
+        "episode": record.episode,
         "delivery": {
             "status": record.delivery_status,
             "attempts": record.attempts,
@@ -70,9 +86,18 @@ def notification_out(record: Notification) -> dict[str, Any]:
                 if record.delivery_status == DeliveryStatus.PENDING.value
                 else None
             ),
-            "webhooks": sorted(
-                (record.deliveries or {}).values(), key=lambda entry: str(entry["url"])
-            ),
+            "channels": [
+                {
+                    "channel": entry.get("channel", name),
+                    "type": entry.get("type"),
+                    "attempts": entry.get("attempts", 0),
+                    "last_error": entry.get("last_error"),
+                    "delivered_at": entry.get("delivered_at"),
+                    "held_until": entry.get("held_until"),
+                    "skipped": entry.get("skipped"),
+                }
+                for name, entry in sorted((record.deliveries or {}).items())
+            ],
         },
     }
 

@@ -1,0 +1,169 @@
+"""Far sides that refuse, hang or are gone: every channel retries, ends ``failed`` with the
+far side's answer, and nothing else in Vigil waits for it. On SQLite and on PostgreSQL,
+through the whole app with its own sender running."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from vigil.clock import FakeClock
+from vigil.container import Container
+from vigil.notify import store
+from vigil.notify.events import NotificationEvent
+
+LONG_ANSWER = "quota exceeded; " * 40
+
+
+class FarSide:
+    """One local TCP server standing in for every channel's far side: it answers each
+    HTTP request with ``status`` and a long body, or holds it open without answering
+    (``hang``); ``stop`` takes it down."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.hang = False
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.held: list[asyncio.StreamWriter] = []
+        self.asked = asyncio.Event()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.held:
+            writer.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            self.requests += 1
+            self.asked.set()
+            if self.hang:
+                self.held.append(writer)
+                return
+            body = LONG_ANSWER.encode()
+            writer.write(
+                f"HTTP/1.1 {self.status} Oops\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def far_side() -> AsyncIterator[FarSide]:
+    side = FarSide()
+    await side.start()
+    yield side
+    if side.server is not None and side.server.is_serving():
+        await side.stop()
+
+
+@pytest.fixture
+def settings_overrides(tmp_path: Path, far_side: FarSide) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{far_side.port}"
+    path = tmp_path / "notifications.yaml"
+    path.write_text(
+        f"""
+channels:
+  - {{name: hook, type: webhook, url: "{url}/hook/s3cret"}}
+routes:
+  - channels: [hook]
+"""
+    )
+    return {
+        "notifications_file": path,
+        "notify_timeout_seconds": 2.0,
+        "notify_max_attempts": 2,
+        "notify_retry_base_seconds": 1.0,
+        "notify_interval_seconds": 0.05,
+    }
+
+
+async def notification(container: Container, notification_id: int) -> store.Notification:
+    async with container.database.read() as conn:
+        row = await store.get_notification(conn, notification_id=notification_id)
+    assert row is not None
+    return row
+
+
+async def until(container: Container, notification_id: int, done: Any) -> store.Notification:
+    """The notification once ``done(row)`` holds, waiting on the sender's passes."""
+    async with asyncio.timeout(15):
+        while True:
+            passes = container.notifier.passes
+            row = await notification(container, notification_id)
+            if done(row):
+                return row
+            await container.notifier.wait_for_passes(passes + 1)
+
+
+async def record(container: Container) -> int:
+    async with container.database.write() as conn:
+        return await store.record_notification(
+            conn,
+            now=container.clock.now(),
+            event=NotificationEvent.ACTION_FAILED,
+            policy_name="web-cpu-high",
+            target="web-01",
+            reason="scale-up failed",
+        )
+
+
+async def test_a_refusing_then_vanished_far_side_ends_failed_with_its_answer(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock, far_side: FarSide
+) -> None:
+    notification_id = await record(container)
+    row = await until(container, notification_id, lambda r: r.attempts == 1)
+    assert row.delivery_status == "pending"
+    answer = " ".join(LONG_ANSWER.split())[:200]
+    assert row.last_error == f"hook: answered 500: {answer}"
+    assert "s3cret" not in str(row.deliveries)
+
+    await far_side.stop()
+    clock.advance(5)
+    container.notifier.wake()
+    row = await until(container, notification_id, lambda r: r.delivery_status == "failed")
+    assert row.attempts == 2
+    assert str(row.last_error).startswith("hook: ConnectError")
+    assert "s3cret" not in str(row.last_error)
+    listed = (await client.get("/api/v1/notifications", params={"delivery": "failed"})).json()
+    assert [n["id"] for n in listed["notifications"]] == [notification_id]
+
+
+async def test_a_far_side_that_hangs_holds_up_nothing_else(
+    client: httpx.AsyncClient, container: Container, far_side: FarSide
+) -> None:
+    far_side.hang = True
+    notification_id = await record(container)
+    async with asyncio.timeout(10):
+        await far_side.asked.wait()
+    # The sender is waiting for an answer that does not come; the API is not.
+    for value in range(20):
+        response = await client.post(
+            "/api/v1/ingest", json={"name": "cpu", "value": value, "target": "web-01"}
+        )
+        assert response.status_code in (200, 201, 202), response.text
+    assert (await notification(container, notification_id)).attempts == 0
+    row = await until(container, notification_id, lambda r: r.attempts == 1)
+    assert row.last_error == "hook: timed out after 2s"
