@@ -196,12 +196,22 @@ async def test_a_group_is_one_event_each(far_side: FarSide) -> None:
     records = [notification(id=i, target=f"web-0{i}", action_id=40 + i) for i in (1, 2, 3)]
     refs = await channel.send(message(*records))
     await channel.aclose()
-    assert [e["dedup_key"] for e in sent(far_side)] == [
+    assert sorted(e["dedup_key"] for e in sent(far_side)) == [
         "vigil/web-cpu-high/web-01/7",
         "vigil/web-cpu-high/web-02/7",
         "vigil/web-cpu-high/web-03/7",
     ]
-    assert set(refs) == {1, 2, 3}
+    assert refs == {i: {"dedup_key": f"vigil/web-cpu-high/web-0{i}/7"} for i in (1, 2, 3)}
+
+
+async def test_one_event_of_a_group_refused_fails_the_message(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED, Answer(400, b'{"status":"invalid event"}'), ACCEPTED]
+    channel = pager(far_side.url)
+    records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
+    with pytest.raises(DeliveryFailed, match='answered 400: {"status":"invalid event"}'):
+        await channel.send(message(*records))
+    await channel.aclose()
+    assert len(far_side.requests) == 3
 
 
 async def test_events_that_do_not_page_send_nothing(far_side: FarSide) -> None:

@@ -4,8 +4,8 @@
 trigger; ``episode_resolved`` resolves. Every event of one (policy, target, episode) carries
 the same ``dedup_key`` (:func:`dedup_key`), so PagerDuty keeps one incident from the first
 trigger to the resolve. Other events send nothing (the notifications file refuses a route that
-names one for a pagerduty channel). A route's group is one call per event: PagerDuty
-deduplicates by key, not by message.
+names one for a pagerduty channel). A route's group is one call per event, made at once:
+PagerDuty deduplicates by key, not by message.
 
 Plain ``httpx``: the Events API is one endpoint taking one JSON body, so a client library
 would add a dependency and nothing else (and ``httpx`` already carries the other channels).
@@ -13,6 +13,7 @@ would add a dependency and nothing else (and ``httpx`` already carries the other
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 from urllib.parse import quote
@@ -163,15 +164,25 @@ class PagerDutyChannel(Channel):
         return sent
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
-        headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
-        refs: dict[int, dict[str, Any]] = {}
+        """Each event's calls in order (a test's trigger before its resolve), the events of
+        a group at once: a group takes as long as its slowest event, not their sum."""
+        calls: dict[int, list[dict[str, Any]]] = {}
         for record, event in self.events(message):
-            content = orjson.dumps(event)
+            calls.setdefault(record.id, []).append(event)
+        results = await asyncio.gather(
+            *(self._post_each(events) for events in calls.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return {nid: {"dedup_key": events[-1]["dedup_key"]} for nid, events in calls.items()}
+
+    async def _post_each(self, events: list[dict[str, Any]]) -> None:
+        headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
+        for event in events:
             await self._poster.post(
-                self.spec.url, content, headers, taken=lambda status: status == ACCEPTED
+                self.spec.url, orjson.dumps(event), headers, taken=lambda status: status == ACCEPTED
             )
-            refs[record.id] = {"dedup_key": event["dedup_key"]}
-        return refs
 
     async def aclose(self) -> None:
         await self._poster.aclose()
