@@ -9,18 +9,20 @@ The body is JSON: ``tojson`` writes any value as JSON (no HTML escaping), so
 
 :func:`check` runs when the notifications file is validated: a template that does not parse,
 or that names a variable the context never has, is refused there. What only rendering can
-find (a missing key of ``details``, a sandbox refusal) fails at send time: the channel then
+find (a missing key of ``details``, a sandbox refusal, a runaway loop: see
+:data:`MAX_OUTPUT` and :data:`MAX_STEPS`) fails at send time: the channel then
 delivers its default body and says so (:mod:`vigil.notify.channels.webhook`). Pure: no IO.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 
 from vigil.strict import suggestion
 
@@ -52,6 +54,11 @@ MAX_OUTPUT = 1_048_576
 ends there instead of filling memory)."""
 
 
+MAX_STEPS = 100_000
+"""The most items all the ``range`` loops of one rendering may go through together (nested
+loops that write nothing would otherwise spin unbounded)."""
+
+
 class TemplateFailed(Exception):
     """A template did not parse or render; the text says why without quoting its source."""
 
@@ -62,13 +69,42 @@ def _tojson(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+class _Environment(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` kept from building huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_OUTPUT:
+                    raise TemplateFailed(f"a value of more than {MAX_OUTPUT} items")
+        elif isinstance(right, int) and abs(right) > 1000:
+            raise TemplateFailed("an exponent above 1000")
+        return super().call_binop(context, operator, left, right)
+
+
 def environment() -> SandboxedEnvironment:
     """The environment every webhook template is compiled in."""
-    env = SandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
-    )
+    env = _Environment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["tojson"] = _tojson
     return env
+
+
+def _budgeted_range() -> Callable[..., Iterator[int]]:
+    """A ``range`` whose loops, together, go through at most :data:`MAX_STEPS` items."""
+    steps = 0
+
+    def budgeted(*args: int) -> Iterator[int]:
+        nonlocal steps
+        for item in safe_range(*args):
+            steps += 1
+            if steps > MAX_STEPS:
+                raise TemplateFailed(f"the loops went through more than {MAX_STEPS} items")
+            yield item
+
+    return budgeted
 
 
 def _syntax(exc: TemplateSyntaxError) -> str:
@@ -100,7 +136,7 @@ def render(env: SandboxedEnvironment, source: str, context: Mapping[str, Any]) -
         template = env.from_string(source)
         parts: list[str] = []
         size = 0
-        for part in template.generate(dict(context)):
+        for part in template.generate({**context, "range": _budgeted_range()}):
             size += len(part)
             if size > MAX_OUTPUT:
                 raise TemplateFailed(f"the rendered text passed {MAX_OUTPUT} characters")

@@ -55,7 +55,7 @@ class Handler:
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if self.server.refuse_rcpt is not None:
+        if self.server.refuse_rcpt is not None and address != "oncall@example.com":
             return self.server.refuse_rcpt
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -254,8 +254,17 @@ async def test_a_refused_recipient_is_the_servers_answer(smtp_server: ServerFact
     server = smtp_server("none")
     server.refuse_rcpt = "550 " + LONG_REFUSAL
     with pytest.raises(DeliveryFailed) as caught:
-        await mailer(server.port, "none", login=False, to="[oncall@example.com]").send(message())
+        await mailer(server.port, "none", login=False, to="[web@example.com]").send(message())
     assert str(caught.value) == "answered 550: " + " ".join(LONG_REFUSAL.split())[:200]
+
+
+async def test_a_mail_some_recipients_took_is_delivered(smtp_server: ServerFactory) -> None:
+    server = smtp_server("none")
+    server.refuse_rcpt = "550 5.1.1 no such mailbox"
+    refs = await mailer(server.port, "none", login=False).send(message())
+    [delivery] = server.delivered
+    assert delivery.rcpt_tos == ["oncall@example.com"]
+    assert refs == {11: {"message_id": delivery.mail["Message-ID"]}}
 
 
 async def test_a_server_that_is_down() -> None:

@@ -136,14 +136,33 @@ async def test_the_sandbox_holds(far_side: FarSide) -> None:
     assert headers["x-vigil-template-error"].startswith("SecurityError:")
 
 
-async def test_a_runaway_template_is_stopped(far_side: FarSide) -> None:
-    template = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        # nested loops writing, then writing nothing
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "the loops went through more than 100000 items",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "the loops went through more than 100000 items",
+        ),
+        ("{{ reason * 100000 }}", "a value of more than 1048576 items"),
+        ("{{ 10 ** 100000 }}", "an exponent above 1000"),
+        (
+            "{% for i in range(1000) %}{{ reason * 1000 }}{% endfor %}",
+            "the rendered text passed 1048576 characters",
+        ),
+    ],
+)
+async def test_a_runaway_template_is_stopped(far_side: FarSide, template: str, error: str) -> None:
     channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
     await channel.send(message())
     await channel.aclose()
     headers, body = only(far_side)
     assert orjson.loads(body) == DEFAULT_BODY
-    assert headers["x-vigil-template-error"] == "the rendered text passed 1048576 characters"
+    assert headers["x-vigil-template-error"] == error
 
 
 @pytest.mark.parametrize(
