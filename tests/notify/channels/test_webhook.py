@@ -78,6 +78,14 @@ async def test_the_default_body(far_side: FarSide) -> None:
     assert "x-vigil-signature" not in headers
 
 
+async def test_a_test_message_says_so(far_side: FarSide) -> None:
+    channel = hook(far_side.url, '    body_template: "{{ test | tojson }}"')
+    await channel.send(message(test=True))
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert (headers["x-vigil-test"], body) == ("true", b"true")
+
+
 async def test_a_body_template_renders_the_event(far_side: FarSide) -> None:
     template = (
         '{"text": {{ (title ~ ": " ~ reason) | tojson }}, "value": {{ details.value }},'

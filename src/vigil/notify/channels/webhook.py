@@ -104,6 +104,8 @@ class WebhookChannel(Channel):
             "User-Agent": f"vigil/{vigil.__version__}",
             "X-Vigil-Event": message.notifications[0].event,
         }
+        if message.test:
+            headers["X-Vigil-Test"] = "true"
         templated = self.spec.body_template is not None or any(
             "{" in v for v in self.spec.headers.values()
         )
