@@ -45,16 +45,30 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from vigil.durations import PositiveDuration
 from vigil.errors import InvalidInput
 from vigil.notify.events import ALWAYS_RECORDED, NotificationEvent
+from vigil.notify.templates import TemplateFailed, check, environment
 from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
 
 SLACK_API_URL = "https://slack.com/api/"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_TRIGGERS = frozenset(
+    {
+        NotificationEvent.ACTION_FAILED,
+        NotificationEvent.ACTION_DEAD_LETTERED,
+        NotificationEvent.ESCALATION_EXHAUSTED,
+        NotificationEvent.BREAKER_OPENED,
+    }
+)
+"""The events a ``pagerduty`` channel opens (or adds to) an incident for."""
+PAGERDUTY_RESOLVES = NotificationEvent.EPISODE_RESOLVED
+"""The event a ``pagerduty`` channel resolves its episode's incident on."""
+PAGERDUTY_EVENTS = PAGERDUTY_TRIGGERS | {PAGERDUTY_RESOLVES}
 ENV_WEBHOOK_PREFIX = "webhook-"
 """The channel names given to ``VIGIL_NOTIFY_WEBHOOK_URLS``: ``webhook-1``, ``webhook-2``, …"""
 
@@ -174,6 +188,16 @@ class EmailSpec(_Channel):
     from_: ShortText = Field(alias="from")
     to: list[ShortText] = Field(min_length=1)
 
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _to_addresses(cls, value: list[str]) -> list[str]:
+        return [_address(v) for v in value]
+
     @model_validator(mode="after")
     def _login_pair(self) -> EmailSpec:
         if (self.username is None) != (self.password is None):
@@ -189,6 +213,41 @@ class WebhookSpec(_Channel):
     )
     body_template: Annotated[str, StringConstraints(min_length=1, max_length=65536)] | None = None
     secret: SecretReference | None = Field(default=None, repr=False)
+
+    @field_validator("body_template")
+    @classmethod
+    def _body_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check(environment(), value)
+            except TemplateFailed as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        env = environment()
+        for key, text in value.items():
+            try:
+                check(env, text)
+            except TemplateFailed as exc:
+                raise ValueError(f"header {key}: {exc}") from None
+        return value
+
+
+_ADDR = r"[^\s@<>,;:\"\\()\[\]]+@[^\s@<>,;:\"\\()\[\]]+"
+_ADDRESS = re.compile(rf"{_ADDR}|[^<>,;:\"\\()\[\]\r\n]*<{_ADDR}>")
+
+
+def _address(value: str) -> str:
+    """One email address, ``name@host`` or ``Name <name@host>``: no list, no line break."""
+    if not _ADDRESS.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not one email address such as oncall@example.com"
+            " or 'On call <oncall@example.com>'"
+        )
+    return value
 
 
 ChannelSpec = Annotated[
@@ -394,6 +453,7 @@ def _build(
             if not any(c.name == name for c in spec.channels):
                 unknown = unknown_field(name, [c.name for c in spec.channels], kind="channel")
                 problems.append(f"{where}.channels: {unknown}")
+        problems.extend(_pages_only(route, spec.channels, where=where))
         if route.group_interval is not None and route.group_wait is None:
             problems.append(f"{where}: group_interval needs group_wait")
         routes.append(
@@ -418,6 +478,28 @@ def _build(
         channels[name] = WebhookSpec(name=name, type="webhook", url=url)
         routes.append(Route(key=name, channels=(name,), always=True))
     return Notifications(channels=channels, routes=tuple(routes), source=source)
+
+
+def _pages_only(
+    route: RouteSpec,
+    specs: Sequence[SlackSpec | PagerDutySpec | TeamsSpec | EmailSpec | WebhookSpec],
+    *,
+    where: str,
+) -> list[str]:
+    """A route that names an event a ``pagerduty`` channel would drop, sent to one: refused
+    (routes without an ``event`` list are not checked: they reach what they match)."""
+    if route.event is None:
+        return []
+    dropped = [e.value for e in route.event if e not in PAGERDUTY_EVENTS]
+    pagers = [c.name for c in specs if isinstance(c, PagerDutySpec) and c.name in route.channels]
+    if not dropped or not pagers:
+        return []
+    pages = ", ".join(sorted(e.value for e in PAGERDUTY_TRIGGERS))
+    return [
+        f"{where}: channel {pagers[0]!r} is a pagerduty channel, which triggers only on"
+        f" {pages} and resolves on {PAGERDUTY_RESOLVES.value}; {', '.join(dropped)} would"
+        " never reach it: send them to other channels in a route of their own"
+    ]
 
 
 _SECRET_FIELDS = ("token", "signing_secret", "routing_key", "password", "secret")
