@@ -195,6 +195,7 @@ class Container:
             max_deliveries=s.queue_max_deliveries,
             shutdown_timeout=s.worker_shutdown_timeout_seconds,
             visibility_timeout=s.queue_visibility_timeout_seconds,
+            wanted=self.notifications.recorded,
         )
 
     def _executor(self) -> Executor:
@@ -266,6 +267,7 @@ def build_container(
     notifications = load_notifications(
         settings.notifications_file, webhook_urls=settings.notify_webhook_urls
     )
+    wanted = notifications.recorded
     dispatcher = Dispatcher(queue)
     name = process_name(role)
     keys = KeyGuard(database, settings.auth)
@@ -314,6 +316,7 @@ def build_container(
             queue_limit=settings.ingest_queue_limit,
             dispatcher=dispatcher,
             key_ttl=settings.idempotency_ttl_seconds,
+            wanted=wanted,
         ),
         runner=PolicyRunner(
             database=database,
@@ -329,9 +332,10 @@ def build_container(
             key_ttl=settings.idempotency_ttl_seconds,
             alert_stale=settings.alert_stale_seconds,
             prometheus=prometheus,
+            wanted=wanted,
         ),
         alerts=AlertReceiver(
-            database=database, metrics=metrics, clock=clock, dispatcher=dispatcher
+            database=database, metrics=metrics, clock=clock, dispatcher=dispatcher, wanted=wanted
         ),
         notifier=Notifier(
             database=database,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import Status
-from vigil.actions.store import Action, get_action, transition
+from vigil.actions.store import Action, about, get_action, transition
 from vigil.db.tables import actions
 from vigil.errors import IllegalTransition
 from vigil.notify.events import NotificationEvent
@@ -118,11 +118,9 @@ async def approval_waiting(conn: AsyncConnection, *, record: Action, now: dateti
         conn,
         now=now,
         event=NotificationEvent.APPROVAL_WAITING,
-        policy_name=record.policy_name,
-        target=record.target,
-        action_id=record.id,
         reason=f"action {record.action} on {record.target} awaits approval until"
         f" {record.approval_expires_at.isoformat()}: POST /api/v1/actions/{record.id}"
         "/approve or /reject",
         details={"action": record.action, "params": record.params},
+        **about(record),
     )

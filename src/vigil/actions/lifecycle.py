@@ -8,6 +8,7 @@ a reclaim, whose try the remediator may already have made and will answer from i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import Status
-from vigil.actions.store import Action, transition
+from vigil.actions.store import Action, about, transition
 from vigil.db.tables import action_history, actions
 from vigil.errors import ActionAlreadyOpen, IllegalTransition, NotFound, StaleAttempt
 from vigil.notify.events import NotificationEvent
@@ -142,9 +143,11 @@ async def complete(
     now: datetime,
     result: dict[str, Any],
     message: str,
+    wanted: Collection[NotificationEvent] = frozenset(),
 ) -> Action:
-    """running → completed with the remediator's answer."""
-    return await _settle(
+    """running → completed with the remediator's answer, with an ``action_completed``
+    notification when ``wanted`` (the events the notifications file routes) holds it."""
+    record = await _settle(
         conn,
         action_id=action_id,
         attempt=attempt,
@@ -155,6 +158,16 @@ async def complete(
         result=result,
         error_message=None,
     )
+    if NotificationEvent.ACTION_COMPLETED in wanted:
+        await record_notification(
+            conn,
+            now=now,
+            event=NotificationEvent.ACTION_COMPLETED,
+            reason=f"{record.action} on {record.target} succeeded at attempt {attempt}: {message}",
+            details={"action": record.action, "attempt": attempt, "message": message},
+            **about(record),
+        )
+    return record
 
 
 async def fail(
@@ -183,11 +196,9 @@ async def fail(
         conn,
         now=now,
         event=NotificationEvent.ACTION_FAILED,
-        policy_name=record.policy_name,
-        target=record.target,
-        action_id=action_id,
         reason=f"{record.action} on {record.target} failed at attempt {attempt}: {error}",
         details={"action": record.action, "attempt": attempt, "error": error},
+        **about(record),
     )
     return record
 
@@ -264,11 +275,9 @@ async def fail_pending(
         conn,
         now=now,
         event=NotificationEvent.ACTION_DEAD_LETTERED,
-        policy_name=record.policy_name,
-        target=record.target,
-        action_id=action_id,
         reason=f"{record.action} on {record.target} dead-lettered: {error}",
         details={"action": record.action, "attempt": attempt, "error": error},
+        **about(record),
     )
     return record
 

@@ -66,6 +66,19 @@ class Action:
     tags: dict[str, str] | None
 
 
+def about(record: Action) -> dict[str, Any]:
+    """What a notification about ``record`` says it is about: its policy, target, id,
+    severity, tags and episode."""
+    return {
+        "policy_name": record.policy_name,
+        "target": record.target,
+        "action_id": record.id,
+        "severity": record.severity,
+        "tags": record.tags,
+        "episode": record.episode,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
     """One status transition of an action (``from_status`` is ``None`` for its creation)."""

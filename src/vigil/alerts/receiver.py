@@ -30,6 +30,7 @@ from vigil.decide.recorder import Decision, count_decisions, record_observations
 from vigil.decide.state import Phase
 from vigil.ingest.labels import target_of
 from vigil.ingest.store import lock_targets
+from vigil.notify.events import NotificationEvent
 from vigil.observability.audit import Actor
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
@@ -67,8 +68,13 @@ class AlertReceiver:
         metrics: VigilMetrics,
         clock: Clock,
         dispatcher: Dispatcher | None = None,
+        wanted: frozenset[NotificationEvent] = frozenset(),
     ) -> None:
+        """``wanted``: the notification events the notifications file records
+        (:attr:`vigil.notify.config.Notifications.recorded`): an episode's end is told only
+        when ``episode_resolved`` is one of them."""
         self._db = database
+        self._wanted = wanted
         self._metrics = metrics
         self._clock = clock
         self._dispatcher = dispatcher
@@ -133,6 +139,7 @@ class AlertReceiver:
                     observations=observations,
                     now=now,
                     actor=Actor("system", actor.request_id),
+                    wanted=self._wanted,
                 )
                 for d in recorded.decisions:
                     owners[id(d.violation)].decisions.append(d)

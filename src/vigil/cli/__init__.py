@@ -2,7 +2,8 @@
 
 The servers, keys, audit and database commands are here; which database a command uses is
 :mod:`vigil.cli.database`, the policy and remediations file checks :mod:`vigil.cli.files`,
-and ``simulate`` / ``demo`` :mod:`vigil.cli.fleet`."""
+the notifications file's :mod:`vigil.cli.notifications`, and ``simulate`` / ``demo``
+:mod:`vigil.cli.fleet`."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from vigil.cli.files import (
     remediations_app,
 )
 from vigil.cli.fleet import demo, simulate
+from vigil.cli.notifications import check_notifications, log_links, notifications_app
 from vigil.errors import Unavailable, VigilError
 from vigil.settings import Settings, describe_settings_error
 
@@ -43,6 +45,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(policies_app, name="policies")
 app.add_typer(remediations_app, name="remediations")
+app.add_typer(notifications_app, name="notifications")
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="API keys and their roles.", no_args_is_help=True)
@@ -167,6 +170,7 @@ def serve(
     _refuse_open_network(settings, settings.host)
     _configure_logging(settings)
     log_database(settings)
+    log_links(settings)
     if no_worker and settings.redis_url is None:
         typer.echo(
             "warning: --no-worker without REDIS_URL: actions are queued in this process, "
@@ -244,12 +248,14 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _build(settings: Settings, *, role: str) -> Container:
-    """The container, or exit 2 naming the problem with the remediations or policy file."""
+    """The container, or exit 2 naming the problem with the remediations, policy or
+    notifications file."""
     from vigil.container import build_container
 
     check_remediations(settings)
     if role == "api":
         check_policies_file(settings)
+    check_notifications(settings)
     try:
         return build_container(settings, role=role)
     except VigilError as exc:

@@ -7,7 +7,7 @@ Data-access functions run inside the caller's transaction, keyword-only, connect
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -128,9 +128,12 @@ async def breaker_opened(
     target: str,
     limits: Limits,
     now: datetime,
+    tags: Mapping[str, str] | None = None,
+    episode: int | None = None,
 ) -> Guard:
     """The breaker stopped an action: the first time in its hour, it opened -- record
-    when, and a ``breaker_opened`` notification. The guard row as it is now."""
+    when, and a ``breaker_opened`` notification (about the target and episode whose action
+    it stopped). The guard row as it is now."""
     if guard.opened_at is not None and guard.opened_at >= now - HOUR:
         return guard
     await conn.execute(
@@ -149,6 +152,9 @@ async def breaker_opened(
         f" (max_actions_per_hour {policy.max_actions_per_hour}); it acts again once they"
         f" age out, or after POST /api/v1/policies/{policy.name}/reset",
         details={"actions_last_hour": recent, "max_actions_per_hour": policy.max_actions_per_hour},
+        severity=policy.severity,
+        tags=None if tags is None else dict(tags),
+        episode=episode,
     )
     return Guard(guard.policy_name, guard.reset_at, now)
 

@@ -12,6 +12,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import automation
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor, append_audit
 
 _ROW = 1
@@ -38,12 +40,28 @@ async def get_state(conn: AsyncConnection) -> AutomationState:
     return AutomationState(paused=row.paused, reason=row.reason, since=row.since, by=row.by)
 
 
+async def _locked_state(conn: AsyncConnection) -> AutomationState:
+    """The switch as stored, its row locked until the transaction ends (created first if it
+    was never touched), so two requests to pause at once find one of them first."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(automation)
+        .values(id=_ROW, paused=False, reason=None, since=None, by=None)
+        .on_conflict_do_nothing(index_elements=[automation.c.id])
+    )
+    row = (
+        await conn.execute(select(automation).where(automation.c.id == _ROW).with_for_update())
+    ).one()
+    return AutomationState(paused=row.paused, reason=row.reason, since=row.since, by=row.by)
+
+
 async def set_paused(
     conn: AsyncConnection, *, paused: bool, reason: str | None, actor: Actor, now: datetime
 ) -> AutomationState:
-    """Pause or resume automation, with an audit row. Pausing twice keeps the first
-    ``since`` (the pause goes on) but records the new reason."""
-    before = await get_state(conn)
+    """Pause or resume automation, with an audit row and, when the switch really turns, an
+    ``automation_paused`` / ``automation_resumed`` notification. Pausing twice keeps the
+    first ``since`` (the pause goes on) but records the new reason."""
+    before = await _locked_state(conn)
     since = (before.since if before.paused else now) if paused else now
     state = AutomationState(paused=paused, reason=reason, since=since, by=actor.name)
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -64,4 +82,23 @@ async def set_paused(
         before=before.to_json(),
         after=state.to_json(),
     )
+    if before.paused != paused:
+        await _notify(conn, state=state, now=now)
     return state
+
+
+async def _notify(conn: AsyncConnection, *, state: AutomationState, now: datetime) -> None:
+    """The notification of a switch that turned."""
+    if state.paused:
+        event, told = NotificationEvent.AUTOMATION_PAUSED, "paused"
+    else:
+        event, told = NotificationEvent.AUTOMATION_RESUMED, "resumed"
+    why = f": {state.reason}" if state.reason else ""
+    suffix = "; no new action is created until it is resumed" if state.paused else ""
+    await record_notification(
+        conn,
+        now=now,
+        event=event,
+        reason=f"automation {told} by {state.by}{why}{suffix}",
+        details={"reason": state.reason, "by": state.by},
+    )

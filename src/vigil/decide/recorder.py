@@ -10,7 +10,7 @@ matter (their guard rows are then locked in name order, and counted), and the re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -29,6 +29,8 @@ from vigil.decide.reasons import Suppressed, outcome_of
 from vigil.decide.silence_rules import SilenceRule, silencing
 from vigil.decide.silences import active_rules
 from vigil.decide.state import Change
+from vigil.notify.events import NotificationEvent
+from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor
 from vigil.observability.metrics import VigilMetrics
 from vigil.policy.evaluator import Violation
@@ -121,9 +123,9 @@ class _Pass:
         return self.counted.get(policy.name, NO_LIMITS)
 
     async def breaker_opened(
-        self, conn: AsyncConnection, observation: Observation, now: datetime
+        self, conn: AsyncConnection, observation: Violation, episode: Episode, now: datetime
     ) -> None:
-        """The breaker held back an attempt of the observation's policy."""
+        """The breaker held back an attempt of the observation's policy (in ``episode``)."""
         name = observation.policy.name
         assert self.counted is not None
         self.guard_rows[name] = await breaker_opened(
@@ -133,23 +135,31 @@ class _Pass:
             target=observation.target,
             limits=self.counted[name],
             now=now,
+            tags=episode.tags,
+            episode=episode.phase.episode,
         )
 
 
 async def record_observations(
-    conn: AsyncConnection, *, observations: Sequence[Observation], now: datetime, actor: Actor
+    conn: AsyncConnection,
+    *,
+    observations: Sequence[Observation],
+    now: datetime,
+    actor: Actor,
+    wanted: Collection[NotificationEvent] = frozenset(),
 ) -> Recorded:
     """Apply ``observations`` in order to their pairs' states; the decision on each violation.
 
     The actions decided on are created together; should another process have opened one of
     them meanwhile, they are created one by one instead, and that one is suppressed as
-    ``action already open``.
+    ``action already open``. An episode that ends is told as an ``episode_resolved``
+    notification when ``wanted`` (the events the notifications file records) holds it.
     """
     stored = await episodes.load(conn, pairs=[(o.policy.name, o.target) for o in observations])
     before = {pair: episodes.snapshot(e) for pair, e in stored.items()}
     decided = await _decide(conn, observations, stored, now)
     created = await create_actions_for(conn, observations, decided.steps, now, actor)
-    results = await _apply(conn, observations, decided, created, stored, now)
+    results = await _apply(conn, observations, decided, created, stored, now, wanted)
     dirty = [
         e
         for pair, e in stored.items()
@@ -220,8 +230,10 @@ async def _apply(
     created: dict[int, Action],
     stored: dict[Pair, Episode],
     now: datetime,
+    wanted: Collection[NotificationEvent],
 ) -> list[Decision]:
-    """Adopt each pair's new state, note a breaker that opened, and write the decisions."""
+    """Adopt each pair's new state, note a breaker that opened and an episode that ended,
+    and write the decisions."""
     book = DecisionBook()
     results: list[Decision] = []
     lost: set[tuple[Pair, int]] = set()
@@ -232,6 +244,7 @@ async def _apply(
         episode = stored.setdefault(pair, Episode(*pair))
         prior = None if step.change is Change.FIRED else episode.reason
         episode.take(step.state)
+        await _resolved(conn, step, observation.policy, episode, now, wanted)
         if not isinstance(observation, Violation):
             continue
         if step.change is Change.FIRED:
@@ -245,7 +258,7 @@ async def _apply(
         if action is not None:
             episode.action_id = action.id
         elif decision.reason is Suppressed.CIRCUIT_OPEN and decision.guarded:
-            await decided.breaker_opened(conn, observation, now)
+            await decided.breaker_opened(conn, observation, episode, now)
         book.add(observation, episode, decision, action)
         results.append(Decision(observation, decision.reason, action))
     for pair, episode in stored.items():
@@ -253,6 +266,40 @@ async def _apply(
             episode.acted, episode.reason = False, Suppressed.ALREADY_OPEN.value
     await book.write(conn, now)
     return results
+
+
+async def _resolved(
+    conn: AsyncConnection,
+    step: Step,
+    policy: PolicySpec,
+    episode: Episode,
+    now: datetime,
+    wanted: Collection[NotificationEvent],
+) -> None:
+    """The ``episode_resolved`` notification when ``step`` ended the pair's episode and it
+    is wanted."""
+    if step.change is not Change.RESOLVED or NotificationEvent.EPISODE_RESOLVED not in wanted:
+        return
+    number, fired = episode.phase.episode, episode.phase.fired_at
+    lasted = None if fired is None else (now - fired).total_seconds()
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.EPISODE_RESOLVED,
+        policy_name=policy.name,
+        target=episode.target,
+        action_id=episode.action_id,
+        reason=f"policy {policy.name} no longer fires for {episode.target}: episode {number}"
+        " resolved",
+        details={
+            "episode": number,
+            "fired_at": None if fired is None else fired.isoformat(),
+            "duration_seconds": lasted,
+        },
+        severity=policy.severity,
+        tags=episode.tags,
+        episode=number,
+    )
 
 
 def _raced(

@@ -9,7 +9,7 @@ guards; once the list is exhausted the episode is marked escalated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +51,8 @@ class Verified:
     """An escalation was decided (created or held back): a decision, counted as ingest's are."""
     held: bool = False
     """Held back by something that ends: no verdict is recorded yet (it is at a later pass)."""
+    exhausted: bool = False
+    """The escalation list was exhausted: the episode is marked escalated."""
 
 
 async def verify(
@@ -64,6 +66,7 @@ async def verify(
     limit: int = 200,
     outages: Mapping[str, tuple[datetime, datetime]] | None = None,
     unknown: Mapping[tuple[str, str], int] | None = None,
+    wanted: Collection[NotificationEvent] = frozenset(),
 ) -> list[Verified]:
     """Verify the completed actions of policies with ``verify`` whose result is due.
 
@@ -73,9 +76,13 @@ async def verify(
     TSDB did not answer): a window open when it began is longer by its length. ``unknown``
     gives, by (policy, target), an episode that resolved for want of news rather than by
     news of its resolution (its alert went stale): its actions are ``inconclusive``.
+
+    A verdict is told as an ``action_verified`` or ``action_unverified`` notification when
+    ``wanted`` (the events the notifications file records) holds it; an exhausted escalation
+    always as ``escalation_exhausted``.
     """
-    wanted = [name for name, p in policies.items() if p.verify is not None]
-    if not wanted:
+    verifying = [name for name, p in policies.items() if p.verify is not None]
+    if not verifying:
         return []
     rows = (
         await conn.execute(
@@ -83,7 +90,7 @@ async def verify(
             .where(
                 actions.c.status == Status.COMPLETED.value,
                 actions.c.verification.is_(None),
-                actions.c.policy_name.in_(wanted),
+                actions.c.policy_name.in_(verifying),
                 actions.c.episode.is_not(None),
             )
             .order_by(actions.c.id)
@@ -140,8 +147,80 @@ async def verify(
                 found.append(outcome)
                 continue
         if await _record(conn, row=row, result=result, within=within, now=now, actor=actor):
+            await _notify(conn, row=row, result=result, within=within, now=now, wanted=wanted)
+            await _exhausted(conn, policy=policy, episode=episode, outcome=outcome, now=now)
             found.append(outcome)
     return found
+
+
+_VERDICTS = {
+    "verified": NotificationEvent.ACTION_VERIFIED,
+    "failed": NotificationEvent.ACTION_UNVERIFIED,
+}
+"""The notification of each verdict (``inconclusive`` tells nothing: it says nothing of the
+action)."""
+
+
+async def _notify(
+    conn: AsyncConnection,
+    *,
+    row: Any,
+    result: str,
+    within: float,
+    now: datetime,
+    wanted: Collection[NotificationEvent],
+) -> None:
+    """An ``action_verified`` / ``action_unverified`` notification, when wanted."""
+    event = _VERDICTS.get(result)
+    if event is None or event not in wanted:
+        return
+    if event is NotificationEvent.ACTION_VERIFIED:
+        told = f"the policy resolved within {within:g}s"
+    else:
+        told = f"the policy still fired {within:g}s after it completed"
+    await record_notification(
+        conn,
+        now=now,
+        event=event,
+        policy_name=row.policy_name,
+        target=row.target,
+        action_id=row.id,
+        reason=f"{row.action} on {row.target}: {told}",
+        details={"action": row.action, "result": result, "within_seconds": within},
+        severity=row.severity,
+        tags=row.tags,
+        episode=row.episode,
+    )
+
+
+async def _exhausted(
+    conn: AsyncConnection,
+    *,
+    policy: PolicySpec,
+    episode: Episode | None,
+    outcome: Verified,
+    now: datetime,
+) -> None:
+    """The ``escalation_exhausted`` notification when ``outcome`` found nothing left to try
+    for the episode."""
+    if not outcome.exhausted:
+        return
+    assert episode is not None  # only an episode still firing escalates
+    tried = [policy.action, *policy.escalate]
+    await record_notification(
+        conn,
+        now=now,
+        event=NotificationEvent.ESCALATION_EXHAUSTED,
+        policy_name=policy.name,
+        target=episode.target,
+        action_id=outcome.action_id,
+        reason=f"policy {policy.name} still fires for {episode.target} after"
+        f" {', '.join(tried)}; nothing is left to try",
+        details={"episode": episode.phase.episode, "tried": tried},
+        severity=policy.severity,
+        tags=episode.tags,
+        episode=episode.phase.episode,
+    )
 
 
 def _pair(row: Any) -> tuple[str, str]:
@@ -236,19 +315,7 @@ async def _escalate(
     if step >= len(policy.escalate):
         episode.escalated_at = now
         await episodes.save(conn, episodes=[episode], now=now)
-        tried = ", ".join([policy.action, *policy.escalate])
-        await record_notification(
-            conn,
-            now=now,
-            event=NotificationEvent.ESCALATION_EXHAUSTED,
-            policy_name=policy.name,
-            target=episode.target,
-            action_id=outcome.action_id,
-            reason=f"policy {policy.name} still fires for {episode.target} after {tried};"
-            " nothing is left to try",
-            details={"episode": episode.phase.episode, "tried": [policy.action, *policy.escalate]},
-        )
-        return outcome
+        return replace(outcome, exhausted=True)  # told once the verdict is recorded
     action = policy.escalate[step]
     target = episode.target
     key = (policy_key(policy.name), target)
@@ -296,7 +363,14 @@ async def _escalate(
             )
     elif decision.reason is Suppressed.CIRCUIT_OPEN and guard is not None:
         await breaker_opened(
-            conn, guard=guard, policy=policy, target=target, limits=guards.limits, now=now
+            conn,
+            guard=guard,
+            policy=policy,
+            target=target,
+            limits=guards.limits,
+            now=now,
+            tags=episode.tags,
+            episode=episode.phase.episode,
         )
     reason = decision.reason
     if decision.repeat:

@@ -35,6 +35,7 @@ from vigil.errors import InvalidInput, Unavailable
 from vigil.ingest.keys import Answered, SameAs, answer_keys, settle_keys
 from vigil.ingest.schemas import Sample
 from vigil.ingest.store import latest_values, lock_targets, store_samples
+from vigil.notify.events import NotificationEvent
 from vigil.observability.audit import Actor
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
@@ -93,8 +94,13 @@ class IngestPipeline:
         queue_limit: int = 10_000,
         dispatcher: Dispatcher | None = None,
         key_ttl: float = 86400.0,
+        wanted: frozenset[NotificationEvent] = frozenset(),
     ) -> None:
+        """``wanted``: the notification events the notifications file records
+        (:attr:`vigil.notify.config.Notifications.recorded`): an episode's end is told only
+        when ``episode_resolved`` is one of them."""
         self._db = database
+        self._wanted = wanted
         self._key_ttl = key_ttl
         self._dispatcher = dispatcher
         self._dispatching: set[asyncio.Task[None]] = set()
@@ -313,6 +319,7 @@ class IngestPipeline:
                     observations=observations,
                     now=now,
                     actor=Actor("system", request.actor.request_id),
+                    wanted=self._wanted,
                 )
                 result.decisions = recorded.decisions
                 firing_changed |= recorded.firing_changed

@@ -23,8 +23,8 @@ variable that is not set. Header values of a webhook channel may hold references
 ``VIGIL_NOTIFY_WEBHOOK_URLS`` adds a ``webhook`` channel per URL, reached by every event
 recorded, whatever the routes say.
 
-Every event :data:`~vigil.notify.events.NEEDS_A_PERSON` is recorded; the others only when some
-route names them in its ``event`` list (:meth:`Notifications.wants`). A route without an
+Every event of :data:`~vigil.notify.events.ALWAYS_RECORDED` is recorded; the others only when
+some route names them in its ``event`` list (:meth:`Notifications.wants`). A route without an
 ``event`` list matches every recorded event.
 """
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -45,16 +45,30 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from vigil.durations import PositiveDuration
 from vigil.errors import InvalidInput
-from vigil.notify.events import NEEDS_A_PERSON, NotificationEvent
+from vigil.notify.events import ALWAYS_RECORDED, NotificationEvent
+from vigil.notify.templates import TemplateFailed, check, environment
 from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
 
 SLACK_API_URL = "https://slack.com/api/"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_TRIGGERS = frozenset(
+    {
+        NotificationEvent.ACTION_FAILED,
+        NotificationEvent.ACTION_DEAD_LETTERED,
+        NotificationEvent.ESCALATION_EXHAUSTED,
+        NotificationEvent.BREAKER_OPENED,
+    }
+)
+"""The events a ``pagerduty`` channel opens (or adds to) an incident for."""
+PAGERDUTY_RESOLVES = NotificationEvent.EPISODE_RESOLVED
+"""The event a ``pagerduty`` channel resolves its episode's incident on."""
+PAGERDUTY_EVENTS = PAGERDUTY_TRIGGERS | {PAGERDUTY_RESOLVES}
 ENV_WEBHOOK_PREFIX = "webhook-"
 """The channel names given to ``VIGIL_NOTIFY_WEBHOOK_URLS``: ``webhook-1``, ``webhook-2``, …"""
 
@@ -80,6 +94,28 @@ def _secret_reference(value: str) -> str:
 
 SecretReference = Annotated[str, AfterValidator(_secret_reference)]
 """A setting that holds a secret: written ``${ENV_NAME}``, resolved when the file is loaded."""
+
+
+class _EveryVariable(Mapping[str, str]):
+    """An environment in which every variable is set, to its own reference."""
+
+    def __getitem__(self, name: str) -> str:
+        return f"${{{name}}}"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+EVERY_VARIABLE: Mapping[str, str] = _EveryVariable()
+"""The ``env`` that checks a file's shape only: every ``${ENV}`` reference counts as set
+(``vigil notifications validate --no-env``; a process that never sends, such as a worker,
+needs the routes but not the secrets)."""
 
 
 def resolve(value: str, env: Mapping[str, str], *, where: str) -> str:
@@ -152,6 +188,16 @@ class EmailSpec(_Channel):
     from_: ShortText = Field(alias="from")
     to: list[ShortText] = Field(min_length=1)
 
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _to_addresses(cls, value: list[str]) -> list[str]:
+        return [_address(v) for v in value]
+
     @model_validator(mode="after")
     def _login_pair(self) -> EmailSpec:
         if (self.username is None) != (self.password is None):
@@ -167,6 +213,41 @@ class WebhookSpec(_Channel):
     )
     body_template: Annotated[str, StringConstraints(min_length=1, max_length=65536)] | None = None
     secret: SecretReference | None = Field(default=None, repr=False)
+
+    @field_validator("body_template")
+    @classmethod
+    def _body_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check(environment(), value)
+            except TemplateFailed as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        env = environment()
+        for key, text in value.items():
+            try:
+                check(env, text)
+            except TemplateFailed as exc:
+                raise ValueError(f"header {key}: {exc}") from None
+        return value
+
+
+_ADDR = r"[^\s@<>,;:\"\\()\[\]]+@[^\s@<>,;:\"\\()\[\]]+"
+_ADDRESS = re.compile(rf"{_ADDR}|[^<>,;:\"\\()\[\]\r\n]*<{_ADDR}>")
+
+
+def _address(value: str) -> str:
+    """One email address, ``name@host`` or ``Name <name@host>``: no list, no line break."""
+    if not _ADDRESS.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not one email address such as oncall@example.com"
+            " or 'On call <oncall@example.com>'"
+        )
+    return value
 
 
 ChannelSpec = Annotated[
@@ -276,10 +357,16 @@ class Notifications:
         return [(route, channel) for channel, route in sent.items()]
 
     def wants(self, event: NotificationEvent) -> bool:
-        """Whether ``event`` is recorded at all: it needs a person, or a route names it."""
-        return event in NEEDS_A_PERSON or any(
+        """Whether ``event`` is recorded at all: it is always recorded (it needs a person, or
+        tells of the pause), or a route names it."""
+        return event in ALWAYS_RECORDED or any(
             route.events is not None and event.value in route.events for route in self.routes
         )
+
+    @property
+    def recorded(self) -> frozenset[NotificationEvent]:
+        """Every event :meth:`wants`: what the places that record notifications are given."""
+        return frozenset(event for event in NotificationEvent if self.wants(event))
 
     @property
     def empty(self) -> bool:
@@ -304,6 +391,11 @@ def _describe(error: Any) -> str:
     tag pydantic adds (``channels[0].slack.token`` reads ``channels[0].token``)."""
     loc = [p for p in error["loc"] if p not in CHANNEL_TYPES]
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":  # a channel's type that is none of them
+        tag = str(error["ctx"]["tag"])
+        return f"{_path([*loc, 'type'])}: {unknown_field(tag, CHANNEL_TYPES, kind='channel type')}"
+    if error["type"] == "union_tag_not_found":
+        return f"{_path([*loc, 'type'])}: Field required (one of {', '.join(CHANNEL_TYPES)})"
     if error["type"] == UNKNOWN_FIELD:
         parent = _path(loc[:-1])
         return f"{parent}: {message}" if parent else message
@@ -361,6 +453,7 @@ def _build(
             if not any(c.name == name for c in spec.channels):
                 unknown = unknown_field(name, [c.name for c in spec.channels], kind="channel")
                 problems.append(f"{where}.channels: {unknown}")
+        problems.extend(_pages_only(route, spec.channels, where=where))
         if route.group_interval is not None and route.group_wait is None:
             problems.append(f"{where}: group_interval needs group_wait")
         routes.append(
@@ -385,6 +478,28 @@ def _build(
         channels[name] = WebhookSpec(name=name, type="webhook", url=url)
         routes.append(Route(key=name, channels=(name,), always=True))
     return Notifications(channels=channels, routes=tuple(routes), source=source)
+
+
+def _pages_only(
+    route: RouteSpec,
+    specs: Sequence[SlackSpec | PagerDutySpec | TeamsSpec | EmailSpec | WebhookSpec],
+    *,
+    where: str,
+) -> list[str]:
+    """A route that names an event a ``pagerduty`` channel would drop, sent to one: refused
+    (routes without an ``event`` list are not checked: they reach what they match)."""
+    if route.event is None:
+        return []
+    dropped = [e.value for e in route.event if e not in PAGERDUTY_EVENTS]
+    pagers = [c.name for c in specs if isinstance(c, PagerDutySpec) and c.name in route.channels]
+    if not dropped or not pagers:
+        return []
+    pages = ", ".join(sorted(e.value for e in PAGERDUTY_TRIGGERS))
+    return [
+        f"{where}: channel {pagers[0]!r} is a pagerduty channel, which triggers only on"
+        f" {pages} and resolves on {PAGERDUTY_RESOLVES.value}; {', '.join(dropped)} would"
+        " never reach it: send them to other channels in a route of their own"
+    ]
 
 
 _SECRET_FIELDS = ("token", "signing_secret", "routing_key", "password", "secret")
@@ -416,7 +531,10 @@ def load_notifications(
     """The notifications file at ``path`` (none: only ``webhook_urls``' channels)."""
     if path is None:
         return _build(
-            _FileSpec(), source="VIGIL_NOTIFY_WEBHOOK_URLS", env=env or {}, urls=webhook_urls
+            _FileSpec(),
+            source="VIGIL_NOTIFY_WEBHOOK_URLS",
+            env={} if env is None else env,
+            urls=webhook_urls,
         )
     try:
         text = path.read_text("utf-8")

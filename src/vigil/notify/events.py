@@ -44,8 +44,16 @@ NEEDS_A_PERSON = frozenset(
         NotificationEvent.APPROVAL_WAITING,
     }
 )
-"""The events that need a person: always recorded, and sent by a route that names no events.
-The others are recorded only when a route names them."""
+"""The events that need a person: always recorded, and sent by a route that names no events."""
+
+ALWAYS_RECORDED = NEEDS_A_PERSON | {
+    NotificationEvent.AUTOMATION_PAUSED,
+    NotificationEvent.AUTOMATION_RESUMED,
+}
+"""The events recorded whatever the routes say: those that need a person, and an operator's
+pause or resume of automation (rare, and everyone acting on Vigil's messages should know).
+The others are recorded only when a route names them
+(:meth:`vigil.notify.config.Notifications.wants`)."""
 
 
 class DeliveryStatus(StrEnum):

@@ -35,6 +35,7 @@ from vigil.decide.verification import Verified, verify
 from vigil.errors import Unavailable
 from vigil.ingest.keys import prune_keys_before
 from vigil.ingest.store import lock_targets, prune_before, prune_latest_before
+from vigil.notify.events import NotificationEvent
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
 from vigil.observability.metrics import VigilMetrics
@@ -69,7 +70,12 @@ class PolicyRunner:
         key_ttl: float = 86400.0,
         alert_stale: float = 900.0,
         prometheus: PrometheusClient | None = None,
+        wanted: frozenset[NotificationEvent] = frozenset(),
     ) -> None:
+        """``wanted``: the notification events the notifications file records
+        (:attr:`vigil.notify.config.Notifications.recorded`): an episode's end and a
+        verification's verdict are told only when their events are among them."""
+        self._wanted = wanted
         self.promql = PromQLPolicies(
             prometheus, database=database, metrics=metrics, budget=interval
         )
@@ -179,7 +185,7 @@ class PolicyRunner:
             if observations:
                 await lock_targets(conn, targets=(o.target for o in observations))
                 recorded = await record_observations(
-                    conn, observations=observations, now=now, actor=Actor()
+                    conn, observations=observations, now=now, actor=Actor(), wanted=self._wanted
                 )
                 created = recorded.decisions
                 if recorded.firing_changed:
@@ -237,6 +243,7 @@ class PolicyRunner:
             actor=Actor(),
             outages=self.promql.ended_outages(),
             unknown=self._gone_stale,
+            wanted=self._wanted,
         )
 
     async def run_once(self) -> int:

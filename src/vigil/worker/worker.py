@@ -33,6 +33,7 @@ from vigil.actions.store import Action, get_action
 from vigil.clock import Clock
 from vigil.db.engine import Database
 from vigil.errors import IllegalTransition, NotFound, StaleAttempt, Unavailable
+from vigil.notify.events import NotificationEvent
 from vigil.observability.audit import Actor
 from vigil.observability.logging import bound, get_logger
 from vigil.observability.metrics import VigilMetrics
@@ -68,8 +69,13 @@ class Worker:
         block: float = 1.0,
         rng: random.Random | None = None,
         resend_pause: float = 1.0,
+        wanted: frozenset[NotificationEvent] = frozenset(),
     ) -> None:
+        """``wanted``: the notification events the notifications file records
+        (:attr:`vigil.notify.config.Notifications.recorded`); ``action_completed`` is
+        recorded only when it is one of them."""
         self.name = name
+        self._wanted = wanted
         self._db = database
         self._queue = queue
         self._executor = executor
@@ -331,7 +337,13 @@ class Worker:
 
         async def write(conn: AsyncConnection) -> None:
             if result.status == "success":
-                await lifecycle.complete(conn, **common, result=answer, message=result.message)
+                await lifecycle.complete(
+                    conn,
+                    **common,
+                    result=answer,
+                    message=result.message,
+                    wanted=self._wanted,
+                )
             elif final:
                 await lifecycle.fail(conn, **common, error=result.message, result=answer)
             else:

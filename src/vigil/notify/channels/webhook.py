@@ -1,30 +1,43 @@
-"""The ``webhook`` channel: POSTs each notification as Vigil's own JSON to a URL.
+"""The ``webhook`` channel: POSTs each message to a URL, as Vigil's own JSON or as the
+channel's ``body_template`` renders it.
 
-The body is :func:`payload` (one notification) or ``{"group": ..., "notifications": [...]}``
-(a route's group). Only the URL's scheme and host are ever logged or stored: its path or
-query is often its token.
+The default body is :func:`payload` (one notification) or ``{"group": ..., "notifications":
+[...]}`` (a route's group). With ``body_template`` the body is that template rendered with the
+event (:mod:`vigil.notify.templates`); header values are templates too. A template that fails
+at send time (a missing key, a sandbox refusal) does not lose the event: the default body is
+sent, with an ``X-Vigil-Template-Error`` header saying why, and a warning is logged; a header
+that fails is sent as written. With ``secret`` each request is signed as the remediator's are
+(:mod:`vigil.remediation.signing`): ``X-Vigil-Timestamp`` and ``X-Vigil-Signature:
+sha256=<HMAC-SHA256 of "<timestamp>." + body>``.
+
+Only the URL's scheme and host are ever logged or stored: its path or query is often its
+token.
 """
 
 from __future__ import annotations
 
-import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 import vigil
-from vigil.notify.channels.base import Channel, DeliveryFailed, Message, http_failure
+from vigil.notify.channels.base import Channel, Message, title
+from vigil.notify.channels.posting import Poster, shown
 from vigil.notify.config import WebhookSpec
 from vigil.notify.store import Notification
+from vigil.notify.templates import TemplateFailed, environment, render
+from vigil.observability.logging import get_logger
+from vigil.remediation.signing import signed_headers
 
+__all__ = ["TEMPLATE_ERROR_HEADER", "WebhookChannel", "body", "context", "payload", "shown"]
 
-def shown(url: str) -> str:
-    """A URL as logs and the API show it: scheme and host only (user info, path and query
-    may all carry credentials)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+TEMPLATE_ERROR_HEADER = "X-Vigil-Template-Error"
+"""Set when the body template failed and the default body was sent instead: why it failed."""
+
+log = get_logger(__name__)
 
 
 def payload(record: Notification, links: Any) -> dict[str, Any]:
@@ -53,6 +66,16 @@ def body(message: Message) -> dict[str, Any]:
     return {"group": {"count": len(items)}, "notifications": items}
 
 
+def context(message: Message) -> dict[str, Any]:
+    """What a template sees: the first event's fields (JSON values: ``at`` is ISO 8601
+    text), ``notifications`` (each event's), ``count`` and ``test``."""
+    items = [
+        {**payload(r, message.links.get(r.id)), "title": title(r)} for r in message.notifications
+    ]
+    events: list[dict[str, Any]] = orjson.loads(orjson.dumps(items, option=orjson.OPT_UTC_Z))
+    return {**events[0], "notifications": events, "count": len(events), "test": message.test}
+
+
 class WebhookChannel(Channel):
     type = "webhook"
 
@@ -62,48 +85,70 @@ class WebhookChannel(Channel):
         *,
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(spec.name)
         self.spec = spec
-        self._timeout = timeout
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._poster = Poster(timeout=timeout, transport=transport)
+        self._env = environment()
+        self._clock = clock
+        self._secret = None if spec.secret is None else spec.secret.encode()
 
     @property
     def shown(self) -> str:
         return shown(self.spec.url)
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
-        content = orjson.dumps(body(message), option=orjson.OPT_UTC_Z)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"vigil/{vigil.__version__}",
             "X-Vigil-Event": message.notifications[0].event,
-            **self.spec.headers,
         }
+        if message.test:
+            headers["X-Vigil-Test"] = "true"
+        templated = self.spec.body_template is not None or any(
+            "{" in v for v in self.spec.headers.values()
+        )
+        values = context(message) if templated else {}
+        for key, text in self.spec.headers.items():
+            headers[key] = self._header(key, text, values)
+        content = None
+        if self.spec.body_template is not None:
+            try:
+                content = render(self._env, self.spec.body_template, values).encode()
+            except TemplateFailed as exc:
+                log.warning(
+                    "notify.template_failed",
+                    channel=self.name,
+                    part="body_template",
+                    error=str(exc),
+                    notifications=[r.id for r in message.notifications],
+                )
+                headers[TEMPLATE_ERROR_HEADER] = _header_text(str(exc))
+        if content is None:
+            content = orjson.dumps(body(message), option=orjson.OPT_UTC_Z)
+        if self._secret is not None:
+            headers.update(signed_headers(self._secret, content, self._clock()))
         await self.post(content, headers)
         return {}
 
+    def _header(self, key: str, text: str, values: dict[str, Any]) -> str:
+        if "{" not in text:
+            return text
+        try:
+            return _header_text(render(self._env, text, values))
+        except TemplateFailed as exc:
+            log.warning("notify.template_failed", channel=self.name, part=key, error=str(exc))
+            return text
+
     async def post(self, content: bytes, headers: dict[str, str]) -> None:
         """POST once; raises :class:`DeliveryFailed` unless the answer is a 2xx."""
-        url = self.spec.url
-        try:
-            async with (
-                asyncio.timeout(self._timeout),
-                self._client.stream("POST", url, content=content, headers=headers) as response,
-            ):
-                if 200 <= response.status_code < 300:
-                    return
-                answer = b""
-                async for chunk in response.aiter_bytes():
-                    answer += chunk
-                    if len(answer) >= 4096:
-                        break
-                raise http_failure(response.status_code, answer)
-        except (TimeoutError, httpx.TimeoutException):
-            raise DeliveryFailed(f"timed out after {self._timeout:g}s") from None
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            reason = str(exc).replace(url, self.shown) or type(exc).__name__
-            raise DeliveryFailed(f"{type(exc).__name__}: {reason}") from None
+        await self._poster.post(self.spec.url, content, headers)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._poster.aclose()
+
+
+def _header_text(text: str) -> str:
+    """``text`` fit for one header line: no line breaks or other control characters."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:1024]

@@ -1,0 +1,68 @@
+"""One HTTP POST to a channel's far side, as the ``webhook``, ``pagerduty`` and ``teams``
+channels make it: bounded in time, the answer read only as far as an error needs, and every
+failure a :class:`~vigil.notify.channels.base.DeliveryFailed` that never shows the URL's path
+(it often is the token)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from vigil.notify.channels.base import DeliveryFailed, http_failure
+
+ANSWER_BYTES = 4096
+"""How much of an answer is read: enough for an error's text or a small JSON reply."""
+
+
+def shown(url: str) -> str:
+    """A URL as logs and the API show it: scheme and host only (user info, path and query
+    may all carry credentials)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+
+
+def any_2xx(status: int) -> bool:
+    return 200 <= status < 300
+
+
+class Poster:
+    """An HTTP client for one channel, every request within ``timeout`` seconds."""
+
+    def __init__(self, *, timeout: float, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.timeout = timeout
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    async def post(
+        self,
+        url: str,
+        content: bytes,
+        headers: dict[str, str],
+        *,
+        taken: Callable[[int], bool] = any_2xx,
+    ) -> bytes:
+        """POST ``content`` once; the start of the answer's body when its status is
+        ``taken``, else raise :class:`DeliveryFailed` with the status and the answer."""
+        try:
+            async with (
+                asyncio.timeout(self.timeout),
+                self._client.stream("POST", url, content=content, headers=headers) as response,
+            ):
+                answer = b""
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= ANSWER_BYTES:
+                        break
+                if taken(response.status_code):
+                    return answer[:ANSWER_BYTES]
+                raise http_failure(response.status_code, answer)
+        except (TimeoutError, httpx.TimeoutException):
+            raise DeliveryFailed(f"timed out after {self.timeout:g}s") from None
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            reason = str(exc).replace(url, shown(url)) or type(exc).__name__
+            raise DeliveryFailed(f"{type(exc).__name__}: {reason}") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,279 @@
+"""The pagerduty channel against a local Events API stand-in: the exact events it sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.notify.channels.conftest import (
+    LONG_ANSWER,
+    Answer,
+    FarSide,
+    closed_port,
+    message,
+    notification,
+)
+from vigil.notify.channels.base import DeliveryFailed
+from vigil.notify.channels.pagerduty import PagerDutyChannel, dedup_key
+from vigil.notify.channels.registry import build_channels
+from vigil.notify.config import NotificationsInvalid, parse_notifications
+
+ROUTING_KEY = "R0UT1NG-k3y-0123456789abcdef"
+ACCEPTED = Answer(202, b'{"status":"success","message":"Event processed"}')
+
+
+def pager(url: str) -> PagerDutyChannel:
+    text = f"""
+channels:
+  - name: pager
+    type: pagerduty
+    routing_key: ${{PAGERDUTY_ROUTING_KEY}}
+    url: {url}/v2/enqueue
+routes:
+  - event: [action_failed, escalation_exhausted, breaker_opened, episode_resolved]
+    channels: [pager]
+"""
+    notifications = parse_notifications(
+        text, source="notifications.yaml", env={"PAGERDUTY_ROUTING_KEY": ROUTING_KEY}
+    )
+    channel = build_channels(notifications, timeout=2.0)["pager"]
+    assert isinstance(channel, PagerDutyChannel)
+    return channel
+
+
+def sent(far_side: FarSide) -> list[dict[str, Any]]:
+    assert all(r.path == "/v2/enqueue" for r in far_side.requests)
+    assert all(r.headers["content-type"] == "application/json" for r in far_side.requests)
+    return [orjson.loads(r.body) for r in far_side.requests]
+
+
+async def test_a_failure_triggers_an_incident_with_the_action_linked(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    refs = await channel.send(message(notification()))
+    await channel.aclose()
+
+    [event] = sent(far_side)
+    assert event == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "trigger",
+        "dedup_key": "vigil/web-cpu-high/web-01/7",
+        "payload": {
+            "summary": "Action failed: web-cpu-high on web-01:"
+            " scale-up on web-01 failed at attempt 3: quota exceeded",
+            "source": "web-01",
+            "severity": "critical",
+            "timestamp": "2026-12-07T21:30:05+00:00",
+            "component": "scale-up",
+            "group": "web-cpu-high",
+            "class": "action_failed",
+            "custom_details": {
+                "event": "action_failed",
+                "policy": "web-cpu-high",
+                "target": "web-01",
+                "action_id": 42,
+                "episode": 7,
+                "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
+                "details": {"action": "scale-up", "value": 97.5, "attempt": 3},
+                "tags": {"team": "web"},
+                "facts": {
+                    "Policy": "web-cpu-high",
+                    "Target": "web-01",
+                    "Severity": "critical",
+                    "Action": "scale-up",
+                    "Action id": "42",
+                    "Value": "97.5",
+                    "Episode": "7",
+                    "At": "2026-12-07T21:30:05+00:00",
+                },
+            },
+        },
+        "client": "Vigil",
+        "client_url": "https://vigil.example.com/api/v1/actions/42",
+        "links": [
+            {"href": "https://vigil.example.com/api/v1/actions/42", "text": "The action in Vigil"},
+            {
+                "href": "https://vigil.example.com/api/v1/policies/web-cpu-high",
+                "text": "The policy in Vigil",
+            },
+        ],
+    }
+    assert refs == {11: {"dedup_key": "vigil/web-cpu-high/web-01/7"}}
+
+
+async def test_the_episode_resolving_resolves_the_same_incident(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(id=1, event="escalation_exhausted", action_id=None)))
+    await channel.send(message(notification(id=2, event="action_failed", action_id=43)))
+    await channel.send(
+        message(notification(id=3, event="episode_resolved", action_id=None, severity=None))
+    )
+    await channel.aclose()
+
+    events = sent(far_side)
+    assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
+    assert {e["dedup_key"] for e in events} == {"vigil/web-cpu-high/web-01/7"}
+    assert events[2] == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "resolve",
+        "dedup_key": "vigil/web-cpu-high/web-01/7",
+    }
+
+
+async def test_another_episode_is_another_incident(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(id=1, episode=7)))
+    await channel.send(message(notification(id=2, episode=8)))
+    await channel.send(message(notification(id=3, episode=8, target="web-02")))
+    await channel.aclose()
+    assert [e["dedup_key"] for e in sent(far_side)] == [
+        "vigil/web-cpu-high/web-01/7",
+        "vigil/web-cpu-high/web-01/8",
+        "vigil/web-cpu-high/web-02/8",
+    ]
+
+
+def test_keys_without_an_episode_and_long_keys() -> None:
+    assert dedup_key(notification(episode=None)) == "vigil/web-cpu-high/web-01/action-42"
+    assert (
+        dedup_key(notification(episode=None, action_id=None, target=None, event="breaker_opened"))
+        == "vigil/web-cpu-high/-/notification-11"
+    )
+    assert dedup_key(notification(target="ns/pod a")) == "vigil/web-cpu-high/ns%2Fpod%20a/7"
+    long = notification(target="t" * 300)
+    key = dedup_key(long)
+    assert len(key) <= 255
+    assert key.startswith("vigil/sha256/")
+    assert dedup_key(notification(id=99, target="t" * 300)) == key
+    assert dedup_key(notification(target="u" * 300)) != key
+
+
+@pytest.mark.parametrize(
+    ("severity", "expected"),
+    [("critical", "critical"), ("warning", "warning"), ("info", "info"), (None, "error")],
+)
+async def test_severity_is_mapped(far_side: FarSide, severity: str | None, expected: str) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(severity=severity)))
+    await channel.aclose()
+    assert sent(far_side)[0]["payload"]["severity"] == expected
+
+
+async def test_the_summary_is_cut_to_1024_characters(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(reason="disk full\n" * 500)))
+    await channel.aclose()
+    summary = sent(far_side)[0]["payload"]["summary"]
+    assert len(summary) == 1024
+    assert summary.startswith("Action failed: web-cpu-high on web-01: disk full disk full")
+    assert summary.endswith("…")
+
+
+async def test_without_an_external_url_the_paths_go_in_the_details(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(), base_url=None))
+    await channel.aclose()
+    [event] = sent(far_side)
+    assert event["links"] == []
+    assert "client_url" not in event
+    assert event["payload"]["custom_details"]["links"] == {
+        "action": "/api/v1/actions/42",
+        "policy": "/api/v1/policies/web-cpu-high",
+        "notifications": "/api/v1/notifications",
+    }
+
+
+async def test_a_group_is_one_event_each(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    records = [notification(id=i, target=f"web-0{i}", action_id=40 + i) for i in (1, 2, 3)]
+    refs = await channel.send(message(*records))
+    await channel.aclose()
+    assert sorted(e["dedup_key"] for e in sent(far_side)) == [
+        "vigil/web-cpu-high/web-01/7",
+        "vigil/web-cpu-high/web-02/7",
+        "vigil/web-cpu-high/web-03/7",
+    ]
+    assert refs == {i: {"dedup_key": f"vigil/web-cpu-high/web-0{i}/7"} for i in (1, 2, 3)}
+
+
+async def test_one_event_of_a_group_refused_fails_the_message(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED, Answer(400, b'{"status":"invalid event"}'), ACCEPTED]
+    channel = pager(far_side.url)
+    records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(message(*records))
+    await channel.aclose()
+    assert str(caught.value) == 'answered 400: {"status":"invalid event"}'
+    assert len(far_side.requests) == 3
+
+
+async def test_events_that_do_not_page_send_nothing(far_side: FarSide) -> None:
+    channel = pager(far_side.url)
+    for event in ("approval_waiting", "action_completed", "automation_paused"):
+        assert await channel.send(message(notification(event=event))) == {}
+    # an episode's end with no episode known resolves nothing
+    assert await channel.send(message(notification(event="episode_resolved", episode=None))) == {}
+    await channel.aclose()
+    assert far_side.requests == []
+
+
+async def test_a_test_message_triggers_then_resolves(far_side: FarSide) -> None:
+    far_side.answers = [ACCEPTED]
+    channel = pager(far_side.url)
+    await channel.send(message(notification(event="approval_waiting"), test=True))
+    await channel.aclose()
+    trigger, resolve = sent(far_side)
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"]
+    assert trigger["payload"]["summary"].startswith("[test] Approval waiting")
+
+
+@pytest.mark.parametrize("status", [500, 200, 429])
+async def test_any_answer_but_202_is_a_failure(far_side: FarSide, status: int) -> None:
+    far_side.answers = [Answer(status, LONG_ANSWER)]
+    channel = pager(far_side.url)
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(message())
+    await channel.aclose()
+    assert str(caught.value) == f"answered {status}: " + LONG_ANSWER.decode()[:200].strip()
+    assert ROUTING_KEY not in str(caught.value)
+
+
+async def test_a_far_side_that_is_down() -> None:
+    channel = pager(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(DeliveryFailed, match="ConnectError"):
+        await channel.send(message())
+    await channel.aclose()
+
+
+def test_a_route_naming_an_event_that_does_not_page_is_refused() -> None:
+    text = """
+channels:
+  - name: pager
+    type: pagerduty
+    routing_key: ${KEY}
+  - name: mail
+    type: email
+    host: smtp.example.com
+    from: vigil@example.com
+    to: [oncall@example.com]
+routes:
+  - event: [action_failed, approval_waiting]
+    channels: [mail, pager]
+"""
+    with pytest.raises(NotificationsInvalid) as caught:
+        parse_notifications(text, source="n.yaml", env={"KEY": "k"})
+    assert str(caught.value) == (
+        "n.yaml: routes[0]: channel 'pager' is a pagerduty channel, which triggers only on"
+        " action_dead_lettered, action_failed, breaker_opened, escalation_exhausted and"
+        " resolves on episode_resolved; approval_waiting would never reach it: send them to"
+        " other channels in a route of their own"
+    )

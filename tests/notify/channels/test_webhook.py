@@ -1,0 +1,300 @@
+"""The webhook channel against a local HTTP receiver: the default body, body templates,
+templated headers and the signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.notify.channels.conftest import (
+    LONG_ANSWER,
+    Answer,
+    FarSide,
+    closed_port,
+    message,
+    notification,
+)
+from vigil.notify.channels.base import DeliveryFailed
+from vigil.notify.channels.registry import build_channels
+from vigil.notify.channels.webhook import WebhookChannel
+from vigil.notify.config import NotificationsInvalid, WebhookSpec, parse_notifications
+from vigil.remediation.signing import SignatureInvalid, verify
+
+SECRET = "wh-s3cret-0123456789"
+NOW = 1_796_680_000.0
+
+
+def hook(url: str, settings: str = "", env: dict[str, str] | None = None) -> WebhookChannel:
+    text = f"""
+channels:
+  - name: hook
+    type: webhook
+    url: {url}/hook
+{settings}
+"""
+    notifications = parse_notifications(text, source="notifications.yaml", env=env or {})
+    spec = notifications.channels["hook"]
+    assert isinstance(spec, WebhookSpec)
+    return WebhookChannel(spec, timeout=2.0, clock=lambda: NOW)  # signed at a fixed time
+
+
+def only(far_side: FarSide) -> tuple[dict[str, str], bytes]:
+    [request] = far_side.requests
+    assert request.path == "/hook"
+    return request.headers, request.body
+
+
+DEFAULT_BODY: dict[str, Any] = {
+    "id": 11,
+    "event": "action_failed",
+    "at": "2026-12-07T21:30:05Z",
+    "policy": "web-cpu-high",
+    "target": "web-01",
+    "action": 42,
+    "severity": "critical",
+    "episode": 7,
+    "tags": {"team": "web"},
+    "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
+    "details": {"action": "scale-up", "value": 97.5, "attempt": 3},
+    "links": {
+        "action": "https://vigil.example.com/api/v1/actions/42",
+        "policy": "https://vigil.example.com/api/v1/policies/web-cpu-high",
+        "notifications": "https://vigil.example.com/api/v1/notifications",
+    },
+}
+
+
+async def test_the_default_body(far_side: FarSide) -> None:
+    text = f"channels:\n  - name: hook\n    type: webhook\n    url: {far_side.url}/hook\n"
+    channel = build_channels(parse_notifications(text, source="n.yaml"), timeout=2.0)["hook"]
+    assert await channel.send(message()) == {}
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert orjson.loads(body) == DEFAULT_BODY
+    assert headers["content-type"] == "application/json"
+    assert headers["x-vigil-event"] == "action_failed"
+    assert "x-vigil-signature" not in headers
+
+
+async def test_a_test_message_says_so(far_side: FarSide) -> None:
+    channel = hook(far_side.url, '    body_template: "{{ test | tojson }}"')
+    await channel.send(message(test=True))
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert (headers["x-vigil-test"], body) == ("true", b"true")
+
+
+async def test_a_body_template_renders_the_event(far_side: FarSide) -> None:
+    template = (
+        '{"text": {{ (title ~ ": " ~ reason) | tojson }}, "value": {{ details.value }},'
+        ' "link": {{ links.action | tojson }}, "at": {{ at | tojson }},'
+        ' "events": [{% for n in notifications %}{{ n.id }}{{ "," if not loop.last }}'
+        '{% endfor %}], "count": {{ count }}}'
+    )
+    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    record = notification(reason='quota "exceeded"\nretry later')
+    await channel.send(message(record))
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert "x-vigil-template-error" not in headers
+    assert orjson.loads(body) == {
+        "text": 'Action failed: web-cpu-high on web-01: quota "exceeded"\nretry later',
+        "value": 97.5,
+        "link": "https://vigil.example.com/api/v1/actions/42",
+        "at": "2026-12-07T21:30:05Z",
+        "events": [11],
+        "count": 1,
+    }
+
+
+async def test_a_group_is_rendered_once_with_each_event(far_side: FarSide) -> None:
+    template = '{"targets": {{ notifications | map(attribute="target") | list | tojson }}}'
+    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
+    await channel.send(message(*records))
+    await channel.aclose()
+    _, body = only(far_side)
+    assert orjson.loads(body) == {"targets": ["web-01", "web-02", "web-03"]}
+
+
+async def test_a_template_failing_at_send_time_delivers_the_default_body(
+    far_side: FarSide,
+) -> None:
+    template = '{"gone": {{ details.missing | tojson }}}'
+    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    await channel.send(message())
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert orjson.loads(body) == DEFAULT_BODY
+    assert (
+        headers["x-vigil-template-error"]
+        == "UndefinedError: 'dict object' has no attribute 'missing'"
+    )
+
+
+async def test_the_sandbox_holds(far_side: FarSide) -> None:
+    template = "{{ reason.__class__.__mro__[1].__subclasses__() }}"
+    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    await channel.send(message())
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert orjson.loads(body) == DEFAULT_BODY
+    assert headers["x-vigil-template-error"].startswith("SecurityError:")
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        # nested loops writing, then writing nothing
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "the loops went through more than 100000 items",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "the loops went through more than 100000 items",
+        ),
+        ("{{ reason * 100000 }}", "a value of more than 1048576 items"),
+        ("{{ 10 ** 100000 }}", "an exponent above 1000"),
+        (
+            "{% for i in range(1000) %}{{ reason * 1000 }}{% endfor %}",
+            "the rendered text passed 1048576 characters",
+        ),
+    ],
+)
+async def test_a_runaway_template_is_stopped(far_side: FarSide, template: str, error: str) -> None:
+    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    await channel.send(message())
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert orjson.loads(body) == DEFAULT_BODY
+    assert headers["x-vigil-template-error"] == error
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        (
+            '{"a": {{ reason }',
+            "channels[0].body_template: not a valid template: line 1: unexpected '}'",
+        ),
+        (
+            '{"a": {{ polcy }}}',
+            "channels[0].body_template: unknown variable 'polcy' (did you mean 'policy'?);"
+            " a template may use id, event, at, policy, target, action, severity, episode,"
+            " tags, reason, details, links, title, notifications, count, test",
+        ),
+        (
+            "{% for n in notifications %}{{ n.id }}",
+            "channels[0].body_template: not a valid template: line 1: Unexpected end of"
+            " template. Jinja was looking for the following tags: 'endfor' or 'else'. The"
+            " innermost block that needs to be closed is 'for'.",
+        ),
+    ],
+)
+def test_a_template_that_cannot_work_is_refused_at_validation(template: str, problem: str) -> None:
+    text = f"""
+channels:
+  - name: hook
+    type: webhook
+    url: https://hooks.example.com/x
+    body_template: {orjson.dumps(template).decode()}
+"""
+    with pytest.raises(NotificationsInvalid) as caught:
+        parse_notifications(text, source="n.yaml", env={})
+    assert str(caught.value) == f"n.yaml: {problem}"
+
+
+def test_a_header_template_that_cannot_work_is_refused_at_validation() -> None:
+    text = """
+channels:
+  - name: hook
+    type: webhook
+    url: https://hooks.example.com/x
+    headers:
+      X-Policy: "{{ policy"
+"""
+    with pytest.raises(NotificationsInvalid) as caught:
+        parse_notifications(text, source="n.yaml", env={})
+    assert str(caught.value) == (
+        "n.yaml: channels[0].headers: header X-Policy: not a valid template: line 1:"
+        " unexpected end of template, expected 'end of print statement'."
+    )
+
+
+async def test_headers_resolve_the_environment_and_render(far_side: FarSide) -> None:
+    settings = """    headers:
+      Authorization: Bearer ${HOOK_TOKEN}
+      X-Policy: "{{ policy }}/{{ target }}"
+      X-Weird: "${ODD_VALUE}"
+      Content-Type: application/vnd.example+json"""
+    env = {"HOOK_TOKEN": "t0k3n", "ODD_VALUE": "a {{ b"}
+    channel = hook(far_side.url, settings, env)
+    await channel.send(message())
+    await channel.aclose()
+    headers, _ = only(far_side)
+    assert headers["authorization"] == "Bearer t0k3n"
+    assert headers["x-policy"] == "web-cpu-high/web-01"
+    assert headers["x-weird"] == "a {{ b"  # a value read from the environment is sent as is
+    assert headers["content-type"] == "application/vnd.example+json"
+
+
+async def test_the_signature_verifies_as_the_remediators(far_side: FarSide) -> None:
+    channel = hook(far_side.url, "    secret: ${HOOK_SECRET}", {"HOOK_SECRET": SECRET})
+    await channel.send(message())
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert headers["x-vigil-timestamp"] == str(int(NOW))
+    verify(SECRET.encode(), headers["x-vigil-timestamp"], headers["x-vigil-signature"], body, NOW)
+    with pytest.raises(SignatureInvalid):
+        verify(b"another", headers["x-vigil-timestamp"], headers["x-vigil-signature"], body, NOW)
+    with pytest.raises(SignatureInvalid):
+        verify(
+            SECRET.encode(),
+            headers["x-vigil-timestamp"],
+            headers["x-vigil-signature"],
+            body + b" ",
+            NOW,
+        )
+
+
+async def test_a_signed_template_signs_the_rendered_body(far_side: FarSide) -> None:
+    settings = '    secret: ${HOOK_SECRET}\n    body_template: "{{ reason | tojson }}"'
+    channel = hook(far_side.url, settings, {"HOOK_SECRET": SECRET})
+    await channel.send(message())
+    await channel.aclose()
+    headers, body = only(far_side)
+    assert body == b'"scale-up on web-01 failed at attempt 3: quota exceeded"'
+    verify(SECRET.encode(), headers["x-vigil-timestamp"], headers["x-vigil-signature"], body, NOW)
+
+
+def test_a_literal_secret_is_refused() -> None:
+    text = """
+channels:
+  - name: hook
+    type: webhook
+    url: https://hooks.example.com/x
+    secret: hunter2
+"""
+    with pytest.raises(NotificationsInvalid) as caught:
+        parse_notifications(text, source="n.yaml", env={})
+    assert "a secret must be an environment reference" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_a_refusal_is_a_failure_with_the_answer(far_side: FarSide) -> None:
+    far_side.answers = [Answer(500, LONG_ANSWER)]
+    channel = hook(far_side.url)
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(message())
+    await channel.aclose()
+    assert str(caught.value) == "answered 500: " + LONG_ANSWER.decode()[:200].strip()
+
+
+async def test_a_far_side_that_is_down() -> None:
+    channel = hook(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(DeliveryFailed, match="ConnectError"):
+        await channel.send(message())
+    await channel.aclose()
