@@ -467,8 +467,23 @@ async def working(settings: Settings, clock: FakeClock) -> AsyncIterator[tuple[F
         yield application, container
 
 
+@pytest.mark.parametrize(
+    ("target", "status", "told", "broadcast"),
+    [
+        ("web-01", "completed", "Action completed", False),
+        # Its remediation fails: a failure needs a person, so the reply shows in #ops too.
+        ("web-broken-01", "failed", "Action failed", True),
+    ],
+    ids=["completed", "failed"],
+)
 async def test_approve_in_slack_runs_the_action_and_its_thread_tells_the_outcome(
-    working: tuple[FastAPI, Container], slack: SlackStandIn, clock: FakeClock
+    working: tuple[FastAPI, Container],
+    slack: SlackStandIn,
+    clock: FakeClock,
+    target: str,
+    status: str,
+    told: str,
+    broadcast: bool,
 ) -> None:
     app, container = working
     transport = httpx.ASGITransport(app=app)
@@ -478,8 +493,7 @@ async def test_approve_in_slack_runs_the_action_and_its_thread_tells_the_outcome
         ) as client,
         httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as slack_client,
     ):
-        # Its remediation fails: the thread tells, and the first message shows it.
-        action_id, posted = await waiting_approval(client, slack, target="web-broken-01")
+        action_id, posted = await waiting_approval(client, slack, target=target)
         assert has_buttons(posted)
 
         response = await press(slack_client, slack, clock, posted, APPROVE)
@@ -487,22 +501,23 @@ async def test_approve_in_slack_runs_the_action_and_its_thread_tells_the_outcome
 
         # The worker runs it; the sender tells the thread and updates the first message.
         [reply] = await slack.wait_for(
-            lambda: [r for r in slack.replies(posted.ts) if r.text.startswith("Action failed")]
+            lambda: [r for r in slack.replies(posted.ts) if r.text.startswith(told)]
         )
         assert reply.thread_ts == posted.ts
-        assert (await action_of(client, action_id))["status"] == "failed"
-        await slack.wait_for(lambda: "*Action failed* at" in line_under(posted))
+        assert (await action_of(client, action_id))["status"] == status
+        await slack.wait_for(lambda: f"*{told}* at" in line_under(posted))
         assert not has_buttons(posted)
         assert posted.updates == 2  # the decision, then the outcome
         [top] = slack.top_level()  # nothing else at the top level
         assert top.ts == posted.ts
         [post] = [c for c in slack.called("chat.postMessage") if c.args.get("thread_ts")][-1:]
-        assert post.args["reply_broadcast"] is True  # a failure needs a person: shown in #ops
+        assert post.args["thread_ts"] == posted.ts
+        assert post.args.get("reply_broadcast", False) is broadcast
         await container.notifier.wait_for_passes(container.notifier.passes + 1)
-        listed = await client.get("/api/v1/notifications", params={"event": "action_failed"})
-        [failed] = listed.json()["notifications"]
-        assert failed["delivery"]["status"] == "delivered"
-        [chat] = failed["delivery"]["channels"]
+        listed = await client.get("/api/v1/notifications", params={"event": f"action_{status}"})
+        [note] = listed.json()["notifications"]
+        assert note["delivery"]["status"] == "delivered"
+        [chat] = note["delivery"]["channels"]
         assert (chat["channel"], chat["type"]) == ("chat", "slack")
         audit = await client.get("/api/v1/audit", params={"actor": "slack:U0APPROVER (alice)"})
         assert [e["kind"] for e in audit.json()["entries"]] == ["action.pending"]
