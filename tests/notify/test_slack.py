@@ -293,3 +293,14 @@ async def test_approvers_by_id_or_by_user_group(slack: SlackStandIn) -> None:
         assert call.args == {"usergroup": "S0ONCALL"}
     finally:
         await channel.aclose()
+
+
+async def test_answers_go_only_to_slack_or_the_channels_own_api_host(
+    slack: SlackStandIn, channel: SlackChannel
+) -> None:
+    assert channel.answers_at("https://hooks.slack.com/actions/T0/1/abc")
+    assert channel.answers_at("https://hooks.slack-gov.com/actions/T0/1/abc")
+    assert channel.answers_at(slack.response_url)  # the stand-in serves the api_url
+    assert not channel.answers_at("http://hooks.slack.com/actions/T0/1/abc")
+    assert not channel.answers_at("https://hooks.slack.com.evil.example/actions")
+    assert not channel.answers_at("https://169.254.169.254/latest/meta-data")

@@ -317,6 +317,13 @@ class _Click:
                 self.show(line, reply=False)
             return
         verb = "Approved" if approve else "Rejected"
+        log.info(
+            "slack.decided",
+            channel=self.channel.name,
+            action_id=action_id,
+            decision=verb.lower(),
+            actor=self.actor.name,
+        )
         then = "it runs now" if record.status == Status.PENDING else "it is cancelled"
         line = f"{verb} by <@{self.user}> at {_when(record.updated_at)}: {then}."
         self.show(line, reply=True)

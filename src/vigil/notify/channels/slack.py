@@ -73,6 +73,8 @@ BUTTONS = (APPROVE, REJECT, SILENCE)
 """The ``action_id`` of each button of an ``approval_waiting`` message."""
 SILENCE_SECONDS = 3600.0
 
+SLACK_DOMAINS = ("slack.com", "slack-gov.com")
+"""Where a click's ``response_url`` may point (Slack's own hosts, GovSlack's too)."""
 GROUP_CACHE_SECONDS = 60.0
 """How long a user group's members (``usergroups.users.list``) are taken as known."""
 
@@ -596,7 +598,9 @@ class SlackChannel(Channel):
         host (a stand-in or proxy): the only places an answer is posted to."""
         parts, own = urlsplit(response_url), urlsplit(self.spec.api_url)
         host = (parts.hostname or "").lower()
-        if parts.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com")):
+        if parts.scheme == "https" and any(
+            host == domain or host.endswith(f".{domain}") for domain in SLACK_DOMAINS
+        ):
             return True
         return (parts.scheme, parts.netloc) == (own.scheme, own.netloc)
 
