@@ -21,7 +21,7 @@ from vigil.errors import Unavailable
 from vigil.ingest.pipeline import IngestPipeline
 from vigil.ingest.schemas import Limits
 from vigil.notify.channels.registry import build_channels
-from vigil.notify.config import Notifications, load_notifications
+from vigil.notify.config import EVERY_VARIABLE, Notifications, load_notifications
 from vigil.notify.sender import Notifier
 from vigil.observability.audit import Actor
 from vigil.observability.logging import get_logger
@@ -55,6 +55,10 @@ from vigil.worker.reconciler import Reconciler
 from vigil.worker.worker import Worker
 
 log = get_logger(__name__)
+
+
+WORKER_ROLE = "worker"
+"""The role of ``vigil worker`` processes (see :func:`build_container`)."""
 
 
 def process_name(role: str) -> str:
@@ -264,8 +268,13 @@ def build_container(
     queue = build_queue(settings, redis, clock)
     plugins = load_plugins()
     remediations = load_remediations(settings.remediations_file, plugins=plugins)
+    # A worker never sends: it needs the routes (which events to record) but not the
+    # channels' secrets, so it does not have to hold them.
+    sends = role != WORKER_ROLE
     notifications = load_notifications(
-        settings.notifications_file, webhook_urls=settings.notify_webhook_urls
+        settings.notifications_file,
+        webhook_urls=settings.notify_webhook_urls,
+        env=None if sends else EVERY_VARIABLE,
     )
     wanted = notifications.recorded
     dispatcher = Dispatcher(queue)
@@ -342,7 +351,11 @@ def build_container(
             clock=clock,
             metrics=metrics,
             notifications=notifications,
-            channels=build_channels(notifications, timeout=settings.notify_timeout_seconds),
+            channels=(
+                build_channels(notifications, timeout=settings.notify_timeout_seconds)
+                if sends
+                else {}
+            ),
             external_url=settings.external_url,
             timeout=settings.notify_timeout_seconds,
             retry=RetryPolicy(

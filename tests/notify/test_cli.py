@@ -334,3 +334,17 @@ def test_serve_says_once_that_links_are_paths_without_an_external_url(
         result = runner.invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
     assert not [e for e in logs if e["event"] == "notify.links_are_paths"]
+
+
+def test_a_worker_needs_the_routes_but_not_the_channels_secrets(
+    tmp_path: Path, unset: None, database_url: str
+) -> None:
+    from vigil.container import WORKER_ROLE, build_container
+    from vigil.notify.events import NotificationEvent
+    from vigil.settings import Settings
+
+    settings = Settings(database_url=database_url, notifications_file=written(tmp_path, EXAMPLE))
+    container = build_container(settings, role=WORKER_ROLE)
+    assert container.notifier.channels == {}
+    assert container.notifications.wants(NotificationEvent.ACTION_COMPLETED)
+    assert "signing" not in repr(container.notifications)

@@ -250,12 +250,12 @@ def _configure_logging(settings: Settings) -> None:
 def _build(settings: Settings, *, role: str) -> Container:
     """The container, or exit 2 naming the problem with the remediations, policy or
     notifications file."""
-    from vigil.container import build_container
+    from vigil.container import WORKER_ROLE, build_container
 
     check_remediations(settings)
     if role == "api":
         check_policies_file(settings)
-    check_notifications(settings)
+    check_notifications(settings, secrets=role != WORKER_ROLE)
     try:
         return build_container(settings, role=role)
     except VigilError as exc:

@@ -33,13 +33,18 @@ notifications_app = typer.Typer(help="The notifications file.", no_args_is_help=
 TEST_REASON = "test message from vigil notifications test"
 
 
-def check_notifications(settings: Settings) -> None:
-    """Refuse to start on an invalid notifications file (or one naming an environment
-    variable that is not set), naming the setting."""
-    from vigil.notify.config import load_notifications
+def check_notifications(settings: Settings, *, secrets: bool = True) -> None:
+    """Refuse to start on an invalid notifications file (or, with ``secrets``, one naming
+    an environment variable that is not set), naming the setting. A worker reads only the
+    routes, never sends, so it is checked without ``secrets``."""
+    from vigil.notify.config import EVERY_VARIABLE, load_notifications
 
     try:
-        load_notifications(settings.notifications_file, webhook_urls=settings.notify_webhook_urls)
+        load_notifications(
+            settings.notifications_file,
+            webhook_urls=settings.notify_webhook_urls,
+            env=None if secrets else EVERY_VARIABLE,
+        )
     except VigilError as exc:
         typer.echo(f"invalid setting VIGIL_NOTIFICATIONS_FILE: {exc.message}", err=True)
         raise typer.Exit(2) from exc

@@ -15,11 +15,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.notify.channels.conftest import Answer, FarSide
+from vigil.actions.status import Status
+from vigil.actions.store import transition
 from vigil.clock import FakeClock
 from vigil.container import Container
 from vigil.local import free_port
 from vigil.notify import store
 from vigil.notify.events import NotificationEvent
+from vigil.observability.audit import Actor
 
 REFUSAL = "4.3.0 mail queue full, " * 15
 
@@ -153,3 +156,66 @@ async def test_a_refusing_then_vanished_mail_server_ends_failed_with_its_answer(
     row = await until(container, failed, lambda r: r.delivery_status == "failed")
     assert row.attempts == 2
     assert str(row.last_error).startswith("mail: SMTPConnectError")
+
+
+async def test_an_exhausted_escalation_pages_once_and_its_episode_resolves_the_page(
+    client: httpx.AsyncClient, container: Container, clock: FakeClock, far_side: FarSide
+) -> None:
+    far_side.answers = [Answer(202, b'{"status":"success"}')]
+    policy = {
+        "name": "web-cpu-high",
+        "target": "web-*",
+        "severity": "critical",
+        "auto_remediate": True,
+        "condition": {"type": "metric_exceeds", "metric": "cpu", "threshold": 90},
+        "action": "scale-up",
+        "cooldown_seconds": 0,
+        "verify": {"within_seconds": 60},
+        "escalate": ["restart-service"],
+    }
+    assert (await client.post("/api/v1/policies", json=policy)).status_code == 201
+
+    async def ingest(value: float) -> dict[str, Any]:
+        body = {"name": "cpu", "value": value, "target": "web-01"}
+        response = await client.post("/api/v1/ingest", json=body)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def complete(action_id: int) -> None:
+        async with container.database.write() as conn:
+            for to in (Status.RUNNING, Status.COMPLETED):
+                await transition(
+                    conn,
+                    action_id=action_id,
+                    to=to,
+                    now=clock.now(),
+                    actor=Actor("worker"),
+                    reason="ran",
+                )
+
+    [first] = (await ingest(95))["actions"]
+    await complete(first["action_id"])
+    clock.advance(61)
+    await ingest(96)  # still hot when the window ends: escalate
+    await container.runner.run_once()
+    pair = (await client.get("/api/v1/policies/web-cpu-high/state")).json()["targets"][0]
+    await complete(pair["action_id"])
+    clock.advance(61)
+    await container.runner.run_once()  # the last step did not help either
+
+    listed = await client.get("/api/v1/notifications", params={"event": "escalation_exhausted"})
+    [exhausted] = listed.json()["notifications"]
+    await until(container, exhausted["id"], lambda r: r.delivery_status == "delivered")
+    await ingest(40)  # the episode ends
+    listed = await client.get("/api/v1/notifications", params={"event": "episode_resolved"})
+    [resolved] = listed.json()["notifications"]
+    assert resolved["episode"] == exhausted["episode"] is not None
+    await until(container, resolved["id"], lambda r: r.delivery_status == "delivered")
+
+    trigger, resolve = (orjson.loads(r.body) for r in far_side.requests)
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    key = f"vigil/web-cpu-high/web-01/{exhausted['episode']}"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == key
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["source"] == "web-01"
