@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import httpx
 
 from vigil.notify.channels.base import Channel
@@ -42,5 +44,5 @@ def build_channels(
         elif isinstance(spec, EmailSpec):
             channels[name] = EmailChannel(spec, timeout=timeout)
         else:
-            raise NotImplementedError(f"channel type {spec.type!r}")
+            assert_never(spec)
     return channels
