@@ -1,6 +1,7 @@
-"""Far sides that refuse, hang or are gone: every channel retries, ends ``failed`` with the
-far side's answer, and nothing else in Vigil waits for it. On SQLite and on PostgreSQL,
-through the whole app with its own sender running."""
+"""Far sides that refuse, hang or are gone: every HTTP channel (webhook, Teams, PagerDuty,
+Slack) retries, ends ``failed`` with the far side's answer, and nothing else in Vigil waits
+for it. On SQLite and on PostgreSQL, through the whole app with its own sender running.
+(Email's SMTP server refusing and vanishing is tested with the email channel.)"""
 
 from __future__ import annotations
 
@@ -79,16 +80,36 @@ async def far_side() -> AsyncIterator[FarSide]:
         await side.stop()
 
 
+CHANNELS = {
+    "webhook": 'url: "{url}/hook/s3cret"',
+    "teams": 'url: "{url}/workflows/s3cret"',
+    "pagerduty": 'routing_key: ${{ROUTING_KEY}}\n    url: "{url}/v2/enqueue"',
+    "slack": 'token: ${{SLACK_TOKEN}}\n    channel: "#ops"\n    api_url: "{url}/api/"',
+}
+
+
+@pytest.fixture(params=sorted(CHANNELS))
+def kind(request: pytest.FixtureRequest) -> str:
+    """The type of the one channel the far side stands in for."""
+    return str(request.param)
+
+
 @pytest.fixture
-def settings_overrides(tmp_path: Path, far_side: FarSide) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{far_side.port}"
+def settings_overrides(
+    tmp_path: Path, far_side: FarSide, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    monkeypatch.setenv("ROUTING_KEY", "s3cret-key")
+    monkeypatch.setenv("SLACK_TOKEN", "xoxb-s3cret")
+    settings = CHANNELS[kind].format(url=f"http://127.0.0.1:{far_side.port}")
     path = tmp_path / "notifications.yaml"
     path.write_text(
         f"""
 channels:
-  - {{name: hook, type: webhook, url: "{url}/hook/s3cret"}}
+  - name: far
+    type: {kind}
+    {settings}
 routes:
-  - channels: [hook]
+  - channels: [far]
 """
     )
     return {
@@ -137,7 +158,7 @@ async def test_a_refusing_then_vanished_far_side_ends_failed_with_its_answer(
     row = await until(container, notification_id, lambda r: r.attempts == 1)
     assert row.delivery_status == "pending"
     answer = " ".join(LONG_ANSWER.split())[:200]
-    assert row.last_error == f"hook: answered 500: {answer}"
+    assert row.last_error == f"far: answered 500: {answer}"
     assert "s3cret" not in str(row.deliveries)
 
     await far_side.stop()
@@ -145,14 +166,15 @@ async def test_a_refusing_then_vanished_far_side_ends_failed_with_its_answer(
     container.notifier.wake()
     row = await until(container, notification_id, lambda r: r.delivery_status == "failed")
     assert row.attempts == 2
-    assert str(row.last_error).startswith("hook: ConnectError")
+    assert str(row.last_error).startswith("far: ")
     assert "s3cret" not in str(row.last_error)
+    assert "connect" in str(row.last_error).lower()
     listed = (await client.get("/api/v1/notifications", params={"delivery": "failed"})).json()
     assert [n["id"] for n in listed["notifications"]] == [notification_id]
 
 
 async def test_a_far_side_that_hangs_holds_up_nothing_else(
-    client: httpx.AsyncClient, container: Container, far_side: FarSide
+    client: httpx.AsyncClient, container: Container, far_side: FarSide, kind: str
 ) -> None:
     far_side.hang = True
     notification_id = await record(container)
@@ -166,4 +188,4 @@ async def test_a_far_side_that_hangs_holds_up_nothing_else(
         assert response.status_code in (200, 201, 202), response.text
     assert (await notification(container, notification_id)).attempts == 0
     row = await until(container, notification_id, lambda r: r.attempts == 1)
-    assert row.last_error == "hook: timed out after 2s"
+    assert row.last_error == "far: timed out after 2s"
