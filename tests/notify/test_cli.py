@@ -221,7 +221,7 @@ def test_a_test_message_reaches_the_channel_and_its_answer_is_printed(
     )
     assert result.exit_code == 0, result.output
     assert result.output == (
-        f"hook (webhook, {far.url}/…) took the test message: taken (no reference)\n"
+        f"hook (webhook, {far.url}/…) took the test message: answered 200: ok\n"
     )
     [(where, headers, body)] = far.received
     assert where == "/hooks/T0KEN"

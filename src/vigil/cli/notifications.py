@@ -234,8 +234,12 @@ async def _send_test(
     finally:
         for built in channels.values():
             await built.aclose()
-    ref: Any = refs.get(record.id)
-    return True, json.dumps(ref, sort_keys=True, default=str) if ref else "taken (no reference)"
+    ref: dict[str, Any] = dict(refs.get(record.id) or {})
+    answer = ref.pop("answer", None)
+    parts = [str(answer)] if answer else []
+    if ref:
+        parts.append(json.dumps(ref, sort_keys=True, default=str))
+    return True, "; ".join(parts) or "taken"
 
 
 def _only(notifications: Notifications, name: str) -> Notifications:

@@ -28,11 +28,17 @@ class DeliveryFailed(Exception):
     with its path, which may carry a token, nor a secret)."""
 
 
-def http_failure(status: int, body: str | bytes) -> DeliveryFailed:
-    """A refusal by an HTTP far side: ``answered 500: <first 200 characters of the body>``."""
+def answer_text(status: int, body: str | bytes) -> str:
+    """What an HTTP far side answered: ``answered 500: <first 200 characters of the body>``
+    (whitespace folded)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = " ".join(text.split())[:ANSWER_CHARS]
-    return DeliveryFailed(f"answered {status}" + (f": {text}" if text else ""))
+    return f"answered {status}" + (f": {text}" if text else "")
+
+
+def http_failure(status: int, body: str | bytes) -> DeliveryFailed:
+    """A refusal by an HTTP far side, saying what it answered (:func:`answer_text`)."""
+    return DeliveryFailed(answer_text(status, body))
 
 
 @dataclass(frozen=True, slots=True)

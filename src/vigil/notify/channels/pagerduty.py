@@ -172,17 +172,24 @@ class PagerDutyChannel(Channel):
         results = await asyncio.gather(
             *(self._post_each(events) for events in calls.values()), return_exceptions=True
         )
-        for result in results:
+        refs: dict[int, dict[str, Any]] = {}
+        for (nid, events), result in zip(calls.items(), results, strict=True):
             if isinstance(result, BaseException):
                 raise result
-        return {nid: {"dedup_key": events[-1]["dedup_key"]} for nid, events in calls.items()}
+            refs[nid] = {"dedup_key": events[-1]["dedup_key"]}
+            if message.test:
+                refs[nid]["answer"] = result
+        return refs
 
-    async def _post_each(self, events: list[dict[str, Any]]) -> None:
+    async def _post_each(self, events: list[dict[str, Any]]) -> str:
+        """Post each event in order; what the far side answered to the last."""
         headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
+        answer = ""
         for event in events:
-            await self._poster.post(
+            answer = await self._poster.post(
                 self.spec.url, orjson.dumps(event), headers, taken=lambda status: status == ACCEPTED
             )
+        return answer
 
     async def aclose(self) -> None:
         await self._poster.aclose()

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from vigil.notify.channels.base import DeliveryFailed, http_failure
+from vigil.notify.channels.base import DeliveryFailed, answer_text, http_failure
 
 ANSWER_BYTES = 4096
 """How much of an answer is read: enough for an error's text or a small JSON reply."""
@@ -42,9 +42,10 @@ class Poster:
         headers: dict[str, str],
         *,
         taken: Callable[[int], bool] = any_2xx,
-    ) -> bytes:
-        """POST ``content`` once; the start of the answer's body when its status is
-        ``taken``, else raise :class:`DeliveryFailed` with the status and the answer."""
+    ) -> str:
+        """POST ``content`` once; what the far side answered (``answered 202: <the start of
+        its body>``) when its status is ``taken``, else raise :class:`DeliveryFailed` with
+        the status and the answer."""
         try:
             async with (
                 asyncio.timeout(self.timeout),
@@ -56,7 +57,7 @@ class Poster:
                     if len(answer) >= ANSWER_BYTES:
                         break
                 if taken(response.status_code):
-                    return answer[:ANSWER_BYTES]
+                    return answer_text(response.status_code, answer)
                 raise http_failure(response.status_code, answer)
         except (TimeoutError, httpx.TimeoutException):
             raise DeliveryFailed(f"timed out after {self.timeout:g}s") from None

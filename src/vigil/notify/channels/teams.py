@@ -161,8 +161,8 @@ class TeamsChannel(Channel):
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
-        await self._poster.post(self.spec.url, orjson.dumps(card(message)), headers)
-        return {}
+        answer = await self._poster.post(self.spec.url, orjson.dumps(card(message)), headers)
+        return {r.id: {"answer": answer} for r in message.notifications} if message.test else {}
 
     async def aclose(self) -> None:
         await self._poster.aclose()

@@ -129,8 +129,8 @@ class WebhookChannel(Channel):
             content = orjson.dumps(body(message), option=orjson.OPT_UTC_Z)
         if self._secret is not None:
             headers.update(signed_headers(self._secret, content, self._clock()))
-        await self.post(content, headers)
-        return {}
+        answer = await self.post(content, headers)
+        return {r.id: {"answer": answer} for r in message.notifications} if message.test else {}
 
     def _header(self, key: str, text: str, values: dict[str, Any]) -> str:
         if "{" not in text:
@@ -141,9 +141,10 @@ class WebhookChannel(Channel):
             log.warning("notify.template_failed", channel=self.name, part=key, error=str(exc))
             return text
 
-    async def post(self, content: bytes, headers: dict[str, str]) -> None:
-        """POST once; raises :class:`DeliveryFailed` unless the answer is a 2xx."""
-        await self._poster.post(self.spec.url, content, headers)
+    async def post(self, content: bytes, headers: dict[str, str]) -> str:
+        """POST once; what the far side answered. Raises :class:`DeliveryFailed` unless it
+        is a 2xx."""
+        return await self._poster.post(self.spec.url, content, headers)
 
     async def aclose(self) -> None:
         await self._poster.aclose()
