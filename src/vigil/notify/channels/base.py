@@ -25,7 +25,15 @@ ANSWER_CHARS = 200
 
 class DeliveryFailed(Exception):
     """The far side did not take the message; the text says what it answered (never a URL
-    with its path, which may carry a token, nor a secret)."""
+    with its path, which may carry a token, nor a secret).
+
+    ``taken`` names the notifications of the message that did go out before the failure
+    (a send that posts several messages), each with its ref: the sender records them as
+    delivered and does not send them again."""
+
+    def __init__(self, text: str, *, taken: dict[int, dict[str, Any]] | None = None) -> None:
+        super().__init__(text)
+        self.taken = dict(taken or {})
 
 
 def answer_text(status: int, body: str | bytes) -> str:
