@@ -18,7 +18,9 @@ notifications validate FILE``)::
 
 Secrets (``token``, ``signing_secret``, ``routing_key``, ``password``, ``secret``) are read from
 the environment when the file is loaded: a literal is refused, and so is a reference to a
-variable that is not set. Header values of a webhook channel may hold references too.
+variable that is not set or whose value holds a line break or other control character.
+Header values of a webhook channel may hold references too; a header that carries a
+credential (:func:`secret_header`) must.
 
 ``VIGIL_NOTIFY_WEBHOOK_URLS`` adds a ``webhook`` channel per URL, reached by every event
 recorded, whatever the routes say.
@@ -229,11 +231,34 @@ class WebhookSpec(_Channel):
     def _header_templates(cls, value: dict[str, str]) -> dict[str, str]:
         env = environment()
         for key, text in value.items():
+            if secret_header(key) and not _REFERENCE.search(text):
+                raise ValueError(
+                    f"header {key}: a header carrying a credential must take it from an"
+                    " environment reference such as 'Bearer ${HOOK_TOKEN}', never the secret"
+                    " itself (the value is not shown)"
+                )
+            if not text.isprintable():
+                raise ValueError(
+                    f"header {key}: a line break or other control character in the value"
+                    " (the value is not shown)"
+                )
             try:
                 check(env, text)
             except TemplateFailed as exc:
                 raise ValueError(f"header {key}: {exc}") from None
         return value
+
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_SECRET_HEADER_WORDS = ("token", "key", "secret", "password")
+
+
+def secret_header(name: str) -> bool:
+    """Whether a webhook header named ``name`` carries a credential, so its value must come
+    from the environment: ``Authorization``, ``Proxy-Authorization``, or a name holding
+    ``token``, ``key``, ``secret`` or ``password`` (any case)."""
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(word in lowered for word in _SECRET_HEADER_WORDS)
 
 
 _ADDR = r"[^\s@<>,;:\"\\()\[\]]+@[^\s@<>,;:\"\\()\[\]]+"
@@ -511,18 +536,35 @@ def _resolved(
     *,
     where: str,
 ) -> SlackSpec | PagerDutySpec | TeamsSpec | EmailSpec | WebhookSpec:
-    """``channel`` with its secrets (and a webhook's header values) read from ``env``."""
+    """``channel`` with its secrets (and a webhook's header values) read from ``env``.
+
+    A variable whose value holds a line break or another character that is not printable is
+    refused, naming the setting and the variable but never the value: it cannot be sent in a
+    header (nor is it a credential), and the HTTP library's error would quote it."""
     updates: dict[str, Any] = {}
     for name in _SECRET_FIELDS:
         value = getattr(channel, name, None)
         if isinstance(value, str):
-            updates[name] = resolve(value, env, where=f"{where}.{name}")
+            updates[name] = _resolved_text(value, env, where=f"{where}.{name}")
     if isinstance(channel, WebhookSpec) and channel.headers:
         updates["headers"] = {
-            key: resolve(value, env, where=f"{where}.headers.{key}")
+            key: _resolved_text(value, env, where=f"{where}.headers.{key}")
             for key, value in channel.headers.items()
         }
     return channel.model_copy(update=updates)
+
+
+def _resolved_text(value: str, env: Mapping[str, str], *, where: str) -> str:
+    resolved = resolve(value, env, where=where)
+    for match in _REFERENCE.finditer(value):
+        name = match.group(1)
+        if not env[name].isprintable():
+            raise NotificationsInvalid(
+                f"{where}: environment variable {name} holds a line break or other control"
+                " character (the value is not shown; a secret read from a file often ends"
+                " in a newline: remove it)"
+            )
+    return resolved
 
 
 def load_notifications(

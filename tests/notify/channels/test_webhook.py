@@ -298,3 +298,79 @@ async def test_a_far_side_that_is_down() -> None:
     with pytest.raises(DeliveryFailed, match="ConnectError"):
         await channel.send(message())
     await channel.aclose()
+
+
+HOOK_TOKEN = "s3cr3t-token"
+
+
+@pytest.mark.parametrize(
+    ("settings", "where"),
+    [
+        ("    headers:\n      Authorization: Bearer ${HOOK_TOKEN}", "headers.Authorization"),
+        ("    headers:\n      X-Route: ${HOOK_TOKEN}", "headers.X-Route"),
+        ("    secret: ${HOOK_TOKEN}", "secret"),
+    ],
+)
+@pytest.mark.parametrize("value", [f"{HOOK_TOKEN}\n", f"{HOOK_TOKEN}\r\nX-Other: 1", "a\x00b"])
+def test_a_variable_holding_a_line_break_is_refused_when_loaded(
+    settings: str, where: str, value: str
+) -> None:
+    with pytest.raises(NotificationsInvalid) as caught:
+        hook("https://hooks.example.com", settings, {"HOOK_TOKEN": value})
+    assert str(caught.value) == (
+        f"notifications.yaml: channels[0] (hook).{where}: environment variable HOOK_TOKEN"
+        " holds a line break or other control character (the value is not shown; a secret"
+        " read from a file often ends in a newline: remove it)"
+    )
+    assert HOOK_TOKEN not in str(caught.value)
+
+
+async def test_a_header_the_http_library_refuses_fails_without_showing_its_value(
+    far_side: FarSide,
+) -> None:
+    # A value that did not come from the file (the load refuses such a variable).
+    channel = hook(far_side.url)
+    channel.spec = channel.spec.model_copy(
+        update={"headers": {"Authorization": f"Bearer {HOOK_TOKEN}\n"}}
+    )
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(message())
+    channel.spec = channel.spec.model_copy(update={"headers": {"X-Name": "café"}})
+    with pytest.raises(DeliveryFailed) as not_ascii:
+        await channel.send(message())
+    await channel.aclose()
+    assert str(caught.value) == (
+        "a request header is not valid HTTP (a line break or control character)"
+    )
+    assert (
+        str(not_ascii.value) == "a request header is not valid HTTP (a character that is not ASCII)"
+    )
+    assert far_side.requests == []
+
+
+@pytest.mark.parametrize(
+    "name", ["Authorization", "proxy-authorization", "X-Api-Key", "X-Auth-Token", "X-Secret"]
+)
+def test_a_literal_credential_in_a_header_is_refused(name: str) -> None:
+    settings = f"    headers:\n      {name}: Bearer {HOOK_TOKEN}"
+    with pytest.raises(NotificationsInvalid) as caught:
+        hook("https://hooks.example.com", settings)
+    assert str(caught.value) == (
+        f"notifications.yaml: channels[0].headers: header {name}: a header carrying a credential"
+        " must take it from an environment reference such as 'Bearer ${HOOK_TOKEN}', never the"
+        " secret itself (the value is not shown)"
+    )
+    assert HOOK_TOKEN not in str(caught.value)
+    settings = f"    headers:\n      {name}: Bearer ${{HOOK_TOKEN}}"
+    channel = hook("https://hooks.example.com", settings, {"HOOK_TOKEN": HOOK_TOKEN})
+    assert channel.spec.headers == {name: f"Bearer {HOOK_TOKEN}"}
+
+
+def test_a_literal_header_with_a_line_break_is_refused() -> None:
+    settings = '    headers:\n      X-Route: "a\\r\\nX-Injected: 1"'
+    with pytest.raises(NotificationsInvalid) as caught:
+        hook("https://hooks.example.com", settings)
+    assert str(caught.value) == (
+        "notifications.yaml: channels[0].headers: header X-Route: a line break or other"
+        " control character in the value (the value is not shown)"
+    )

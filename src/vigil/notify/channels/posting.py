@@ -17,6 +17,12 @@ ANSWER_BYTES = 4096
 """How much of an answer is read: enough for an error's text or a small JSON reply."""
 
 
+NOT_HTTP_HEADER = "a request header is not valid HTTP (a line break or control character)"
+"""The error of a request the HTTP library refused to send: its own text would quote the
+header's value, which may be a credential."""
+NOT_ASCII_HEADER = "a request header is not valid HTTP (a character that is not ASCII)"
+
+
 def shown(url: str) -> str:
     """A URL as logs and the API show it: scheme and host only (user info, path and query
     may all carry credentials)."""
@@ -61,6 +67,11 @@ class Poster:
                 raise http_failure(response.status_code, answer)
         except (TimeoutError, httpx.TimeoutException):
             raise DeliveryFailed(f"timed out after {self.timeout:g}s") from None
+        except httpx.LocalProtocolError:
+            # Its text quotes the offending header, value and all: that value may be a secret.
+            raise DeliveryFailed(NOT_HTTP_HEADER) from None
+        except UnicodeEncodeError:
+            raise DeliveryFailed(NOT_ASCII_HEADER) from None
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             reason = str(exc).replace(url, shown(url)) or type(exc).__name__
             raise DeliveryFailed(f"{type(exc).__name__}: {reason}") from None
