@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -277,3 +279,73 @@ routes:
         " resolves on episode_resolved; approval_waiting would never reach it: send them to"
         " other channels in a route of their own"
     )
+
+
+def pager_through(handler: Any) -> PagerDutyChannel:
+    """A pagerduty channel whose requests ``handler`` answers (an httpx mock transport)."""
+    spec = pager("https://events.example.com").spec
+    return PagerDutyChannel(spec, timeout=2.0, transport=httpx.MockTransport(handler))
+
+
+async def test_the_events_of_one_incident_go_in_order_and_other_incidents_at_once() -> None:
+    # web-01: its trigger (id 1) and resolve (id 2) must not overlap; web-02's trigger (id 3)
+    # goes alongside: web-01's trigger is answered only once web-02's has arrived.
+    seen: list[str] = []
+    other_arrived = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        event = orjson.loads(request.content)
+        name = f"{event['event_action']} {event['dedup_key'].split('/')[2]}"
+        seen.append(f"start {name}")
+        if name == "trigger web-02":
+            other_arrived.set()
+        if name == "trigger web-01":
+            await asyncio.wait_for(other_arrived.wait(), 2.0)
+            for _ in range(5):  # room for anything else running at once to start
+                await asyncio.sleep(0)
+        seen.append(f"end {name}")
+        return httpx.Response(202, json={"status": "success"})
+
+    channel = pager_through(handler)
+    records = [
+        notification(id=2, event="episode_resolved"),
+        notification(id=1),
+        notification(id=3, target="web-02"),
+    ]
+    refs = await channel.send(message(*records))
+    await channel.aclose()
+
+    web01 = [s for s in seen if s.endswith("web-01")]
+    assert web01 == [
+        "start trigger web-01",
+        "end trigger web-01",
+        "start resolve web-01",
+        "end resolve web-01",
+    ]
+    assert seen.index("start trigger web-02") < seen.index("end trigger web-01")
+    assert sorted(refs) == [1, 2, 3]
+
+
+async def test_a_refused_trigger_holds_back_its_resolve_and_names_what_went() -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        event = orjson.loads(request.content)
+        target = event["dedup_key"].split("/")[2]
+        seen.append(f"{event['event_action']} {target}")
+        if target == "web-01":
+            return httpx.Response(429, json={"status": "throttled"})
+        return httpx.Response(202, json={"status": "success"})
+
+    channel = pager_through(handler)
+    records = [
+        notification(id=1),
+        notification(id=2, event="episode_resolved"),
+        notification(id=3, target="web-02"),
+    ]
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(message(*records))
+    await channel.aclose()
+    assert str(caught.value) == 'answered 429: {"status":"throttled"}'
+    assert sorted(seen) == ["trigger web-01", "trigger web-02"]
+    assert caught.value.taken == {3: {"dedup_key": "vigil/web-cpu-high/web-02/7"}}

@@ -4,8 +4,9 @@
 trigger; ``episode_resolved`` resolves. Every event of one (policy, target, episode) carries
 the same ``dedup_key`` (:func:`dedup_key`), so PagerDuty keeps one incident from the first
 trigger to the resolve. Other events send nothing (the notifications file refuses a route that
-names one for a pagerduty channel). A route's group is one call per event, made at once:
-PagerDuty deduplicates by key, not by message.
+names one for a pagerduty channel). A route's group is one call per event: the events of one
+incident (one key) in order, different incidents at once (PagerDuty deduplicates by key, not
+by message).
 
 Plain ``httpx``: the Events API is one endpoint taking one JSON body, so a client library
 would add a dependency and nothing else (and ``httpx`` already carries the other channels).
@@ -22,7 +23,7 @@ import httpx
 import orjson
 
 import vigil
-from vigil.notify.channels.base import Channel, Message, cut, facts, title
+from vigil.notify.channels.base import Channel, DeliveryFailed, Message, cut, facts, title
 from vigil.notify.channels.posting import Poster, shown
 from vigil.notify.config import PAGERDUTY_RESOLVES, PAGERDUTY_TRIGGERS, PagerDutySpec
 from vigil.notify.store import Notification
@@ -164,32 +165,58 @@ class PagerDutyChannel(Channel):
         return sent
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
-        """Each event's calls in order (a test's trigger before its resolve), the events of
-        a group at once: a group takes as long as its slowest event, not their sum."""
-        calls: dict[int, list[dict[str, Any]]] = {}
-        for record, event in self.events(message):
-            calls.setdefault(record.id, []).append(event)
+        """The events of one incident (one ``dedup_key``) one after another, in notification
+        id order, so a trigger reaches PagerDuty before the resolve that follows it (a
+        test's trigger before its resolve); different incidents at once, so a group takes
+        as long as its slowest incident, not the sum.
+
+        When an event is refused, the later events of its incident are not sent; the
+        notifications whose events all went out are named in the failure's ``taken``."""
+        chains: dict[str, list[tuple[Notification, dict[str, Any]]]] = {}
+        for record, event in sorted(self.events(message), key=lambda pair: pair[0].id):
+            chains.setdefault(event["dedup_key"], []).append((record, event))
         results = await asyncio.gather(
-            *(self._post_each(events) for events in calls.values()), return_exceptions=True
+            *(self._post_chain(chain) for chain in chains.values()), return_exceptions=True
         )
-        refs: dict[int, dict[str, Any]] = {}
-        for (nid, events), result in zip(calls.items(), results, strict=True):
-            if isinstance(result, BaseException):
+        done: dict[int, dict[str, Any]] = {}
+        failed: DeliveryFailed | None = None
+        for result in results:
+            if isinstance(result, DeliveryFailed):
+                failed = failed or result
+                done.update(result.taken)
+            elif isinstance(result, BaseException):
                 raise result
-            refs[nid] = {"dedup_key": events[-1]["dedup_key"]}
-            if message.test:
-                refs[nid]["answer"] = result
+            else:
+                done.update(result)
+        refs = {
+            nid: ref if message.test else {"dedup_key": ref["dedup_key"]}
+            for nid, ref in sorted(done.items())
+        }
+        if failed is not None:
+            raise DeliveryFailed(str(failed), taken=refs)
         return refs
 
-    async def _post_each(self, events: list[dict[str, Any]]) -> str:
-        """Post each event in order; what the far side answered to the last."""
+    async def _post_chain(
+        self, chain: list[tuple[Notification, dict[str, Any]]]
+    ) -> dict[int, dict[str, Any]]:
+        """Post the events of one incident in order; per notification whose events all went
+        out, its ``dedup_key`` and what the far side answered to its last event. Raises
+        :class:`DeliveryFailed` at the first refusal, its ``taken`` naming those."""
         headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
-        answer = ""
-        for event in events:
-            answer = await self._poster.post(
-                self.spec.url, orjson.dumps(event), headers, taken=lambda status: status == ACCEPTED
-            )
-        return answer
+        done: dict[int, dict[str, Any]] = {}
+        for record, event in chain:
+            try:
+                answer = await self._poster.post(
+                    self.spec.url,
+                    orjson.dumps(event),
+                    headers,
+                    taken=lambda status: status == ACCEPTED,
+                )
+            except DeliveryFailed as exc:
+                done.pop(record.id, None)  # a test's trigger went, its resolve did not
+                raise DeliveryFailed(str(exc), taken=done) from None
+            done[record.id] = {"dedup_key": event["dedup_key"], "answer": answer}
+        return done
 
     async def aclose(self) -> None:
         await self._poster.aclose()
