@@ -286,3 +286,132 @@ def _seconds(value: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=value)
+
+
+async def test_a_channel_that_gives_up_does_not_end_another_ones_wait(database_url: str) -> None:
+    text = """
+channels:
+  - {name: pager, type: webhook, url: "http://pager.invalid/"}
+  - {name: teams, type: webhook, url: "http://teams.invalid/"}
+routes:
+  - {channels: [pager], group_wait: 60s, continue: true}
+  - {channels: [teams]}
+"""
+    async with rig(database_url, text) as r:
+        r.channels["teams"].refusing = "answered 500: down"
+        failed = await r.record(NotificationEvent.ACTION_FAILED)
+        for _ in range(3):  # every attempt teams has, within the pager's group_wait
+            await r.drain()
+            r.clock.advance(8)
+        row = await r.row(failed)
+        assert row.delivery_status == "pending"
+        channels = {c["channel"]: c for c in notification_out(row)["delivery"]["channels"]}
+        assert channels["teams"]["attempts"] == 3
+        assert channels["pager"]["held_until"] is not None
+        r.clock.advance(60)
+        await r.drain()
+        row = await r.row(failed)
+    assert (row.delivery_status, row.last_error) == ("failed", "teams: answered 500: down")
+    assert [[n.id for n in m.notifications] for m in r.channels["pager"].messages] == [[failed]]
+    assert r.channels["teams"].messages == []
+
+
+async def test_a_resolve_waits_for_its_trigger_that_is_retrying(database_url: str) -> None:
+    text = """
+channels:
+  - {name: pager, type: webhook, url: "http://pager.invalid/"}
+routes:
+  - {channels: [pager], event: [escalation_exhausted, episode_resolved]}
+"""
+    async with rig(database_url, text) as r:
+        r.channels["pager"].refusing = "answered 429: slow down"
+        trigger = await r.record(NotificationEvent.ESCALATION_EXHAUSTED, episode=3, action_id=8)
+        await r.drain()
+        r.channels["pager"].refusing = None
+        resolve = await r.record(NotificationEvent.EPISODE_RESOLVED, episode=3)
+        other = await r.record(NotificationEvent.EPISODE_RESOLVED, episode=4)
+        await r.drain()
+        assert [m.notifications[0].id for m in r.channels["pager"].messages] == [other]
+        row = await r.row(resolve)
+        assert row.delivery_status == "pending"
+        assert row.next_attempt_at == (await r.row(trigger)).next_attempt_at
+        r.clock.advance(2)
+        await r.drain()
+    sent = [m.notifications[0].id for m in r.channels["pager"].messages]
+    assert sent == [other, trigger, resolve]
+
+
+async def test_one_pass_sends_a_repeat_once(database_url: str) -> None:
+    async with rig(database_url) as r:
+        ids = [await r.record(NotificationEvent.BREAKER_OPENED) for _ in range(3)]
+        await r.drain()
+        rows = [await r.row(i) for i in ids]
+    assert [[n.id for n in m.notifications] for m in r.channels["mail"].messages] == [ids[:1]]
+    assert {row.delivery_status for row in rows} == {"delivered"}
+    skipped = [notification_out(row)["delivery"]["channels"][0]["skipped"] for row in rows]
+    assert skipped == [None, "repeat", "repeat"]
+
+
+class Partial(Recording):
+    """Posts the first notification of a group, then fails."""
+
+    async def send(self, message: Message) -> dict[int, dict[str, Any]]:
+        if len(message.notifications) > 1 and self.refusing:
+            first = message.notifications[0]
+            raise DeliveryFailed(self.refusing, taken={first.id: {"ts": "first"}})
+        return await super().send(message)
+
+
+async def test_what_went_out_before_a_failure_is_not_sent_again(database_url: str) -> None:
+    text = """
+channels:
+  - {name: chat, type: webhook, url: "http://chat.invalid/"}
+routes:
+  - {channels: [chat], group_wait: 10s}
+"""
+    async with rig(database_url, text) as r:
+        r.channels["chat"] = partial = Partial("chat")
+        r.notifier.channels["chat"] = partial
+        partial.refusing = "answered 500: later post failed"
+        first = await r.record(NotificationEvent.APPROVAL_WAITING, action_id=1)
+        second = await r.record(NotificationEvent.APPROVAL_WAITING, action_id=2)
+        r.clock.advance(10)
+        await r.drain()
+        assert (await r.row(first)).delivery_status == "delivered"
+        assert (await r.row(first)).deliveries["chat"]["ref"] == {"ts": "first"}  # type: ignore[index]
+        assert (await r.row(second)).delivery_status == "pending"
+        partial.refusing = None
+        r.clock.advance(5)
+        await r.drain()
+        assert (await r.row(second)).delivery_status == "delivered"
+    assert [[n.id for n in m.notifications] for m in partial.messages] == [[second]]
+
+
+async def test_messages_about_one_action_go_a_few_a_pass_and_the_rest_right_after(
+    database_url: str,
+) -> None:
+    async with rig(database_url) as r:
+        ids = [
+            await r.record(event, action_id=4)
+            for event in (
+                NotificationEvent.APPROVAL_WAITING,
+                NotificationEvent.ACTION_COMPLETED,
+                NotificationEvent.ACTION_FAILED,
+            )
+        ]
+        assert await r.notifier.run_once() == 3
+        assert [m.notifications[0].id for m in r.channels["chat"].messages] == ids[:2]
+        assert (await r.row(ids[2])).delivery_status == "pending"
+        await r.drain()
+    assert [m.notifications[0].id for m in r.channels["chat"].messages] == ids
+
+
+def test_a_routes_marks_follow_it_when_routes_are_added_before_it() -> None:
+    route = "  - {channels: [chat], event: [action_failed], repeat_interval: 1h}\n"
+    head = "channels:\n  - {name: chat, type: webhook, url: 'http://chat.invalid/'}\nroutes:\n"
+    before = parse_notifications(head + route, source="f", env={})
+    after = parse_notifications(
+        head + "  - {channels: [chat], event: [breaker_opened]}\n" + route, source="f", env={}
+    )
+    assert before.routes[0].key == after.routes[1].key
+    assert after.routes[0].key != after.routes[1].key

@@ -32,6 +32,8 @@ some route names them in its ``event`` list (:meth:`Notifications.wants`). A rou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -320,7 +322,8 @@ class Subject:
 class Route:
     """One route: what it matches, where it sends, how it groups and repeats.
 
-    ``key`` names it in the sender's group and repeat records (its position in the file).
+    ``key`` names it in the sender's group and repeat records: a digest of the route as
+    written, so routes added or moved around it keep their marks.
     """
 
     key: str
@@ -483,7 +486,7 @@ def _build(
             problems.append(f"{where}: group_interval needs group_wait")
         routes.append(
             Route(
-                key=f"route-{index}",
+                key=_route_key(route),
                 channels=tuple(dict.fromkeys(route.channels)),
                 events=None if route.event is None else frozenset(e.value for e in route.event),
                 severity=route.severity,
@@ -525,6 +528,16 @@ def _pages_only(
         f" {pages} and resolves on {PAGERDUTY_RESOLVES.value}; {', '.join(dropped)} would"
         " never reach it: send them to other channels in a route of their own"
     ]
+
+
+def _route_key(route: RouteSpec) -> str:
+    """A route's name in the sender's group and repeat marks: a digest of what it is, so
+    moving it in the file keeps its marks and changing it starts afresh."""
+    what = route.model_dump(mode="json", by_alias=True)
+    if what.get("event") is not None:
+        what["event"] = sorted(what["event"])
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return f"route-{digest}"
 
 
 _SECRET_FIELDS = ("token", "signing_secret", "routing_key", "password", "secret")

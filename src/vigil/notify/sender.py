@@ -78,6 +78,26 @@ def repeat_key(route: Route, channel: str, record: Notification) -> str:
     return f"repeat:{route.key}:{channel}:{digest}"
 
 
+OrderKey = tuple[str, str, str, int] | tuple[str, int]
+
+
+def order_key(record: Notification) -> OrderKey | None:
+    """What ``record``'s messages must keep their order within, on each channel: its
+    episode (a page's trigger before its resolve), else its action (a thread's first
+    message before its replies); ``None`` when it has neither."""
+    if record.episode is not None and record.policy_name and record.target:
+        return ("episode", record.policy_name, record.target, record.episode)
+    if record.action_id is not None:
+        return ("action", record.action_id)
+    return None
+
+
+CHAIN_LIMIT = 2
+"""At most this many messages of one order key go to one channel in a pass (one after
+another); the rest wait for the next pass, which comes at once. It bounds a pass, so a
+claim outlives it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A notification's delivery state after one pass."""
@@ -99,13 +119,27 @@ class _Send:
     records: list[Notification]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one message's send came to: the error (``None`` when taken), the refs the
+    channel gave back, and which of its notifications went out (all, when taken; those a
+    failure names as taken, else none). ``deferred``: not sent this pass, to keep the order
+    behind a message about the same episode or action that failed or is not sent yet."""
+
+    error: str | None
+    refs: Mapping[int, dict[str, Any]] = field(default_factory=dict)
+    taken: frozenset[int] = frozenset()
+    deferred: bool = False
+
+
 @dataclass(slots=True)
 class _Plan:
     """What one pass does with the notifications it claimed."""
 
     sends: list[_Send] = field(default_factory=list)
     held: dict[int, dict[str, datetime]] = field(default_factory=dict)
-    """Per notification id: channels held back for their group, each until when."""
+    """Per notification id: channels held back (for their group, or behind an earlier
+    message about the same episode or action, or a repeat being sent), each until when."""
     skipped: dict[int, list[str]] = field(default_factory=dict)
     """Per notification id: channels skipped as a repeat."""
     routed: dict[int, list[str]] = field(default_factory=dict)
@@ -114,6 +148,10 @@ class _Plan:
     """Marks to write: groups made due."""
     known: dict[str, Mark] = field(default_factory=dict)
     """The marks as read (and as planned) for this pass."""
+
+    def hold(self, record: Notification, channel: str, until: datetime) -> None:
+        held = self.held.setdefault(record.id, {})
+        held[channel] = min(held.get(channel, until), until)
 
 
 def _entry(deliveries: Mapping[str, Any], channel: str) -> dict[str, Any]:
@@ -124,8 +162,14 @@ def _holds(send: _Send, record: Notification) -> bool:
     return any(r.id == record.id for r in send.records)
 
 
-def _done(entry: Mapping[str, Any]) -> bool:
+def _taken(entry: Mapping[str, Any]) -> bool:
+    """The channel has it, or was meant to skip it."""
     return bool(entry.get("delivered_at") or entry.get("skipped"))
+
+
+def _settled(entry: Mapping[str, Any]) -> bool:
+    """Nothing more will be tried on the channel: taken, or given up."""
+    return _taken(entry) or bool(entry.get("failed_at"))
 
 
 class Notifier:
@@ -230,6 +274,12 @@ class Notifier:
 
     # -- one pass -----------------------------------------------------------------------------
 
+    @property
+    def _send_limit(self) -> float:
+        """How long one message may take, whatever the channel (an SMTP conversation or a
+        Slack thread reply and update are several requests)."""
+        return self._timeout * 2 + 1
+
     async def run_once(self) -> int:
         """Claim the due notifications and route, hold, skip or send each once; how many
         were claimed (or, with no channel configured, marked ``none``)."""
@@ -240,13 +290,13 @@ class Notifier:
             for name in unsendable:
                 self._count(name, "", "none")
             return len(unsendable)
-        until = now + timedelta(seconds=self._timeout + CLAIM_MARGIN_SECONDS)
+        until = now + timedelta(seconds=self._send_limit * CHAIN_LIMIT + CLAIM_MARGIN_SECONDS)
         async with self._db.write() as conn:
             claimed = await store.claim_due(conn, now=now, until=until, limit=self._batch)
             if not claimed:
                 return 0
             plan = await self._plan(conn, claimed, now)
-            threads = await self._threads(conn, claimed, plan)
+            threads = await self._threads(conn, plan)
         answers = await self._deliver(plan, threads)
         now = self._clock.now()
         outcomes, marks = self._outcomes(claimed, plan, answers, now)
@@ -269,11 +319,14 @@ class Notifier:
             await store.write_marks(conn, {**plan.marks, **marks})
         for record in claimed:
             self._report(record, outcomes[record.id], plan, answers)
+        if any(answer.deferred for answer in answers.values()):
+            self.wake()  # what waited behind a message sent this pass goes next
         return len(claimed)
 
     async def _plan(self, conn: Any, claimed: Sequence[Notification], now: datetime) -> _Plan:
-        """Which channel each claimed notification goes to now, which wait for their
-        group, which are skipped as repeats."""
+        """Which channel each claimed notification goes to now, which wait (for their
+        group, or behind an earlier message about the same episode or action), which are
+        skipped as repeats."""
         plan = _Plan()
         wanted: list[tuple[Notification, Route, str]] = []
         for record in claimed:
@@ -287,20 +340,29 @@ class Notifier:
             wanted.extend(
                 (record, route, channel)
                 for route, channel in routes
-                if not _done(_entry(deliveries, channel))
+                if not _settled(_entry(deliveries, channel))
             )
+        wanted = await self._behind_earlier(conn, claimed, wanted, plan, now)
         keys = {repeat_key(r, c, n) for n, r, c in wanted if r.repeat_interval is not None}
         keys |= {group_key(r, c) for _, r, c in wanted if r.grouped}
         marks = plan.known = await store.read_marks(conn, keys)
         singles: list[_Send] = []
         groups: dict[str, _Send] = {}
+        repeating: set[str] = set()
         for record, route, channel in wanted:
             if route.repeat_interval is not None:
-                last = marks.get(repeat_key(route, channel, record))
+                key = repeat_key(route, channel, record)
+                last = marks.get(key)
                 sent_at = None if last is None else last.sent_at
                 if sent_at is not None and (now - sent_at).total_seconds() < route.repeat_interval:
                     plan.skipped.setdefault(record.id, []).append(channel)
                     continue
+                if key in repeating:
+                    # The same event is going out this pass: once it has, this one is a
+                    # repeat (or, should that send fail, the one to try).
+                    plan.hold(record, channel, now)
+                    continue
+                repeating.add(key)
             if not route.grouped:
                 singles.append(_Send(channel, route, [record]))
                 continue
@@ -310,11 +372,58 @@ class Notifier:
                 mark = Mark(due_at=due, sent_at=(marks.get(key) or Mark()).sent_at)
                 marks[key] = plan.marks[key] = mark
             if due > now:
-                plan.held.setdefault(record.id, {})[channel] = due
+                plan.hold(record, channel, due)
                 continue
             groups.setdefault(key, _Send(channel, route, [])).records.append(record)
         plan.sends = singles + list(groups.values())
         return plan
+
+    async def _behind_earlier(
+        self,
+        conn: Any,
+        claimed: Sequence[Notification],
+        wanted: list[tuple[Notification, Route, str]],
+        plan: _Plan,
+        now: datetime,
+    ) -> list[tuple[Notification, Route, str]]:
+        """``wanted`` without what must wait behind an earlier notification about the same
+        episode or action that a channel has not settled yet (it is retrying, held for its
+        group, or not due): those are held until it is next due, so a page's resolve never
+        overtakes its trigger."""
+        keys = {key for record, _, _ in wanted if (key := order_key(record)) is not None}
+        if not keys:
+            return wanted
+        claimed_ids = {record.id for record in claimed}
+        earlier = [
+            other
+            for other in await store.pending_about(
+                conn,
+                episodes={k[3] for k in keys if k[0] == "episode" and len(k) == 4},
+                action_ids={k[1] for k in keys if k[0] == "action" and len(k) == 2},
+                before=max(record.id for record, _, _ in wanted),
+            )
+            if other.id not in claimed_ids and order_key(other) in keys
+        ]
+        if not earlier:
+            return wanted
+        unsettled: dict[tuple[OrderKey, str], list[Notification]] = defaultdict(list)
+        for other in earlier:
+            key = order_key(other)
+            assert key is not None
+            for _, channel in self.notifications.routed(subject(other)):
+                if not _settled(_entry(other.deliveries or {}, channel)):
+                    unsettled[(key, channel)].append(other)
+        kept = []
+        for record, route, channel in wanted:
+            key = order_key(record)
+            blockers = [] if key is None else unsettled.get((key, channel), [])
+            before = [o for o in blockers if o.id < record.id]
+            if before:
+                due = min(o.next_attempt_at or now for o in before)
+                plan.hold(record, channel, max(due, now))
+                continue
+            kept.append((record, route, channel))
+        return kept
 
     @staticmethod
     def _group_due(
@@ -331,9 +440,7 @@ class Notifier:
                 return after
         return record.at + timedelta(seconds=route.group_wait or 0.0)
 
-    async def _threads(
-        self, conn: Any, claimed: Sequence[Notification], plan: _Plan
-    ) -> dict[tuple[int, str], Thread]:
+    async def _threads(self, conn: Any, plan: _Plan) -> dict[tuple[int, str], Thread]:
         """Per (action id, channel) of the messages to send: the first earlier message on
         that channel about the action, if one went out."""
         actions = {
@@ -355,37 +462,39 @@ class Notifier:
 
     async def _deliver(
         self, plan: _Plan, threads: dict[tuple[int, str], Thread]
-    ) -> dict[int, tuple[str | None, dict[int, dict[str, Any]]]]:
-        """Send each planned message; per index in ``plan.sends``: the error (``None``
-        when taken) and what the channel gave back per notification.
+    ) -> dict[int, _Answer]:
+        """Send each planned message; per index in ``plan.sends``, what came of it.
 
-        Messages about one action on one channel go one after another, in the order
-        recorded, so a later one can continue the thread the first one started; the rest
-        go at once."""
-        chains: dict[tuple[str, str], list[int]] = defaultdict(list)
+        Messages about one episode or action on one channel go one after another, in the
+        order recorded (so a later one can continue the thread the first one started, and
+        a page's resolve follows its trigger), at most :data:`CHAIN_LIMIT` a pass; after one
+        fails, the rest of its chain waits. Everything else goes at once."""
+        chains: dict[tuple[str, object], list[int]] = defaultdict(list)
         for index, send in enumerate(plan.sends):
-            action = send.records[0].action_id if len(send.records) == 1 else None
-            chain = f"action {action}" if action is not None else f"message {index}"
-            chains[(send.channel, chain)].append(index)
-        answers: dict[int, tuple[str | None, dict[int, dict[str, Any]]]] = {}
+            key = order_key(send.records[0]) if len(send.records) == 1 else None
+            chains[(send.channel, key if key is not None else ("message", index))].append(index)
+        answers: dict[int, _Answer] = {}
 
         async def run(chain: list[int]) -> None:
-            for index in sorted(chain, key=lambda i: plan.sends[i].records[0].id):
+            stopped = False
+            for position, index in enumerate(
+                sorted(chain, key=lambda i: plan.sends[i].records[0].id)
+            ):
+                if stopped or position >= CHAIN_LIMIT:
+                    answers[index] = _Answer(error=None, deferred=True)
+                    continue
                 send = plan.sends[index]
-                answers[index] = await self._send_one(send, threads)
-                refs = answers[index][1]
+                answer = answers[index] = await self._send_one(send, threads)
+                stopped = answer.error is not None
                 for record in send.records:
-                    ref = refs.get(record.id)
-                    key = (record.action_id or 0, send.channel)
-                    if ref and record.action_id is not None and key not in threads:
-                        threads[key] = Thread(ref=ref, origin=record)
+                    ref = answer.refs.get(record.id)
+                    if ref and record.action_id is not None:
+                        threads.setdefault((record.action_id, send.channel), Thread(ref, record))
 
         await asyncio.gather(*(run(chain) for chain in chains.values()))
         return answers
 
-    async def _send_one(
-        self, send: _Send, threads: Mapping[tuple[int, str], Thread]
-    ) -> tuple[str | None, dict[int, dict[str, Any]]]:
+    async def _send_one(self, send: _Send, threads: Mapping[tuple[int, str], Thread]) -> _Answer:
         channel = self.channels[send.channel]
         message = Message(
             notifications=tuple(send.records),
@@ -398,58 +507,82 @@ class Notifier:
                 and threads[(r.action_id, send.channel)].origin.id != r.id
             },
         )
+        everything = frozenset(r.id for r in send.records)
         try:
-            async with asyncio.timeout(self._timeout * 2 + 1):
-                return None, await channel.send(message)
+            async with asyncio.timeout(self._send_limit):
+                refs = await channel.send(message)
         except DeliveryFailed as exc:
-            return str(exc) or "refused", {}
+            taken = frozenset(exc.taken) & everything
+            return _Answer(str(exc) or "refused", dict(exc.taken), taken)
         except TimeoutError:
-            return f"timed out after {self._timeout * 2 + 1:g}s", {}
+            return _Answer(f"timed out after {self._send_limit:g}s")
         except Exception as exc:
             log.exception("notifier: channel %s failed unexpectedly", send.channel)
-            return f"{type(exc).__name__}: unexpected failure (see the logs)", {}
+            return _Answer(f"{type(exc).__name__}: unexpected failure (see the logs)")
+        return _Answer(None, refs, everything)
 
     def _outcomes(
         self,
         claimed: Sequence[Notification],
         plan: _Plan,
-        answers: Mapping[int, tuple[str | None, dict[int, dict[str, Any]]]],
+        answers: Mapping[int, _Answer],
         now: datetime,
     ) -> tuple[dict[int, Outcome], dict[str, Mark]]:
         """Each claimed notification's state after the pass, and the marks to write."""
         tried: dict[int, dict[str, tuple[str | None, dict[str, Any] | None]]] = defaultdict(dict)
         marks: dict[str, Mark] = {}
-        retry_at: dict[int, datetime] = {}
+        retry_at: dict[tuple[int, str], datetime] = {}
         for index, send in enumerate(plan.sends):
-            error, refs = answers[index]
-            for record in send.records:
-                tried[record.id][send.channel] = (error, refs.get(record.id))
-            if send.route.grouped:
-                key = group_key(send.route, send.channel)
-                if error is None:
-                    marks[key] = Mark(due_at=None, sent_at=now)
-                else:
-                    # The group tries again as one: every member is due at the same time,
-                    # and so is what joins the group meanwhile.
-                    delay = self._retry.delay(max(r.attempts for r in send.records) + 1, self._rng)
-                    again = now + timedelta(seconds=delay)
-                    before = plan.known.get(key) or Mark()
-                    marks[key] = Mark(due_at=again, sent_at=before.sent_at)
-                    for record in send.records:
-                        retry_at[record.id] = again
-            if error is None and send.route.repeat_interval is not None:
+            answer = answers[index]
+            if answer.deferred:
                 for record in send.records:
-                    marks[repeat_key(send.route, send.channel, record)] = Mark(sent_at=now)
-        outcomes = {}
-        for record in claimed:
-            outcomes[record.id] = self._outcome(
-                record,
-                tried.get(record.id, {}),
-                plan,
-                now,
-                retry_at.get(record.id),
-            )
+                    plan.hold(record, send.channel, now)
+                continue
+            for record in send.records:
+                error = None if record.id in answer.taken else answer.error
+                tried[record.id][send.channel] = (error, answer.refs.get(record.id))
+            if send.route.grouped:
+                self._group_mark(send, answer, plan, now, marks, retry_at)
+            if send.route.repeat_interval is not None:
+                for record in send.records:
+                    if record.id in answer.taken:
+                        marks[repeat_key(send.route, send.channel, record)] = Mark(sent_at=now)
+        outcomes = {
+            record.id: self._outcome(record, tried.get(record.id, {}), plan, now, retry_at)
+            for record in claimed
+        }
         return outcomes, marks
+
+    def _group_mark(
+        self,
+        send: _Send,
+        answer: _Answer,
+        plan: _Plan,
+        now: datetime,
+        marks: dict[str, Mark],
+        retry_at: dict[tuple[int, str], datetime],
+    ) -> None:
+        """A group's mark after its message was tried: sent now, or due again as one --
+        every member at the same time, and what joins the group meanwhile -- unless none
+        has a try left."""
+        key = group_key(send.route, send.channel)
+        failed = [r for r in send.records if r.id not in answer.taken]
+        before = plan.known.get(key) or Mark()
+        if not failed:
+            marks[key] = Mark(due_at=None, sent_at=now)
+            return
+        tries = max(self._channel_attempts(r, send.channel) for r in failed) + 1
+        if self._retry.exhausted(tries):
+            marks[key] = Mark(due_at=None, sent_at=before.sent_at)
+            return
+        again = now + timedelta(seconds=self._retry.delay(tries, self._rng))
+        marks[key] = Mark(due_at=again, sent_at=before.sent_at)
+        for record in failed:
+            retry_at[(record.id, send.channel)] = again
+
+    @staticmethod
+    def _channel_attempts(record: Notification, channel: str) -> int:
+        return int(_entry(record.deliveries or {}, channel).get("attempts", 0))
 
     def _outcome(
         self,
@@ -457,8 +590,12 @@ class Notifier:
         tried: Mapping[str, tuple[str | None, dict[str, Any] | None]],
         plan: _Plan,
         now: datetime,
-        group_retry_at: datetime | None,
+        retry_at: Mapping[tuple[int, str], datetime],
     ) -> Outcome:
+        """``record``'s state: each channel's try counted and settled on its own (a
+        channel that gives up does not end another's wait), the notification ``delivered``
+        once every channel took it, ``failed`` once every channel is settled and some gave
+        up, else due at the earliest retry or release of a held channel."""
         routed = plan.routed.get(record.id, [])
         if not routed:
             return Outcome(
@@ -466,39 +603,42 @@ class Notifier:
             )
         deliveries: dict[str, Any] = dict(record.deliveries or {})
         for channel in plan.skipped.get(record.id, []):
-            deliveries[channel] = {
-                **self._base(record, channel),
-                "skipped": "repeat",
-                "held_until": None,
-            }
+            deliveries[channel] = {**self._base(record, channel), "skipped": "repeat"}
+            deliveries[channel]["held_until"] = None
         for channel, until in plan.held.get(record.id, {}).items():
             deliveries[channel] = {**self._base(record, channel), "held_until": until.isoformat()}
+        due: list[datetime] = list(plan.held.get(record.id, {}).values())
         for channel, (error, ref) in tried.items():
             before = self._base(record, channel)
-            deliveries[channel] = {
+            attempts = int(before.get("attempts", 0)) + 1
+            entry = {
                 **before,
-                "attempts": int(before.get("attempts", 0)) + 1,
+                "attempts": attempts,
                 "last_error": error,
                 "delivered_at": None if error else now.isoformat(),
                 "held_until": None,
                 **({"ref": ref} if ref else {}),
             }
+            if error is not None:
+                if self._retry.exhausted(attempts):
+                    entry["failed_at"] = now.isoformat()
+                else:
+                    delay = timedelta(seconds=self._retry.delay(attempts, self._rng))
+                    due.append(retry_at.get((record.id, channel), now + delay))
+            deliveries[channel] = entry
         attempts = record.attempts + (1 if tried else 0)
-        if all(_done(_entry(deliveries, channel)) for channel in routed):
+        entries = [_entry(deliveries, channel) for channel in routed]
+        errors = "; ".join(
+            f"{channel}: {entry['last_error']}"
+            for channel, entry in zip(routed, entries, strict=True)
+            if entry.get("last_error") and not _taken(entry)
+        )
+        if all(_taken(entry) for entry in entries):
             return Outcome(DeliveryStatus.DELIVERED, attempts, None, None, now, deliveries)
-        errors = [f"{channel}: {error}" for channel, (error, _) in tried.items() if error]
-        error_text = "; ".join(errors) or record.last_error
-        held = list(plan.held.get(record.id, {}).values())
-        if errors and self._retry.exhausted(attempts):
-            return Outcome(DeliveryStatus.FAILED, attempts, None, error_text, None, deliveries)
-        due = []
-        if errors:
-            due.append(
-                group_retry_at or now + timedelta(seconds=self._retry.delay(attempts, self._rng))
-            )
-        due.extend(held)
+        if all(_settled(entry) for entry in entries):
+            return Outcome(DeliveryStatus.FAILED, attempts, None, errors or None, None, deliveries)
         next_at = min(due) if due else now
-        return Outcome(DeliveryStatus.PENDING, attempts, next_at, error_text, None, deliveries)
+        return Outcome(DeliveryStatus.PENDING, attempts, next_at, errors or None, None, deliveries)
 
     def _base(self, record: Notification, channel: str) -> dict[str, Any]:
         """A channel's delivery entry as it stood, with its name and type."""
@@ -521,7 +661,7 @@ class Notifier:
         record: Notification,
         result: Outcome,
         plan: _Plan,
-        answers: Mapping[int, tuple[str | None, dict[int, dict[str, Any]]]],
+        answers: Mapping[int, _Answer],
     ) -> None:
         if result.status is DeliveryStatus.NONE:
             self._count(record.event, "", "none")
@@ -530,34 +670,30 @@ class Notifier:
             self._count(record.event, channel, "skipped")
         for channel in plan.held.get(record.id, {}):
             self._count(record.event, channel, "held")
+        deliveries = result.deliveries or {}
+        failed_now = False
         for index, send in enumerate(plan.sends):
-            if not _holds(send, record):
+            answer = answers[index]
+            if answer.deferred or not _holds(send, record):
                 continue
-            error = answers[index][0]
-            if error is None:
-                outcome_label = "delivered"
-            elif result.status is DeliveryStatus.FAILED:
-                outcome_label = "failed"
+            entry = _entry(deliveries, send.channel)
+            if record.id in answer.taken:
+                label = "delivered"
+            elif entry.get("failed_at"):
+                label = "failed"
+                log.error(
+                    "notifier: notification %s (%s) not delivered to %s after %d attempts: %s",
+                    record.id,
+                    record.event,
+                    send.channel,
+                    entry.get("attempts", 0),
+                    entry.get("last_error"),
+                )
             else:
-                outcome_label = "retrying"
-            self._count(record.event, send.channel, outcome_label)
-        if result.status is DeliveryStatus.FAILED:
-            log.error(
-                "notifier: notification %s (%s) not delivered after %d attempts: %s",
-                record.id,
-                record.event,
-                result.attempts,
-                result.last_error,
-            )
-        elif (
-            result.status is DeliveryStatus.PENDING
-            and result.last_error
-            and any(
-                answers[i][0]
-                for i, s in enumerate(plan.sends)
-                if any(r.id == record.id for r in s.records)
-            )
-        ):
+                label = "retrying"
+                failed_now = True
+            self._count(record.event, send.channel, label)
+        if failed_now:
             log.warning(
                 "notifier: notification %s (%s) attempt %d failed, retrying at %s: %s",
                 record.id,

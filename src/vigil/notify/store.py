@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -234,6 +234,31 @@ async def about_actions(conn: AsyncConnection, *, action_ids: set[int]) -> list[
         .where(
             notifications.c.action_id.in_(sorted(action_ids)),
             notifications.c.deliveries.is_not(None),
+        )
+        .order_by(notifications.c.id)
+    )
+    return [_notification(r) for r in rows]
+
+
+async def pending_about(
+    conn: AsyncConnection, *, episodes: set[int], action_ids: set[int], before: int
+) -> list[Notification]:
+    """Pending notifications recorded before ``before`` (an id) about one of ``episodes``
+    (by number: the caller matches the policy and target) or ``action_ids``: what a later
+    message about the same episode or action must not overtake."""
+    about = []
+    if episodes:
+        about.append(notifications.c.episode.in_(sorted(episodes)))
+    if action_ids:
+        about.append(notifications.c.action_id.in_(sorted(action_ids)))
+    if not about:
+        return []
+    rows = await conn.execute(
+        select(notifications)
+        .where(
+            notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+            notifications.c.id < before,
+            or_(*about),
         )
         .order_by(notifications.c.id)
     )
