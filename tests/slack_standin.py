@@ -59,6 +59,8 @@ class SlackStandIn:
     responses: list[dict[str, Any]] = field(default_factory=list)
     fail: tuple[int, str, str] | None = None
     """Answer every Web API call with (status, body, content type) instead."""
+    fail_after: int = 0
+    """With ``fail``: how many Web API calls are answered as usual first."""
     _runner: web.AppRunner | None = None
     _port: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -122,7 +124,7 @@ class SlackStandIn:
             else:
                 args.update(dict(await request.post()))
         try:
-            if self.fail is not None:
+            if self.fail is not None and len(self.calls) >= self.fail_after:
                 status, body, content_type = self.fail
                 return web.Response(status=status, text=body, content_type=content_type)
             if request.headers.get("Authorization") != f"Bearer {self.token}":

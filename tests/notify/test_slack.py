@@ -304,3 +304,41 @@ async def test_answers_go_only_to_slack_or_the_channels_own_api_host(
     assert not channel.answers_at("http://hooks.slack.com/actions/T0/1/abc")
     assert not channel.answers_at("https://hooks.slack.com.evil.example/actions")
     assert not channel.answers_at("https://169.254.169.254/latest/meta-data")
+
+
+async def test_a_post_failing_after_others_went_names_those_that_went(
+    slack: SlackStandIn, channel: SlackChannel
+) -> None:
+    first = note(1)
+    ref = await channel.send(message(first))
+    slack.calls.clear()
+    # A group: a reply in action 7's thread, an approval of action 8 (its own message), and
+    # a failure of action 9; the third post is refused.
+    reply = note(2, NotificationEvent.ACTION_COMPLETED, reason="done")
+    approval = note(3, action_id=8, target="web-02")
+    failure = note(4, NotificationEvent.ACTION_FAILED, action_id=9, reason="exit 1")
+    slack.fail = (429, json.dumps({"ok": False, "error": "ratelimited"}), "application/json")
+    slack.fail_after = 3  # the reply, the first message's update, the approval
+
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(
+            message(reply, approval, failure, threads={2: Thread(ref=ref[1], origin=first)})
+        )
+
+    assert str(caught.value) == "answered 429: ratelimited"
+    [approval_posted] = [m for m in slack.top_level() if m.ts != ref[1]["ts"]]
+    assert caught.value.taken == {
+        2: {},
+        3: {"channel": CHANNEL_ID, "ts": approval_posted.ts},
+    }
+    assert [c.method for c in slack.calls] == [
+        "chat.postMessage",
+        "chat.update",
+        "chat.postMessage",
+        "chat.postMessage",
+    ]
+    # What is retried is what did not go: one message, no second approval.
+    slack.fail = None
+    refs = await channel.send(message(failure))
+    assert list(refs) == [4]
+    assert len(slack.top_level()) == 3

@@ -496,13 +496,26 @@ class SlackChannel(Channel):
         )
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
+        """Post ``message``: a reply in its thread for each event continuing one, a message
+        of its own for each ``approval_waiting`` (its buttons), then one message for the
+        rest. When a post fails after others went out, the :class:`DeliveryFailed` names
+        those in ``taken`` (a reply's ref is empty), so a retry posts only what did not."""
         refs: dict[int, dict[str, Any]] = {}
+        try:
+            await self._send(message, refs)
+        except DeliveryFailed as exc:
+            raise DeliveryFailed(str(exc), taken=refs) from None
+        return {nid: ref for nid, ref in refs.items() if ref}
+
+    async def _send(self, message: Message, refs: dict[int, dict[str, Any]]) -> None:
+        """Post ``message``, adding each notification to ``refs`` as its post goes out."""
         rest: list[Notification] = []
         for record in message.notifications:
             links = message.links.get(record.id, {})
             thread = message.threads.get(record.id)
             if thread is not None:
                 await self._continue(record, links, thread, test=message.test)
+                refs[record.id] = {}
             elif record.event == NotificationEvent.APPROVAL_WAITING and record.action_id:
                 blocks = render(record, links, channel=self.name, test=message.test)
                 refs[record.id] = await self.post(blocks, title(record))
@@ -519,7 +532,6 @@ class SlackChannel(Channel):
             ref = await self.post(blocks, "; ".join(title(r) for r in rest))
             for record in rest:
                 refs[record.id] = {**ref, "group": True}
-        return refs
 
     async def _continue(
         self,
