@@ -162,6 +162,9 @@ async def test_the_sandbox_holds(far_side: FarSide) -> None:
             "{% for i in range(1000) %}{{ reason * 1000 }}{% endfor %}",
             "the rendered text passed 1048576 characters",
         ),
+        ("{{ reason.ljust(2 ** 40) }}", "a width of more than 1048576 characters"),
+        ("{{ reason | center(2 ** 40) }}", "a width of more than 1048576 characters"),
+        ('{{ "%1099511627776s" % reason }}', "a value of more than 1048576 characters"),
     ],
 )
 async def test_a_runaway_template_is_stopped(far_side: FarSide, template: str, error: str) -> None:
