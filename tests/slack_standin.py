@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -255,6 +256,9 @@ def sign(body: str, *, secret: str = SIGNING_SECRET, at: float | None = None) ->
     }
 
 
+_clicks = itertools.count(1)
+
+
 def click(
     posted: Posted,
     action_id: str,
@@ -262,9 +266,11 @@ def click(
     user: str = "U0APPROVER",
     username: str = "alice",
     response_url: str,
+    trigger_id: str | None = None,
 ) -> str:
     """The form body of a click on ``posted``'s button ``action_id`` (a ``block_actions``
-    payload as Slack sends it)."""
+    payload as Slack sends it; each click has a ``trigger_id`` of its own unless given)."""
+    number = next(_clicks)
     button = next(
         element
         for block in posted.blocks
@@ -283,7 +289,7 @@ def click(
             "channel_id": posted.channel,
             "is_ephemeral": False,
         },
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id or f"{number}.{int(time.time())}.0a1b2c",
         "channel": {"id": posted.channel, "name": "ops"},
         "message": {
             "type": "message",

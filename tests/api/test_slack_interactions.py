@@ -4,10 +4,12 @@ come back as signed interactivity requests, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -399,6 +401,62 @@ async def test_silence_1h_silences_the_policy_on_the_target(
     assert has_buttons(posted)
     [reply] = slack.replies(posted.ts)
     assert reply.text.startswith(f"<@{APPROVER}> silenced cpu-hot on web-01 until")
+
+
+async def test_a_replayed_silence_click_makes_no_second_silence(
+    client: httpx.AsyncClient,
+    slack_client: httpx.AsyncClient,
+    slack: SlackStandIn,
+    clock: FakeClock,
+    container: Container,
+) -> None:
+    _, posted = await waiting_approval(client, slack)
+    body = click(posted, SILENCE, user=APPROVER, username="alice", response_url=slack.response_url)
+    headers = sign(body, at=clock.now().timestamp())
+
+    assert (await slack_client.post(PATH, content=body, headers=headers)).status_code == 200
+    # The very request again; then the same click (its trigger_id) signed a minute later.
+    assert (await slack_client.post(PATH, content=body, headers=headers)).status_code == 200
+    clock.advance(60)
+    later = sign(body, at=clock.now().timestamp())
+    assert (await slack_client.post(PATH, content=body, headers=later)).status_code == 200
+
+    [silence] = (await client.get("/api/v1/silences")).json()["silences"]
+    assert silence["created_by"] == "slack:U0APPROVER (alice)"
+    audit = [r for r in await audit_rows(container) if r["kind"] == "silence.created"]
+    assert len(audit) == 1
+    await slack.wait_for(lambda: len(slack.responses) == 2)
+    assert [r["text"] for r in slack.responses] == [
+        "This click was already taken: its silence stands. Nothing was changed."
+    ] * 2
+    # A click of its own (another trigger_id, another second) silences again.
+    clock.advance(1)
+    assert (await press(slack_client, slack, clock, posted, SILENCE)).status_code == 200
+    assert len((await client.get("/api/v1/silences")).json()["silences"]) == 2
+
+
+async def test_a_button_value_nested_too_deep_is_400(
+    client: httpx.AsyncClient,
+    slack_client: httpx.AsyncClient,
+    slack: SlackStandIn,
+    clock: FakeClock,
+    container: Container,
+) -> None:
+    await waiting_approval(client, slack)
+    before = await table_counts(container)
+    payload = {
+        "type": "block_actions",
+        "user": {"id": APPROVER},
+        "actions": [{"action_id": APPROVE, "value": "[" * 100_000}],
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+
+    response = await slack_client.post(
+        PATH, content=body, headers=sign(body, at=clock.now().timestamp())
+    )
+
+    assert response.status_code == 400, response.text
+    assert await table_counts(container) == before
 
 
 async def test_a_click_needs_no_api_key_while_every_other_route_does(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.slack_standin import CHANNEL_ID, TOKEN, SlackStandIn
+from tests.slack_standin import CHANNEL_ID, SIGNING_SECRET, TOKEN, SlackStandIn
 from vigil.notify.channels.base import DeliveryFailed, Message, Thread, links
 from vigil.notify.channels.slack import APPROVE, REJECT, SILENCE, ButtonValue, SlackChannel
 from vigil.notify.config import SlackSpec
@@ -38,8 +38,9 @@ async def channel(slack: SlackStandIn) -> AsyncIterator[SlackChannel]:
         type="slack",
         token="${SLACK_BOT_TOKEN}",
         channel="#ops",
+        signing_secret="${SLACK_SIGNING_SECRET}",
         api_url=slack.api_url,
-    ).model_copy(update={"token": TOKEN})
+    ).model_copy(update={"token": TOKEN, "signing_secret": SIGNING_SECRET})
     made = SlackChannel(spec, timeout=5.0)
     yield made
     await made.aclose()
@@ -342,3 +343,31 @@ async def test_a_post_failing_after_others_went_names_those_that_went(
     refs = await channel.send(message(failure))
     assert list(refs) == [4]
     assert len(slack.top_level()) == 3
+
+
+async def test_without_a_signing_secret_an_approval_has_no_buttons_but_says_how_to_approve(
+    slack: SlackStandIn, channel: SlackChannel
+) -> None:
+    spec = channel.spec.model_copy(update={"signing_secret": None})
+    unsigned = SlackChannel(spec, timeout=5.0)
+    try:
+        await unsigned.send(message(note(1)))
+        await unsigned.send(message(note(2, action_id=8), note(3, action_id=9)))
+    finally:
+        await unsigned.aclose()
+
+    posted = slack.top_level()
+    assert len(posted) == 3
+    for shown, action in zip(posted, (7, 8, 9), strict=True):
+        assert buttons(shown.blocks) == []
+        assert shown.blocks[-1] == {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"Approve or reject it through Vigil's API: `POST {BASE}/api/v1/"
+                    f"actions/{action}/approve` or `POST {BASE}/api/v1/actions/{action}/reject`"
+                    " (this channel has no signing_secret, so it shows no buttons).",
+                }
+            ],
+        }

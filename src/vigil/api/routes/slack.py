@@ -12,7 +12,9 @@ one of its ``approver_groups``; anyone else is told so (an ephemeral reply only 
 and nothing changes. Approve and Reject are the very transition of ``POST
 /api/v1/actions/{id}/approve`` and ``/reject``, and Silence 1h the silence of ``POST
 /api/v1/silences``, audited with the actor ``slack:<user id> (<user name>)``. A click on an
-action already decided says who decided it and when, and acts no more.
+action already decided says who decided it and when, and acts no more; a Silence 1h click
+seen again (the same user, action and ``X-Slack-Request-Timestamp`` or ``trigger_id``, within
+the 5 minutes its signature is accepted) makes no second silence.
 
 Slack wants an answer within 3 seconds: the decision is made (and committed) before the
 answer, and what is only shown in Slack -- the message updated without its buttons, a reply
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -227,6 +229,13 @@ async def interactions(
     if not user:
         return error_response("the payload names no user", 400)
     name = _text(_get(payload, "user", "username")) or _text(_get(payload, "user", "name"))
+    button = str(click["action_id"])
+    seen = (user, button, str(value.action))
+    trigger = _text(payload.get("trigger_id"), 100)
+    replay = [
+        (*seen, "timestamp", str(request.headers.get("x-slack-request-timestamp"))),
+        *([(*seen, "trigger_id", trigger)] if trigger else []),
+    ]
     pressed = _Click(
         container=container,
         channel=channel,
@@ -236,8 +245,9 @@ async def interactions(
         actor=Actor(f"slack:{user}" + (f" ({name})" if name else ""), request.state.request_id),
         response_url=_response_url(payload, channel),
         message=_message(payload),
+        replay=replay,
     )
-    await pressed.run(str(click["action_id"]))
+    await pressed.run(button)
     return Response(status_code=200)
 
 
@@ -272,8 +282,10 @@ class _Click:
         actor: Actor,
         response_url: str | None,
         message: tuple[dict[str, str], list[Any]] | None,
+        replay: Sequence[tuple[str, ...]] = (),
     ) -> None:
         self.container = container
+        self.replay = replay
         self.channel = channel
         self.background = background
         self.value = value
@@ -355,15 +367,24 @@ class _Click:
             self.answer("This action names no policy or target to silence. Nothing was changed.")
             return
         now = self.container.clock.now()
-        record = await add_silence(
-            self.container.database,
-            matchers=matchers,
-            starts_at=None,
-            ends_at=now + timedelta(seconds=SILENCE_SECONDS),
-            comment=f"silenced for 1h from Slack by {self.actor.name} (action {value.action})",
-            actor=self.actor,
-            now=now,
-        )
+        if not self.channel.first_click(self.replay, now.timestamp()):
+            # The same click again (a replayed request, or Slack's own retry): one silence.
+            log.info("slack.click_replayed", channel=self.channel.name, user=self.user)
+            self.answer("This click was already taken: its silence stands. Nothing was changed.")
+            return
+        try:
+            record = await add_silence(
+                self.container.database,
+                matchers=matchers,
+                starts_at=None,
+                ends_at=now + timedelta(seconds=SILENCE_SECONDS),
+                comment=f"silenced for 1h from Slack by {self.actor.name} (action {value.action})",
+                actor=self.actor,
+                now=now,
+            )
+        except BaseException:
+            self.channel.forget_click(self.replay)  # nothing was silenced: it may come again
+            raise
         about = " on ".join(matchers.values())
         self.show(
             f"<@{self.user}> silenced {about} until {_when(record.ends_at)} (silence"

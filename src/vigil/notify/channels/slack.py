@@ -6,7 +6,9 @@
 - ``approval_waiting``: buttons **Approve**, **Reject** and **Silence 1h** (a silence on the
   policy and target). Slack sends a click to ``POST /api/v1/integrations/slack/interactions``
   (:mod:`vigil.api.routes.slack`); each button's value names this channel and the action, so
-  the click is checked against this channel's approvers.
+  the click is checked against this channel's approvers. A channel without a
+  ``signing_secret`` cannot verify a click: its message shows no buttons, and says how to
+  approve or reject through the API instead.
 - A later event about the same action (running, completed, failed, verified) is a reply in
   the first message's thread (the :class:`~vigil.notify.channels.base.Thread` the sender
   passes), and the first message is updated (``chat.update``) with the outcome, its buttons
@@ -77,6 +79,11 @@ SLACK_DOMAINS = ("slack.com", "slack-gov.com")
 """Where a click's ``response_url`` may point (Slack's own hosts, GovSlack's too)."""
 GROUP_CACHE_SECONDS = 60.0
 """How long a user group's members (``usergroups.users.list``) are taken as known."""
+CLICK_MEMORY_SECONDS = 300.0
+"""How long a click is remembered to know a replay of it: as long as its signature is
+accepted (a signed request older than this is refused anyway)."""
+CLICK_MEMORY_SIZE = 10_000
+"""The most clicks remembered at once (the oldest forgotten first)."""
 
 
 # -- what a button carries --------------------------------------------------------------------
@@ -107,7 +114,7 @@ class ButtonValue:
             return None
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(data, dict):
             return None
@@ -254,11 +261,14 @@ def render(
     *,
     channel: str,
     actionable: bool = True,
+    clickable: bool = True,
     outcome: str | None = None,
     test: bool = False,
 ) -> list[dict[str, Any]]:
     """The blocks of one event's message. ``actionable``: the buttons of an
-    ``approval_waiting`` one; ``outcome``: a ``mrkdwn`` line saying how it ended."""
+    ``approval_waiting`` one, or (not ``clickable``: the channel has no signing secret to
+    verify a click with) how to answer it through the API instead; ``outcome``: a
+    ``mrkdwn`` line saying how it ended."""
     more = _rest(record, links)
     blocks: list[dict[str, Any]] = [_header(title(record))]
     if record.reason:
@@ -283,7 +293,7 @@ def render(
         and record.event == NotificationEvent.APPROVAL_WAITING
         and record.action_id is not None
     ):
-        blocks.append(buttons(record, channel))
+        blocks.append(buttons(record, channel) if clickable else _through_the_api(record, links))
     if outcome:
         blocks.append(_context(outcome))
     if test:
@@ -292,6 +302,20 @@ def render(
 
 
 TEST_NOTE = "A test message, sent by `vigil notifications test`."
+
+
+def _through_the_api(record: Notification, links: Mapping[str, str | None]) -> dict[str, Any]:
+    """What an approval message says in place of its buttons when the channel cannot verify
+    a click (no ``signing_secret``): how to approve or reject through the API."""
+    action = links.get("action") or f"/api/v1/actions/{record.action_id}"
+    return _context(
+        cut(
+            f"Approve or reject it through Vigil's API: `POST {escape(action)}/approve` or"
+            f" `POST {escape(action)}/reject` (this channel has no signing_secret, so it"
+            " shows no buttons).",
+            MAX_TEXT,
+        )
+    )
 
 
 def render_group(
@@ -426,6 +450,13 @@ class SlackChannel(Channel):
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._clicks: dict[tuple[str, ...], float] = {}
+
+    @property
+    def clickable(self) -> bool:
+        """Whether its messages carry buttons: only with a ``signing_secret`` to verify a
+        click with (without one, every click would be refused)."""
+        return bool(self.spec.signing_secret)
 
     @property
     def shown(self) -> str:
@@ -517,14 +548,20 @@ class SlackChannel(Channel):
                 await self._continue(record, links, thread, test=message.test)
                 refs[record.id] = {}
             elif record.event == NotificationEvent.APPROVAL_WAITING and record.action_id:
-                blocks = render(record, links, channel=self.name, test=message.test)
+                blocks = render(
+                    record, links, channel=self.name, clickable=self.clickable, test=message.test
+                )
                 refs[record.id] = await self.post(blocks, title(record))
             else:
                 rest.append(record)
         if len(rest) == 1:
             [record] = rest
             blocks = render(
-                record, message.links.get(record.id, {}), channel=self.name, test=message.test
+                record,
+                message.links.get(record.id, {}),
+                channel=self.name,
+                clickable=self.clickable,
+                test=message.test,
             )
             refs[record.id] = await self.post(blocks, title(record))
         elif rest:
@@ -588,6 +625,24 @@ class SlackChannel(Channel):
         )
         self._groups[group] = (now, members)
         return members
+
+    def first_click(self, keys: Sequence[tuple[str, ...]], now: float) -> bool:
+        """Whether a click is new: none of ``keys`` (what identifies it: its user, button and
+        action with its signed timestamp, or with its ``trigger_id``) was seen within
+        :data:`CLICK_MEMORY_SECONDS`. Its keys are remembered either way."""
+        for key, seen in list(self._clicks.items()):
+            if now - seen < CLICK_MEMORY_SECONDS and len(self._clicks) <= CLICK_MEMORY_SIZE:
+                break  # in order of insertion: the rest are newer
+            del self._clicks[key]
+        replayed = any(key in self._clicks for key in keys)
+        for key in keys:
+            self._clicks.setdefault(key, now)
+        return not replayed
+
+    def forget_click(self, keys: Sequence[tuple[str, ...]]) -> None:
+        """Forget ``keys`` (the click they name changed nothing after all)."""
+        for key in keys:
+            self._clicks.pop(key, None)
 
     async def respond(self, response_url: str, text: str) -> None:
         """An ephemeral answer to the user who clicked (through the click's ``response_url``;
