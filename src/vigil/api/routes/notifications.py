@@ -27,7 +27,12 @@ class ChannelDeliveryOut(BaseModel):
     last_error: str | None
     delivered_at: datetime | None
     held_until: datetime | None = Field(
-        default=None, description="Held for its route's group until then"
+        default=None,
+        description="Held until then: for its route's group, or behind an earlier message"
+        " about the same episode or action",
+    )
+    failed_at: datetime | None = Field(
+        default=None, description="When the channel gave up, after its last attempt"
     )
     skipped: str | None = Field(
         default=None,
@@ -94,6 +99,7 @@ def notification_out(record: Notification) -> dict[str, Any]:
                     "last_error": entry.get("last_error"),
                     "delivered_at": entry.get("delivered_at"),
                     "held_until": entry.get("held_until"),
+                    "failed_at": entry.get("failed_at"),
                     "skipped": entry.get("skipped"),
                 }
                 for name, entry in sorted((record.deliveries or {}).items())
