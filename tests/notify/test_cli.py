@@ -3,18 +3,13 @@ of the notifications file and of VIGIL_EXTERNAL_URL."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
 from typer.testing import CliRunner
 
+from tests.notify.far_side import Answer, FarSide
 from vigil.cli import app
 from vigil.cli.notifications import TEST_REASON
 
@@ -159,61 +154,20 @@ def test_an_unset_variable_is_an_error_unless_no_env(tmp_path: Path, unset: None
 # --- test CHANNEL --------------------------------------------------------------------------
 
 
-@dataclass
-class Far:
-    """A local HTTP server answering every POST with ``status`` and ``body``, keeping each
-    request."""
-
-    url: str
-    status: int = 200
-    body: bytes = b"ok"
-    received: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
-
-
-@pytest.fixture
-def far() -> Iterator[Far]:
-    holder: list[Far] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state = holder[0]
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            state.received.append((self.path, headers, body))
-            self.send_response(state.status)
-            self.send_header("Content-Length", str(len(state.body)))
-            self.end_headers()
-            self.wfile.write(state.body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(Far(url=f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def hook_file(tmp_path: Path, far: Far) -> Path:
+def hook_file(tmp_path: Path, far_side: FarSide) -> Path:
     return written(
         tmp_path,
         "channels:\n"
-        f"  - {{name: hook, type: webhook, url: '{far.url}/hooks/T0KEN'}}\n"
+        f"  - {{name: hook, type: webhook, url: '{far_side.url}/hooks/T0KEN'}}\n"
         "routes:\n  - {channels: [hook]}\n",
     )
 
 
 def test_a_test_message_reaches_the_channel_and_its_answer_is_printed(
-    tmp_path: Path, far: Far
+    tmp_path: Path, far_side: FarSide
 ) -> None:
-    path = hook_file(tmp_path, far)
+    far_side.answers = [Answer(200, b"ok")]
+    path = hook_file(tmp_path, far_side)
     result = runner.invoke(
         app,
         ["notifications", "test", "hook"],
@@ -221,53 +175,57 @@ def test_a_test_message_reaches_the_channel_and_its_answer_is_printed(
     )
     assert result.exit_code == 0, result.output
     assert result.output == (
-        f"hook (webhook, {far.url}/…) took the test message: answered 200: ok\n"
+        f"hook (webhook, {far_side.url}/…) took the test message: answered 200: ok\n"
     )
-    [(where, headers, body)] = far.received
-    assert where == "/hooks/T0KEN"
-    assert headers["x-vigil-event"] == "action_completed"
+    [request] = far_side.requests
+    body = request.json()
+    assert request.path == "/hooks/T0KEN"
+    assert request.headers["x-vigil-event"] == "action_completed"
     assert body["reason"] == TEST_REASON
     assert body["links"]["notifications"] == "https://vigil.test/api/v1/notifications"
     assert "T0KEN" not in result.output
 
 
-def test_a_refused_test_message_prints_the_far_sides_answer(tmp_path: Path, far: Far) -> None:
-    far.status, far.body = 500, b"no_text: the body has no text field"
-    path = hook_file(tmp_path, far)
+def test_a_refused_test_message_prints_the_far_sides_answer(
+    tmp_path: Path, far_side: FarSide
+) -> None:
+    far_side.answers = [Answer(500, b"no_text: the body has no text field")]
+    path = hook_file(tmp_path, far_side)
     result = runner.invoke(app, ["notifications", "test", "hook", "--file", str(path)])
     assert result.exit_code == 1
     assert result.output == (
-        f"hook (webhook, {far.url}/…) did not take the test message: answered 500: "
+        f"hook (webhook, {far_side.url}/…) did not take the test message: answered 500: "
         "no_text: the body has no text field\n"
     )
-    assert len(far.received) == 1  # tried once: a person reads the answer, not a retry loop
+    assert len(far_side.requests) == 1  # tried once: a person reads the answer, not a retry loop
 
 
-def test_a_webhook_of_the_url_setting_can_be_tested_without_a_file(far: Far) -> None:
+def test_a_webhook_of_the_url_setting_can_be_tested_without_a_file(far_side: FarSide) -> None:
     result = runner.invoke(
         app,
         ["notifications", "test", "webhook-1"],
         env={
-            "VIGIL_NOTIFY_WEBHOOK_URLS": f"{far.url}/first",
+            "VIGIL_NOTIFY_WEBHOOK_URLS": f"{far_side.url}/first",
             "VIGIL_NOTIFICATIONS_FILE": None,
             "VIGIL_EXTERNAL_URL": None,
         },
     )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("webhook-1 (webhook, ")
-    [(where, _, body)] = far.received
-    assert (where, body["reason"]) == ("/first", TEST_REASON)
+    [request] = far_side.requests
+    body = request.json()
+    assert (request.path, body["reason"]) == ("/first", TEST_REASON)
     assert body["links"]["notifications"] == "/api/v1/notifications"  # no VIGIL_EXTERNAL_URL
 
 
-def test_testing_an_unknown_channel_names_the_likely_one(tmp_path: Path, far: Far) -> None:
-    path = hook_file(tmp_path, far)
+def test_testing_an_unknown_channel_names_the_likely_one(tmp_path: Path, far_side: FarSide) -> None:
+    path = hook_file(tmp_path, far_side)
     result = runner.invoke(app, ["notifications", "test", "hok", "--file", str(path)])
     assert result.exit_code == 2
     assert result.output == (
         f"error: unknown channel 'hok' (did you mean 'hook'?) in {path} (channels: hook)\n"
     )
-    assert far.received == []
+    assert far_side.requests == []
 
 
 def test_testing_with_an_invalid_file_says_why(tmp_path: Path, unset: None) -> None:

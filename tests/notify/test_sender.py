@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tests.notify.far_side import Answer, FarSide, closed_port
 from vigil.api.routes.notifications import notification_out
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
@@ -27,71 +25,6 @@ from vigil.settings import Settings
 from vigil.worker.backoff import RetryPolicy
 
 TOKEN = "T0K3N-s3cret"
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class Endpoint:
-    """A local HTTP server answering the POSTs to each path with the next of its
-    ``statuses`` (the last repeats; 200 for a path not given), keeping every request."""
-
-    url: str
-    statuses: dict[str, list[int]] = field(default_factory=dict)
-    received: list[Received] = field(default_factory=list)
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    holder: list[Endpoint] = []
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state = holder[0]
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                state.received.append(
-                    Received(
-                        path=self.path,
-                        headers={k.lower(): v for k, v in self.headers.items()},
-                        body=body,
-                    )
-                )
-                statuses = state.statuses.get(self.path, [200])
-                seen = sum(r.path == self.path for r in state.received)
-                status = statuses[min(seen, len(statuses)) - 1]
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(Endpoint(url=f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -163,11 +96,11 @@ def sent(metrics: VigilMetrics, result: str) -> float:
 
 
 async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delivered(
-    database_url: str, endpoint: Endpoint
+    database_url: str, far_side: FarSide
 ) -> None:
-    endpoint.statuses[f"/hooks/{TOKEN}"] = [500, 204]
+    far_side.answers_by_path[f"/hooks/{TOKEN}"] = [Answer(500, b"{}"), Answer(204)]
     async with setup(database_url) as s:
-        notifier = s.notifier([f"{endpoint.url}/hooks/{TOKEN}"])
+        notifier = s.notifier([f"{far_side.url}/hooks/{TOKEN}"])
         notification_id = await s.record()
         recorded_at = s.clock.now()
 
@@ -190,12 +123,12 @@ async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delive
         assert row.next_attempt_at is None
         assert await notifier.run_once() == 0
 
-    assert len(endpoint.received) == 2
-    first = endpoint.received[0]
+    assert len(far_side.requests) == 2
+    first = far_side.requests[0]
     assert first.path == f"/hooks/{TOKEN}"
     assert first.headers["content-type"] == "application/json"
     assert first.headers["x-vigil-event"] == "action_failed"
-    assert first.body == {
+    assert first.json() == {
         "id": notification_id,
         "event": "action_failed",
         "at": "2026-01-19T12:00:00Z",
@@ -213,7 +146,7 @@ async def test_a_refused_notification_is_sent_again_after_a_backoff_until_delive
             "notifications": "/api/v1/notifications",
         },
     }
-    assert endpoint.received[1].body == first.body
+    assert far_side.requests[1].json() == first.json()
     assert (sent(s.metrics, "retrying"), sent(s.metrics, "delivered")) == (1, 1)
 
 
@@ -244,11 +177,11 @@ async def test_an_unreachable_webhook_fails_after_the_last_attempt(database_url:
 
 
 async def test_a_webhook_that_took_it_is_not_sent_it_again(
-    database_url: str, endpoint: Endpoint
+    database_url: str, far_side: FarSide
 ) -> None:
-    endpoint.statuses["/second"] = [503, 200]
+    far_side.answers_by_path["/second"] = [Answer(503, b"{}"), Answer(200)]
     async with setup(database_url) as s:
-        notifier = s.notifier([f"{endpoint.url}/first", f"{endpoint.url}/second"])
+        notifier = s.notifier([f"{far_side.url}/first", f"{far_side.url}/second"])
         notification_id = await s.record(action_id=None, policy_name=None)
         await notifier.run_once()
         row = await s.row(notification_id)
@@ -260,24 +193,24 @@ async def test_a_webhook_that_took_it_is_not_sent_it_again(
         assert (row.delivery_status, row.attempts) == ("delivered", 2)
         webhooks = notification_out(row)["delivery"]["channels"]
         assert sorted(w["attempts"] for w in webhooks) == [1, 2]
-    assert sorted(r.path for r in endpoint.received) == ["/first", "/second", "/second"]
-    links = endpoint.received[0].body["links"]
+    assert sorted(r.path for r in far_side.requests) == ["/first", "/second", "/second"]
+    links = far_side.requests[0].json()["links"]
     assert links == {"action": None, "policy": None, "notifications": "/api/v1/notifications"}
 
 
 async def test_two_senders_send_each_notification_once(
-    database_url: str, endpoint: Endpoint
+    database_url: str, far_side: FarSide
 ) -> None:
     async with setup(database_url) as s, setup(database_url) as other:
         other.clock = s.clock
         ids = [await s.record(target=f"web-{i:02}") for i in range(10)]
-        one = s.notifier([endpoint.url], batch=4)
-        two = other.notifier([endpoint.url], batch=4)
+        one = s.notifier([far_side.url], batch=4)
+        two = other.notifier([far_side.url], batch=4)
         while sum(await asyncio.gather(one.run_once(), two.run_once())):
             pass
         rows = [await s.row(i) for i in ids]
     assert {r.delivery_status for r in rows} == {"delivered"}
-    assert sorted(r.body["id"] for r in endpoint.received) == ids
+    assert sorted(r.json()["id"] for r in far_side.requests) == ids
 
 
 async def test_without_channels_nothing_is_sent_and_notifications_settle_as_none(
@@ -293,10 +226,10 @@ async def test_without_channels_nothing_is_sent_and_notifications_settle_as_none
 
 
 async def test_a_commit_that_recorded_a_notification_wakes_the_sender(
-    database_url: str, endpoint: Endpoint
+    database_url: str, far_side: FarSide
 ) -> None:
     async with setup(database_url) as s:
-        notifier = s.notifier([endpoint.url])  # an hour between passes otherwise
+        notifier = s.notifier([far_side.url])  # an hour between passes otherwise
         await notifier.start()
         try:
             async with asyncio.timeout(10):
@@ -311,11 +244,11 @@ async def test_a_commit_that_recorded_a_notification_wakes_the_sender(
                     await notifier.wait_for_passes(passes + 1)
         finally:
             await notifier.stop()
-    assert [r.body["id"] for r in endpoint.received] == [notification_id]
+    assert [r.json()["id"] for r in far_side.requests] == [notification_id]
 
 
 async def test_a_failing_pass_does_not_stop_the_sender(
-    database_url: str, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+    database_url: str, far_side: FarSide, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claim_due = store.claim_due
     calls = 0
@@ -329,7 +262,7 @@ async def test_a_failing_pass_does_not_stop_the_sender(
 
     monkeypatch.setattr(store, "claim_due", flaky_claim)
     async with setup(database_url) as s:
-        notifier = s.notifier([endpoint.url])
+        notifier = s.notifier([far_side.url])
         notification_id = await s.record()
         await notifier.start()
         try:

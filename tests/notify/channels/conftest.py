@@ -1,17 +1,10 @@
-"""What the channel tests share: notifications and messages to send, and a local HTTP
-server standing in for a channel's far side, keeping each request it is sent."""
+"""What the channel tests share: notifications and messages to send, and a far side's long
+error body (the far side itself is in :mod:`tests.notify.far_side`)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 from vigil.notify.channels.base import Message, Thread, links
 from vigil.notify.store import Notification
@@ -60,75 +53,6 @@ def message(
         threads=threads or {},
         test=test,
     )
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Answer:
-    status: int
-    body: bytes = b""
-
-
-@dataclass
-class FarSide:
-    """A local HTTP server: each POST is kept and answered with the next of ``answers``
-    (the last repeats)."""
-
-    url: str
-    answers: list[Answer] = field(default_factory=lambda: [Answer(200)])
-    requests: list[Request] = field(default_factory=list)
-
-
-@pytest.fixture
-def far_side() -> Iterator[FarSide]:
-    holder: list[FarSide] = []
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state = holder[0]
-            content = self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                state.requests.append(
-                    Request(
-                        path=self.path,
-                        headers={k.lower(): v for k, v in self.headers.items()},
-                        body=content,
-                    )
-                )
-                answer = state.answers[min(len(state.requests), len(state.answers)) - 1]
-            self.send_response(answer.status)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            self.wfile.write(answer.body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(FarSide(url=f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 LONG_ANSWER = ("quota exceeded " * 40).encode()

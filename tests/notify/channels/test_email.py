@@ -18,7 +18,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.notify.channels.conftest import closed_port, message, notification
+from tests.notify.channels.conftest import message, notification
+from tests.notify.far_side import closed_port
 from vigil.local import free_port
 from vigil.notify.channels.base import DeliveryFailed, Thread
 from vigil.notify.channels.email import EmailChannel

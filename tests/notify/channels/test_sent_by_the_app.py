@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.notify.channels.conftest import Answer, FarSide
+from tests.notify.far_side import Answer, FarSide
 from vigil.actions.status import Status
 from vigil.actions.store import transition
 from vigil.clock import FakeClock

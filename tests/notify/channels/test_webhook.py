@@ -8,14 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.notify.channels.conftest import (
-    LONG_ANSWER,
-    Answer,
-    FarSide,
-    closed_port,
-    message,
-    notification,
-)
+from tests.notify.channels.conftest import LONG_ANSWER, message, notification
+from tests.notify.far_side import Answer, FarSide, closed_port
 from vigil.notify.channels.base import DeliveryFailed
 from vigil.notify.channels.registry import build_channels
 from vigil.notify.channels.webhook import WebhookChannel
