@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -108,52 +109,91 @@ def slack_client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://vigil.test")
 
 
-async def waiting_approval(
-    client: httpx.AsyncClient, slack: SlackStandIn, target: str = "web-01"
-) -> tuple[int, Posted]:
-    """A policy needing approval fires on ``target``; the action waiting and its message
-    in Slack."""
-    response = await client.post("/api/v1/policies", json=POLICY)
-    assert response.status_code == 201, response.text
-    ingested = await client.post(
-        "/api/v1/ingest", json={"name": "cpu", "value": 97, "target": target}
-    )
-    assert ingested.status_code == 201, ingested.text
-    [action] = ingested.json()["actions"]
-    assert action["status"] == "awaiting_approval"
-    [posted] = await slack.wait_for(slack.top_level)
-    return int(action["action_id"]), posted
+@dataclass
+class Clicks:
+    """Vigil as Slack's buttons see it: the API (``client``, with an operator's header),
+    Slack's signed requests (``slack_client``) and the stand-in of Slack's Web API."""
+
+    client: httpx.AsyncClient
+    slack_client: httpx.AsyncClient
+    slack: SlackStandIn
+    clock: FakeClock
+    container: Container
+
+    async def waiting_approval(self, target: str = "web-01") -> tuple[int, Posted]:
+        """A policy needing approval fires on ``target``; the action waiting and its message
+        in Slack."""
+        response = await self.client.post("/api/v1/policies", json=POLICY)
+        assert response.status_code == 201, response.text
+        ingested = await self.client.post(
+            "/api/v1/ingest", json={"name": "cpu", "value": 97, "target": target}
+        )
+        assert ingested.status_code == 201, ingested.text
+        [action] = ingested.json()["actions"]
+        assert action["status"] == "awaiting_approval"
+        [posted] = await self.slack.wait_for(self.slack.top_level)
+        return int(action["action_id"]), posted
+
+    async def press(
+        self,
+        posted: Posted,
+        button: str,
+        *,
+        user: str = APPROVER,
+        username: str = "alice",
+        secret: str = SIGNING_SECRET,
+        age: float = 0.0,
+    ) -> httpx.Response:
+        body = click(
+            posted, button, user=user, username=username, response_url=self.slack.response_url
+        )
+        headers = sign(body, secret=secret, at=self.clock.now().timestamp() - age)
+        return await self.slack_client.post(PATH, content=body, headers=headers)
+
+    async def post_signed(self, body: str) -> httpx.Response:
+        """``body`` as Slack would send it now, signed."""
+        headers = sign(body, at=self.clock.now().timestamp())
+        return await self.slack_client.post(PATH, content=body, headers=headers)
+
+    async def action(self, action_id: int) -> dict[str, Any]:
+        response = await self.client.get(f"/api/v1/actions/{action_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def history(self, action_id: int) -> list[dict[str, Any]]:
+        response = await self.client.get(f"/api/v1/actions/{action_id}/history")
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+    async def silences(self) -> list[dict[str, Any]]:
+        silences: list[dict[str, Any]] = (await self.client.get("/api/v1/silences")).json()[
+            "silences"
+        ]
+        return silences
+
+    async def counts(self) -> dict[str, int]:
+        return await table_counts(self.container)
+
+    async def audited(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in await audit_rows(self.container) if r["kind"] == kind]
+
+    async def assert_nothing_changed(self, action_id: int, before: dict[str, int]) -> None:
+        """The action still waits for its answer and no table has a row more or less."""
+        assert (await self.action(action_id))["status"] == "awaiting_approval"
+        assert await self.counts() == before
 
 
-async def press(
+@pytest.fixture
+def clicks(
     client: httpx.AsyncClient,
+    slack_client: httpx.AsyncClient,
     slack: SlackStandIn,
     clock: FakeClock,
-    posted: Posted,
-    button: str,
-    *,
-    user: str = APPROVER,
-    username: str = "alice",
-    secret: str = SIGNING_SECRET,
-    age: float = 0.0,
-) -> httpx.Response:
-    body = click(posted, button, user=user, username=username, response_url=slack.response_url)
-    headers = sign(body, secret=secret, at=clock.now().timestamp() - age)
-    return await client.post(PATH, content=body, headers=headers)
-
-
-async def action_of(client: httpx.AsyncClient, action_id: int) -> dict[str, Any]:
-    response = await client.get(f"/api/v1/actions/{action_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def history(client: httpx.AsyncClient, action_id: int) -> list[dict[str, Any]]:
-    response = await client.get(f"/api/v1/actions/{action_id}/history")
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()
-    return rows
+    container: Container,
+) -> Clicks:
+    return Clicks(client, slack_client, slack, clock, container)
 
 
 def line_under(posted: Posted) -> str:
@@ -166,105 +206,78 @@ def has_buttons(posted: Posted) -> bool:
 
 
 async def test_an_approver_clicks_approve_and_the_action_runs_as_through_the_api(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
+    clicks: Clicks,
 ) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+    action_id, posted = await clicks.waiting_approval()
 
-    response = await press(slack_client, slack, clock, posted, APPROVE)
+    response = await clicks.press(posted, APPROVE)
 
     assert response.status_code == 200, response.text
-    action = await action_of(client, action_id)
+    action = await clicks.action(action_id)
     assert action["status"] == "pending"
-    assert await container.queue.depth() == 1  # dispatched
-    [_created, approved] = await history(client, action_id)
+    assert await clicks.container.queue.depth() == 1  # dispatched
+    [_created, approved] = await clicks.history(action_id)
     assert (approved["from"], approved["to"]) == ("awaiting_approval", "pending")
     assert approved["actor"] == "slack:U0APPROVER (alice)"
     assert approved["reason"] == "approved by slack:U0APPROVER (alice)"
-    [audit] = [r for r in await audit_rows(container) if r["kind"] == "action.pending"]
+    [audit] = await clicks.audited("action.pending")
     assert audit["actor"] == "slack:U0APPROVER (alice)"
     assert audit["subject"] == f"action:{action_id}"
-    async with container.database.read() as conn:
+    async with clicks.container.database.read() as conn:
         checked, broken = await verify_chain(conn)
     assert broken is None
-    assert checked == len(await audit_rows(container))
+    assert checked == len(await audit_rows(clicks.container))
     # The message shows the decision, its buttons gone; the thread says it too.
     assert posted.updates == 1
     assert not has_buttons(posted)
     assert line_under(posted).startswith(f"Approved by <@{APPROVER}> at 2026-01-19 12:00:00 UTC")
-    [reply] = slack.replies(posted.ts)
+    [reply] = clicks.slack.replies(posted.ts)
     assert reply.text.startswith(f"Approved by <@{APPROVER}>")
 
 
-async def test_a_user_group_member_may_approve(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+async def test_a_user_group_member_may_approve(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
 
-    response = await press(
-        slack_client, slack, clock, posted, APPROVE, user=ON_CALL, username="bob"
-    )
+    response = await clicks.press(posted, APPROVE, user=ON_CALL, username="bob")
 
     assert response.status_code == 200, response.text
-    assert (await action_of(client, action_id))["status"] == "pending"
-    [lookup] = slack.called("usergroups.users.list")
+    assert (await clicks.action(action_id))["status"] == "pending"
+    [lookup] = clicks.slack.called("usergroups.users.list")
     assert lookup.args == {"usergroup": "S0ONCALL"}
-    assert (await history(client, action_id))[-1]["actor"] == "slack:U0ONCALL (bob)"
+    assert (await clicks.history(action_id))[-1]["actor"] == "slack:U0ONCALL (bob)"
 
 
-async def test_someone_not_listed_is_told_so_and_nothing_changes(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
-    before = await table_counts(container)
+async def test_someone_not_listed_is_told_so_and_nothing_changes(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
+    before = await clicks.counts()
 
     for button in (APPROVE, REJECT, SILENCE):
-        response = await press(
-            slack_client, slack, clock, posted, button, user=OUTSIDER, username="mallory"
-        )
+        response = await clicks.press(posted, button, user=OUTSIDER, username="mallory")
         assert response.status_code == 200, response.text
 
-    assert len(slack.responses) == 3
-    for answer in slack.responses:
+    assert len(clicks.slack.responses) == 3
+    for answer in clicks.slack.responses:
         assert answer["response_type"] == "ephemeral"
         assert answer["replace_original"] is False
         assert "not allowed" in answer["text"]
-    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
-    assert await table_counts(container) == before
-    assert (await client.get("/api/v1/silences")).json()["silences"] == []
+    await clicks.assert_nothing_changed(action_id, before)
+    assert await clicks.silences() == []
     assert posted.updates == 0
     assert has_buttons(posted)
 
 
-async def test_when_the_approver_groups_cannot_be_read_nothing_changes(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
-    before = await table_counts(container)
-    slack.fail = (200, '{"ok": false, "error": "missing_scope"}', "application/json")
+async def test_when_the_approver_groups_cannot_be_read_nothing_changes(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
+    before = await clicks.counts()
+    clicks.slack.fail = (200, '{"ok": false, "error": "missing_scope"}', "application/json")
 
-    response = await press(slack_client, slack, clock, posted, APPROVE, user=ON_CALL)
+    response = await clicks.press(posted, APPROVE, user=ON_CALL)
 
     assert response.status_code == 200, response.text
-    [answer] = slack.responses
+    [answer] = clicks.slack.responses
     assert "could not read the approver groups" in answer["text"]
     assert "missing_scope" in answer["text"]
-    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
-    assert await table_counts(container) == before
+    await clicks.assert_nothing_changed(action_id, before)
 
 
 @pytest.mark.parametrize(
@@ -277,97 +290,72 @@ async def test_when_the_approver_groups_cannot_be_read_nothing_changes(
     ids=["bad-signature", "stale", "from-the-future"],
 )
 async def test_an_unsigned_or_stale_click_is_401_and_changes_nothing(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-    secret: str,
-    age: float,
-    why: str,
+    clicks: Clicks, secret: str, age: float, why: str
 ) -> None:
-    action_id, posted = await waiting_approval(client, slack)
-    before = await table_counts(container)
+    action_id, posted = await clicks.waiting_approval()
+    before = await clicks.counts()
 
-    response = await press(slack_client, slack, clock, posted, APPROVE, secret=secret, age=age)
+    response = await clicks.press(posted, APPROVE, secret=secret, age=age)
 
     assert response.status_code == 401, response.text
     assert why in response.json()["detail"]
-    unsigned = await slack_client.post(
+    unsigned = await clicks.slack_client.post(
         PATH,
-        content=click(posted, APPROVE, response_url=slack.response_url),
+        content=click(posted, APPROVE, response_url=clicks.slack.response_url),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert unsigned.status_code == 401
     assert "not signed" in unsigned.json()["detail"]
-    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
-    assert await table_counts(container) == before
-    assert slack.responses == []
+    await clicks.assert_nothing_changed(action_id, before)
+    assert clicks.slack.responses == []
     assert posted.updates == 0
 
 
-async def test_a_second_click_says_what_happened_and_acts_no_more(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+async def test_a_second_click_says_what_happened_and_acts_no_more(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
     original_blocks = list(posted.blocks)
-    assert (await press(slack_client, slack, clock, posted, APPROVE)).status_code == 200
-    clock.advance(5)
-    before = await table_counts(container)
+    assert (await clicks.press(posted, APPROVE)).status_code == 200
+    clicks.clock.advance(5)
+    before = await clicks.counts()
 
     # A second click, on the message as it was before the update reached every screen.
     stale = Posted(posted.channel, posted.ts, posted.text, original_blocks)
-    again = await press(slack_client, slack, clock, stale, REJECT, username="alice")
+    again = await clicks.press(stale, REJECT, username="alice")
 
     assert again.status_code == 200
-    [answer] = slack.responses
+    [answer] = clicks.slack.responses
     assert answer["text"].startswith(
         "Already approved by slack:U0APPROVER (alice) at 2026-01-19 12:00:00 UTC"
     )
     assert "the action is pending now" in answer["text"]
-    assert (await action_of(client, action_id))["status"] == "pending"
-    assert [h["to"] for h in await history(client, action_id)] == ["awaiting_approval", "pending"]
-    assert await table_counts(container) == before
+    assert (await clicks.action(action_id))["status"] == "pending"
+    assert [h["to"] for h in await clicks.history(action_id)] == ["awaiting_approval", "pending"]
+    assert await clicks.counts() == before
 
 
 async def test_approve_after_the_approval_timed_out_says_so_and_changes_nothing(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
+    clicks: Clicks,
 ) -> None:
-    action_id, posted = await waiting_approval(client, slack)
-    clock.advance(2 * 86400)
-    before = await table_counts(container)
+    action_id, posted = await clicks.waiting_approval()
+    clicks.clock.advance(2 * 86400)
+    before = await clicks.counts()
 
-    assert (await press(slack_client, slack, clock, posted, APPROVE)).status_code == 200
+    assert (await clicks.press(posted, APPROVE)).status_code == 200
 
-    [answer] = slack.responses
+    [answer] = clicks.slack.responses
     assert "approval timed out" in answer["text"]
     assert answer["text"].endswith("Nothing was changed.")
-    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
-    assert await table_counts(container) == before
+    await clicks.assert_nothing_changed(action_id, before)
 
 
-async def test_reject_cancels_the_action(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+async def test_reject_cancels_the_action(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
 
-    assert (await press(slack_client, slack, clock, posted, REJECT)).status_code == 200
+    assert (await clicks.press(posted, REJECT)).status_code == 200
 
-    assert (await action_of(client, action_id))["status"] == "cancelled"
-    assert await container.queue.depth() == 0
-    last = (await history(client, action_id))[-1]
+    assert (await clicks.action(action_id))["status"] == "cancelled"
+    assert await clicks.container.queue.depth() == 0
+    last = (await clicks.history(action_id))[-1]
     assert (last["to"], last["actor"]) == ("cancelled", "slack:U0APPROVER (alice)")
     assert last["reason"] == "rejected by slack:U0APPROVER (alice)"
     assert not has_buttons(posted)
@@ -375,55 +363,43 @@ async def test_reject_cancels_the_action(
     assert line_under(posted).endswith("it is cancelled.")
 
 
-async def test_silence_1h_silences_the_policy_on_the_target(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+async def test_silence_1h_silences_the_policy_on_the_target(clicks: Clicks) -> None:
+    action_id, posted = await clicks.waiting_approval()
 
-    assert (await press(slack_client, slack, clock, posted, SILENCE)).status_code == 200
+    assert (await clicks.press(posted, SILENCE)).status_code == 200
 
-    [silence] = (await client.get("/api/v1/silences")).json()["silences"]
+    [silence] = await clicks.silences()
     assert silence["matchers"] == {"policy": "cpu-hot", "target": "web-01"}
     assert silence["active"] is True
     assert silence["created_by"] == "slack:U0APPROVER (alice)"
-    assert silence["ends_at"] == (clock.now() + timedelta(hours=1)).isoformat().replace(
+    assert silence["ends_at"] == (clicks.clock.now() + timedelta(hours=1)).isoformat().replace(
         "+00:00", "Z"
     )
     assert "from Slack by slack:U0APPROVER (alice)" in silence["comment"]
-    [audit] = [r for r in await audit_rows(container) if r["kind"] == "silence.created"]
+    [audit] = await clicks.audited("silence.created")
     assert audit["actor"] == "slack:U0APPROVER (alice)"
     # The action still waits for its answer, buttons and all; the thread says who silenced.
-    assert (await action_of(client, action_id))["status"] == "awaiting_approval"
+    assert (await clicks.action(action_id))["status"] == "awaiting_approval"
     assert has_buttons(posted)
-    [reply] = slack.replies(posted.ts)
+    [reply] = clicks.slack.replies(posted.ts)
     assert reply.text.startswith(f"<@{APPROVER}> silenced cpu-hot on web-01 until")
 
 
-async def test_a_replayed_silence_click_makes_no_second_silence(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    _, posted = await waiting_approval(client, slack)
+async def test_a_replayed_silence_click_makes_no_second_silence(clicks: Clicks) -> None:
+    slack, clock = clicks.slack, clicks.clock
+    _, posted = await clicks.waiting_approval()
     body = click(posted, SILENCE, user=APPROVER, username="alice", response_url=slack.response_url)
     headers = sign(body, at=clock.now().timestamp())
 
-    assert (await slack_client.post(PATH, content=body, headers=headers)).status_code == 200
+    assert (await clicks.slack_client.post(PATH, content=body, headers=headers)).status_code == 200
     # The very request again; then the same click (its trigger_id) signed a minute later.
-    assert (await slack_client.post(PATH, content=body, headers=headers)).status_code == 200
+    assert (await clicks.slack_client.post(PATH, content=body, headers=headers)).status_code == 200
     clock.advance(60)
-    later = sign(body, at=clock.now().timestamp())
-    assert (await slack_client.post(PATH, content=body, headers=later)).status_code == 200
+    assert (await clicks.post_signed(body)).status_code == 200
 
-    [silence] = (await client.get("/api/v1/silences")).json()["silences"]
+    [silence] = await clicks.silences()
     assert silence["created_by"] == "slack:U0APPROVER (alice)"
-    audit = [r for r in await audit_rows(container) if r["kind"] == "silence.created"]
+    audit = await clicks.audited("silence.created")
     assert len(audit) == 1
     await slack.wait_for(lambda: len(slack.responses) == 2)
     assert [r["text"] for r in slack.responses] == [
@@ -431,48 +407,34 @@ async def test_a_replayed_silence_click_makes_no_second_silence(
     ] * 2
     # A click of its own (another trigger_id, another second) silences again.
     clock.advance(1)
-    assert (await press(slack_client, slack, clock, posted, SILENCE)).status_code == 200
-    assert len((await client.get("/api/v1/silences")).json()["silences"]) == 2
+    assert (await clicks.press(posted, SILENCE)).status_code == 200
+    assert len(await clicks.silences()) == 2
 
 
-async def test_a_button_value_nested_too_deep_is_400(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    await waiting_approval(client, slack)
-    before = await table_counts(container)
+async def test_a_button_value_nested_too_deep_is_400(clicks: Clicks) -> None:
+    await clicks.waiting_approval()
+    before = await clicks.counts()
     payload = {
         "type": "block_actions",
         "user": {"id": APPROVER},
         "actions": [{"action_id": APPROVE, "value": "[" * 100_000}],
     }
-    body = urlencode({"payload": json.dumps(payload)})
 
-    response = await slack_client.post(
-        PATH, content=body, headers=sign(body, at=clock.now().timestamp())
-    )
+    response = await clicks.post_signed(urlencode({"payload": json.dumps(payload)}))
 
     assert response.status_code == 400, response.text
-    assert await table_counts(container) == before
+    assert await clicks.counts() == before
 
 
-async def test_a_click_needs_no_api_key_while_every_other_route_does(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
-) -> None:
-    action_id, posted = await waiting_approval(client, slack)
+async def test_a_click_needs_no_api_key_while_every_other_route_does(clicks: Clicks) -> None:
+    container = clicks.container
+    action_id, posted = await clicks.waiting_approval()
     async with container.database.write() as conn:
-        await create_key(conn, name="admin", role=Role.ADMIN, now=clock.now(), actor=Actor())
+        await create_key(conn, name="admin", role=Role.ADMIN, now=clicks.clock.now(), actor=Actor())
     container.keys.forget()
-    assert (await client.get("/api/v1/actions")).status_code == 401
+    assert (await clicks.client.get("/api/v1/actions")).status_code == 401
 
-    response = await press(slack_client, slack, clock, posted, APPROVE)
+    response = await clicks.press(posted, APPROVE)
 
     assert response.status_code == 200, response.text
     assert posted.updates == 1
@@ -483,15 +445,10 @@ async def test_a_click_needs_no_api_key_while_every_other_route_does(
 
 
 async def test_what_is_not_a_click_of_vigils_buttons_is_refused_or_left_alone(
-    client: httpx.AsyncClient,
-    slack_client: httpx.AsyncClient,
-    slack: SlackStandIn,
-    clock: FakeClock,
-    container: Container,
+    clicks: Clicks,
 ) -> None:
-    await waiting_approval(client, slack)
-    before = await table_counts(container)
-    at = clock.now().timestamp()
+    await clicks.waiting_approval()
+    before = await clicks.counts()
     for body, status in (
         ("payload=not-json", 400),
         ("nothing=here", 400),
@@ -504,13 +461,14 @@ async def test_what_is_not_a_click_of_vigils_buttons_is_refused_or_left_alone(
             400,
         ),
     ):
-        response = await slack_client.post(PATH, content=body, headers=sign(body, at=at))
+        response = await clicks.post_signed(body)
         assert response.status_code == status, (body, response.text)
+    at = clicks.clock.now().timestamp()
     garbled = {k.encode(): v.encode() for k, v in sign("payload=x", at=at).items()}
     garbled[b"X-Slack-Signature"] = b"v0=\xe9t\xe9"  # not ASCII: no signature of Slack's
-    response = await slack_client.post(PATH, content="payload=x", headers=garbled)
+    response = await clicks.slack_client.post(PATH, content="payload=x", headers=garbled)
     assert response.status_code == 401
-    assert await table_counts(container) == before
+    assert await clicks.counts() == before
 
 
 # -- the whole loop, with a worker --------------------------------------------------------------
@@ -551,10 +509,11 @@ async def test_approve_in_slack_runs_the_action_and_its_thread_tells_the_outcome
         ) as client,
         httpx.AsyncClient(transport=transport, base_url="http://vigil.test") as slack_client,
     ):
-        action_id, posted = await waiting_approval(client, slack, target=target)
+        clicks = Clicks(client, slack_client, slack, clock, container)
+        action_id, posted = await clicks.waiting_approval(target=target)
         assert has_buttons(posted)
 
-        response = await press(slack_client, slack, clock, posted, APPROVE)
+        response = await clicks.press(posted, APPROVE)
         assert response.status_code == 200, response.text
 
         # The worker runs it; the sender tells the thread and updates the first message.
@@ -562,7 +521,7 @@ async def test_approve_in_slack_runs_the_action_and_its_thread_tells_the_outcome
             lambda: [r for r in slack.replies(posted.ts) if r.text.startswith(told)]
         )
         assert reply.thread_ts == posted.ts
-        assert (await action_of(client, action_id))["status"] == status
+        assert (await clicks.action(action_id))["status"] == status
         await slack.wait_for(lambda: f"*{told}* at" in line_under(posted))
         assert not has_buttons(posted)
         assert posted.updates == 2  # the decision, then the outcome
