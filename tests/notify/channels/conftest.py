@@ -1,12 +1,15 @@
-"""What the channel tests share: notifications and messages to send, and a far side's long
-error body (the far side itself is in :mod:`tests.notify.far_side`)."""
+"""What the channel tests share: notifications and messages to send, sending them through a
+channel, and a far side's long error body (the far side itself is in
+:mod:`tests.notify.far_side`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.notify.channels.base import Message, Thread, links
+import pytest
+
+from vigil.notify.channels.base import Channel, DeliveryFailed, Message, Thread, links
 from vigil.notify.store import Notification
 
 AT = datetime(2026, 12, 7, 21, 30, 5, tzinfo=UTC)
@@ -57,3 +60,41 @@ def message(
 
 LONG_ANSWER = ("quota exceeded " * 40).encode()
 """A far side's long error body: a delivery error keeps its first 200 characters."""
+
+
+def refused(status: int) -> str:
+    """The delivery error of a far side answering ``status`` with :data:`LONG_ANSWER`."""
+    return f"answered {status}: " + LONG_ANSWER.decode()[:200].strip()
+
+
+FACTS = {
+    "Policy": "web-cpu-high",
+    "Target": "web-01",
+    "Severity": "critical",
+    "Action": "scale-up",
+    "Action id": "42",
+    "Value": "97.5",
+    "Episode": "7",
+    "At": "2026-12-07T21:30:05+00:00",
+}
+"""The facts of :func:`notification`, as a channel shows them."""
+
+
+async def deliver(channel: Channel, *messages: Message) -> list[dict[int, dict[str, Any]]]:
+    """Each of ``messages`` (default: one :func:`message`) sent through ``channel``, which is
+    closed after; what each send returned."""
+    try:
+        return [await channel.send(m) for m in messages or (message(),)]
+    finally:
+        await channel.aclose()
+
+
+async def failure(channel: Channel, sent: Message | None = None) -> str:
+    """What sending ``sent`` (default: :func:`message`) through ``channel`` fails with; the
+    channel is closed after."""
+    try:
+        with pytest.raises(DeliveryFailed) as caught:
+            await channel.send(sent or message())
+    finally:
+        await channel.aclose()
+    return str(caught.value)

@@ -9,7 +9,15 @@ import httpx
 import orjson
 import pytest
 
-from tests.notify.channels.conftest import LONG_ANSWER, message, notification
+from tests.notify.channels.conftest import (
+    FACTS,
+    LONG_ANSWER,
+    deliver,
+    failure,
+    message,
+    notification,
+    refused,
+)
 from tests.notify.far_side import Answer, FarSide, closed_port
 from vigil.notify.channels.base import DeliveryFailed
 from vigil.notify.channels.pagerduty import PagerDutyChannel, dedup_key
@@ -48,8 +56,7 @@ def sent(far_side: FarSide) -> list[dict[str, Any]]:
 async def test_a_failure_triggers_an_incident_with_the_action_linked(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    refs = await channel.send(message(notification()))
-    await channel.aclose()
+    [refs] = await deliver(channel, message(notification()))
 
     [event] = sent(far_side)
     assert event == {
@@ -74,16 +81,7 @@ async def test_a_failure_triggers_an_incident_with_the_action_linked(far_side: F
                 "reason": "scale-up on web-01 failed at attempt 3: quota exceeded",
                 "details": {"action": "scale-up", "value": 97.5, "attempt": 3},
                 "tags": {"team": "web"},
-                "facts": {
-                    "Policy": "web-cpu-high",
-                    "Target": "web-01",
-                    "Severity": "critical",
-                    "Action": "scale-up",
-                    "Action id": "42",
-                    "Value": "97.5",
-                    "Episode": "7",
-                    "At": "2026-12-07T21:30:05+00:00",
-                },
+                "facts": FACTS,
             },
         },
         "client": "Vigil",
@@ -102,12 +100,12 @@ async def test_a_failure_triggers_an_incident_with_the_action_linked(far_side: F
 async def test_the_episode_resolving_resolves_the_same_incident(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(id=1, event="escalation_exhausted", action_id=None)))
-    await channel.send(message(notification(id=2, event="action_failed", action_id=43)))
-    await channel.send(
-        message(notification(id=3, event="episode_resolved", action_id=None, severity=None))
+    await deliver(
+        channel,
+        message(notification(id=1, event="escalation_exhausted", action_id=None)),
+        message(notification(id=2, event="action_failed", action_id=43)),
+        message(notification(id=3, event="episode_resolved", action_id=None, severity=None)),
     )
-    await channel.aclose()
 
     events = sent(far_side)
     assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
@@ -122,10 +120,12 @@ async def test_the_episode_resolving_resolves_the_same_incident(far_side: FarSid
 async def test_another_episode_is_another_incident(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(id=1, episode=7)))
-    await channel.send(message(notification(id=2, episode=8)))
-    await channel.send(message(notification(id=3, episode=8, target="web-02")))
-    await channel.aclose()
+    await deliver(
+        channel,
+        message(notification(id=1, episode=7)),
+        message(notification(id=2, episode=8)),
+        message(notification(id=3, episode=8, target="web-02")),
+    )
     assert [e["dedup_key"] for e in sent(far_side)] == [
         "vigil/web-cpu-high/web-01/7",
         "vigil/web-cpu-high/web-01/8",
@@ -155,16 +155,14 @@ def test_keys_without_an_episode_and_long_keys() -> None:
 async def test_severity_is_mapped(far_side: FarSide, severity: str | None, expected: str) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(severity=severity)))
-    await channel.aclose()
+    await deliver(channel, message(notification(severity=severity)))
     assert sent(far_side)[0]["payload"]["severity"] == expected
 
 
 async def test_the_summary_is_cut_to_1024_characters(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(reason="disk full\n" * 500)))
-    await channel.aclose()
+    await deliver(channel, message(notification(reason="disk full\n" * 500)))
     summary = sent(far_side)[0]["payload"]["summary"]
     assert len(summary) == 1024
     assert summary.startswith("Action failed: web-cpu-high on web-01: disk full disk full")
@@ -174,8 +172,7 @@ async def test_the_summary_is_cut_to_1024_characters(far_side: FarSide) -> None:
 async def test_without_an_external_url_the_paths_go_in_the_details(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(), base_url=None))
-    await channel.aclose()
+    await deliver(channel, message(notification(), base_url=None))
     [event] = sent(far_side)
     assert event["links"] == []
     assert "client_url" not in event
@@ -190,8 +187,7 @@ async def test_a_group_is_one_event_each(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
     records = [notification(id=i, target=f"web-0{i}", action_id=40 + i) for i in (1, 2, 3)]
-    refs = await channel.send(message(*records))
-    await channel.aclose()
+    [refs] = await deliver(channel, message(*records))
     assert sorted(e["dedup_key"] for e in sent(far_side)) == [
         "vigil/web-cpu-high/web-01/7",
         "vigil/web-cpu-high/web-02/7",
@@ -204,28 +200,26 @@ async def test_one_event_of_a_group_refused_fails_the_message(far_side: FarSide)
     far_side.answers = [ACCEPTED, Answer(400, b'{"status":"invalid event"}'), ACCEPTED]
     channel = pager(far_side.url)
     records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
-    with pytest.raises(DeliveryFailed) as caught:
-        await channel.send(message(*records))
-    await channel.aclose()
-    assert str(caught.value) == 'answered 400: {"status":"invalid event"}'
+    assert await failure(channel, message(*records)) == 'answered 400: {"status":"invalid event"}'
     assert len(far_side.requests) == 3
 
 
 async def test_events_that_do_not_page_send_nothing(far_side: FarSide) -> None:
     channel = pager(far_side.url)
-    for event in ("approval_waiting", "action_completed", "automation_paused"):
-        assert await channel.send(message(notification(event=event))) == {}
+    quiet = [
+        message(notification(event=event))
+        for event in ("approval_waiting", "action_completed", "automation_paused")
+    ]
     # an episode's end with no episode known resolves nothing
-    assert await channel.send(message(notification(event="episode_resolved", episode=None))) == {}
-    await channel.aclose()
+    quiet.append(message(notification(event="episode_resolved", episode=None)))
+    assert await deliver(channel, *quiet) == [{}] * 4
     assert far_side.requests == []
 
 
 async def test_a_test_message_triggers_then_resolves(far_side: FarSide) -> None:
     far_side.answers = [ACCEPTED]
     channel = pager(far_side.url)
-    await channel.send(message(notification(event="approval_waiting"), test=True))
-    await channel.aclose()
+    await deliver(channel, message(notification(event="approval_waiting"), test=True))
     trigger, resolve = sent(far_side)
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"]
@@ -236,18 +230,14 @@ async def test_a_test_message_triggers_then_resolves(far_side: FarSide) -> None:
 async def test_any_answer_but_202_is_a_failure(far_side: FarSide, status: int) -> None:
     far_side.answers = [Answer(status, LONG_ANSWER)]
     channel = pager(far_side.url)
-    with pytest.raises(DeliveryFailed) as caught:
-        await channel.send(message())
-    await channel.aclose()
-    assert str(caught.value) == f"answered {status}: " + LONG_ANSWER.decode()[:200].strip()
-    assert ROUTING_KEY not in str(caught.value)
+    error = await failure(channel)
+    assert error == refused(status)
+    assert ROUTING_KEY not in error
 
 
 async def test_a_far_side_that_is_down() -> None:
     channel = pager(f"http://127.0.0.1:{closed_port()}")
-    with pytest.raises(DeliveryFailed, match="ConnectError"):
-        await channel.send(message())
-    await channel.aclose()
+    assert "ConnectError" in await failure(channel)
 
 
 def test_a_route_naming_an_event_that_does_not_page_is_refused() -> None:
@@ -306,8 +296,7 @@ async def test_the_events_of_one_incident_go_in_order_and_other_incidents_at_onc
         notification(id=1),
         notification(id=3, target="web-02"),
     ]
-    refs = await channel.send(message(*records))
-    await channel.aclose()
+    [refs] = await deliver(channel, message(*records))
 
     web01 = [s for s in seen if s.endswith("web-01")]
     assert web01 == [
@@ -338,8 +327,7 @@ async def test_a_refused_trigger_holds_back_its_resolve_and_names_what_went() ->
         notification(id=3, target="web-02"),
     ]
     with pytest.raises(DeliveryFailed) as caught:
-        await channel.send(message(*records))
-    await channel.aclose()
+        await deliver(channel, message(*records))
     assert str(caught.value) == 'answered 429: {"status":"throttled"}'
     assert sorted(seen) == ["trigger web-01", "trigger web-02"]
     assert caught.value.taken == {3: {"dedup_key": "vigil/web-cpu-high/web-02/7"}}

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
-from tests.notify.channels.conftest import LONG_ANSWER, message, notification
+from tests.notify.channels.conftest import (
+    FACTS,
+    LONG_ANSWER,
+    deliver,
+    failure,
+    message,
+    notification,
+    refused,
+)
 from tests.notify.far_side import Answer, FarSide, closed_port
-from vigil.notify.channels.base import DeliveryFailed
 from vigil.notify.channels.registry import build_channels
 from vigil.notify.channels.teams import TeamsChannel
 from vigil.notify.config import parse_notifications
@@ -76,8 +82,7 @@ def texts(card: dict[str, Any]) -> list[str]:
 async def test_one_event_is_a_card_with_facts_and_buttons(far_side: FarSide) -> None:
     far_side.answers = [Answer(202)]
     channel = teams(far_side.url)
-    assert await channel.send(message()) == {}
-    await channel.aclose()
+    assert await deliver(channel) == [{}]
 
     card = card_of(far_side)
     assert texts(card) == [
@@ -85,16 +90,7 @@ async def test_one_event_is_a_card_with_facts_and_buttons(far_side: FarSide) -> 
         "scale-up on web-01 failed at attempt 3: quota exceeded",
     ]
     [facts] = [e for e in card["body"] if e["type"] == "FactSet"]
-    assert {f["title"]: f["value"] for f in facts["facts"]} == {
-        "Policy": "web-cpu-high",
-        "Target": "web-01",
-        "Severity": "critical",
-        "Action": "scale-up",
-        "Action id": "42",
-        "Value": "97.5",
-        "Episode": "7",
-        "At": "2026-12-07T21:30:05+00:00",
-    }
+    assert {f["title"]: f["value"] for f in facts["facts"]} == FACTS
     assert card["actions"] == [
         {
             "type": "Action.OpenUrl",
@@ -116,8 +112,7 @@ async def test_one_event_is_a_card_with_facts_and_buttons(far_side: FarSide) -> 
 
 async def test_relative_links_are_no_buttons(far_side: FarSide) -> None:
     channel = teams(far_side.url)
-    await channel.send(message(base_url=None))
-    await channel.aclose()
+    await deliver(channel, message(base_url=None))
     card = card_of(far_side)
     assert "actions" not in card
     assert "Action: /api/v1/actions/42" in texts(card)
@@ -126,8 +121,7 @@ async def test_relative_links_are_no_buttons(far_side: FarSide) -> None:
 async def test_a_group_lists_each_event(far_side: FarSide) -> None:
     channel = teams(far_side.url)
     records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
-    await channel.send(message(*records))
-    await channel.aclose()
+    await deliver(channel, message(*records))
     card = card_of(far_side)
     assert texts(card)[0] == "3 Vigil events"
     heads = [e["items"][0]["text"] for e in card["body"] if e["type"] == "Container"]
@@ -137,8 +131,7 @@ async def test_a_group_lists_each_event(far_side: FarSide) -> None:
 async def test_a_large_group_stays_small(far_side: FarSide) -> None:
     channel = teams(far_side.url)
     records = [notification(id=i, target=f"web-{i}", reason="x" * 5000) for i in range(100)]
-    await channel.send(message(*records))
-    await channel.aclose()
+    await deliver(channel, message(*records))
     card = card_of(far_side)
     assert len(far_side.requests[0].body) < 28_000  # what Teams takes in one message
     assert sum(e["type"] == "Container" for e in card["body"]) == 20
@@ -147,23 +140,18 @@ async def test_a_large_group_stays_small(far_side: FarSide) -> None:
 
 async def test_a_test_message_says_so(far_side: FarSide) -> None:
     channel = teams(far_side.url)
-    await channel.send(message(test=True))
-    await channel.aclose()
+    await deliver(channel, message(test=True))
     assert texts(card_of(far_side))[0] == "Test message from Vigil (vigil notifications test)"
 
 
 async def test_a_refusal_is_a_failure_with_the_answer(far_side: FarSide) -> None:
     far_side.answers = [Answer(500, LONG_ANSWER)]
     channel = teams(far_side.url)
-    with pytest.raises(DeliveryFailed) as caught:
-        await channel.send(message())
-    await channel.aclose()
-    assert str(caught.value) == "answered 500: " + LONG_ANSWER.decode()[:200].strip()
+    assert await failure(channel) == refused(500)
 
 
 async def test_a_far_side_that_is_down_is_a_failure_without_the_signature() -> None:
     channel = teams(f"http://127.0.0.1:{closed_port()}")
-    with pytest.raises(DeliveryFailed, match="ConnectError") as caught:
-        await channel.send(message())
-    await channel.aclose()
-    assert SIGNATURE not in str(caught.value)
+    error = await failure(channel)
+    assert "ConnectError" in error
+    assert SIGNATURE not in error

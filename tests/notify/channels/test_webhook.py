@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.notify.channels.conftest import LONG_ANSWER, message, notification
+from tests.notify.channels.conftest import (
+    LONG_ANSWER,
+    deliver,
+    failure,
+    message,
+    notification,
+    refused,
+)
 from tests.notify.far_side import Answer, FarSide, closed_port
 from vigil.notify.channels.base import DeliveryFailed
 from vigil.notify.channels.registry import build_channels
@@ -34,10 +41,22 @@ channels:
     return WebhookChannel(spec, timeout=2.0, clock=lambda: NOW)  # signed at a fixed time
 
 
+def templated(url: str, template: str) -> WebhookChannel:
+    """A webhook channel whose body is rendered from ``template``."""
+    return hook(url, f"    body_template: {orjson.dumps(template).decode()}")
+
+
 def only(far_side: FarSide) -> tuple[dict[str, str], bytes]:
     [request] = far_side.requests
     assert request.path == "/hook"
     return request.headers, request.body
+
+
+def template_error(far_side: FarSide) -> str:
+    """Why the template failed, of the one request, which carries the default body."""
+    headers, body = only(far_side)
+    assert orjson.loads(body) == DEFAULT_BODY
+    return headers["x-vigil-template-error"]
 
 
 DEFAULT_BODY: dict[str, Any] = {
@@ -63,8 +82,7 @@ DEFAULT_BODY: dict[str, Any] = {
 async def test_the_default_body(far_side: FarSide) -> None:
     text = f"channels:\n  - name: hook\n    type: webhook\n    url: {far_side.url}/hook\n"
     channel = build_channels(parse_notifications(text, source="n.yaml"), timeout=2.0)["hook"]
-    assert await channel.send(message()) == {}
-    await channel.aclose()
+    assert await deliver(channel) == [{}]
     headers, body = only(far_side)
     assert orjson.loads(body) == DEFAULT_BODY
     assert headers["content-type"] == "application/json"
@@ -74,8 +92,7 @@ async def test_the_default_body(far_side: FarSide) -> None:
 
 async def test_a_test_message_says_so(far_side: FarSide) -> None:
     channel = hook(far_side.url, '    body_template: "{{ test | tojson }}"')
-    await channel.send(message(test=True))
-    await channel.aclose()
+    await deliver(channel, message(test=True))
     headers, body = only(far_side)
     assert (headers["x-vigil-test"], body) == ("true", b"true")
 
@@ -87,10 +104,9 @@ async def test_a_body_template_renders_the_event(far_side: FarSide) -> None:
         ' "events": [{% for n in notifications %}{{ n.id }}{{ "," if not loop.last }}'
         '{% endfor %}], "count": {{ count }}}'
     )
-    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    channel = templated(far_side.url, template)
     record = notification(reason='quota "exceeded"\nretry later')
-    await channel.send(message(record))
-    await channel.aclose()
+    await deliver(channel, message(record))
     headers, body = only(far_side)
     assert "x-vigil-template-error" not in headers
     assert orjson.loads(body) == {
@@ -105,10 +121,9 @@ async def test_a_body_template_renders_the_event(far_side: FarSide) -> None:
 
 async def test_a_group_is_rendered_once_with_each_event(far_side: FarSide) -> None:
     template = '{"targets": {{ notifications | map(attribute="target") | list | tojson }}}'
-    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
+    channel = templated(far_side.url, template)
     records = [notification(id=i, target=f"web-0{i}") for i in (1, 2, 3)]
-    await channel.send(message(*records))
-    await channel.aclose()
+    await deliver(channel, message(*records))
     _, body = only(far_side)
     assert orjson.loads(body) == {"targets": ["web-01", "web-02", "web-03"]}
 
@@ -117,25 +132,16 @@ async def test_a_template_failing_at_send_time_delivers_the_default_body(
     far_side: FarSide,
 ) -> None:
     template = '{"gone": {{ details.missing | tojson }}}'
-    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
-    await channel.send(message())
-    await channel.aclose()
-    headers, body = only(far_side)
-    assert orjson.loads(body) == DEFAULT_BODY
-    assert (
-        headers["x-vigil-template-error"]
-        == "UndefinedError: 'dict object' has no attribute 'missing'"
-    )
+    channel = templated(far_side.url, template)
+    await deliver(channel)
+    assert template_error(far_side) == "UndefinedError: 'dict object' has no attribute 'missing'"
 
 
 async def test_the_sandbox_holds(far_side: FarSide) -> None:
     template = "{{ reason.__class__.__mro__[1].__subclasses__() }}"
-    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
-    await channel.send(message())
-    await channel.aclose()
-    headers, body = only(far_side)
-    assert orjson.loads(body) == DEFAULT_BODY
-    assert headers["x-vigil-template-error"].startswith("SecurityError:")
+    channel = templated(far_side.url, template)
+    await deliver(channel)
+    assert template_error(far_side).startswith("SecurityError:")
 
 
 @pytest.mark.parametrize(
@@ -162,12 +168,9 @@ async def test_the_sandbox_holds(far_side: FarSide) -> None:
     ],
 )
 async def test_a_runaway_template_is_stopped(far_side: FarSide, template: str, error: str) -> None:
-    channel = hook(far_side.url, f"    body_template: {orjson.dumps(template).decode()}")
-    await channel.send(message())
-    await channel.aclose()
-    headers, body = only(far_side)
-    assert orjson.loads(body) == DEFAULT_BODY
-    assert headers["x-vigil-template-error"] == error
+    channel = templated(far_side.url, template)
+    await deliver(channel)
+    assert template_error(far_side) == error
 
 
 @pytest.mark.parametrize(
@@ -229,8 +232,7 @@ async def test_headers_resolve_the_environment_and_render(far_side: FarSide) -> 
       Content-Type: application/vnd.example+json"""
     env = {"HOOK_TOKEN": "t0k3n", "ODD_VALUE": "a {{ b"}
     channel = hook(far_side.url, settings, env)
-    await channel.send(message())
-    await channel.aclose()
+    await deliver(channel)
     headers, _ = only(far_side)
     assert headers["authorization"] == "Bearer t0k3n"
     assert headers["x-policy"] == "web-cpu-high/web-01"
@@ -240,8 +242,7 @@ async def test_headers_resolve_the_environment_and_render(far_side: FarSide) -> 
 
 async def test_the_signature_verifies_as_the_remediators(far_side: FarSide) -> None:
     channel = hook(far_side.url, "    secret: ${HOOK_SECRET}", {"HOOK_SECRET": SECRET})
-    await channel.send(message())
-    await channel.aclose()
+    await deliver(channel)
     headers, body = only(far_side)
     assert headers["x-vigil-timestamp"] == str(int(NOW))
     verify(SECRET.encode(), headers["x-vigil-timestamp"], headers["x-vigil-signature"], body, NOW)
@@ -260,8 +261,7 @@ async def test_the_signature_verifies_as_the_remediators(far_side: FarSide) -> N
 async def test_a_signed_template_signs_the_rendered_body(far_side: FarSide) -> None:
     settings = '    secret: ${HOOK_SECRET}\n    body_template: "{{ reason | tojson }}"'
     channel = hook(far_side.url, settings, {"HOOK_SECRET": SECRET})
-    await channel.send(message())
-    await channel.aclose()
+    await deliver(channel)
     headers, body = only(far_side)
     assert body == b'"scale-up on web-01 failed at attempt 3: quota exceeded"'
     verify(SECRET.encode(), headers["x-vigil-timestamp"], headers["x-vigil-signature"], body, NOW)
@@ -284,17 +284,12 @@ channels:
 async def test_a_refusal_is_a_failure_with_the_answer(far_side: FarSide) -> None:
     far_side.answers = [Answer(500, LONG_ANSWER)]
     channel = hook(far_side.url)
-    with pytest.raises(DeliveryFailed) as caught:
-        await channel.send(message())
-    await channel.aclose()
-    assert str(caught.value) == "answered 500: " + LONG_ANSWER.decode()[:200].strip()
+    assert await failure(channel) == refused(500)
 
 
 async def test_a_far_side_that_is_down() -> None:
     channel = hook(f"http://127.0.0.1:{closed_port()}")
-    with pytest.raises(DeliveryFailed, match="ConnectError"):
-        await channel.send(message())
-    await channel.aclose()
+    assert "ConnectError" in await failure(channel)
 
 
 HOOK_TOKEN = "s3cr3t-token"
@@ -334,8 +329,7 @@ async def test_a_header_the_http_library_refuses_fails_without_showing_its_value
         await channel.send(message())
     channel.spec = channel.spec.model_copy(update={"headers": {"X-Name": "café"}})
     with pytest.raises(DeliveryFailed) as not_ascii:
-        await channel.send(message())
-    await channel.aclose()
+        await deliver(channel)
     assert str(caught.value) == (
         "a request header is not valid HTTP (a line break or control character)"
     )
