@@ -124,6 +124,14 @@ async def send(client: httpx.AsyncClient, value: float, target: str = "web-01") 
     return [int(a["action_id"]) for a in response.json()["actions"]]
 
 
+async def completed_action(client: httpx.AsyncClient, target: str = "web-01") -> int:
+    """A hot cpu sample on ``target``; the one action it created, once the worker has
+    completed it (its notification commits with it)."""
+    [action_id] = await send(client, 95, target)
+    await settled(client, action_id, "completed")
+    return action_id
+
+
 async def settled(client: httpx.AsyncClient, action_id: int, status: str) -> None:
     """Wait for the in-process worker to take the action to ``status``."""
 
@@ -172,8 +180,7 @@ async def test_a_completed_action_is_told_when_routed(
     working: httpx.AsyncClient, container: Container
 ) -> None:
     await create(working, POLICY)
-    [action_id] = await send(working, 95)
-    await settled(working, action_id, "completed")  # its notification commits with it
+    action_id = await completed_action(working)
 
     completed = await one(container, "action_completed")
     assert about(completed) == of_the_action(action_id)
@@ -186,8 +193,7 @@ async def test_a_verified_fix_and_the_episodes_end_are_told_when_routed(
     working: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     await create(working, VERIFIED)
-    [action_id] = await send(working, 95)
-    await settled(working, action_id, "completed")
+    action_id = await completed_action(working)
     clock.advance(30)
     await send(working, 40)  # resolved: the episode ends
     resolved = await one(container, "episode_resolved")
@@ -213,8 +219,7 @@ async def test_a_fix_that_did_not_help_is_told_before_the_exhausted_escalation(
     working: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     await create(working, VERIFIED)  # nothing to escalate to
-    [action_id] = await send(working, 95)
-    await settled(working, action_id, "completed")
+    action_id = await completed_action(working)
     clock.advance(61)
     await send(working, 96)  # still hot
     await container.runner.run_once()
@@ -232,8 +237,7 @@ async def test_an_inconclusive_verification_tells_nothing(
     working: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     await create(working, VERIFIED)
-    [action_id] = await send(working, 95)
-    await settled(working, action_id, "completed")
+    await completed_action(working)
     await send(working, 40)
     before = [n.id for n in await recorded(container)]
     async with container.database.write() as conn:
@@ -256,12 +260,10 @@ async def test_nothing_optional_is_recorded_when_no_route_names_it(
     working: httpx.AsyncClient, container: Container, clock: FakeClock
 ) -> None:
     await create(working, VERIFIED)
-    [fixed] = await send(working, 95)
-    await settled(working, fixed, "completed")
+    fixed = await completed_action(working)
     await send(working, 40)  # the episode ends
     await container.runner.run_once()  # verified
-    [unhelpful] = await send(working, 95, "web-02")
-    await settled(working, unhelpful, "completed")
+    await completed_action(working, "web-02")
     clock.advance(61)
     await send(working, 96, "web-02")
     await container.runner.run_once()  # unverified, and exhausted
@@ -348,7 +350,7 @@ async def test_an_alerts_episode_end_is_told_whether_resolved_or_gone_stale(
         clock, status="resolved", instance="web-1:9100", fingerprint="a1a1a1a1a1a1a1a1"
     )
     assert (await working.post(url, json=notification(resolved))).status_code == 200
-    [by_alertmanager] = [n for n in await recorded(container) if n.event == "episode_resolved"]
+    by_alertmanager = await one(container, "episode_resolved")
     assert (by_alertmanager.policy_name, by_alertmanager.target) == ("high-cpu", "web-1")
     assert (by_alertmanager.severity, by_alertmanager.episode) == ("critical", 1)
 
