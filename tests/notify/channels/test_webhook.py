@@ -41,6 +41,13 @@ channels:
     return WebhookChannel(spec, timeout=2.0, clock=lambda: NOW)  # signed at a fixed time
 
 
+def refusal(settings: str, env: dict[str, str] | None = None) -> str:
+    """Why a webhook channel with ``settings`` is refused when the file is loaded."""
+    with pytest.raises(NotificationsInvalid) as caught:
+        hook("https://hooks.example.com", settings, env)
+    return str(caught.value)
+
+
 def templated(url: str, template: str) -> WebhookChannel:
     """A webhook channel whose body is rendered from ``template``."""
     return hook(url, f"    body_template: {orjson.dumps(template).decode()}")
@@ -195,31 +202,13 @@ async def test_a_runaway_template_is_stopped(far_side: FarSide, template: str, e
     ],
 )
 def test_a_template_that_cannot_work_is_refused_at_validation(template: str, problem: str) -> None:
-    text = f"""
-channels:
-  - name: hook
-    type: webhook
-    url: https://hooks.example.com/x
-    body_template: {orjson.dumps(template).decode()}
-"""
-    with pytest.raises(NotificationsInvalid) as caught:
-        parse_notifications(text, source="n.yaml", env={})
-    assert str(caught.value) == f"n.yaml: {problem}"
+    error = refusal(f"    body_template: {orjson.dumps(template).decode()}")
+    assert error == f"notifications.yaml: {problem}"
 
 
 def test_a_header_template_that_cannot_work_is_refused_at_validation() -> None:
-    text = """
-channels:
-  - name: hook
-    type: webhook
-    url: https://hooks.example.com/x
-    headers:
-      X-Policy: "{{ policy"
-"""
-    with pytest.raises(NotificationsInvalid) as caught:
-        parse_notifications(text, source="n.yaml", env={})
-    assert str(caught.value) == (
-        "n.yaml: channels[0].headers: header X-Policy: not a valid template: line 1:"
+    assert refusal('    headers:\n      X-Policy: "{{ policy"') == (
+        "notifications.yaml: channels[0].headers: header X-Policy: not a valid template: line 1:"
         " unexpected end of template, expected 'end of print statement'."
     )
 
@@ -268,17 +257,9 @@ async def test_a_signed_template_signs_the_rendered_body(far_side: FarSide) -> N
 
 
 def test_a_literal_secret_is_refused() -> None:
-    text = """
-channels:
-  - name: hook
-    type: webhook
-    url: https://hooks.example.com/x
-    secret: hunter2
-"""
-    with pytest.raises(NotificationsInvalid) as caught:
-        parse_notifications(text, source="n.yaml", env={})
-    assert "a secret must be an environment reference" in str(caught.value)
-    assert "hunter2" not in str(caught.value)
+    error = refusal("    secret: hunter2")
+    assert "a secret must be an environment reference" in error
+    assert "hunter2" not in error
 
 
 async def test_a_refusal_is_a_failure_with_the_answer(far_side: FarSide) -> None:
@@ -307,14 +288,13 @@ HOOK_TOKEN = "s3cr3t-token"
 def test_a_variable_holding_a_line_break_is_refused_when_loaded(
     settings: str, where: str, value: str
 ) -> None:
-    with pytest.raises(NotificationsInvalid) as caught:
-        hook("https://hooks.example.com", settings, {"HOOK_TOKEN": value})
-    assert str(caught.value) == (
+    error = refusal(settings, {"HOOK_TOKEN": value})
+    assert error == (
         f"notifications.yaml: channels[0] (hook).{where}: environment variable HOOK_TOKEN"
         " holds a line break or other control character (the value is not shown; a secret"
         " read from a file often ends in a newline: remove it)"
     )
-    assert HOOK_TOKEN not in str(caught.value)
+    assert HOOK_TOKEN not in error
 
 
 async def test_a_header_the_http_library_refuses_fails_without_showing_its_value(
@@ -344,14 +324,13 @@ async def test_a_header_the_http_library_refuses_fails_without_showing_its_value
 )
 def test_a_literal_credential_in_a_header_is_refused(name: str) -> None:
     settings = f"    headers:\n      {name}: Bearer {HOOK_TOKEN}"
-    with pytest.raises(NotificationsInvalid) as caught:
-        hook("https://hooks.example.com", settings)
-    assert str(caught.value) == (
+    error = refusal(settings)
+    assert error == (
         f"notifications.yaml: channels[0].headers: header {name}: a header carrying a credential"
         " must take it from an environment reference such as 'Bearer ${HOOK_TOKEN}', never the"
         " secret itself (the value is not shown)"
     )
-    assert HOOK_TOKEN not in str(caught.value)
+    assert HOOK_TOKEN not in error
     settings = f"    headers:\n      {name}: Bearer ${{HOOK_TOKEN}}"
     channel = hook("https://hooks.example.com", settings, {"HOOK_TOKEN": HOOK_TOKEN})
     assert channel.spec.headers == {name: f"Bearer {HOOK_TOKEN}"}
@@ -359,9 +338,7 @@ def test_a_literal_credential_in_a_header_is_refused(name: str) -> None:
 
 def test_a_literal_header_with_a_line_break_is_refused() -> None:
     settings = '    headers:\n      X-Route: "a\\r\\nX-Injected: 1"'
-    with pytest.raises(NotificationsInvalid) as caught:
-        hook("https://hooks.example.com", settings)
-    assert str(caught.value) == (
+    assert refusal(settings) == (
         "notifications.yaml: channels[0].headers: header X-Route: a line break or other"
         " control character in the value (the value is not shown)"
     )
