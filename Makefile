@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed
 # tests in pytest's own process (for a debugger, or to read the tests' output in file order).
 PYTEST_WORKERS ?= auto
 
-.PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline bench-remote-write prompb clean
+.PHONY: run demo test test-fast lint typecheck contracts pytest bench bench-policies bench-pipeline bench-remote-write bench-notify prompb clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-policies: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+bench-notify: $(STAMP)
+	$(BIN)/python bench/notify.py
 
 bench-remote-write: $(STAMP)
 	$(BIN)/python bench/remote_write.py

@@ -46,6 +46,18 @@ def unknown_field(name: str, known: Iterable[str], *, kind: str = "field", prefi
     return f"unknown {kind} {name!r}{hint}"
 
 
+def field_path(loc: Iterable[int | str]) -> str:
+    """Where in a document an error is: ``('policies', 3, 'condition')`` →
+    ``policies[3].condition``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
 def input_names(model: type[BaseModel]) -> list[str]:
     """The keys ``model`` accepts in a document (a field's alias where it has one)."""
     return [info.alias or name for name, info in model.model_fields.items()]

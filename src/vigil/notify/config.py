@@ -57,7 +57,7 @@ from vigil.durations import PositiveDuration
 from vigil.errors import InvalidInput
 from vigil.notify.events import ALWAYS_RECORDED, NotificationEvent
 from vigil.notify.templates import TemplateFailed, check, environment
-from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
+from vigil.strict import UNKNOWN_FIELD, StrictModel, field_path, unknown_field
 
 SLACK_API_URL = "https://slack.com/api/"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -404,16 +404,6 @@ class Notifications:
 NO_NOTIFICATIONS = Notifications(channels={}, routes=())
 
 
-def _path(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _describe(error: Any) -> str:
     """One pydantic error as ``where: problem``. A channel's location leaves out the type
     tag pydantic adds (``channels[0].slack.token`` reads ``channels[0].token``)."""
@@ -421,13 +411,14 @@ def _describe(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "union_tag_invalid":  # a channel's type that is none of them
         tag = str(error["ctx"]["tag"])
-        return f"{_path([*loc, 'type'])}: {unknown_field(tag, CHANNEL_TYPES, kind='channel type')}"
+        unknown = unknown_field(tag, CHANNEL_TYPES, kind="channel type")
+        return f"{field_path([*loc, 'type'])}: {unknown}"
     if error["type"] == "union_tag_not_found":
-        return f"{_path([*loc, 'type'])}: Field required (one of {', '.join(CHANNEL_TYPES)})"
+        return f"{field_path([*loc, 'type'])}: Field required (one of {', '.join(CHANNEL_TYPES)})"
     if error["type"] == UNKNOWN_FIELD:
-        parent = _path(loc[:-1])
+        parent = field_path(loc[:-1])
         return f"{parent}: {message}" if parent else message
-    where = _path(loc)
+    where = field_path(loc)
     return f"{where}: {message}" if where else message
 
 

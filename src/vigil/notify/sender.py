@@ -398,7 +398,7 @@ class Notifier:
             other
             for other in await store.pending_about(
                 conn,
-                episodes={k[3] for k in keys if k[0] == "episode" and len(k) == 4},
+                episodes={(k[1], k[2], k[3]) for k in keys if len(k) == 4},
                 action_ids={k[1] for k in keys if k[0] == "action" and len(k) == 2},
                 before=max(record.id for record, _, _ in wanted),
             )

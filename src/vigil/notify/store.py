@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -147,36 +147,32 @@ async def claim_due(
     conn: AsyncConnection, *, now: datetime, until: datetime, limit: int
 ) -> list[Notification]:
     """Pending notifications due by ``now``, each claimed until ``until`` (its next try is
-    pushed there), oldest first. A compare-and-set on the due time read: two senders cannot
-    both claim one notification, and one whose sender died is due again at ``until``."""
-    rows = (
-        await conn.execute(
-            select(notifications.c.id, notifications.c.next_attempt_at)
-            .where(
-                notifications.c.delivery_status == DeliveryStatus.PENDING.value,
-                notifications.c.next_attempt_at <= now,
-            )
-            .order_by(notifications.c.next_attempt_at, notifications.c.id)
-            .limit(limit)
+    pushed there), oldest first. One statement: the rows it picks are still due when it
+    changes them (PostgreSQL skips rows another sender is claiming; SQLite has one writer
+    at a time), so two senders cannot both claim one notification, and one whose sender
+    died is due again at ``until``."""
+    due = (
+        select(notifications.c.id)
+        .where(
+            notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+            notifications.c.next_attempt_at <= now,
         )
-    ).all()
-    claimed = []
-    for row in rows:
-        updated = (
-            await conn.execute(
-                update(notifications)
-                .where(
-                    notifications.c.id == row.id,
-                    notifications.c.delivery_status == DeliveryStatus.PENDING.value,
-                    notifications.c.next_attempt_at == row.next_attempt_at,
-                )
-                .values(next_attempt_at=until)
-                .returning(notifications)
-            )
-        ).one_or_none()
-        if updated is not None:
-            claimed.append(_notification(updated))
-    return claimed
+        .order_by(notifications.c.next_attempt_at, notifications.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        update(notifications)
+        .where(
+            notifications.c.id.in_(due.scalar_subquery()),
+            notifications.c.delivery_status == DeliveryStatus.PENDING.value,
+            notifications.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=until)
+        .returning(notifications)
+    )
+    return sorted((_notification(r) for r in rows), key=lambda record: record.id)
 
 
 async def record_attempt(
@@ -241,14 +237,23 @@ async def about_actions(conn: AsyncConnection, *, action_ids: set[int]) -> list[
 
 
 async def pending_about(
-    conn: AsyncConnection, *, episodes: set[int], action_ids: set[int], before: int
+    conn: AsyncConnection,
+    *,
+    episodes: set[tuple[str, str, int]],
+    action_ids: set[int],
+    before: int,
 ) -> list[Notification]:
     """Pending notifications recorded before ``before`` (an id) about one of ``episodes``
-    (by number: the caller matches the policy and target) or ``action_ids``: what a later
-    message about the same episode or action must not overtake."""
-    about = []
-    if episodes:
-        about.append(notifications.c.episode.in_(sorted(episodes)))
+    (policy, target, number) or ``action_ids``: what a later message about the same episode
+    or action must not overtake."""
+    about = [
+        and_(
+            notifications.c.policy_name == policy,
+            notifications.c.target == target,
+            notifications.c.episode == number,
+        )
+        for policy, target, number in sorted(episodes)
+    ]
     if action_ids:
         about.append(notifications.c.action_id.in_(sorted(action_ids)))
     if not about:

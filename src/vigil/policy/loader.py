@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from vigil.errors import PolicyInvalid
 from vigil.policy.models import PolicyFile, PolicySpec
-from vigil.strict import UNKNOWN_FIELD
+from vigil.strict import UNKNOWN_FIELD, field_path
 
 
 def example_policies_text() -> str:
@@ -19,20 +19,9 @@ def example_policies_text() -> str:
     return resources.files("vigil.policy").joinpath("examples/policies.yaml").read_text("utf-8")
 
 
-def error_location(loc: tuple[int | str, ...]) -> str:
-    """``('policies', 3, 'condition', 'threshold')`` → ``policies[3].condition.threshold``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _where(loc: tuple[int | str, ...], kind: str) -> str:
     """Where an error is; an unknown key's message names the key, so: where it was found."""
-    return error_location(loc[:-1] if kind == UNKNOWN_FIELD else loc)
+    return field_path(loc[:-1] if kind == UNKNOWN_FIELD else loc)
 
 
 def parse_policies(text: str, *, source: str) -> list[PolicySpec]:

@@ -37,7 +37,7 @@ from vigil.errors import InvalidInput
 from vigil.policy.models import ActionName
 from vigil.remediation.placeholders import PlaceholderError, check_templates
 from vigil.remediation.plugins.base import Plugin, PluginConfigError
-from vigil.strict import UNKNOWN_FIELD, StrictModel, unknown_field
+from vigil.strict import UNKNOWN_FIELD, StrictModel, field_path, unknown_field
 from vigil.text import JsonObject, Name
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -121,24 +121,14 @@ class _EntrySpec(_Strict):
     retries: _RetriesSpec = Field(default_factory=_RetriesSpec)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _describe(error: Any) -> str:
     """One pydantic error as ``field: problem``; an unknown key as ``parent: unknown field
     'x' (did you mean 'y'?)``."""
     loc = tuple(error["loc"])
     if error["type"] == UNKNOWN_FIELD:
-        parent = _field_path(loc[:-1])
+        parent = field_path(loc[:-1])
         return f"{parent}: {error['msg']}" if parent else str(error["msg"])
-    return f"{_field_path(loc) or 'entry'}: {_message(error)}"
+    return f"{field_path(loc) or 'entry'}: {_message(error)}"
 
 
 def _message(error: Any) -> str:

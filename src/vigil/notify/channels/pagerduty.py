@@ -23,8 +23,8 @@ import httpx
 import orjson
 
 import vigil
-from vigil.notify.channels.base import Channel, DeliveryFailed, Message, cut, facts, title
-from vigil.notify.channels.posting import Poster, shown
+from vigil.notify.channels.base import DeliveryFailed, Message, cut, facts, title
+from vigil.notify.channels.posting import PostingChannel
 from vigil.notify.config import PAGERDUTY_RESOLVES, PAGERDUTY_TRIGGERS, PagerDutySpec
 from vigil.notify.store import Notification
 from vigil.observability.logging import get_logger
@@ -123,7 +123,7 @@ def resolve(record: Notification, routing_key: str) -> dict[str, Any]:
     return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key(record)}
 
 
-class PagerDutyChannel(Channel):
+class PagerDutyChannel(PostingChannel):
     type = "pagerduty"
 
     def __init__(
@@ -133,13 +133,8 @@ class PagerDutyChannel(Channel):
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec, timeout=timeout, transport=transport)
         self.spec = spec
-        self._poster = Poster(timeout=timeout, transport=transport)
-
-    @property
-    def shown(self) -> str:
-        return shown(self.spec.url)
 
     def events(self, message: Message) -> list[tuple[Notification, dict[str, Any]]]:
         """The Events API bodies ``message`` sends, each with its notification. A test
@@ -217,6 +212,3 @@ class PagerDutyChannel(Channel):
                 raise DeliveryFailed(str(exc), taken=done) from None
             done[record.id] = {"dedup_key": event["dedup_key"], "answer": answer}
         return done
-
-    async def aclose(self) -> None:
-        await self._poster.aclose()

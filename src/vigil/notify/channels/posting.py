@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from vigil.notify.channels.base import DeliveryFailed, answer_text, http_failure
+from vigil.notify.channels.base import Channel, DeliveryFailed, answer_text, http_failure
+from vigil.notify.config import PagerDutySpec, TeamsSpec, WebhookSpec
 
 ANSWER_BYTES = 4096
 """How much of an answer is read: enough for an error's text or a small JSON reply."""
@@ -78,3 +79,25 @@ class Poster:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class PostingChannel(Channel):
+    """A channel that POSTs to one URL of its spec (``webhook``, ``teams``, ``pagerduty``)."""
+
+    def __init__(
+        self,
+        spec: WebhookSpec | TeamsSpec | PagerDutySpec,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(spec.name)
+        self._poster = Poster(timeout=timeout, transport=transport)
+        self._url = spec.url
+
+    @property
+    def shown(self) -> str:
+        return shown(self._url)
+
+    async def aclose(self) -> None:
+        await self._poster.aclose()

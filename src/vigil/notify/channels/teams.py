@@ -17,8 +17,8 @@ import httpx
 import orjson
 
 import vigil
-from vigil.notify.channels.base import Channel, Message, cut, facts, title
-from vigil.notify.channels.posting import Poster, shown
+from vigil.notify.channels.base import Message, cut, facts, title
+from vigil.notify.channels.posting import PostingChannel
 from vigil.notify.config import TeamsSpec
 from vigil.notify.store import Notification
 
@@ -141,7 +141,7 @@ def card(message: Message) -> dict[str, Any]:
     }
 
 
-class TeamsChannel(Channel):
+class TeamsChannel(PostingChannel):
     type = "teams"
 
     def __init__(
@@ -151,18 +151,10 @@ class TeamsChannel(Channel):
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec, timeout=timeout, transport=transport)
         self.spec = spec
-        self._poster = Poster(timeout=timeout, transport=transport)
-
-    @property
-    def shown(self) -> str:
-        return shown(self.spec.url)
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json", "User-Agent": f"vigil/{vigil.__version__}"}
         answer = await self._poster.post(self.spec.url, orjson.dumps(card(message)), headers)
         return {r.id: {"answer": answer} for r in message.notifications} if message.test else {}
-
-    async def aclose(self) -> None:
-        await self._poster.aclose()

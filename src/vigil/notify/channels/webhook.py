@@ -24,8 +24,8 @@ import httpx
 import orjson
 
 import vigil
-from vigil.notify.channels.base import Channel, Message, title
-from vigil.notify.channels.posting import Poster, shown
+from vigil.notify.channels.base import Message, title
+from vigil.notify.channels.posting import PostingChannel, shown
 from vigil.notify.config import WebhookSpec
 from vigil.notify.store import Notification
 from vigil.notify.templates import TemplateFailed, environment, render
@@ -76,7 +76,7 @@ def context(message: Message) -> dict[str, Any]:
     return {**events[0], "notifications": events, "count": len(events), "test": message.test}
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(PostingChannel):
     type = "webhook"
 
     def __init__(
@@ -87,16 +87,11 @@ class WebhookChannel(Channel):
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(spec.name)
+        super().__init__(spec, timeout=timeout, transport=transport)
         self.spec = spec
-        self._poster = Poster(timeout=timeout, transport=transport)
         self._env = environment()
         self._clock = clock
         self._secret = None if spec.secret is None else spec.secret.encode()
-
-    @property
-    def shown(self) -> str:
-        return shown(self.spec.url)
 
     async def send(self, message: Message) -> dict[int, dict[str, Any]]:
         headers = {
@@ -145,9 +140,6 @@ class WebhookChannel(Channel):
         """POST once; what the far side answered. Raises :class:`DeliveryFailed` unless it
         is a 2xx."""
         return await self._poster.post(self.spec.url, content, headers)
-
-    async def aclose(self) -> None:
-        await self._poster.aclose()
 
 
 def _header_text(text: str) -> str:
