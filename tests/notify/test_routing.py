@@ -387,7 +387,7 @@ routes:
     assert [[n.id for n in m.notifications] for m in partial.messages] == [[second]]
 
 
-async def test_messages_about_one_action_go_a_few_a_pass_and_the_rest_right_after(
+async def test_messages_about_one_action_go_one_a_pass_in_order_and_the_sender_goes_on(
     database_url: str,
 ) -> None:
     async with rig(database_url) as r:
@@ -400,10 +400,79 @@ async def test_messages_about_one_action_go_a_few_a_pass_and_the_rest_right_afte
             )
         ]
         assert await r.notifier.run_once() == 3
-        assert [m.notifications[0].id for m in r.channels["chat"].messages] == ids[:2]
-        assert (await r.row(ids[2])).delivery_status == "pending"
+        assert [m.notifications[0].id for m in r.channels["chat"].messages] == ids[:1]
+        assert r.notifier._wake.is_set()  # the next pass comes at once
         await r.drain()
     assert [m.notifications[0].id for m in r.channels["chat"].messages] == ids
+
+
+PAGES = """
+channels:
+  - {name: pager, type: webhook, url: "http://pager.invalid/"}
+  - {name: chat, type: webhook, url: "http://chat.invalid/"}
+routes:
+  - {channels: [pager], event: [escalation_exhausted, action_failed], group_wait: 30s}
+  - {channels: [pager], event: [episode_resolved]}
+  - {channels: [chat], event: [action_failed], group_wait: 10s, continue: true}
+"""
+
+
+async def test_a_resolve_waits_for_its_trigger_held_in_a_group(database_url: str) -> None:
+    async with rig(database_url, PAGES) as r:
+        trigger = await r.record(NotificationEvent.ESCALATION_EXHAUSTED, episode=5)
+        resolve = await r.record(NotificationEvent.EPISODE_RESOLVED, episode=5)
+        await r.drain()
+        assert r.channels["pager"].messages == []
+        assert (await r.row(resolve)).next_attempt_at == r.clock.now() + _seconds(30)
+        r.clock.advance(30)
+        await r.drain()
+    sent = [[n.id for n in m.notifications] for m in r.channels["pager"].messages]
+    assert sent == [[trigger], [resolve]]
+
+
+async def test_a_resolve_waits_while_its_triggers_group_is_refused(database_url: str) -> None:
+    async with rig(database_url, PAGES) as r:
+        first = await r.record(NotificationEvent.ACTION_FAILED, episode=5, target="web-01")
+        other = await r.record(NotificationEvent.ACTION_FAILED, episode=2, target="web-02")
+        r.clock.advance(30)
+        resolve = await r.record(NotificationEvent.EPISODE_RESOLVED, episode=5)
+        r.channels["pager"].refusing = "answered 503: busy"
+        await r.drain()
+        assert r.channels["pager"].messages == []
+        assert (await r.row(resolve)).delivery_status == "pending"
+        r.channels["pager"].refusing = None
+        r.clock.advance(2)
+        await r.drain()
+    sent = [[n.id for n in m.notifications] for m in r.channels["pager"].messages]
+    assert sent == [[first, other], [resolve]]
+
+
+async def test_a_channel_keeps_its_backoff_when_another_one_makes_the_notification_due(
+    database_url: str,
+) -> None:
+    text = """
+channels:
+  - {name: pager, type: webhook, url: "http://pager.invalid/"}
+  - {name: chat, type: webhook, url: "http://chat.invalid/"}
+routes:
+  - {channels: [chat], group_wait: 10s, continue: true}
+  - {channels: [pager]}
+"""
+    async with rig(database_url, text) as r:
+        r.notifier._retry = RetryPolicy(max_attempts=3, base_seconds=100, max_seconds=1000)
+        r.channels["pager"].refusing = "answered 500: down"
+        failed = await r.record(NotificationEvent.ACTION_FAILED)
+        await r.drain()  # the pager refuses: its next try is 50-100 s away
+        pager = (await r.row(failed)).deliveries["pager"]  # type: ignore[index]
+        assert pager["attempts"] == 1
+        r.clock.advance(10)  # the chat group is due: the notification is claimed again
+        await r.drain()
+        row = await r.row(failed)
+    assert [[n.id for n in m.notifications] for m in r.channels["chat"].messages] == [[failed]]
+    assert row.deliveries["pager"]["attempts"] == 1  # type: ignore[index]
+    assert row.deliveries["pager"]["retry_at"] == pager["retry_at"]  # type: ignore[index]
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at.isoformat() == pager["retry_at"]
 
 
 def test_a_routes_marks_follow_it_when_routes_are_added_before_it() -> None:

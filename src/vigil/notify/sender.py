@@ -92,12 +92,6 @@ def order_key(record: Notification) -> OrderKey | None:
     return None
 
 
-CHAIN_LIMIT = 2
-"""At most this many messages of one order key go to one channel in a pass (one after
-another); the rest wait for the next pass, which comes at once. It bounds a pass, so a
-claim outlives it."""
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A notification's delivery state after one pass."""
@@ -123,13 +117,11 @@ class _Send:
 class _Answer:
     """What one message's send came to: the error (``None`` when taken), the refs the
     channel gave back, and which of its notifications went out (all, when taken; those a
-    failure names as taken, else none). ``deferred``: not sent this pass, to keep the order
-    behind a message about the same episode or action that failed or is not sent yet."""
+    failure names as taken, else none)."""
 
     error: str | None
     refs: Mapping[int, dict[str, Any]] = field(default_factory=dict)
     taken: frozenset[int] = frozenset()
-    deferred: bool = False
 
 
 @dataclass(slots=True)
@@ -148,10 +140,19 @@ class _Plan:
     """Marks to write: groups made due."""
     known: dict[str, Mark] = field(default_factory=dict)
     """The marks as read (and as planned) for this pass."""
+    records: dict[int, Notification] = field(default_factory=dict)
+    """The claimed notifications, by id."""
+    grouped: set[tuple[int, str]] = field(default_factory=set)
+    """(notification id, channel) held for its route's group (the rest wait for a retry or
+    behind an earlier message)."""
 
     def hold(self, record: Notification, channel: str, until: datetime) -> None:
         held = self.held.setdefault(record.id, {})
         held[channel] = min(held.get(channel, until), until)
+
+    def next_pass_at_once(self, now: datetime) -> bool:
+        """Whether something waits only for this pass to end (behind a message it sends)."""
+        return any(until <= now for held in self.held.values() for until in held.values())
 
 
 def _entry(deliveries: Mapping[str, Any], channel: str) -> dict[str, Any]:
@@ -165,6 +166,11 @@ def _holds(send: _Send, record: Notification) -> bool:
 def _taken(entry: Mapping[str, Any]) -> bool:
     """The channel has it, or was meant to skip it."""
     return bool(entry.get("delivered_at") or entry.get("skipped"))
+
+
+def _time(value: object) -> datetime | None:
+    """A time kept in a delivery entry (ISO 8601 text), or ``None``."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _settled(entry: Mapping[str, Any]) -> bool:
@@ -290,7 +296,7 @@ class Notifier:
             for name in unsendable:
                 self._count(name, "", "none")
             return len(unsendable)
-        until = now + timedelta(seconds=self._send_limit * CHAIN_LIMIT + CLAIM_MARGIN_SECONDS)
+        until = now + timedelta(seconds=self._send_limit + CLAIM_MARGIN_SECONDS)
         async with self._db.write() as conn:
             claimed = await store.claim_due(conn, now=now, until=until, limit=self._batch)
             if not claimed:
@@ -319,7 +325,7 @@ class Notifier:
             await store.write_marks(conn, {**plan.marks, **marks})
         for record in claimed:
             self._report(record, outcomes[record.id], plan, answers)
-        if any(answer.deferred for answer in answers.values()):
+        if plan.next_pass_at_once(now):
             self.wake()  # what waited behind a message sent this pass goes next
         return len(claimed)
 
@@ -327,21 +333,8 @@ class Notifier:
         """Which channel each claimed notification goes to now, which wait (for their
         group, or behind an earlier message about the same episode or action), which are
         skipped as repeats."""
-        plan = _Plan()
-        wanted: list[tuple[Notification, Route, str]] = []
-        for record in claimed:
-            deliveries = record.deliveries or {}
-            routes = [
-                (route, channel)
-                for route, channel in self.notifications.routed(subject(record))
-                if channel in self.channels
-            ]
-            plan.routed[record.id] = [channel for _, channel in routes]
-            wanted.extend(
-                (record, route, channel)
-                for route, channel in routes
-                if not _settled(_entry(deliveries, channel))
-            )
+        plan = _Plan(records={record.id: record for record in claimed})
+        wanted = self._wanted(claimed, plan, now)
         wanted = await self._behind_earlier(conn, claimed, wanted, plan, now)
         keys = {repeat_key(r, c, n) for n, r, c in wanted if r.repeat_interval is not None}
         keys |= {group_key(r, c) for _, r, c in wanted if r.grouped}
@@ -373,10 +366,78 @@ class Notifier:
                 marks[key] = plan.marks[key] = mark
             if due > now:
                 plan.hold(record, channel, due)
+                plan.grouped.add((record.id, channel))
                 continue
             groups.setdefault(key, _Send(channel, route, [])).records.append(record)
-        plan.sends = singles + list(groups.values())
+        plan.sends = self._in_order(singles + list(groups.values()), plan, now)
         return plan
+
+    @staticmethod
+    def _in_order(sends: list[_Send], plan: _Plan, now: datetime) -> list[_Send]:
+        """``sends`` with at most the earliest notification about each episode or action
+        going to each channel this pass, and none whose earlier one waits: the others
+        wait -- behind a held one until it is released, behind one sent now until the next
+        pass, which comes at once. So a page's resolve never overtakes its trigger, and a
+        thread's replies follow its first message."""
+        waiting: dict[tuple[OrderKey, str], tuple[int, datetime]] = {}
+        for notification_id, held in sorted(plan.held.items()):
+            record = plan.records.get(notification_id)
+            key = None if record is None else order_key(record)
+            if key is None:
+                continue
+            for channel, until in held.items():
+                waiting.setdefault((key, channel), (notification_id, until))
+        going: dict[tuple[OrderKey, str], int] = {}
+        stays: dict[int, list[Notification]] = {i: [] for i in range(len(sends))}
+        members = sorted(
+            ((record, index) for index, send in enumerate(sends) for record in send.records),
+            key=lambda item: item[0].id,
+        )
+        for record, index in members:
+            channel = sends[index].channel
+            key = order_key(record)
+            if key is not None:
+                earlier = waiting.get((key, channel))
+                if earlier is not None and earlier[0] < record.id:
+                    plan.hold(record, channel, max(earlier[1], now))
+                    continue
+                if (key, channel) in going:
+                    plan.hold(record, channel, now)
+                    continue
+                going[(key, channel)] = record.id
+            stays[index].append(record)
+        kept = []
+        for index, send in enumerate(sends):
+            if stays[index]:
+                send.records = stays[index]
+                kept.append(send)
+        return kept
+
+    def _wanted(
+        self, claimed: Sequence[Notification], plan: _Plan, now: datetime
+    ) -> list[tuple[Notification, Route, str]]:
+        """Each (notification, route, channel) its routes name that the channel has not
+        settled and whose own retry is due (a channel keeps its backoff whatever else makes
+        the notification due)."""
+        wanted: list[tuple[Notification, Route, str]] = []
+        for record in claimed:
+            deliveries = record.deliveries or {}
+            routes = [
+                (route, channel)
+                for route, channel in self.notifications.routed(subject(record))
+                if channel in self.channels
+            ]
+            plan.routed[record.id] = [channel for _, channel in routes]
+            for route, channel in routes:
+                entry = _entry(deliveries, channel)
+                if _settled(entry):
+                    continue
+                retry_at = _time(entry.get("retry_at"))
+                if retry_at is not None and retry_at > now:
+                    plan.hold(record, channel, retry_at)
+                    continue
+                wanted.append((record, route, channel))
+        return wanted
 
     async def _behind_earlier(
         self,
@@ -432,8 +493,8 @@ class Notifier:
         """When ``record``'s group on a grouped route goes out: the time already set for
         the group's held events; else ``group_interval`` after the group last went out,
         if that is still ahead; else ``group_wait`` after this, its first event."""
-        if mark is not None and mark.due_at is not None:
-            return mark.due_at
+        if mark is not None and mark.due_at is not None and mark.due_at >= record.at:
+            return mark.due_at  # (a due time from before this event is a stale one's)
         if mark is not None and mark.sent_at is not None and route.group_interval is not None:
             after = mark.sent_at + timedelta(seconds=route.group_interval)
             if after > now:
@@ -463,36 +524,10 @@ class Notifier:
     async def _deliver(
         self, plan: _Plan, threads: dict[tuple[int, str], Thread]
     ) -> dict[int, _Answer]:
-        """Send each planned message; per index in ``plan.sends``, what came of it.
-
-        Messages about one episode or action on one channel go one after another, in the
-        order recorded (so a later one can continue the thread the first one started, and
-        a page's resolve follows its trigger), at most :data:`CHAIN_LIMIT` a pass; after one
-        fails, the rest of its chain waits. Everything else goes at once."""
-        chains: dict[tuple[str, object], list[int]] = defaultdict(list)
-        for index, send in enumerate(plan.sends):
-            key = order_key(send.records[0]) if len(send.records) == 1 else None
-            chains[(send.channel, key if key is not None else ("message", index))].append(index)
-        answers: dict[int, _Answer] = {}
-
-        async def run(chain: list[int]) -> None:
-            stopped = False
-            for position, index in enumerate(
-                sorted(chain, key=lambda i: plan.sends[i].records[0].id)
-            ):
-                if stopped or position >= CHAIN_LIMIT:
-                    answers[index] = _Answer(error=None, deferred=True)
-                    continue
-                send = plan.sends[index]
-                answer = answers[index] = await self._send_one(send, threads)
-                stopped = answer.error is not None
-                for record in send.records:
-                    ref = answer.refs.get(record.id)
-                    if ref and record.action_id is not None:
-                        threads.setdefault((record.action_id, send.channel), Thread(ref, record))
-
-        await asyncio.gather(*(run(chain) for chain in chains.values()))
-        return answers
+        """Send each planned message, all at once (each is the only one about its episode
+        or action on its channel this pass); per index in ``plan.sends``, what came of it."""
+        answers = await asyncio.gather(*(self._send_one(send, threads) for send in plan.sends))
+        return dict(enumerate(answers))
 
     async def _send_one(self, send: _Send, threads: Mapping[tuple[int, str], Thread]) -> _Answer:
         channel = self.channels[send.channel]
@@ -534,10 +569,6 @@ class Notifier:
         retry_at: dict[tuple[int, str], datetime] = {}
         for index, send in enumerate(plan.sends):
             answer = answers[index]
-            if answer.deferred:
-                for record in send.records:
-                    plan.hold(record, send.channel, now)
-                continue
             for record in send.records:
                 error = None if record.id in answer.taken else answer.error
                 tried[record.id][send.channel] = (error, answer.refs.get(record.id))
@@ -597,11 +628,18 @@ class Notifier:
         once every channel took it, ``failed`` once every channel is settled and some gave
         up, else due at the earliest retry or release of a held channel."""
         routed = plan.routed.get(record.id, [])
+        deliveries: dict[str, Any] = {
+            # A channel its routes no longer name (the file changed) waits for nothing.
+            channel: {**entry, "held_until": None, "retry_at": None}
+            if channel not in routed and isinstance(entry, dict)
+            else entry
+            for channel, entry in (record.deliveries or {}).items()
+        }
         if not routed:
-            return Outcome(
-                DeliveryStatus.NONE, record.attempts, None, None, None, record.deliveries
-            )
-        deliveries: dict[str, Any] = dict(record.deliveries or {})
+            took = any(_taken(entry) for entry in deliveries.values() if isinstance(entry, dict))
+            status = DeliveryStatus.DELIVERED if took else DeliveryStatus.NONE
+            delivered_at = record.delivered_at or (now if took else None)
+            return Outcome(status, record.attempts, None, None, delivered_at, deliveries or None)
         for channel in plan.skipped.get(record.id, []):
             deliveries[channel] = {**self._base(record, channel), "skipped": "repeat"}
             deliveries[channel]["held_until"] = None
@@ -617,6 +655,7 @@ class Notifier:
                 "last_error": error,
                 "delivered_at": None if error else now.isoformat(),
                 "held_until": None,
+                "retry_at": None,
                 **({"ref": ref} if ref else {}),
             }
             if error is not None:
@@ -624,7 +663,9 @@ class Notifier:
                     entry["failed_at"] = now.isoformat()
                 else:
                     delay = timedelta(seconds=self._retry.delay(attempts, self._rng))
-                    due.append(retry_at.get((record.id, channel), now + delay))
+                    again = retry_at.get((record.id, channel), now + delay)
+                    entry["retry_at"] = again.isoformat()
+                    due.append(again)
             deliveries[channel] = entry
         attempts = record.attempts + (1 if tried else 0)
         entries = [_entry(deliveries, channel) for channel in routed]
@@ -668,13 +709,18 @@ class Notifier:
             return
         for channel in plan.skipped.get(record.id, []):
             self._count(record.event, channel, "skipped")
+        before = record.deliveries or {}
         for channel in plan.held.get(record.id, {}):
-            self._count(record.event, channel, "held")
+            # Counted once, when its group first holds it; other waits are not counted.
+            if (record.id, channel) in plan.grouped and not _entry(before, channel).get(
+                "held_until"
+            ):
+                self._count(record.event, channel, "held")
         deliveries = result.deliveries or {}
         failed_now = False
         for index, send in enumerate(plan.sends):
             answer = answers[index]
-            if answer.deferred or not _holds(send, record):
+            if not _holds(send, record):
                 continue
             entry = _entry(deliveries, send.channel)
             if record.id in answer.taken:
