@@ -34,6 +34,9 @@ class ChannelDeliveryOut(BaseModel):
     failed_at: datetime | None = Field(
         default=None, description="When the channel gave up, after its last attempt"
     )
+    retry_at: datetime | None = Field(
+        default=None, description="When the channel is tried again after a refusal"
+    )
     skipped: str | None = Field(
         default=None,
         description="repeat: the same event went to the channel within the"
@@ -100,6 +103,7 @@ def notification_out(record: Notification) -> dict[str, Any]:
                     "delivered_at": entry.get("delivered_at"),
                     "held_until": entry.get("held_until"),
                     "failed_at": entry.get("failed_at"),
+                    "retry_at": entry.get("retry_at"),
                     "skipped": entry.get("skipped"),
                 }
                 for name, entry in sorted((record.deliveries or {}).items())
