@@ -4,16 +4,19 @@ sides themselves are tested with each channel."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from vigil.api.routes.notifications import notification_out
 from vigil.clock import FakeClock
 from vigil.db.engine import Database, create_engine
+from vigil.db.tables import notification_marks
 from vigil.notify import store
 from vigil.notify.channels.base import Channel, DeliveryFailed, Message
 from vigil.notify.config import parse_notifications
@@ -484,3 +487,78 @@ def test_a_routes_marks_follow_it_when_routes_are_added_before_it() -> None:
     )
     assert before.routes[0].key == after.routes[1].key
     assert after.routes[0].key != after.routes[1].key
+
+
+class Blocking(Recording):
+    """Holds its first send until ``release`` is set."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: Message) -> dict[int, dict[str, Any]]:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+        return await super().send(message)
+
+
+async def test_two_senders_starting_one_group_send_it_once(database_url: str) -> None:
+    text = """
+channels:
+  - {name: chat, type: webhook, url: "http://chat.invalid/"}
+  - {name: slow, type: webhook, url: "http://slow.invalid/"}
+routes:
+  - {channels: [chat], group_wait: 30s, continue: true}
+  - {channels: [slow]}
+"""
+    async with rig(database_url, text) as r:
+        slow = Blocking("slow")
+        r.notifier.channels["slow"] = slow
+        other = Notifier(
+            database=r.database,
+            clock=r.clock,
+            metrics=VigilMetrics(),
+            notifications=r.notifier.notifications,
+            channels={"chat": r.channels["chat"], "slow": slow},
+            timeout=2.0,
+            retry=RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=60),
+            interval=3600.0,
+        )
+        first = await r.record(NotificationEvent.ACTION_FAILED, target="web-01")
+        busy = asyncio.create_task(r.notifier.run_once())  # held in the slow channel's send
+        async with asyncio.timeout(10):
+            await slow.entered.wait()
+        r.clock.advance(5)
+        second = await r.record(NotificationEvent.ACTION_FAILED, target="web-02")
+        assert await other.run_once() == 1  # the second one's group: started by the first
+        slow.release.set()
+        await busy
+        r.clock.advance(25)
+        await r.drain()
+        await other.run_once()
+    assert [[n.id for n in m.notifications] for m in r.channels["chat"].messages] == [
+        [first, second]
+    ]
+
+
+async def test_marks_nothing_needs_are_forgotten(database_url: str) -> None:
+    async def marks() -> int:
+        async with r.database.read() as conn:
+            count = await conn.execute(select(func.count()).select_from(notification_marks))
+            return int(count.scalar_one())
+
+    async with rig(database_url) as r:
+        await r.record(NotificationEvent.BREAKER_OPENED)  # mail: a repeat mark
+        await r.record(NotificationEvent.ACTION_FAILED, target="db-1", policy_name="x")
+        await r.drain()  # pager: a group held for 30 s
+        assert await marks() == 2
+        assert await r.notifier.prune_marks(force=True) == 0  # both still needed
+        r.clock.advance(31)
+        await r.drain()  # the group goes out
+        r.clock.advance(3600)
+        assert await r.notifier.prune_marks(force=True) == 0  # within the kept day
+        r.clock.advance(86400)
+        assert await r.notifier.prune_marks(force=True) == 2
+        assert await marks() == 0

@@ -52,6 +52,11 @@ from vigil.worker.backoff import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+MARKS_PRUNED_EVERY_SECONDS = 3600.0
+"""How often a sender forgets marks nothing needs any more."""
+MARKS_KEPT_AT_LEAST_SECONDS = 86400.0
+"""How long a mark is kept at least after its last send (longer when a route's interval is)."""
+
 CLAIM_MARGIN_SECONDS = 30.0
 """How much longer than one request's timeout a claim lasts: a try that outlives it (the
 process stalled) may be sent again by another process."""
@@ -79,6 +84,8 @@ def repeat_key(route: Route, channel: str, record: Notification) -> str:
 
 
 OrderKey = tuple[str, str, str, int] | tuple[str, int]
+_GroupEnd = tuple[datetime | None, datetime | None, datetime | None]
+"""How a group's try ended: the due time it went at, when it went out, its next due time."""
 
 
 def order_key(record: Notification) -> OrderKey | None:
@@ -136,8 +143,6 @@ class _Plan:
     """Per notification id: channels skipped as a repeat."""
     routed: dict[int, list[str]] = field(default_factory=dict)
     """Per notification id: every channel its routes send it to."""
-    marks: dict[str, Mark] = field(default_factory=dict)
-    """Marks to write: groups made due."""
     known: dict[str, Mark] = field(default_factory=dict)
     """The marks as read (and as planned) for this pass."""
     records: dict[int, Notification] = field(default_factory=dict)
@@ -212,6 +217,7 @@ class Notifier:
         self._wake = asyncio.Event()
         self._ran = asyncio.Condition()
         self.passes = 0
+        self._pruned_at: datetime | None = None
 
     async def start(self) -> None:
         if self._task is not None:
@@ -267,6 +273,7 @@ class Notifier:
             try:
                 while await self.run_once() >= self._batch and not self._stopping.is_set():
                     pass  # a full batch: more may be due
+                await self.prune_marks()
             except Unavailable as exc:
                 log.warning("notifier: %s", exc)
             except Exception:
@@ -277,6 +284,31 @@ class Notifier:
                 self._ran.notify_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def prune_marks(self, *, force: bool = False) -> int:
+        """Forget the group and repeat marks no route can need any more -- nothing waits for
+        them and they last went out longer ago than any route's interval (and a day) -- at
+        most once every :data:`MARKS_PRUNED_EVERY_SECONDS` unless ``force``; how many."""
+        now = self._clock.now()
+        last = self._pruned_at
+        if (
+            not force
+            and last is not None
+            and (now - last).total_seconds() < MARKS_PRUNED_EVERY_SECONDS
+        ):
+            return 0
+        self._pruned_at = now
+        longest = max(
+            [MARKS_KEPT_AT_LEAST_SECONDS]
+            + [
+                interval
+                for route in self.notifications.routes
+                for interval in (route.group_wait, route.group_interval, route.repeat_interval)
+                if interval is not None
+            ]
+        )
+        async with self._db.write() as conn:
+            return await store.prune_marks(conn, before=now - timedelta(seconds=longest))
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -305,7 +337,7 @@ class Notifier:
             threads = await self._threads(conn, plan)
         answers = await self._deliver(plan, threads)
         now = self._clock.now()
-        outcomes, marks = self._outcomes(claimed, plan, answers, now)
+        outcomes, marks, groups = self._outcomes(claimed, plan, answers, now)
         async with self._db.write() as conn:
             for record in claimed:
                 result = outcomes[record.id]
@@ -322,7 +354,11 @@ class Notifier:
                 )
                 if not recorded:
                     log.warning("notifier: claim on notification %s was lost", record.id)
-            await store.write_marks(conn, {**plan.marks, **marks})
+            await store.write_marks(conn, marks)
+            for key, (due_at, sent_at, next_due) in sorted(groups.items()):
+                await store.end_group(
+                    conn, key=key, due_at=due_at, sent_at=sent_at, next_due=next_due
+                )
         for record in claimed:
             self._report(record, outcomes[record.id], plan, answers)
         if plan.next_pass_at_once(now):
@@ -360,10 +396,11 @@ class Notifier:
                 singles.append(_Send(channel, route, [record]))
                 continue
             key = group_key(route, channel)
-            due = self._group_due(marks.get(key), route, record, now)
-            if key not in marks or marks[key].due_at != due:
-                mark = Mark(due_at=due, sent_at=(marks.get(key) or Mark()).sent_at)
-                marks[key] = plan.marks[key] = mark
+            known = marks.get(key) or Mark()
+            due = self._group_due(known, route, record, now)
+            if known.due_at != due:
+                due = await store.start_group(conn, key=key, due_at=due, since=record.at)
+                marks[key] = Mark(due_at=due, sent_at=known.sent_at)
             if due > now:
                 plan.hold(record, channel, due)
                 plan.grouped.add((record.id, channel))
@@ -562,10 +599,12 @@ class Notifier:
         plan: _Plan,
         answers: Mapping[int, _Answer],
         now: datetime,
-    ) -> tuple[dict[int, Outcome], dict[str, Mark]]:
-        """Each claimed notification's state after the pass, and the marks to write."""
+    ) -> tuple[dict[int, Outcome], dict[str, Mark], dict[str, _GroupEnd]]:
+        """Each claimed notification's state after the pass, the repeat marks to write, and
+        how each group's try ended."""
         tried: dict[int, dict[str, tuple[str | None, dict[str, Any] | None]]] = defaultdict(dict)
         marks: dict[str, Mark] = {}
+        groups: dict[str, _GroupEnd] = {}
         retry_at: dict[tuple[int, str], datetime] = {}
         for index, send in enumerate(plan.sends):
             answer = answers[index]
@@ -573,7 +612,8 @@ class Notifier:
                 error = None if record.id in answer.taken else answer.error
                 tried[record.id][send.channel] = (error, answer.refs.get(record.id))
             if send.route.grouped:
-                self._group_mark(send, answer, plan, now, marks, retry_at)
+                key = group_key(send.route, send.channel)
+                groups[key] = self._group_end(send, answer, plan, now, retry_at)
             if send.route.repeat_interval is not None:
                 for record in send.records:
                     if record.id in answer.taken:
@@ -582,34 +622,31 @@ class Notifier:
             record.id: self._outcome(record, tried.get(record.id, {}), plan, now, retry_at)
             for record in claimed
         }
-        return outcomes, marks
+        return outcomes, marks, groups
 
-    def _group_mark(
+    def _group_end(
         self,
         send: _Send,
         answer: _Answer,
         plan: _Plan,
         now: datetime,
-        marks: dict[str, Mark],
         retry_at: dict[tuple[int, str], datetime],
-    ) -> None:
-        """A group's mark after its message was tried: sent now, or due again as one --
-        every member at the same time, and what joins the group meanwhile -- unless none
-        has a try left."""
+    ) -> _GroupEnd:
+        """How a group's try ended: (the due time it was sent at, when it went out, its
+        next due time). Sent; or due again as one -- every member at the same time, and what
+        joins the group meanwhile -- unless none has a try left."""
         key = group_key(send.route, send.channel)
+        due_at = (plan.known.get(key) or Mark()).due_at
         failed = [r for r in send.records if r.id not in answer.taken]
-        before = plan.known.get(key) or Mark()
         if not failed:
-            marks[key] = Mark(due_at=None, sent_at=now)
-            return
+            return (due_at, now, None)
         tries = max(self._channel_attempts(r, send.channel) for r in failed) + 1
         if self._retry.exhausted(tries):
-            marks[key] = Mark(due_at=None, sent_at=before.sent_at)
-            return
+            return (due_at, None, None)
         again = now + timedelta(seconds=self._retry.delay(tries, self._rng))
-        marks[key] = Mark(due_at=again, sent_at=before.sent_at)
         for record in failed:
             retry_at[(record.id, send.channel)] = again
+        return (due_at, None, again)
 
     @staticmethod
     def _channel_attempts(record: Notification, channel: str) -> int:

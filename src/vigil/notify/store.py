@@ -304,3 +304,63 @@ async def write_marks(conn: AsyncConnection, marks: dict[str, Mark]) -> None:
                 set_={"due_at": mark.due_at, "sent_at": mark.sent_at},
             )
         )
+
+
+async def start_group(
+    conn: AsyncConnection, *, key: str, due_at: datetime, since: datetime
+) -> datetime:
+    """Set a route group's due time unless one is set already (from ``since`` on: an older
+    one is a stale group's); the due time that holds. Run in the claim's transaction, so
+    two senders starting one group agree on its time and send it once."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(notification_marks).values(key=key, due_at=due_at, sent_at=None)
+    held = notification_marks.c.due_at
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[notification_marks.c.key],
+            set_={"due_at": due_at},
+            where=or_(held.is_(None), held < since),
+        )
+    )
+    stored = (await conn.execute(select(held).where(notification_marks.c.key == key))).scalar_one()
+    return stored if stored is not None else due_at
+
+
+async def end_group(
+    conn: AsyncConnection,
+    *,
+    key: str,
+    due_at: datetime | None,
+    sent_at: datetime | None,
+    next_due: datetime | None,
+) -> None:
+    """After a group's message was tried at its due time ``due_at``: its last send
+    (``sent_at``, when it went out) and its next due time (``next_due``: a retry, or none).
+    A due time another sender set meanwhile (a newer group) is left alone."""
+    values: dict[str, Any] = {}
+    if sent_at is not None:
+        values["sent_at"] = sent_at
+    held = notification_marks.c.due_at
+    same = held.is_(None) if due_at is None else held == due_at
+    await conn.execute(
+        update(notification_marks)
+        .where(notification_marks.c.key == key, same)
+        .values(due_at=next_due, **values)
+    )
+    if values:
+        await conn.execute(
+            update(notification_marks)
+            .where(notification_marks.c.key == key, ~same)
+            .values(**values)
+        )
+
+
+async def prune_marks(conn: AsyncConnection, *, before: datetime) -> int:
+    """Forget marks nothing waits for that last went out before ``before``; how many."""
+    result = await conn.execute(
+        notification_marks.delete().where(
+            notification_marks.c.due_at.is_(None),
+            or_(notification_marks.c.sent_at.is_(None), notification_marks.c.sent_at < before),
+        )
+    )
+    return int(result.rowcount or 0)
