@@ -562,3 +562,23 @@ async def test_marks_nothing_needs_are_forgotten(database_url: str) -> None:
         r.clock.advance(86400)
         assert await r.notifier.prune_marks(force=True) == 2
         assert await marks() == 0
+
+
+async def test_an_event_that_comes_as_its_group_goes_out_goes_with_it(database_url: str) -> None:
+    text = """
+channels:
+  - {name: chat, type: webhook, url: "http://chat.invalid/"}
+routes:
+  - {channels: [chat], group_wait: 30s, group_interval: 5m}
+"""
+    async with rig(database_url, text) as r:
+        first = await r.record(NotificationEvent.ACTION_FAILED, target="web-01")
+        await r.drain()
+        r.clock.advance(40)  # the group was due 10 s ago; the sender comes late
+        second = await r.record(NotificationEvent.ACTION_FAILED, target="web-02")
+        await r.drain()
+        r.clock.advance(600)
+        await r.drain()
+    assert [[n.id for n in m.notifications] for m in r.channels["chat"].messages] == [
+        [first, second]
+    ]

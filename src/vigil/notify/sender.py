@@ -118,6 +118,8 @@ class _Send:
     channel: str
     route: Route
     records: list[Notification]
+    due_at: datetime | None = None
+    """A group's: the due time it goes at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +398,9 @@ class Notifier:
                 singles.append(_Send(channel, route, [record]))
                 continue
             key = group_key(route, channel)
+            if key in groups:  # the group goes this pass: this one goes with it
+                groups[key].records.append(record)
+                continue
             known = marks.get(key) or Mark()
             due = self._group_due(known, route, record, now)
             if known.due_at != due:
@@ -405,7 +410,7 @@ class Notifier:
                 plan.hold(record, channel, due)
                 plan.grouped.add((record.id, channel))
                 continue
-            groups.setdefault(key, _Send(channel, route, [])).records.append(record)
+            groups[key] = _Send(channel, route, [record], due_at=due)
         plan.sends = self._in_order(singles + list(groups.values()), plan, now)
         return plan
 
@@ -635,12 +640,11 @@ class Notifier:
         """How a group's try ended: (the due time it was sent at, when it went out, its
         next due time). Sent; or due again as one -- every member at the same time, and what
         joins the group meanwhile -- unless none has a try left."""
-        key = group_key(send.route, send.channel)
-        due_at = (plan.known.get(key) or Mark()).due_at
+        due_at = send.due_at
         failed = [r for r in send.records if r.id not in answer.taken]
         if not failed:
             return (due_at, now, None)
-        tries = max(self._channel_attempts(r, send.channel) for r in failed) + 1
+        tries = min(self._channel_attempts(r, send.channel) for r in failed) + 1
         if self._retry.exhausted(tries):
             return (due_at, None, None)
         again = now + timedelta(seconds=self._retry.delay(tries, self._rng))

@@ -280,12 +280,19 @@ class Mark:
 
 
 async def read_marks(conn: AsyncConnection, keys: set[str]) -> dict[str, Mark]:
-    """The marks stored under ``keys`` (absent ones are left out)."""
+    """The marks stored under ``keys`` (absent ones are left out). On PostgreSQL they stay
+    locked, in key order, until the transaction ends: two senders changing the same marks
+    take them in one order and never wait on each other in a circle."""
     if not keys:
         return {}
-    rows = await conn.execute(
-        select(notification_marks).where(notification_marks.c.key.in_(sorted(keys)))
+    query = (
+        select(notification_marks)
+        .where(notification_marks.c.key.in_(sorted(keys)))
+        .order_by(notification_marks.c.key)
     )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = await conn.execute(query)
     return {row.key: Mark(due_at=row.due_at, sent_at=row.sent_at) for row in rows}
 
 
@@ -341,16 +348,15 @@ async def end_group(
     if sent_at is not None:
         values["sent_at"] = sent_at
     held = notification_marks.c.due_at
-    same = held.is_(None) if due_at is None else held == due_at
     await conn.execute(
         update(notification_marks)
-        .where(notification_marks.c.key == key, same)
+        .where(notification_marks.c.key == key, held.is_not_distinct_from(due_at))
         .values(due_at=next_due, **values)
     )
     if values:
         await conn.execute(
             update(notification_marks)
-            .where(notification_marks.c.key == key, ~same)
+            .where(notification_marks.c.key == key, held.is_distinct_from(due_at))
             .values(**values)
         )
 
