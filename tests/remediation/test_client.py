@@ -363,7 +363,9 @@ async def test_once_a_request_may_have_reached_it_refusals_keep_the_attempt_unti
     (first_sent, body), *later = transport.sent
     assert len(later) >= 2, "refused requests are asked again"
     assert {sent_body for _, sent_body in later} == {body}, "the same action id and attempt"
-    assert done - first_sent >= 0.4, "not before the timeout, the grace and the margin"
+    # The executor reads its clock just before it hands the request to the transport, which
+    # notes the time it got it: the deadline may fall a hair before first_sent + 0.4.
+    assert done - first_sent >= 0.4 - 0.005, "not before the timeout, the grace and the margin"
 
 
 async def test_each_request_that_may_have_reached_it_moves_the_deadline(clock: FakeClock) -> None:

@@ -4,10 +4,13 @@ channel, and a far side's long error body (the far side itself is in
 
 from __future__ import annotations
 
+import gc
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from vigil.notify.channels.base import Channel, DeliveryFailed, Message, Thread, links
 from vigil.notify.store import Notification
@@ -98,3 +101,14 @@ async def failure(channel: Channel, sent: Message | None = None) -> str:
     finally:
         await channel.aclose()
     return str(caught.value)
+
+
+def stop_smtp(controller: Controller) -> None:
+    """Stop a local SMTP server. aiosmtpd's stopped loop leaves the server side of a
+    connection whose client hung up without QUIT (a refused STARTTLS or login) to the
+    garbage collector: collect it here, where it is known to be the server's, rather than
+    in whichever test runs next."""
+    controller.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

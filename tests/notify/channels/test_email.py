@@ -18,7 +18,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.notify.channels.conftest import message, notification
+from tests.notify.channels.conftest import message, notification, stop_smtp
 from tests.notify.far_side import closed_port
 from vigil.local import free_port
 from vigil.notify.channels.base import DeliveryFailed, Thread
@@ -132,7 +132,7 @@ def smtp_server() -> Iterator[ServerFactory]:
 
     yield start
     for controller in controllers:
-        controller.stop()
+        stop_smtp(controller)
 
 
 def mailer(

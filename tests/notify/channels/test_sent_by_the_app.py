@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.notify.channels.conftest import stop_smtp
 from tests.notify.far_side import Answer, FarSide
 from vigil.actions.status import Status
 from vigil.actions.store import transition
@@ -44,7 +45,7 @@ class MailServer:
     def stop(self) -> None:
         if self.running:
             self.running = False
-            self.controller.stop()
+            stop_smtp(self.controller)
 
 
 @pytest.fixture
