@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import platformdirs
 from pydantic import (
@@ -275,7 +275,7 @@ class Settings(BaseSettings):
         clicks and every link in a message call) and ``VIGIL_ALLOWED_HOSTS``."""
         listen = [] if self.host in ("", "0.0.0.0", "::") else [_host_name(self.host)]
         external = urlsplit(self.external_url).hostname if self.external_url else None
-        named = [external.lower()] if external else []
+        named = [_host_name(external)] if external else []
         return tuple(dict.fromkeys([*listen, *LOOPBACK_HOSTS, *named, *self.allowed_hosts]))
 
     @property
@@ -314,13 +314,7 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_urls(cls, value: list[str]) -> list[str]:
         for url in value:
-            try:
-                parts = urlsplit(url)
-                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-                parts.port  # noqa: B018 -- raises on a port that is not a number
-            except ValueError:
-                valid = False
-            if not valid:
+            if _http_url(url) is None:
                 # Never echo the URL: a webhook's path or query often is its token.
                 raise ValueError(
                     "each URL must be http://HOST/... or https://HOST/... (comma-separated)"
@@ -332,13 +326,8 @@ class Settings(BaseSettings):
     def _external_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        try:
-            parts = urlsplit(value.strip())
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 -- raises on a port that is not a number
-        except ValueError:
-            valid = False
-        if not valid or parts.query or parts.fragment:
+        parts = _http_url(value.strip())
+        if parts is None or parts.query or parts.fragment:
             raise ValueError("must be http://HOST[:PORT][/PATH] or https://... (no query)")
         return value.strip().rstrip("/")
 
@@ -387,6 +376,17 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be greater than zero")
         return value
+
+
+def _http_url(url: str) -> SplitResult | None:
+    """``url``'s parts when it is ``http(s)://HOST[:PORT]...`` with a number for a port;
+    else ``None``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        return None
+    return parts if parts.scheme in ("http", "https") and parts.hostname else None
 
 
 def _host_name(address: str) -> str:
