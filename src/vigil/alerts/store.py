@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.alerts.schemas import AlertIn
 from vigil.db.paging import newest_first
 from vigil.db.records import record_of
 from vigil.db.tables import alerts
+from vigil.db.upsert import insert_into
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -39,10 +39,6 @@ class StoredAlert:
     target: str | None
     received_at: datetime
     last_seen_at: datetime
-
-
-def _insert(conn: AsyncConnection) -> Any:
-    return postgresql.insert(alerts) if conn.dialect.name == "postgresql" else sqlite.insert(alerts)
 
 
 async def record_alert(
@@ -72,7 +68,7 @@ async def record_alert(
         "last_seen_at": now,
     }
     inserted = await conn.execute(
-        _insert(conn)
+        insert_into(conn, alerts)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["fingerprint", "starts_at"])
         .returning(alerts.c.id)

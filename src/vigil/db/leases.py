@@ -9,19 +9,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import leases
+from vigil.db.upsert import insert_into
 
 
 async def acquire(
     conn: AsyncConnection, *, name: str, holder: str, now: datetime, ttl: float
 ) -> bool:
     """Take or renew lease ``name`` for ``holder``; whether ``holder`` holds it afterwards."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(leases).values(
+    statement = insert_into(conn, leases).values(
         name=name, holder=holder, expires_at=now + timedelta(seconds=ttl), acquired_at=now
     )
     statement = statement.on_conflict_do_update(

@@ -13,13 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.actions.status import OPEN
 from vigil.actions.store import policy_key
 from vigil.db.tables import actions, policy_guards
+from vigil.db.upsert import insert_into
 from vigil.decide.core import HOUR, Limits
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
@@ -44,9 +43,10 @@ async def lock_guards(conn: AsyncConnection, *, names: Sequence[str]) -> dict[st
     (on SQLite the write transaction already excludes every other writer). Locked in name
     order, so two transactions cannot wait on each other here."""
     names = sorted(set(names))
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(policy_guards).on_conflict_do_nothing(index_elements=[policy_guards.c.policy_name]),
+        insert_into(conn, policy_guards).on_conflict_do_nothing(
+            index_elements=[policy_guards.c.policy_name]
+        ),
         [{"policy_name": name} for name in names],
     )
     query = (

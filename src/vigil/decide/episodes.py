@@ -11,13 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
 from vigil.db.records import record_of
 from vigil.db.tables import decisions, policy_guards, policy_revision, policy_states
+from vigil.db.upsert import insert_into
 from vigil.decide.core import PairState
 from vigil.decide.reasons import Suppressed
 from vigil.decide.state import PairPhase, Phase
@@ -126,8 +125,7 @@ async def of_policy(conn: AsyncConnection, *, policy_name: str) -> list[Episode]
 async def save(conn: AsyncConnection, *, episodes: Sequence[Episode], now: datetime) -> None:
     """Store these pairs' states (insert or replace)."""
     if episodes:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        statement = insert(policy_states)
+        statement = insert_into(conn, policy_states)
         columns = [c.name for c in policy_states.c if c.name not in ("policy_name", "target")]
         statement = statement.on_conflict_do_update(
             index_elements=[policy_states.c.policy_name, policy_states.c.target],

@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import automation
+from vigil.db.upsert import insert_into
 from vigil.notify.events import NotificationEvent
 from vigil.notify.store import record_notification
 from vigil.observability.audit import Actor, append_audit
@@ -43,9 +42,8 @@ async def get_state(conn: AsyncConnection) -> AutomationState:
 async def _locked_state(conn: AsyncConnection) -> AutomationState:
     """The switch as stored, its row locked until the transaction ends (created first if it
     was never touched), so two requests to pause at once find one of them first."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(automation)
+        insert_into(conn, automation)
         .values(id=_ROW, paused=False, reason=None, since=None, by=None)
         .on_conflict_do_nothing(index_elements=[automation.c.id])
     )
@@ -64,9 +62,8 @@ async def set_paused(
     before = await _locked_state(conn)
     since = (before.since if before.paused else now) if paused else now
     state = AutomationState(paused=paused, reason=reason, since=since, by=actor.name)
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     values = {"id": _ROW, "paused": paused, "reason": reason, "since": since, "by": actor.name}
-    statement = insert(automation).values(**values)
+    statement = insert_into(conn, automation).values(**values)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[automation.c.id],

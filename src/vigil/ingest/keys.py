@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.tables import ingest_keys
+from vigil.db.upsert import insert_into
 from vigil.errors import InvalidInput
 
 
@@ -49,9 +49,8 @@ async def claim_keys(
             ingest_keys.c.key.in_(wanted), ingest_keys.c.created_at < forget_before
         )
     )
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     await conn.execute(
-        insert(ingest_keys).on_conflict_do_nothing(index_elements=[ingest_keys.c.key]),
+        insert_into(conn, ingest_keys).on_conflict_do_nothing(index_elements=[ingest_keys.c.key]),
         [{"key": k, "fingerprint": keys[k], "created_at": now} for k in wanted],
     )
     rows = await conn.execute(

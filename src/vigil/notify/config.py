@@ -396,13 +396,6 @@ class Notifications:
         """Every event :meth:`wants`: what the places that record notifications are given."""
         return frozenset(event for event in NotificationEvent if self.wants(event))
 
-    @property
-    def empty(self) -> bool:
-        return not self.channels
-
-
-NO_NOTIFICATIONS = Notifications(channels={}, routes=())
-
 
 def _describe(error: Any) -> str:
     """One pydantic error as ``where: problem``. A channel's location leaves out the type

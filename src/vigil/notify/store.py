@@ -13,13 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vigil.db.paging import newest_first
 from vigil.db.records import record_of
 from vigil.db.tables import notification_marks, notifications
+from vigil.db.upsert import insert_into
 from vigil.notify.events import DeliveryStatus, NotificationEvent
 
 RECORDED = "vigil.notification_recorded"
@@ -300,9 +299,8 @@ async def write_marks(conn: AsyncConnection, marks: dict[str, Mark]) -> None:
     """Store ``marks``, each replacing what its key held."""
     if not marks:
         return
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     for key, mark in sorted(marks.items()):
-        statement = insert(notification_marks).values(
+        statement = insert_into(conn, notification_marks).values(
             key=key, due_at=mark.due_at, sent_at=mark.sent_at
         )
         await conn.execute(
@@ -319,8 +317,7 @@ async def start_group(
     """Set a route group's due time unless one is set already (from ``since`` on: an older
     one is a stale group's); the due time that holds. Run in the claim's transaction, so
     two senders starting one group agree on its time and send it once."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(notification_marks).values(key=key, due_at=due_at, sent_at=None)
+    statement = insert_into(conn, notification_marks).values(key=key, due_at=due_at, sent_at=None)
     held = notification_marks.c.due_at
     await conn.execute(
         statement.on_conflict_do_update(
