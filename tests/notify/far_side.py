@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,12 +32,18 @@ class Answer:
 @dataclass
 class FarSide:
     """Each POST is kept and answered with the next of ``answers`` (the last repeats); the
-    POSTs to a path of ``answers_by_path`` take theirs from that path's own list."""
+    POSTs to a path of ``answers_by_path`` take theirs from that path's own list. With
+    ``hang`` set, a POST is kept and never answered; ``asked`` is set at the first POST;
+    ``stop`` takes the server down (later connections are refused)."""
 
     url: str
     answers: list[Answer] = field(default_factory=lambda: [Answer(200)])
     answers_by_path: dict[str, list[Answer]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    hang: bool = False
+    asked: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    stop: Callable[[], None] = lambda: None
 
     def answer(self, path: str) -> Answer:
         """The answer to the POST to ``path`` just kept."""
@@ -63,6 +69,10 @@ def far_side_running() -> Iterator[FarSide]:
             with lock:
                 state.requests.append(Request(path=self.path, headers=headers, body=content))
                 answer = state.answer(self.path)
+            state.asked.set()
+            if state.hang:
+                state.released.wait()  # until the server stops
+                return
             self.send_response(answer.status)
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
@@ -73,15 +83,23 @@ def far_side_running() -> Iterator[FarSide]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    holder.append(FarSide(url=f"http://127.0.0.1:{server.server_address[1]}"))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            holder[0].released.set()
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    holder.append(FarSide(url=f"http://127.0.0.1:{server.server_address[1]}", stop=stop))
     thread.start()
     try:
         yield holder[0]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        stop()
 
 
 def closed_port() -> int:

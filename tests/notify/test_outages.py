@@ -6,78 +6,19 @@ for it. On SQLite and on PostgreSQL, through the whole app with its own sender r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.notify.far_side import Answer, FarSide
 from vigil.clock import FakeClock
 from vigil.container import Container
 from vigil.notify import store
 from vigil.notify.events import NotificationEvent
 
 LONG_ANSWER = "quota exceeded; " * 40
-
-
-class FarSide:
-    """One local TCP server standing in for every channel's far side: it answers each
-    HTTP request with ``status`` and a long body, or holds it open without answering
-    (``hang``); ``stop`` takes it down."""
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.hang = False
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.held: list[asyncio.StreamWriter] = []
-        self.asked = asyncio.Event()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.held:
-            writer.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            self.requests += 1
-            self.asked.set()
-            if self.hang:
-                self.held.append(writer)
-                return
-            body = LONG_ANSWER.encode()
-            writer.write(
-                f"HTTP/1.1 {self.status} Oops\r\nContent-Type: text/plain\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            writer.close()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-
-@pytest.fixture
-async def far_side() -> AsyncIterator[FarSide]:
-    side = FarSide()
-    await side.start()
-    yield side
-    if side.server is not None and side.server.is_serving():
-        await side.stop()
 
 
 CHANNELS = {
@@ -100,7 +41,8 @@ def settings_overrides(
 ) -> dict[str, Any]:
     monkeypatch.setenv("ROUTING_KEY", "s3cret-key")
     monkeypatch.setenv("SLACK_TOKEN", "xoxb-s3cret")
-    settings = CHANNELS[kind].format(url=f"http://127.0.0.1:{far_side.port}")
+    far_side.answers = [Answer(500, LONG_ANSWER.encode())]
+    settings = CHANNELS[kind].format(url=far_side.url)
     path = tmp_path / "notifications.yaml"
     path.write_text(
         f"""
@@ -161,7 +103,7 @@ async def test_a_refusing_then_vanished_far_side_ends_failed_with_its_answer(
     assert row.last_error == f"far: answered 500: {answer}"
     assert "s3cret" not in str(row.deliveries)
 
-    await far_side.stop()
+    far_side.stop()
     clock.advance(5)
     container.notifier.wake()
     row = await until(container, notification_id, lambda r: r.delivery_status == "failed")
@@ -178,8 +120,7 @@ async def test_a_far_side_that_hangs_holds_up_nothing_else(
 ) -> None:
     far_side.hang = True
     notification_id = await record(container)
-    async with asyncio.timeout(10):
-        await far_side.asked.wait()
+    assert await asyncio.to_thread(far_side.asked.wait, 10), "the sender never asked"
     # The sender is waiting for an answer that does not come; the API is not.
     for value in range(20):
         response = await client.post(
