@@ -429,7 +429,7 @@ class Notifier:
                 continue
             for channel, until in held.items():
                 waiting.setdefault((key, channel), (notification_id, until))
-        going: dict[tuple[OrderKey, str], int] = {}
+        going: set[tuple[OrderKey, str]] = set()
         stays: dict[int, list[Notification]] = {i: [] for i in range(len(sends))}
         members = sorted(
             ((record, index) for index, send in enumerate(sends) for record in send.records),
@@ -446,7 +446,7 @@ class Notifier:
                 if (key, channel) in going:
                     plan.hold(record, channel, now)
                     continue
-                going[(key, channel)] = record.id
+                going.add((key, channel))
             stays[index].append(record)
         kept = []
         for index, send in enumerate(sends):
